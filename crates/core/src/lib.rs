@@ -1,0 +1,20 @@
+//! Gatehouse's domain: the words every other part speaks.
+//!
+//! This crate does no I/O. It holds typed ids, the [`clock::Clock`] through
+//! which all "now" is read, the validated newtypes that the edges parse raw
+//! input into, the lifecycle rules of tenants and operators, and the storage
+//! traits that the SQLite and PostgreSQL back ends implement. Keeping the
+//! traits here (and not in the store crate) lets the vault and later the
+//! engine depend on storage without depending on SQL.
+
+pub mod clock;
+pub mod error;
+pub mod id;
+pub mod keys;
+pub mod operator;
+pub mod secret;
+pub mod store;
+pub mod tenant;
+
+pub use clock::{Clock, FakeClock, SystemClock};
+pub use error::DomainError;

@@ -1,0 +1,198 @@
+//! Storage traits. The SQLite and PostgreSQL back ends in `gatehouse-store`
+//! implement them; one conformance suite checks both.
+//!
+//! Each method is one transaction: a method that changes several rows (a
+//! tenant and its key, a deletion and its crypto-shredding) changes all of
+//! them or none. Every method on tenant data takes the tenant id and puts it
+//! in the `WHERE` clause of every statement it runs.
+
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::id::{OperatorId, TenantId, TokenId};
+use crate::keys::{TenantKey, WrappedKey};
+use crate::operator::{ApiToken, Operator, OperatorName, TokenHash};
+use crate::secret::{SealedSecret, SecretMeta, SecretName};
+use crate::tenant::{Tenant, TenantSlug, TenantState};
+
+/// What went wrong in storage.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The thing asked for does not exist (or is not visible in this scope).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// A uniqueness rule would be broken (the message names it).
+    #[error("{0}")]
+    Conflict(String),
+    /// The row changed since it was read (optimistic concurrency).
+    #[error("{0} was changed by someone else; read it again and retry")]
+    Stale(&'static str),
+    /// A stored value does not parse back into its domain type.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// The database failed; `context` says what we were doing.
+    #[error("database error while {context}: {source}")]
+    Backend {
+        /// What the store was doing.
+        context: &'static str,
+        /// The driver's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// Shorthand for store results.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Which database engine a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+impl Backend {
+    /// The back end's name, as reported in benchmarks and `/readyz`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
+/// Migration status, for readiness checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchemaStatus {
+    /// Migrations applied in the database.
+    pub applied: usize,
+    /// Migrations this build knows.
+    pub known: usize,
+}
+
+impl SchemaStatus {
+    /// Every known migration is applied.
+    pub fn is_current(&self) -> bool {
+        self.applied >= self.known
+    }
+}
+
+/// A page of tenants.
+#[derive(Debug, Clone, Default)]
+pub struct TenantQuery {
+    /// Only tenants in this state; `None` means every state but `deleted`.
+    pub state: Option<TenantState>,
+    /// Start after this id (the previous page's last id).
+    pub after: Option<TenantId>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// Tenants.
+#[async_trait]
+pub trait TenantStore: Send + Sync {
+    /// Stores a new tenant and its wrapped data key, atomically.
+    /// A live tenant with the same slug gives [`StoreError::Conflict`].
+    async fn insert_tenant(&self, tenant: &Tenant, key: &TenantKey) -> StoreResult<()>;
+    /// A tenant by id, in any state (deleted ones as tombstones).
+    async fn get_tenant(&self, id: TenantId) -> StoreResult<Tenant>;
+    /// A tenant that is not deleted, by slug.
+    async fn find_tenant_by_slug(&self, slug: &TenantSlug) -> StoreResult<Tenant>;
+    /// Tenants in id (creation) order.
+    async fn list_tenants(&self, query: &TenantQuery) -> StoreResult<Vec<Tenant>>;
+    /// Writes `tenant`'s display name, region, state and `updated_at` if its
+    /// stored version is still `tenant.version - 1`; [`StoreError::Stale`] otherwise.
+    async fn update_tenant(&self, tenant: &Tenant) -> StoreResult<()>;
+    /// Marks the tenant deleted (as `update_tenant` does) and, in the same
+    /// transaction, destroys its wrapped data key and its sealed secrets.
+    async fn delete_tenant(&self, tenant: &Tenant) -> StoreResult<()>;
+}
+
+/// Tenants' wrapped data keys.
+#[async_trait]
+pub trait TenantKeyStore: Send + Sync {
+    /// The tenant's wrapped data key; `NotFound` once it has been destroyed.
+    async fn get_tenant_key(&self, tenant: TenantId) -> StoreResult<TenantKey>;
+    /// Keys in tenant-id order, after `after`, at most `limit`.
+    async fn list_tenant_keys(
+        &self,
+        after: Option<TenantId>,
+        limit: u32,
+    ) -> StoreResult<Vec<TenantKey>>;
+    /// Replaces the wrapped key if it is still wrapped by `expected_kek`
+    /// (so two rotations racing never lose a key); `Stale` otherwise.
+    async fn rewrap_tenant_key(
+        &self,
+        tenant: TenantId,
+        expected_kek: &str,
+        wrapped: &WrappedKey,
+        at: OffsetDateTime,
+    ) -> StoreResult<()>;
+}
+
+/// Tenants' sealed secrets.
+#[async_trait]
+pub trait SecretStore: Send + Sync {
+    /// Creates or overwrites a secret; returns its new metadata.
+    async fn put_secret(
+        &self,
+        tenant: TenantId,
+        name: &SecretName,
+        sealed: &[u8],
+        at: OffsetDateTime,
+    ) -> StoreResult<SecretMeta>;
+    /// A sealed secret.
+    async fn get_secret(&self, tenant: TenantId, name: &SecretName) -> StoreResult<SealedSecret>;
+    /// The tenant's secrets' metadata, by name.
+    async fn list_secrets(&self, tenant: TenantId) -> StoreResult<Vec<SecretMeta>>;
+    /// Removes a secret.
+    async fn delete_secret(&self, tenant: TenantId, name: &SecretName) -> StoreResult<()>;
+}
+
+/// Operators and their API tokens.
+#[async_trait]
+pub trait OperatorStore: Send + Sync {
+    /// Stores the first operator and its token, only if there are no
+    /// operators yet (atomically, so two nodes starting together cannot both
+    /// bootstrap). Returns whether it did.
+    async fn bootstrap_operator(&self, operator: &Operator, token: &ApiToken) -> StoreResult<bool>;
+    /// Stores a new operator; a taken name gives `Conflict`.
+    async fn insert_operator(&self, operator: &Operator) -> StoreResult<()>;
+    /// An operator by id.
+    async fn get_operator(&self, id: OperatorId) -> StoreResult<Operator>;
+    /// An operator by handle.
+    async fn find_operator_by_name(&self, name: &OperatorName) -> StoreResult<Operator>;
+    /// All operators, by name.
+    async fn list_operators(&self) -> StoreResult<Vec<Operator>>;
+    /// Enables or disables an operator.
+    async fn set_operator_disabled(&self, id: OperatorId, disabled: bool) -> StoreResult<()>;
+    /// Stores a newly issued token.
+    async fn insert_token(&self, token: &ApiToken) -> StoreResult<()>;
+    /// The token with this hash and its operator (usable or not: the caller decides).
+    async fn find_token(&self, hash: &TokenHash) -> StoreResult<(ApiToken, Operator)>;
+    /// An operator's tokens, newest first.
+    async fn list_tokens(&self, operator: OperatorId) -> StoreResult<Vec<ApiToken>>;
+    /// A token by id.
+    async fn get_token(&self, id: TokenId) -> StoreResult<ApiToken>;
+    /// Revokes a token (idempotent: revoking twice keeps the first time).
+    async fn revoke_token(&self, id: TokenId, at: OffsetDateTime) -> StoreResult<()>;
+}
+
+/// Everything Gatehouse stores, behind one handle.
+#[async_trait]
+pub trait Store: TenantStore + TenantKeyStore + SecretStore + OperatorStore + Debug {
+    /// Which engine this is.
+    fn backend(&self) -> Backend;
+    /// Applies pending migrations.
+    async fn migrate(&self) -> StoreResult<()>;
+    /// How many migrations are applied, of how many known.
+    async fn schema_status(&self) -> StoreResult<SchemaStatus>;
+    /// Checks that the database answers.
+    async fn ping(&self) -> StoreResult<()>;
+    /// Closes the connection pool, waiting for connections to be returned.
+    async fn close(&self);
+}

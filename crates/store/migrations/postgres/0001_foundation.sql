@@ -1,0 +1,64 @@
+-- Tenants, their wrapped data keys and sealed secrets; operators and API tokens.
+-- Ids are TypeIDs (prefix_ + base32 UUIDv7), stored as text.
+
+CREATE TABLE tenants (
+    id           TEXT PRIMARY KEY,
+    slug         TEXT NOT NULL,
+    display_name TEXT NOT NULL,
+    region       TEXT NOT NULL,
+    state        TEXT NOT NULL CHECK (state IN ('provisioning', 'active', 'suspended', 'offboarding', 'deleted')),
+    version      BIGINT NOT NULL,
+    created_at   TIMESTAMPTZ NOT NULL,
+    updated_at   TIMESTAMPTZ NOT NULL
+);
+
+-- A slug is unique among tenants that still exist; a deleted tenant's slug can be reused.
+CREATE UNIQUE INDEX tenants_live_slug ON tenants (slug) WHERE state <> 'deleted';
+
+CREATE TABLE tenant_keys (
+    tenant_id    TEXT PRIMARY KEY REFERENCES tenants (id),
+    kek_id       TEXT NOT NULL,
+    wrapped      BYTEA NOT NULL,
+    created_at   TIMESTAMPTZ NOT NULL,
+    rewrapped_at TIMESTAMPTZ
+);
+
+CREATE INDEX tenant_keys_kek ON tenant_keys (kek_id);
+
+CREATE TABLE tenant_secrets (
+    tenant_id  TEXT NOT NULL REFERENCES tenants (id),
+    name       TEXT NOT NULL,
+    sealed     BYTEA NOT NULL,
+    version    BIGINT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (tenant_id, name)
+);
+
+CREATE TABLE operators (
+    id           TEXT PRIMARY KEY,
+    name         TEXT NOT NULL UNIQUE,
+    display_name TEXT NOT NULL,
+    role         TEXT NOT NULL CHECK (role IN ('admin', 'lead', 'technician', 'auditor')),
+    disabled     BOOLEAN NOT NULL DEFAULT FALSE,
+    created_at   TIMESTAMPTZ NOT NULL
+);
+
+-- One row, ever: whoever inserts it first bootstrapped the installation.
+CREATE TABLE bootstrap (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    operator_id TEXT NOT NULL REFERENCES operators (id),
+    at          TIMESTAMPTZ NOT NULL
+);
+
+CREATE TABLE api_tokens (
+    id          TEXT PRIMARY KEY,
+    operator_id TEXT NOT NULL REFERENCES operators (id),
+    name        TEXT NOT NULL,
+    token_hash  TEXT NOT NULL UNIQUE,
+    created_at  TIMESTAMPTZ NOT NULL,
+    expires_at  TIMESTAMPTZ,
+    revoked_at  TIMESTAMPTZ
+);
+
+CREATE INDEX api_tokens_operator ON api_tokens (operator_id);

@@ -1,0 +1,160 @@
+//! The scale-out back end: PostgreSQL, shared by several `gatehouse serve`
+//! nodes.
+
+use std::str::FromStr;
+
+use gatehouse_core::store::{Backend, SchemaStatus, Store, StoreError, StoreResult};
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::db_error;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// A store in a PostgreSQL database (or one schema of it).
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pub(crate) pool: PgPool,
+    /// The schema this store was confined to, if any (tests, benchmarks).
+    schema: Option<String>,
+}
+
+impl PgStore {
+    /// Connects to the database at `url`.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let options =
+            PgConnectOptions::from_str(url).map_err(db_error("parsing the PostgreSQL URL"))?;
+        Self::connect_with(options, None).await
+    }
+
+    /// Creates a new, uniquely named schema in the database at `url` and
+    /// connects with it as the only schema on the search path. Tests and
+    /// benchmarks use this to get a fresh, isolated database each; drop it
+    /// afterwards with [`PgStore::drop_schema`].
+    pub async fn connect_isolated(url: &str, label: &str) -> StoreResult<Self> {
+        let options =
+            PgConnectOptions::from_str(url).map_err(db_error("parsing the PostgreSQL URL"))?;
+        let label: String = label
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
+            .take(40)
+            .collect();
+        let schema = format!("gh_{label}_{}", uuid_suffix());
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .map_err(db_error("connecting to PostgreSQL"))?;
+        sqlx::query(&format!("CREATE SCHEMA \"{schema}\""))
+            .execute(&admin)
+            .await
+            .map_err(db_error("creating a schema"))?;
+        admin.close().await;
+        let options = options.options([("search_path", schema.as_str())]);
+        Self::connect_with(options, Some(schema)).await
+    }
+
+    async fn connect_with(options: PgConnectOptions, schema: Option<String>) -> StoreResult<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .connect_with(options)
+            .await
+            .map_err(db_error("connecting to PostgreSQL"))?;
+        Ok(Self { pool, schema })
+    }
+
+    /// `base` with this store's schema as the search path, so that another
+    /// process (a server under test, a benchmark) reaches the same tables.
+    pub fn url_for_schema(&self, base: &str) -> String {
+        match &self.schema {
+            Some(schema) => {
+                let sep = if base.contains('?') { '&' } else { '?' };
+                format!("{base}{sep}options[search_path]={schema}")
+            }
+            None => base.to_owned(),
+        }
+    }
+
+    /// Drops the schema that `isolated` was confined to (made by
+    /// [`PgStore::connect_isolated`]), through this store's connection.
+    pub async fn drop_named_schema(&self, isolated: &PgStore) -> StoreResult<()> {
+        if let Some(schema) = &isolated.schema {
+            sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                .execute(&self.pool)
+                .await
+                .map_err(db_error("dropping a schema"))?;
+        }
+        Ok(())
+    }
+
+    /// Closes the connection pool.
+    pub async fn close_pool(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// 12 hex digits of randomness, for schema names.
+fn uuid_suffix() -> String {
+    let mut bytes = [0u8; 6];
+    // A collision only makes CREATE SCHEMA fail loudly; never silent.
+    let _ = gatehouse_core::error::random_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+crate::sql::impl_store_traits!(PgStore);
+
+#[async_trait::async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> Backend {
+        Backend::Postgres
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Backend {
+                context: "applying PostgreSQL migrations",
+                source: Box::new(e),
+            })
+    }
+
+    async fn schema_status(&self) -> StoreResult<SchemaStatus> {
+        let known = MIGRATOR.iter().count();
+        let exists: (Option<String>,) =
+            sqlx::query_as("SELECT to_regclass('_sqlx_migrations')::text")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db_error("reading the schema status"))?;
+        if exists.0.is_none() {
+            return Ok(SchemaStatus { applied: 0, known });
+        }
+        let (applied,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db_error("reading the schema status"))?;
+        Ok(SchemaStatus {
+            applied: usize::try_from(applied).unwrap_or(0),
+            known,
+        })
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db_error("pinging the database"))?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
