@@ -1,1 +1,119 @@
-fn main() {}
+//! `gatehouse`: the control plane for managed service providers.
+//!
+//! Every command reads the same configuration (see `docs/configuration.md`)
+//! and works on the same database and keys as a running server, through the
+//! same services and rules as the HTTP API.
+
+#![allow(
+    clippy::print_stdout,
+    reason = "a command-line tool prints its results on standard output"
+)]
+
+mod bench;
+mod commands;
+mod config;
+mod wiring;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::ConfigArgs;
+
+/// Gatehouse: onboard clients, keep access right, administer many tenants, prove it.
+#[derive(Debug, Parser)]
+#[command(name = "gatehouse", version, about, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    config: ConfigArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(commands::serve::ServeArgs),
+    /// Apply pending database migrations and show the schema status.
+    Migrate,
+    /// Manage client tenants.
+    #[command(subcommand)]
+    Tenant(commands::tenant::TenantCommand),
+    /// Manage MSP operators and their API tokens.
+    #[command(subcommand)]
+    Operator(commands::operator::OperatorCommand),
+    /// Manage key-encryption keys.
+    #[command(subcommand)]
+    Keys(commands::keys::KeysCommand),
+    /// Run a benchmark; the last line printed is a JSON object.
+    Bench(bench::BenchArgs),
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The configuration is wrong.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The user asked for something that cannot be done as asked.
+    #[error("{0}")]
+    Usage(String),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] gatehouse_core::store::StoreError),
+    /// Keys failed.
+    #[error(transparent)]
+    Vault(#[from] gatehouse_vault::VaultError),
+    /// The operation was refused or failed.
+    #[error("{} ({})", .0.public_message_or_detail(), .0.code())]
+    App(#[from] gatehouse_server::AppError),
+    /// A value did not validate.
+    #[error(transparent)]
+    Domain(#[from] gatehouse_core::DomainError),
+    /// Input or output failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+trait DetailedMessage {
+    fn public_message_or_detail(&self) -> String;
+}
+
+impl DetailedMessage for gatehouse_server::AppError {
+    /// At the CLI the operator is local: show internal details too.
+    fn public_message_or_detail(&self) -> String {
+        self.to_string()
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    match cli.command {
+        Command::Serve(args) => commands::serve::run(&cli.config, args).await,
+        Command::Migrate => commands::migrate(&cli.config).await,
+        Command::Tenant(command) => commands::tenant::run(&cli.config, command).await,
+        Command::Operator(command) => commands::operator::run(&cli.config, command).await,
+        Command::Keys(command) => commands::keys::run(&cli.config, command).await,
+        Command::Bench(args) => bench::run(&cli.config, args).await,
+    }
+}

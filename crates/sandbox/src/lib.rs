@@ -1,1 +1,16 @@
-//! placeholder
+//! Loopback emulators of the external systems Gatehouse talks to.
+//!
+//! Tests of Gatehouse's integrations should exercise the real HTTP client
+//! code, not a mock of it, yet must not need a live vendor system. Each
+//! emulator here serves the vendor's wire format on `127.0.0.1` with a random
+//! port, keeps its state in memory, and exposes two things a real system
+//! cannot give a test: fault knobs (to force outages and errors on demand)
+//! and side-effect counters (to assert how many calls actually took effect).
+//!
+//! Emulators so far: [`vault_transit`] (HashiCorp Vault's Transit engine).
+//! PSA, RMM, Microsoft Graph and SCIM emulators are planned and will follow
+//! the same shape: `start`, `url`, fault setters, counters, `shutdown`.
+
+pub mod vault_transit;
+
+pub use vault_transit::{TransitOp, VaultTransitEmulator};

@@ -1,1 +1,19 @@
-//! placeholder
+//! The Gatehouse application: its services and its HTTP edge.
+//!
+//! - [`app`] is the service layer. Every operation takes the [`app::Actor`]
+//!   performing it and checks authorization itself ([`authz`]), so the HTTP
+//!   API and the CLI go through the same rules.
+//! - [`http`] is the only place that speaks HTTP: routes, extractors, the
+//!   OpenAPI document, health and metrics.
+//! - [`error::AppError`] is the one error type of this layer; its HTTP
+//!   status and stable `code` are decided in one place.
+
+pub mod app;
+pub mod authz;
+pub mod demo;
+pub mod error;
+pub mod http;
+pub mod metrics;
+
+pub use app::{Actor, App};
+pub use error::AppError;

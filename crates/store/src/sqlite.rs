@@ -38,13 +38,11 @@ impl SqliteStore {
             .pragma("secure_delete", "ON");
         let path = options.get_filename();
         let in_memory = path.as_os_str().is_empty() || path.to_string_lossy().contains(":memory:");
-        if !in_memory {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| StoreError::Backend {
-                    context: "creating the database directory",
-                    source: Box::new(e),
-                })?;
-            }
+        if !in_memory && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Backend {
+                context: "creating the database directory",
+                source: Box::new(e),
+            })?;
         }
         let pool = SqlitePoolOptions::new()
             // An in-memory database exists per connection: keep exactly one.

@@ -81,13 +81,12 @@ impl TestDatabase {
     /// Closes the store and removes the database.
     pub async fn cleanup(self) {
         self.store.close().await;
-        if let Kind::Postgres(pg) = &self.kind {
-            if let Ok(admin) =
+        if let Kind::Postgres(pg) = &self.kind
+            && let Ok(admin) =
                 PgStore::connect(&std::env::var(TEST_DATABASE_URL).unwrap_or_default()).await
-            {
-                let _ = admin.drop_named_schema(pg).await;
-                admin.close_pool().await;
-            }
+        {
+            let _ = admin.drop_named_schema(pg).await;
+            admin.close_pool().await;
         }
     }
 }

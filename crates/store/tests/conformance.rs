@@ -2,6 +2,13 @@
 //! PostgreSQL when `GATEHOUSE_TEST_DATABASE_URL` is set (`.ci/run` sets it).
 //! Each case gets a database (or schema) of its own.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests fail loudly"
+)]
+
 use std::sync::Arc;
 
 use gatehouse_core::clock::{Clock, FakeClock};

@@ -1,0 +1,225 @@
+//! `gatehouse bench SCENARIO --json`: benchmarks. Progress goes to standard
+//! error; the last line on standard output is one JSON object.
+//!
+//! Benchmarks never touch the configured key file or an existing SQLite
+//! database: they use a temporary directory, or, given a PostgreSQL URL, a
+//! throw-away schema that is dropped afterwards.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gatehouse_core::clock::{Clock, SystemClock};
+use gatehouse_core::secret::SecretName;
+use gatehouse_core::store::Store;
+use gatehouse_core::tenant::{DisplayName, Region, TenantSlug, TenantState};
+use gatehouse_server::App;
+use gatehouse_server::app::{NewTenant, TenantRef};
+use gatehouse_store::{PgStore, SqliteStore};
+use gatehouse_vault::{Keyring, LocalKeyFile};
+use serde_json::json;
+
+use crate::CliError;
+use crate::config::ConfigArgs;
+
+/// Benchmark options.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// What to measure.
+    #[arg(value_enum)]
+    scenario: Scenario,
+    /// Print the result as JSON (always the last line).
+    #[arg(long)]
+    json: bool,
+    /// Tenants to create.
+    #[arg(long, default_value_t = 1_000)]
+    tenants: u32,
+    /// Secrets in all.
+    #[arg(long, default_value_t = 100_000)]
+    secrets: u32,
+    /// Concurrent workers.
+    #[arg(long, default_value_t = 8)]
+    concurrency: u32,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Scenario {
+    /// Tenants with their keys, encrypted secrets written and read back.
+    Store,
+}
+
+/// Peak resident memory of this process, in MiB (Linux `VmHWM`).
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map(|kb| (kb / 1024.0 * 10.0).round() / 10.0)
+        .unwrap_or(0.0)
+}
+
+fn per_sec(count: u32, elapsed: Duration) -> f64 {
+    (f64::from(count) / elapsed.as_secs_f64().max(1e-9)).round()
+}
+
+fn progress(label: &str, done: u32, total: u32) {
+    if done == total || done.is_multiple_of(1000) {
+        eprint!("\r{label}: {done}/{total}");
+        if done == total {
+            eprintln!();
+        }
+        let _ = std::io::stderr().flush();
+    }
+}
+
+/// Runs a benchmark.
+pub async fn run(args: &ConfigArgs, bench: BenchArgs) -> Result<ExitCode, CliError> {
+    match bench.scenario {
+        Scenario::Store => store(args, bench).await,
+    }
+}
+
+async fn store(args: &ConfigArgs, bench: BenchArgs) -> Result<ExitCode, CliError> {
+    if bench.tenants == 0 || bench.concurrency == 0 {
+        return Err(CliError::Usage(
+            "--tenants and --concurrency must be at least 1".into(),
+        ));
+    }
+    let scratch = tempfile::tempdir()?;
+    let (store, pg): (Arc<dyn Store>, Option<PgStore>) = match &args.database_url {
+        Some(url) if url.starts_with("postgres") => {
+            let pg = PgStore::connect_isolated(url, "bench").await?;
+            (Arc::new(pg.clone()), Some(pg))
+        }
+        Some(url) => (Arc::new(SqliteStore::connect(url).await?), None),
+        None => {
+            let url = format!("sqlite://{}", scratch.path().join("bench.db").display());
+            (Arc::new(SqliteStore::connect(&url).await?), None)
+        }
+    };
+    store.migrate().await?;
+    let (provider, _) = LocalKeyFile::open_or_create(&scratch.path().join("kek.json"))?;
+    let keyring = Keyring::new(Arc::new(provider), store.clone(), Duration::from_secs(3600));
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let app = Arc::new(App::new(store.clone(), Arc::new(keyring), clock));
+    let actor = gatehouse_server::Actor::System("bench");
+    eprintln!(
+        "bench store on {}: {} tenants, {} secrets, {} workers",
+        store.backend().as_str(),
+        bench.tenants,
+        bench.secrets,
+        bench.concurrency
+    );
+
+    // 1. Tenants, each with its own wrapped data key.
+    let started = Instant::now();
+    let mut tenants = Vec::with_capacity(bench.tenants as usize);
+    for i in 0..bench.tenants {
+        let new = NewTenant {
+            slug: TenantSlug::parse(&format!("bench-tenant-{i}"))?,
+            display_name: DisplayName::parse(&format!("Bench Tenant {i}"))?,
+            region: Region::parse("eu")?,
+            state: TenantState::Active,
+        };
+        tenants.push(app.create_tenant(&actor, new).await?.id);
+        progress("tenants", i + 1, bench.tenants);
+    }
+    let tenant_elapsed = started.elapsed();
+
+    // 2. Secrets, spread over the tenants, written by concurrent workers.
+    let tenants = Arc::new(tenants);
+    let run_workers = |write: bool| {
+        let mut set = tokio::task::JoinSet::new();
+        for worker in 0..bench.concurrency {
+            let app = app.clone();
+            let tenants = tenants.clone();
+            let (total, workers) = (bench.secrets, bench.concurrency);
+            set.spawn(async move {
+                let actor = gatehouse_server::Actor::System("bench");
+                let mut i = worker;
+                while i < total {
+                    let tenant = tenants[(i % tenants.len() as u32) as usize];
+                    let name = SecretName::parse(&format!("bench.secret-{i}"))?;
+                    if write {
+                        let value = format!("value-{i}-{}", "x".repeat(48));
+                        app.put_secret(&actor, &TenantRef::Id(tenant), &name, value.as_bytes())
+                            .await?;
+                    } else {
+                        let value = app.reveal_secret(&actor, tenant, &name).await?;
+                        if !value.starts_with(format!("value-{i}-").as_bytes()) {
+                            return Err(CliError::Usage(format!("secret {i} read back wrong")));
+                        }
+                    }
+                    i += workers;
+                    if worker == 0 {
+                        progress(
+                            if write {
+                                "secret writes"
+                            } else {
+                                "secret reads"
+                            },
+                            i.min(total),
+                            total,
+                        );
+                    }
+                }
+                Ok::<(), CliError>(())
+            });
+        }
+        set
+    };
+    let started = Instant::now();
+    let mut writers = run_workers(true);
+    while let Some(joined) = writers.join_next().await {
+        joined.map_err(|e| CliError::Usage(format!("a worker failed: {e}")))??;
+    }
+    let write_elapsed = started.elapsed();
+
+    let started = Instant::now();
+    let mut readers = run_workers(false);
+    while let Some(joined) = readers.join_next().await {
+        joined.map_err(|e| CliError::Usage(format!("a worker failed: {e}")))??;
+    }
+    let read_elapsed = started.elapsed();
+    eprintln!();
+
+    let backend = store.backend().as_str();
+    store.close().await;
+    if let Some(pg) = pg
+        && let Some(url) = &args.database_url
+    {
+        let admin = PgStore::connect(url).await?;
+        admin.drop_named_schema(&pg).await?;
+        admin.close_pool().await;
+    }
+    let result = json!({
+        "scenario": "store",
+        "backend": backend,
+        "tenants": bench.tenants,
+        "secrets": bench.secrets,
+        "concurrency": bench.concurrency,
+        "tenants_per_sec": per_sec(bench.tenants, tenant_elapsed),
+        "secret_writes_per_sec": per_sec(bench.secrets, write_elapsed),
+        "secret_reads_per_sec": per_sec(bench.secrets, read_elapsed),
+        "tenant_secs": tenant_elapsed.as_secs_f64(),
+        "secret_write_secs": write_elapsed.as_secs_f64(),
+        "secret_read_secs": read_elapsed.as_secs_f64(),
+        "peak_rss_mb": peak_rss_mb(),
+    });
+    if !bench.json {
+        eprintln!(
+            "tenants/s {}  secret writes/s {}  secret reads/s {}  peak RSS {} MiB",
+            result["tenants_per_sec"],
+            result["secret_writes_per_sec"],
+            result["secret_reads_per_sec"],
+            result["peak_rss_mb"]
+        );
+    }
+    println!("{result}");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,134 @@
+//! `gatehouse operator …`.
+
+use std::process::ExitCode;
+
+use gatehouse_core::operator::{OperatorName, Role};
+use gatehouse_core::tenant::DisplayName;
+
+use super::{CLI, open, print_json, print_table};
+use crate::CliError;
+use crate::config::ConfigArgs;
+
+/// Operator subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum OperatorCommand {
+    /// Create an operator and print their first API token (shown once).
+    Create {
+        /// Sign-in handle (a-z, 0-9, '.', '_', '-').
+        name: String,
+        /// Full name.
+        #[arg(long)]
+        display_name: String,
+        /// admin, lead, technician or auditor.
+        #[arg(long)]
+        role: String,
+    },
+    /// List operators.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Issue a new API token for an operator (shown once).
+    Token {
+        /// The operator's handle.
+        name: String,
+        /// What the token is for.
+        #[arg(long, default_value = "cli")]
+        label: String,
+        /// Expire after this many days.
+        #[arg(long)]
+        expires_in_days: Option<u16>,
+    },
+    /// Disable an operator: their tokens stop working at once.
+    Disable {
+        /// The operator's handle.
+        name: String,
+    },
+    /// Enable a disabled operator.
+    Enable {
+        /// The operator's handle.
+        name: String,
+    },
+}
+
+/// Runs an operator subcommand.
+pub async fn run(args: &ConfigArgs, command: OperatorCommand) -> Result<ExitCode, CliError> {
+    let (_, app) = open(args).await?;
+    match command {
+        OperatorCommand::Create {
+            name,
+            display_name,
+            role,
+        } => {
+            let role: Role = role.parse()?;
+            let (operator, _, secret) = app
+                .create_operator(
+                    &CLI,
+                    OperatorName::parse(&name)?,
+                    DisplayName::parse(&display_name)?,
+                    role,
+                )
+                .await?;
+            println!(
+                "created {} ({}) {}",
+                operator.name, operator.role, operator.id
+            );
+            println!("API token, shown only now:\n\n    {}\n", secret.expose());
+        }
+        OperatorCommand::List { json } => {
+            let operators = app.list_operators(&CLI).await?;
+            if json {
+                print_json(&operators)?;
+            } else {
+                let rows: Vec<Vec<String>> = operators
+                    .iter()
+                    .map(|o| {
+                        vec![
+                            o.id.to_string(),
+                            o.name.to_string(),
+                            o.role.to_string(),
+                            if o.disabled {
+                                "disabled".into()
+                            } else {
+                                "enabled".into()
+                            },
+                            o.display_name.as_str().to_owned(),
+                        ]
+                    })
+                    .collect();
+                print_table(&["ID", "NAME", "ROLE", "STATUS", "DISPLAY NAME"], &rows);
+            }
+        }
+        OperatorCommand::Token {
+            name,
+            label,
+            expires_in_days,
+        } => {
+            let operator = app
+                .find_operator(&CLI, &OperatorName::parse(&name)?)
+                .await?;
+            let expires =
+                expires_in_days.map(|d| app.clock.now() + time::Duration::days(i64::from(d)));
+            let (token, secret) = app.issue_token(&CLI, operator.id, &label, expires).await?;
+            println!("issued {} for {}", token.id, operator.name);
+            println!("API token, shown only now:\n\n    {}\n", secret.expose());
+        }
+        OperatorCommand::Disable { name } => {
+            let operator = app
+                .find_operator(&CLI, &OperatorName::parse(&name)?)
+                .await?;
+            app.set_operator_disabled(&CLI, operator.id, true).await?;
+            println!("disabled {}", operator.name);
+        }
+        OperatorCommand::Enable { name } => {
+            let operator = app
+                .find_operator(&CLI, &OperatorName::parse(&name)?)
+                .await?;
+            app.set_operator_disabled(&CLI, operator.id, false).await?;
+            println!("enabled {}", operator.name);
+        }
+    }
+    app.store.close().await;
+    Ok(ExitCode::SUCCESS)
+}

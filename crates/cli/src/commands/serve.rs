@@ -1,0 +1,136 @@
+//! `gatehouse serve`.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use gatehouse_server::http::{ApiState, HttpConfig};
+use gatehouse_server::metrics::Metrics;
+
+use crate::CliError;
+use crate::config::{Config, ConfigArgs};
+use crate::wiring::{self, Schema};
+
+/// Options of `serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "GATEHOUSE_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Seed a synthetic MSP with three client tenants (on first start).
+    #[arg(long)]
+    pub demo: bool,
+}
+
+/// Runs the server until SIGTERM or Ctrl-C.
+pub async fn run(args: &ConfigArgs, serve: ServeArgs) -> Result<ExitCode, CliError> {
+    let config = Config::load(args, serve.listen)?;
+    wiring::init_logging(&config);
+    tracing::info!(config = ?config, "starting");
+
+    let schema = if config.auto_migrate {
+        Schema::Migrate
+    } else {
+        Schema::RequireCurrent
+    };
+    let store = wiring::open_store(&config, schema).await?;
+    let (app, key_file_created) = wiring::open_app(&config, store.clone()).await?;
+    if key_file_created {
+        tracing::warn!(path = %config.key_file.display(), "created a new key file: back it up; without it no tenant data can be read");
+    }
+
+    let bootstrap = app.bootstrap().await?;
+    let demo = if serve.demo {
+        Some(gatehouse_server::demo::seed(&app).await?)
+    } else {
+        None
+    };
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", config.listen)))?;
+    let addr = listener.local_addr()?;
+    let base = format!("http://{addr}");
+
+    // The one place a token is printed: on the operator's terminal, not in the log.
+    println!("Gatehouse is listening on {base}");
+    if let Some((operator, secret)) = &bootstrap {
+        println!();
+        println!(
+            "First start: created the administrator `{}`. Its API token, shown only now:",
+            operator.name
+        );
+        println!();
+        println!("    {}", secret.expose());
+        println!();
+        println!("Keep it safe. Lost it? `gatehouse operator token admin` issues another.");
+    }
+    if let Some(demo) = &demo {
+        println!();
+        println!(
+            "Demo MSP {}: tenants {}; team {}.",
+            if demo.created {
+                "seeded"
+            } else {
+                "already present"
+            },
+            demo.tenants
+                .iter()
+                .map(|t| t.slug.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            demo.operators
+                .iter()
+                .map(|o| format!("{} ({})", o.name, o.role))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+        println!("Next:");
+        println!("  export GATEHOUSE_TOKEN=<the token above>");
+        println!("  curl -H \"Authorization: Bearer $GATEHOUSE_TOKEN\" {base}/api/v1/tenants");
+        println!("  cargo run --release -- tenant list");
+        println!(
+            "  API reference: {base}/api/v1/openapi.json   health: {base}/readyz   metrics: {base}/metrics"
+        );
+    }
+
+    let state = ApiState {
+        app: Arc::new(app),
+        metrics: Arc::new(Metrics::new()),
+    };
+    let router = gatehouse_server::http::router(
+        state,
+        HttpConfig {
+            max_body_bytes: config.max_body_bytes,
+        },
+    );
+    gatehouse_server::http::serve(listener, router, shutdown_signal()).await?;
+    tracing::info!("stopped accepting requests; closing the database");
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(%err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(%err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl-C: shutting down"),
+        () = terminate => tracing::info!("SIGTERM: shutting down"),
+    }
+}

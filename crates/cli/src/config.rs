@@ -1,0 +1,295 @@
+//! Configuration: built-in defaults, overridden by a TOML file, overridden
+//! by `GATEHOUSE_*` environment variables, overridden by flags. The table
+//! in `docs/configuration.md` lists every setting.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::CliError;
+
+/// Settings from the command line and environment (clap fills these; `None`
+/// means "not given", so the file or the default decides).
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct ConfigArgs {
+    /// Configuration file [default: DATA_DIR/gatehouse.toml, if it exists].
+    #[arg(long, env = "GATEHOUSE_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory for the database, the key file and other state.
+    #[arg(long, env = "GATEHOUSE_DATA_DIR", global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL: sqlite://PATH or postgres://USER@HOST/DB [default: sqlite://DATA_DIR/gatehouse.db].
+    #[arg(
+        long,
+        env = "GATEHOUSE_DATABASE_URL",
+        global = true,
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+    /// Log format: text or json.
+    #[arg(
+        long,
+        env = "GATEHOUSE_LOG_FORMAT",
+        global = true,
+        value_name = "FORMAT"
+    )]
+    pub log_format: Option<LogFormat>,
+    /// Key-encryption-key provider: local or vault-transit.
+    #[arg(
+        long,
+        env = "GATEHOUSE_KEY_PROVIDER",
+        global = true,
+        value_name = "PROVIDER"
+    )]
+    pub key_provider: Option<KeyProviderKind>,
+    /// Local key file [default: DATA_DIR/kek.json].
+    #[arg(long, env = "GATEHOUSE_KEY_FILE", global = true, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+}
+
+/// How logs are written (to standard error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// For people.
+    #[default]
+    Text,
+    /// One JSON object a line, for log pipelines.
+    Json,
+}
+
+/// Where the key-encryption keys live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyProviderKind {
+    /// A key file on local disk.
+    #[default]
+    Local,
+    /// HashiCorp Vault's Transit engine.
+    VaultTransit,
+}
+
+/// The configuration file's keys (all optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    log_format: Option<LogFormat>,
+    log_level: Option<String>,
+    max_body_bytes: Option<usize>,
+    key_cache_ttl_secs: Option<u64>,
+    auto_migrate: Option<bool>,
+    key_provider: Option<KeyProviderKind>,
+    key_file: Option<PathBuf>,
+    vault_addr: Option<String>,
+    vault_token: Option<String>,
+    vault_mount: Option<String>,
+    vault_key: Option<String>,
+    vault_namespace: Option<String>,
+}
+
+/// The settings in force.
+#[derive(Clone)]
+pub struct Config {
+    /// Where `serve` listens.
+    pub listen: SocketAddr,
+    /// The state directory.
+    pub data_dir: PathBuf,
+    /// The database.
+    pub database_url: String,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter (`info`, `gatehouse=debug,sqlx=warn`, …).
+    pub log_level: String,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// How long unwrapped data keys stay in memory.
+    pub key_cache_ttl_secs: u64,
+    /// Whether `serve` applies migrations at start-up.
+    pub auto_migrate: bool,
+    /// Where the KEKs live.
+    pub key_provider: KeyProviderKind,
+    /// The local key file.
+    pub key_file: PathBuf,
+    /// Vault address.
+    pub vault_addr: Option<String>,
+    /// Vault token (secret).
+    pub vault_token: Option<String>,
+    /// Vault transit mount.
+    pub vault_mount: String,
+    /// Vault transit key name.
+    pub vault_key: String,
+    /// Vault namespace.
+    pub vault_namespace: Option<String>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field(
+                "database_url",
+                &gatehouse_store::redact_url(&self.database_url),
+            )
+            .field("key_provider", &self.key_provider)
+            .field("key_file", &self.key_file)
+            .field("vault_addr", &self.vault_addr)
+            .field(
+                "vault_token",
+                &self.vault_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn parse_env<T: std::str::FromStr>(name: &str) -> Result<Option<T>, CliError> {
+    match env(name) {
+        None => Ok(None),
+        Some(text) => text
+            .parse()
+            .map(Some)
+            .map_err(|_| CliError::Config(format!("{name}=`{text}` is not a valid value"))),
+    }
+}
+
+impl Config {
+    /// Resolves the configuration. `listen` is the `serve --listen` flag.
+    pub fn load(args: &ConfigArgs, listen: Option<SocketAddr>) -> Result<Self, CliError> {
+        let early_data_dir = args
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("gatehouse-data"));
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => {
+                let default = early_data_dir.join("gatehouse.toml");
+                if default.exists() {
+                    read_file(&default)?
+                } else {
+                    FileConfig::default()
+                }
+            }
+        };
+        let data_dir = args
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or(early_data_dir);
+        let database_url = args
+            .database_url
+            .clone()
+            .or(file.database_url)
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("gatehouse.db").display()));
+        let listen = match listen {
+            Some(addr) => addr,
+            None => parse_env("GATEHOUSE_LISTEN")?
+                .or(file.listen)
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
+        };
+        Ok(Self {
+            listen,
+            log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+            log_level: env("GATEHOUSE_LOG")
+                .or(file.log_level)
+                .unwrap_or_else(|| "info,sqlx=warn".into()),
+            max_body_bytes: parse_env("GATEHOUSE_MAX_BODY_BYTES")?
+                .or(file.max_body_bytes)
+                .unwrap_or(gatehouse_server::http::DEFAULT_MAX_BODY_BYTES),
+            key_cache_ttl_secs: parse_env("GATEHOUSE_KEY_CACHE_TTL_SECS")?
+                .or(file.key_cache_ttl_secs)
+                .unwrap_or(300),
+            auto_migrate: parse_env("GATEHOUSE_AUTO_MIGRATE")?
+                .or(file.auto_migrate)
+                .unwrap_or(true),
+            key_provider: args.key_provider.or(file.key_provider).unwrap_or_default(),
+            key_file: args
+                .key_file
+                .clone()
+                .or(file.key_file)
+                .unwrap_or_else(|| data_dir.join("kek.json")),
+            vault_addr: env("GATEHOUSE_VAULT_ADDR").or(file.vault_addr),
+            vault_token: env("GATEHOUSE_VAULT_TOKEN").or(file.vault_token),
+            vault_mount: env("GATEHOUSE_VAULT_MOUNT")
+                .or(file.vault_mount)
+                .unwrap_or_else(|| "transit".into()),
+            vault_key: env("GATEHOUSE_VAULT_KEY")
+                .or(file.vault_key)
+                .unwrap_or_else(|| "gatehouse".into()),
+            vault_namespace: env("GATEHOUSE_VAULT_NAMESPACE").or(file.vault_namespace),
+            data_dir,
+            database_url,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, CliError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::Config(format!("cannot read {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| CliError::Config(format!("{}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_the_file_and_the_file_beats_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("g.toml");
+        std::fs::write(&file, "database_url = \"sqlite://from-file.db\"\nkey_cache_ttl_secs = 7\nlog_format = \"json\"\n").unwrap();
+        let mut args = ConfigArgs {
+            config: Some(file.clone()),
+            data_dir: Some(dir.path().into()),
+            ..Default::default()
+        };
+        let config = Config::load(&args, None).unwrap();
+        assert_eq!(config.database_url, "sqlite://from-file.db");
+        assert_eq!(config.key_cache_ttl_secs, 7);
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.key_file, dir.path().join("kek.json"));
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+
+        args.database_url = Some("postgres://flag@h/db".into());
+        args.log_format = Some(LogFormat::Text);
+        let config = Config::load(&args, Some("0.0.0.0:9000".parse().unwrap())).unwrap();
+        assert_eq!(config.database_url, "postgres://flag@h/db");
+        assert_eq!(config.log_format, LogFormat::Text);
+        assert_eq!(config.listen.to_string(), "0.0.0.0:9000");
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("g.toml");
+        std::fs::write(&file, "databse_url = \"typo\"\n").unwrap();
+        let args = ConfigArgs {
+            config: Some(file),
+            ..Default::default()
+        };
+        let err = Config::load(&args, None).err().unwrap().to_string();
+        assert!(err.contains("databse_url"), "{err}");
+    }
+
+    #[test]
+    fn the_default_database_lives_in_the_data_dir() {
+        let args = ConfigArgs {
+            data_dir: Some("/tmp/gh-nowhere-x".into()),
+            ..Default::default()
+        };
+        let config = Config::load(&args, None).unwrap();
+        assert_eq!(
+            config.database_url,
+            "sqlite:///tmp/gh-nowhere-x/gatehouse.db"
+        );
+        assert!(!format!("{config:?}").contains("token\": Some(\""));
+    }
+}

@@ -1,0 +1,94 @@
+//! Turning configuration into running parts: logging, the store, the key
+//! provider, the keyring and the services.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse_core::clock::{Clock, SystemClock};
+use gatehouse_core::store::Store;
+use gatehouse_server::App;
+use gatehouse_vault::{KeyProvider, Keyring, LocalKeyFile, VaultTransit, VaultTransitConfig};
+
+use crate::CliError;
+use crate::config::{Config, KeyProviderKind, LogFormat};
+
+/// Sends logs to standard error, as text or JSON.
+pub fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second initialisation (tests) is harmless: keep the first.
+    let _ = match config.log_format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// Whether the store may be migrated by this command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schema {
+    /// Apply pending migrations (serve, migrate).
+    Migrate,
+    /// Refuse to run on an out-of-date schema (every other command).
+    RequireCurrent,
+}
+
+/// Opens the store named by the configuration.
+pub async fn open_store(config: &Config, schema: Schema) -> Result<Arc<dyn Store>, CliError> {
+    let store = gatehouse_store::connect(&config.database_url).await?;
+    match schema {
+        Schema::Migrate => store.migrate().await?,
+        Schema::RequireCurrent => {
+            let status = store.schema_status().await?;
+            if !status.is_current() {
+                return Err(CliError::Usage(format!(
+                    "the database schema is out of date ({} of {} migrations applied); run `gatehouse migrate` first",
+                    status.applied, status.known
+                )));
+            }
+        }
+    }
+    Ok(store)
+}
+
+/// The key provider named by the configuration, and whether it was just
+/// created (a new local key file).
+pub async fn open_key_provider(config: &Config) -> Result<(Arc<dyn KeyProvider>, bool), CliError> {
+    match config.key_provider {
+        KeyProviderKind::Local => {
+            let (provider, created) = LocalKeyFile::open_or_create(&config.key_file)?;
+            Ok((Arc::new(provider), created))
+        }
+        KeyProviderKind::VaultTransit => {
+            let (Some(addr), Some(token)) = (config.vault_addr.clone(), config.vault_token.clone())
+            else {
+                return Err(CliError::Config(
+                    "the vault-transit key provider needs GATEHOUSE_VAULT_ADDR and GATEHOUSE_VAULT_TOKEN".into(),
+                ));
+            };
+            let provider = VaultTransit::new(VaultTransitConfig {
+                addr,
+                token,
+                mount: config.vault_mount.clone(),
+                key: config.vault_key.clone(),
+                namespace: config.vault_namespace.clone(),
+            })?;
+            provider.ensure_key().await?;
+            Ok((Arc::new(provider), false))
+        }
+    }
+}
+
+/// The services over an open store.
+pub async fn open_app(config: &Config, store: Arc<dyn Store>) -> Result<(App, bool), CliError> {
+    let (provider, created) = open_key_provider(config).await?;
+    let keyring = Keyring::new(
+        provider,
+        store.clone(),
+        Duration::from_secs(config.key_cache_ttl_secs),
+    );
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    Ok((App::new(store, Arc::new(keyring), clock), created))
+}

@@ -1,0 +1,100 @@
+//! Who may do what. The one place that decides, so that policy-based
+//! authorization (Cedar, a later step) can replace it without touching the
+//! services that call [`authorize`].
+
+use gatehouse_core::operator::Role;
+
+use crate::app::Actor;
+use crate::error::AppError;
+
+/// Something an actor wants to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permission {
+    /// See tenants.
+    ReadTenants,
+    /// Create, change, suspend, offboard and delete tenants.
+    ManageTenants,
+    /// Store and remove tenants' secrets (connector credentials).
+    ManageSecrets,
+    /// Read a secret in the clear (connectors do; people normally don't).
+    RevealSecrets,
+    /// See operators.
+    ReadOperators,
+    /// Create and disable operators, and manage anyone's tokens.
+    ManageOperators,
+    /// Rotate key-encryption keys.
+    ManageKeys,
+}
+
+impl Permission {
+    /// The roles that hold this permission.
+    pub fn roles(self) -> &'static [Role] {
+        use Role::*;
+        match self {
+            Self::ReadTenants => &[Admin, Lead, Technician, Auditor],
+            Self::ManageTenants => &[Admin],
+            Self::ManageSecrets => &[Admin, Lead],
+            Self::RevealSecrets => &[],
+            Self::ReadOperators => &[Admin, Lead, Auditor],
+            Self::ManageOperators => &[Admin],
+            Self::ManageKeys => &[Admin],
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self.roles() {
+            [Role::Admin] => "admin",
+            [Role::Admin, Role::Lead] => "admin or lead",
+            [] => "system",
+            _ => "admin, lead or auditor",
+        }
+    }
+}
+
+/// Allows or refuses `permission` to `actor`.
+pub fn authorize(actor: &Actor, permission: Permission) -> Result<(), AppError> {
+    match actor {
+        Actor::System(_) => Ok(()),
+        Actor::Operator { operator, .. } if permission.roles().contains(&operator.role) => Ok(()),
+        Actor::Operator { .. } => Err(AppError::Forbidden(permission.describe())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gatehouse_core::id::TokenId;
+    use gatehouse_core::operator::{Operator, OperatorName};
+    use gatehouse_core::tenant::DisplayName;
+    use time::OffsetDateTime;
+
+    fn actor(role: Role) -> Actor {
+        let now = OffsetDateTime::UNIX_EPOCH;
+        Actor::Operator {
+            operator: Operator::new(
+                OperatorName::parse("x.y").unwrap(),
+                DisplayName::parse("X").unwrap(),
+                role,
+                now,
+            ),
+            token: TokenId::generate(now),
+        }
+    }
+
+    #[test]
+    fn only_admins_manage_tenants_and_nobody_reveals_secrets() {
+        assert!(authorize(&actor(Role::Admin), Permission::ManageTenants).is_ok());
+        for role in [Role::Lead, Role::Technician, Role::Auditor] {
+            assert!(matches!(
+                authorize(&actor(role), Permission::ManageTenants),
+                Err(AppError::Forbidden("admin"))
+            ));
+            assert!(authorize(&actor(role), Permission::ReadTenants).is_ok());
+        }
+        for role in Role::ALL {
+            assert!(authorize(&actor(role), Permission::RevealSecrets).is_err());
+        }
+        assert!(authorize(&Actor::System("cli"), Permission::RevealSecrets).is_ok());
+        assert!(authorize(&actor(Role::Technician), Permission::ReadOperators).is_err());
+    }
+}

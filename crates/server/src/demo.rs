@@ -1,0 +1,103 @@
+//! The demo seed: a synthetic MSP with three client tenants and a small
+//! team, so a newcomer has something to look at. Later steps extend it
+//! (a won deal waiting at its first approval, people to provision).
+
+use gatehouse_core::operator::{Operator, OperatorName, Role};
+use gatehouse_core::secret::SecretName;
+use gatehouse_core::store::StoreError;
+use gatehouse_core::tenant::{DisplayName, Region, Tenant, TenantSlug, TenantState};
+
+use crate::app::{Actor, App, NewTenant, TenantRef};
+use crate::error::AppError;
+
+const TENANTS: [(&str, &str, &str, TenantState); 3] = [
+    (
+        "northwind-legal",
+        "Northwind Legal LLP",
+        "eu",
+        TenantState::Active,
+    ),
+    (
+        "contoso-dental",
+        "Contoso Dental Group",
+        "us",
+        TenantState::Active,
+    ),
+    (
+        "fabrikam-logistics",
+        "Fabrikam Logistics Ltd",
+        "uk",
+        TenantState::Provisioning,
+    ),
+];
+
+const TEAM: [(&str, &str, Role); 3] = [
+    ("lea.lead", "Lea Lindqvist", Role::Lead),
+    ("tom.tech", "Tom Okafor", Role::Technician),
+    ("ada.audit", "Ada Moreau", Role::Auditor),
+];
+
+/// What the demo seed holds.
+#[derive(Debug, Clone)]
+pub struct DemoSummary {
+    /// The demo tenants.
+    pub tenants: Vec<Tenant>,
+    /// The demo team.
+    pub operators: Vec<Operator>,
+    /// Whether this call created them (false: they were there already).
+    pub created: bool,
+}
+
+/// Seeds the demo MSP unless it is there already. Idempotent.
+pub async fn seed(app: &App) -> Result<DemoSummary, AppError> {
+    let actor = Actor::System("demo seed");
+    let mut created = false;
+    let mut tenants = Vec::new();
+    for (slug, name, region, state) in TENANTS {
+        let slug = TenantSlug::parse(slug)?;
+        match app.get_tenant(&actor, &TenantRef::Slug(slug.clone())).await {
+            Ok(tenant) => tenants.push(tenant),
+            Err(AppError::NotFound { .. }) => {
+                let new = NewTenant {
+                    slug,
+                    display_name: DisplayName::parse(name)?,
+                    region: Region::parse(region)?,
+                    state,
+                };
+                let tenant = app.create_tenant(&actor, new).await?;
+                // A fake credential, so the secrets API has something to show.
+                let secret = SecretName::parse("ninjaone.client-secret")?;
+                app.put_secret(
+                    &actor,
+                    &TenantRef::Id(tenant.id),
+                    &secret,
+                    b"demo-not-a-real-secret",
+                )
+                .await?;
+                tenants.push(tenant);
+                created = true;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    let mut operators = Vec::new();
+    for (name, display, role) in TEAM {
+        let name = OperatorName::parse(name)?;
+        match app.store.find_operator_by_name(&name).await {
+            Ok(operator) => operators.push(operator),
+            Err(StoreError::NotFound(_)) => {
+                let (operator, _, _) = app
+                    .create_operator(&actor, name, DisplayName::parse(display)?, role)
+                    .await?;
+                operators.push(operator);
+                created = true;
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(DemoSummary {
+        tenants,
+        operators,
+        created,
+    })
+}

@@ -1,0 +1,161 @@
+//! The HTTP edge: the REST API under `/api/v1`, its OpenAPI document,
+//! health, readiness and metrics.
+//!
+//! Routes are registered through `utoipa_axum`, so every API route is in
+//! the OpenAPI document by construction; tests walk that document to call
+//! every operation as a stranger.
+
+mod extract;
+mod health;
+mod openapi;
+mod operators;
+mod tenants;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderName, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::App;
+use crate::error::AppError;
+use crate::metrics::Metrics;
+
+pub use openapi::openapi;
+
+/// The default limit on request bodies: the API takes small JSON documents.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    /// The services.
+    pub app: Arc<App>,
+    /// The metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// HTTP settings.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpConfig {
+    /// Requests with larger bodies get 413.
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+}
+
+fn api_routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(tenants::list_tenants, tenants::create_tenant))
+        .routes(routes!(
+            tenants::get_tenant,
+            tenants::update_tenant,
+            tenants::delete_tenant
+        ))
+        .routes(routes!(tenants::activate_tenant))
+        .routes(routes!(tenants::suspend_tenant))
+        .routes(routes!(tenants::offboard_tenant))
+        .routes(routes!(tenants::list_secrets))
+        .routes(routes!(tenants::put_secret, tenants::delete_secret))
+        .routes(routes!(operators::whoami))
+        .routes(routes!(
+            operators::list_operators,
+            operators::create_operator
+        ))
+        .routes(routes!(operators::disable_operator))
+        .routes(routes!(operators::enable_operator))
+        .routes(routes!(operators::list_tokens, operators::issue_token))
+        .routes(routes!(operators::revoke_token))
+}
+
+/// The whole HTTP application.
+pub fn router(state: ApiState, config: HttpConfig) -> Router {
+    let (api, doc) = api_routes().split_for_parts();
+    let doc = Arc::new(doc);
+    let x_request_id = HeaderName::from_static("x-request-id");
+    Router::new()
+        .merge(api)
+        .route(
+            "/api/v1/openapi.json",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                async move { axum::Json(doc.as_ref().clone()) }
+            }),
+        )
+        .route("/healthz", axum::routing::get(health::healthz))
+        .route("/readyz", axum::routing::get(health::readyz))
+        .route("/metrics", axum::routing::get(health::metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), track))
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+            let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+            // Path only: never headers (tokens) or query strings.
+            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Records every request's route, status and latency.
+async fn track(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let response = next.run(request).await;
+    state.metrics.observe(
+        &method,
+        &route,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+async fn not_found() -> AppError {
+    AppError::NotFound {
+        code: "not_found",
+        message: "no such route".into(),
+    }
+}
+
+async fn method_not_allowed() -> Response {
+    AppError::BadRequest {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        code: "method_not_allowed",
+        message: "this route does not accept that method".into(),
+    }
+    .into_response()
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then lets
+/// requests in flight finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,43 @@
+//! The OpenAPI document's frame: title, version, security scheme. The paths
+//! come from the routes themselves (see `super::api_routes`).
+
+use utoipa::Modify;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Gatehouse API", description = "The control plane for managed service providers. Every route needs `Authorization: Bearer <token>`."),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "tenants", description = "Client tenants and their lifecycle"),
+        (name = "secrets", description = "Tenants' secrets, encrypted under each tenant's own key"),
+        (name = "operators", description = "MSP staff accounts and API tokens"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        openapi.security = Some(vec![SecurityRequirement::new(
+            "bearer",
+            Vec::<String>::new(),
+        )]);
+    }
+}
+
+pub(super) fn base() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// The complete OpenAPI document, as served at `/api/v1/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    super::api_routes().into_openapi()
+}

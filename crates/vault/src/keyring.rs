@@ -1,0 +1,223 @@
+//! The keyring: tenants' data keys, unwrapped on demand and cached.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gatehouse_core::clock::Clock;
+use gatehouse_core::id::TenantId;
+use gatehouse_core::keys::TenantKey;
+use gatehouse_core::store::{StoreError, TenantKeyStore};
+use zeroize::Zeroizing;
+
+use crate::{DataKey, KeyProvider, VaultError};
+
+/// How many wrapped keys rotation reads per page.
+const ROTATION_PAGE: u32 = 500;
+
+/// Seals and opens tenants' data with their data keys.
+pub struct Keyring {
+    provider: Arc<dyn KeyProvider>,
+    keys: Arc<dyn TenantKeyStore>,
+    ttl: Duration,
+    cache: Mutex<HashMap<TenantId, (DataKey, Instant)>>,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keyring")
+            .field("provider", &self.provider)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a KEK rotation stands, for progress displays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RotationProgress {
+    /// Keys looked at so far.
+    pub seen: u64,
+    /// Of those, rewrapped.
+    pub rewrapped: u64,
+}
+
+/// What a KEK rotation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotationReport {
+    /// The KEK now active.
+    pub active_kek: String,
+    /// Data keys rewrapped under it.
+    pub rewrapped: u64,
+    /// Data keys that already were.
+    pub already_current: u64,
+    /// Data keys destroyed (tenant deleted) while the rotation ran.
+    pub vanished: u64,
+    /// Old KEK versions removed from the provider afterwards.
+    pub retired: Vec<String>,
+}
+
+impl Keyring {
+    /// A keyring over `provider`, reading wrapped keys from `keys`, keeping
+    /// unwrapped keys for at most `ttl`.
+    pub fn new(
+        provider: Arc<dyn KeyProvider>,
+        keys: Arc<dyn TenantKeyStore>,
+        ttl: Duration,
+    ) -> Self {
+        Self {
+            provider,
+            keys,
+            ttl,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The provider holding the KEKs.
+    pub fn provider(&self) -> &Arc<dyn KeyProvider> {
+        &self.provider
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, (DataKey, Instant)>> {
+        self.cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A new data key for a new tenant: the record to store with the tenant.
+    pub async fn new_tenant_key(
+        &self,
+        tenant: TenantId,
+        clock: &dyn Clock,
+    ) -> Result<TenantKey, VaultError> {
+        let (dek, wrapped) = self.provider.generate(tenant).await?;
+        self.cache().insert(tenant, (dek, Instant::now()));
+        Ok(TenantKey {
+            tenant_id: tenant,
+            wrapped,
+            created_at: clock.now(),
+            rewrapped_at: None,
+        })
+    }
+
+    async fn data_key(&self, tenant: TenantId) -> Result<DataKey, VaultError> {
+        if let Some((key, loaded)) = self.cache().get(&tenant)
+            && loaded.elapsed() < self.ttl
+        {
+            return Ok(key.clone());
+        }
+        let record = match self.keys.get_tenant_key(tenant).await {
+            Ok(record) => record,
+            Err(StoreError::NotFound(_)) => {
+                self.forget(tenant);
+                return Err(VaultError::KeyDestroyed(tenant));
+            }
+            Err(err) => return Err(err.into()),
+        };
+        let key = self.provider.unwrap(tenant, &record.wrapped).await?;
+        self.cache().insert(tenant, (key.clone(), Instant::now()));
+        Ok(key)
+    }
+
+    /// Associated data binding a value to its tenant and purpose.
+    fn aad(tenant: TenantId, context: &str) -> Vec<u8> {
+        format!("gatehouse/v1\u{0}{tenant}\u{0}{context}").into_bytes()
+    }
+
+    /// Seals `plaintext` for `tenant`; `context` names what it is
+    /// (`secret:ninjaone.client-secret`), and opening needs the same context.
+    pub async fn seal(
+        &self,
+        tenant: TenantId,
+        context: &str,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, VaultError> {
+        self.data_key(tenant)
+            .await?
+            .seal(&Self::aad(tenant, context), plaintext)
+    }
+
+    /// Opens a value sealed by [`Keyring::seal`] with the same tenant and context.
+    pub async fn open(
+        &self,
+        tenant: TenantId,
+        context: &str,
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+        self.data_key(tenant)
+            .await?
+            .open(&Self::aad(tenant, context), sealed)
+    }
+
+    /// Drops the cached data key of `tenant` (after deleting it).
+    pub fn forget(&self, tenant: TenantId) {
+        self.cache().remove(&tenant);
+    }
+
+    /// Creates a new KEK and rewraps every tenant's data key under it,
+    /// without re-encrypting any data. With `retire`, KEK versions no key
+    /// uses any more are then removed from the provider. Safe to run again
+    /// after an interruption: keys already under the new KEK are skipped.
+    pub async fn rotate_kek(
+        &self,
+        clock: &dyn Clock,
+        retire: bool,
+        progress: &mut (dyn FnMut(RotationProgress) + Send),
+    ) -> Result<RotationReport, VaultError> {
+        let active = self.provider.rotate().await?;
+        let mut report = RotationReport {
+            active_kek: active.clone(),
+            rewrapped: 0,
+            already_current: 0,
+            vanished: 0,
+            retired: Vec::new(),
+        };
+        let mut state = RotationProgress {
+            seen: 0,
+            rewrapped: 0,
+        };
+        let mut after = None;
+        loop {
+            let page = self.keys.list_tenant_keys(after, ROTATION_PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.tenant_id);
+            for record in page {
+                state.seen += 1;
+                if record.wrapped.kek_id == active {
+                    report.already_current += 1;
+                    continue;
+                }
+                let new = self
+                    .provider
+                    .rewrap(record.tenant_id, &record.wrapped)
+                    .await?;
+                match self
+                    .keys
+                    .rewrap_tenant_key(record.tenant_id, &record.wrapped.kek_id, &new, clock.now())
+                    .await
+                {
+                    Ok(()) => {
+                        report.rewrapped += 1;
+                        state.rewrapped += 1;
+                    }
+                    Err(StoreError::NotFound(_)) => report.vanished += 1,
+                    // Someone else rewrapped it meanwhile: it is current.
+                    Err(StoreError::Stale(_)) => report.already_current += 1,
+                    Err(err) => return Err(err.into()),
+                }
+            }
+            progress(state);
+        }
+        if retire {
+            let mut in_use = BTreeSet::new();
+            let mut after = None;
+            loop {
+                let page = self.keys.list_tenant_keys(after, ROTATION_PAGE).await?;
+                let Some(last) = page.last() else { break };
+                after = Some(last.tenant_id);
+                in_use.extend(page.into_iter().map(|k| k.wrapped.kek_id));
+            }
+            report.retired = self.provider.retire(&in_use).await?;
+        }
+        Ok(report)
+    }
+}
