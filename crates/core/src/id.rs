@@ -9,8 +9,11 @@
 use std::fmt;
 use std::str::FromStr;
 
+use std::sync::Mutex;
+
 use time::OffsetDateTime;
-use uuid::Uuid;
+use uuid::timestamp::context::ContextV7;
+use uuid::{Timestamp, Uuid};
 
 use crate::error::DomainError;
 
@@ -44,14 +47,17 @@ fn decode(text: &str) -> Option<u128> {
     Some(value)
 }
 
-/// A new UUIDv7 for the instant `at`.
+/// Keeps ids made in the same millisecond in creation order (RFC 9562
+/// §6.2, method 1: a counter seeded at random each millisecond).
+static ID_CONTEXT: Mutex<ContextV7> = Mutex::new(ContextV7::new());
+
+/// A new UUIDv7 for the instant `at`, greater than every one this process
+/// made before for the same or an earlier instant.
 pub fn uuid_v7(at: OffsetDateTime) -> Uuid {
-    let millis = u64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
-    // uuid fills v4 from the OS CSPRNG; we borrow ten of its random bytes.
-    let random = Uuid::new_v4();
-    let mut bytes = [0u8; 10];
-    bytes.copy_from_slice(&random.as_bytes()[..10]);
-    uuid::Builder::from_unix_timestamp_millis(millis, &bytes).into_uuid()
+    let nanos = at.unix_timestamp_nanos().max(0);
+    let secs = u64::try_from(nanos / 1_000_000_000).unwrap_or(0);
+    let subsec = u32::try_from(nanos % 1_000_000_000).unwrap_or(0);
+    Uuid::new_v7(Timestamp::from_unix(&ID_CONTEXT, secs, subsec))
 }
 
 /// Defines a typed id with the given prefix.
@@ -173,6 +179,17 @@ mod tests {
         ] {
             assert!(bad.parse::<TenantId>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn ids_made_in_the_same_instant_keep_their_order() {
+        let at = OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000);
+        let ids: Vec<String> = (0..1000)
+            .map(|_| TenantId::generate(at).to_string())
+            .collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, sorted);
     }
 
     #[test]
