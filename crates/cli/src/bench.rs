@@ -1,9 +1,10 @@
 //! `gatehouse bench SCENARIO --json`: benchmarks. Progress goes to standard
 //! error; the last line on standard output is one JSON object.
 //!
-//! Benchmarks never touch the configured key file or an existing SQLite
-//! database: they use a temporary directory, or, given a PostgreSQL URL, a
-//! throw-away schema that is dropped afterwards.
+//! Benchmarks never touch the configured key file or existing data: they
+//! use a temporary directory by default; given a PostgreSQL URL, a
+//! throw-away schema that is dropped afterwards; given a SQLite URL, that
+//! file only if it holds no tenants.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -103,6 +104,18 @@ async fn store(args: &ConfigArgs, bench: BenchArgs) -> Result<ExitCode, CliError
         }
     };
     store.migrate().await?;
+    let existing = store
+        .list_tenants(&gatehouse_core::store::TenantQuery {
+            limit: 1,
+            ..Default::default()
+        })
+        .await?;
+    if !existing.is_empty() {
+        return Err(CliError::Usage(
+            "the benchmark needs an empty database; give a new SQLite file or a PostgreSQL URL"
+                .into(),
+        ));
+    }
     let (provider, _) = LocalKeyFile::open_or_create(&scratch.path().join("kek.json"))?;
     let keyring = Keyring::new(Arc::new(provider), store.clone(), Duration::from_secs(3600));
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);

@@ -90,6 +90,7 @@ struct FileConfig {
     vault_mount: Option<String>,
     vault_key: Option<String>,
     vault_namespace: Option<String>,
+    vault_ca_cert: Option<PathBuf>,
 }
 
 /// The settings in force.
@@ -125,6 +126,8 @@ pub struct Config {
     pub vault_key: String,
     /// Vault namespace.
     pub vault_namespace: Option<String>,
+    /// PEM file of a private CA to trust for Vault's TLS.
+    pub vault_ca_cert: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Config {
@@ -225,6 +228,9 @@ impl Config {
                 .or(file.vault_key)
                 .unwrap_or_else(|| "gatehouse".into()),
             vault_namespace: env("GATEHOUSE_VAULT_NAMESPACE").or(file.vault_namespace),
+            vault_ca_cert: env("GATEHOUSE_VAULT_CA_CERT")
+                .map(PathBuf::from)
+                .or(file.vault_ca_cert),
             data_dir,
             database_url,
         })

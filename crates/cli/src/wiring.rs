@@ -13,17 +13,19 @@ use crate::CliError;
 use crate::config::{Config, KeyProviderKind, LogFormat};
 
 /// Sends logs to standard error, as text or JSON.
-pub fn init_logging(config: &Config) {
+pub fn init_logging(config: &Config) -> Result<(), CliError> {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .map_err(|e| CliError::Config(format!("log filter `{}`: {e}", config.log_level)))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    // A second initialisation (tests) is harmless: keep the first.
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    // A second initialisation in one process (tests) keeps the first.
     let _ = match config.log_format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+    Ok(())
 }
 
 /// Whether the store may be migrated by this command.
@@ -59,6 +61,12 @@ pub async fn open_key_provider(config: &Config) -> Result<(Arc<dyn KeyProvider>,
     match config.key_provider {
         KeyProviderKind::Local => {
             let (provider, created) = LocalKeyFile::open_or_create(&config.key_file)?;
+            if created {
+                tracing::warn!(
+                    path = %config.key_file.display(),
+                    "created a new key file: back it up; without it no tenant data can be read"
+                );
+            }
             Ok((Arc::new(provider), created))
         }
         KeyProviderKind::VaultTransit => {
@@ -74,6 +82,12 @@ pub async fn open_key_provider(config: &Config) -> Result<(Arc<dyn KeyProvider>,
                 mount: config.vault_mount.clone(),
                 key: config.vault_key.clone(),
                 namespace: config.vault_namespace.clone(),
+                ca_cert_pem: match &config.vault_ca_cert {
+                    Some(path) => Some(std::fs::read(path).map_err(|e| {
+                        CliError::Config(format!("vault_ca_cert {}: {e}", path.display()))
+                    })?),
+                    None => None,
+                },
             })?;
             provider.ensure_key().await?;
             Ok((Arc::new(provider), false))

@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 use crate::id::TenantId;
 
 /// A data key wrapped under a KEK. `kek_id` names the provider and the KEK
-/// version (`local:1`, `vault-transit:gatehouse:3`), so rotation can tell
+/// version (`local:1`, `vault-transit:gatehouse:v3`), so rotation can tell
 /// which keys still need rewrapping.
 #[derive(Clone, PartialEq, Eq)]
 pub struct WrappedKey {

@@ -354,10 +354,14 @@ impl App {
             .keyring
             .seal(tenant.id, &Self::secret_context(name), value)
             .await?;
-        Ok(self
-            .store
+        self.store
             .put_secret(tenant.id, name, &sealed, self.now())
-            .await?)
+            .await
+            .map_err(|err| match err {
+                // Deleted between the check above and the write.
+                StoreError::NotFound(_) => deleted(&tenant),
+                other => other.into(),
+            })
     }
 
     /// The tenant's secrets (names and versions, never values).
@@ -462,13 +466,24 @@ impl App {
             })
     }
 
-    /// Operators may manage their own tokens; admins anyone's.
-    fn authorize_tokens_of(actor: &Actor, operator: OperatorId) -> Result<(), AppError> {
-        if actor.operator_id() == Some(operator) {
-            Ok(())
-        } else {
-            authorize(actor, Permission::ManageOperators)
+    /// Operators may manage their own tokens; admins anyone's. Someone
+    /// else's tokens are reported as not found, never as forbidden.
+    async fn authorize_tokens_of(
+        &self,
+        actor: &Actor,
+        operator: OperatorId,
+    ) -> Result<Operator, AppError> {
+        let not_found = || AppError::not_found("operator", operator);
+        if actor.operator_id() != Some(operator) {
+            authorize(actor, Permission::ManageOperators).map_err(|_| not_found())?;
         }
+        self.store
+            .get_operator(operator)
+            .await
+            .map_err(|err| match err {
+                StoreError::NotFound(_) => not_found(),
+                other => other.into(),
+            })
     }
 
     /// Issues a new token for `operator`.
@@ -479,15 +494,7 @@ impl App {
         name: &str,
         expires_at: Option<OffsetDateTime>,
     ) -> Result<(ApiToken, TokenSecret), AppError> {
-        Self::authorize_tokens_of(actor, operator)?;
-        let owner = self
-            .store
-            .get_operator(operator)
-            .await
-            .map_err(|err| match err {
-                StoreError::NotFound(_) => AppError::not_found("operator", operator),
-                other => other.into(),
-            })?;
+        let owner = self.authorize_tokens_of(actor, operator).await?;
         let (token, secret) = ApiToken::issue(owner.id, name, expires_at, self.now())?;
         self.store.insert_token(&token).await?;
         Ok((token, secret))
@@ -499,7 +506,7 @@ impl App {
         actor: &Actor,
         operator: OperatorId,
     ) -> Result<Vec<ApiToken>, AppError> {
-        Self::authorize_tokens_of(actor, operator)?;
+        self.authorize_tokens_of(actor, operator).await?;
         Ok(self.store.list_tokens(operator).await?)
     }
 
@@ -510,7 +517,8 @@ impl App {
             other => other.into(),
         })?;
         // Someone else's token is reported as missing, not as forbidden.
-        Self::authorize_tokens_of(actor, found.operator_id)
+        self.authorize_tokens_of(actor, found.operator_id)
+            .await
             .map_err(|_| AppError::not_found("token", token))?;
         self.store.revoke_token(token, self.now()).await?;
         Ok(self.store.get_token(token).await?)

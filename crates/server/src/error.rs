@@ -185,6 +185,7 @@ impl From<VaultError> for AppError {
                 message: format!("tenant {tenant} is deleted and its data destroyed"),
             },
             VaultError::Provider(_) => Self::Unavailable(err.to_string()),
+            VaultError::Refused(_) => Self::Internal(err.to_string()),
             VaultError::Store(store) => store.into(),
             other => Self::Internal(other.to_string()),
         }

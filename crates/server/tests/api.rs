@@ -700,7 +700,14 @@ mod cases {
                 Method::POST,
                 &tech_tokens,
                 Some(json!({"name": "stolen"})),
-                StatusCode::FORBIDDEN,
+                StatusCode::NOT_FOUND,
+            ),
+            (
+                &lead,
+                Method::GET,
+                &tech_tokens,
+                None,
+                StatusCode::NOT_FOUND,
             ),
             (
                 &tech,
@@ -847,6 +854,19 @@ mod cases {
             .await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
         assert_error(&body, "invalid_input");
+        let (status, body) = t
+            .admin(
+                Method::GET,
+                "/api/v1/operators/op_01jd8x3k2q9f6v0c4m7r5t8w1y/tokens",
+                None,
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::NOT_FOUND,
+            "an unknown operator has no token list"
+        );
+        assert_error(&body, "operator_not_found");
         let (_, list) = t.admin(Method::GET, "/api/v1/operators", None).await;
         let names: Vec<_> = list["items"]
             .as_array()

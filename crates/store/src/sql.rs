@@ -175,6 +175,8 @@ macro_rules! impl_store_traits {
                 .await
                 .map_err(db_error("deleting a tenant"))?;
                 if done.rows_affected() != 1 {
+                    drop(tx);
+                    self.get_tenant(tenant.id).await?;
                     return Err(gatehouse_core::store::StoreError::Stale("tenant"));
                 }
                 sqlx::query("DELETE FROM tenant_secrets WHERE tenant_id = $1")
@@ -275,7 +277,14 @@ macro_rules! impl_store_traits {
                 .bind(at)
                 .fetch_one(&self.pool)
                 .await
-                .map_err(crate::db_error("storing a secret"))?
+                .map_err(|err| {
+                    if err.as_database_error().is_some_and(|d| d.is_foreign_key_violation()) {
+                        // The tenant's key is destroyed (or never existed).
+                        gatehouse_core::store::StoreError::NotFound("tenant key")
+                    } else {
+                        crate::db_error("storing a secret")(err)
+                    }
+                })?
                 .try_into()
             }
 

@@ -249,6 +249,15 @@ mod cases {
             c.store.find_tenant_by_slug(&doomed.slug).await,
             Err(StoreError::NotFound(_))
         ));
+        // A write that arrives after the shredding (another node, a slow
+        // request) is refused: nothing is left behind under a destroyed key.
+        assert!(matches!(
+            c.store
+                .put_secret(doomed.id, &name("late.write"), b"sealed", c.clock.now())
+                .await,
+            Err(StoreError::NotFound("tenant key"))
+        ));
+        assert!(c.store.list_secrets(doomed.id).await.unwrap().is_empty());
         // The other tenant is untouched.
         assert!(c.store.get_tenant_key(kept.id).await.is_ok());
         assert_eq!(c.store.list_secrets(kept.id).await.unwrap().len(), 1);

@@ -25,9 +25,13 @@ pub enum VaultError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The external key service (Vault) failed or refused.
-    #[error("key service: {0}")]
+    /// The external key service (Vault) is unreachable or failing; retry later.
+    #[error("key service unavailable: {0}")]
     Provider(String),
+    /// The external key service refused the request (permissions, a bad or
+    /// altered ciphertext, a missing key): retrying will not help.
+    #[error("key service refused: {0}")]
+    Refused(String),
     /// The operating system could not supply randomness or encryption failed.
     #[error("crypto failure: {0}")]
     Crypto(String),

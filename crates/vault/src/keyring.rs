@@ -155,8 +155,9 @@ impl Keyring {
 
     /// Creates a new KEK and rewraps every tenant's data key under it,
     /// without re-encrypting any data. With `retire`, KEK versions no key
-    /// uses any more are then removed from the provider. Safe to run again
-    /// after an interruption: keys already under the new KEK are skipped.
+    /// uses any more are then removed from the provider. An interrupted run
+    /// leaves every key readable (under the old KEK or the new one); running
+    /// again rotates once more and rewraps every key.
     pub async fn rotate_kek(
         &self,
         clock: &dyn Clock,

@@ -104,6 +104,23 @@ impl LocalKeyFile {
         }
     }
 
+    /// Takes the cross-process lock that serialises changes to the file
+    /// (two `keys rotate` at once would otherwise both write version N+1).
+    /// Released when the returned file is dropped.
+    fn exclusive(&self) -> Result<std::fs::File, VaultError> {
+        let lock_path = self.path.with_extension("lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|e| self.file_error(format!("opening its lock file failed: {e}")))?;
+        file.lock()
+            .map_err(|e| self.file_error(format!("locking it failed: {e}")))?;
+        Ok(file)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Loaded> {
         self.state
             .lock()
@@ -321,6 +338,7 @@ impl KeyProvider for LocalKeyFile {
     }
 
     async fn rotate(&self) -> Result<String, VaultError> {
+        let _guard = self.exclusive()?;
         self.refresh()?;
         let mut state = self.lock();
         let next = state.keys.iter().map(|(v, _)| *v).max().unwrap_or(0) + 1;
@@ -339,6 +357,7 @@ impl KeyProvider for LocalKeyFile {
     }
 
     async fn retire(&self, in_use: &BTreeSet<String>) -> Result<Vec<String>, VaultError> {
+        let _guard = self.exclusive()?;
         self.refresh()?;
         let mut state = self.lock();
         let active = state.active;

@@ -34,6 +34,8 @@ pub struct VaultTransitConfig {
     pub key: String,
     /// Vault Enterprise namespace, if any.
     pub namespace: Option<String>,
+    /// A PEM CA certificate to trust for Vault's TLS (a private CA), if any.
+    pub ca_cert_pem: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for VaultTransitConfig {
@@ -44,6 +46,7 @@ impl std::fmt::Debug for VaultTransitConfig {
             .field("mount", &self.mount)
             .field("key", &self.key)
             .field("namespace", &self.namespace)
+            .field("ca_cert_pem", &self.ca_cert_pem.as_ref().map(|_| "<set>"))
             .finish()
     }
 }
@@ -91,8 +94,14 @@ impl VaultTransit {
     /// A provider for `config`. Makes no request until used; call
     /// [`VaultTransit::ensure_key`] at start-up to fail early.
     pub fn new(config: VaultTransitConfig) -> Result<Self, VaultError> {
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(10))
+        let mut builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10));
+        if let Some(pem) = &config.ca_cert_pem {
+            let cert = reqwest::Certificate::from_pem(pem).map_err(|e| {
+                VaultError::Refused(format!("the Vault CA certificate is not valid PEM: {e}"))
+            })?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder
             .build()
             .map_err(|e| VaultError::Provider(format!("building the HTTP client: {e}")))?;
         Ok(Self { config, http })
@@ -113,6 +122,20 @@ impl VaultTransit {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<T, VaultError> {
+        let bytes = self.send(method, path, body).await?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            VaultError::Provider(format!("{path}: unexpected response from Vault: {e}"))
+        })
+    }
+
+    /// Sends a request; returns the body of a successful answer (which may
+    /// be empty: some Vault versions answer writes with 204).
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<Vec<u8>, VaultError> {
         let mut request = self
             .http
             .request(method, self.url(path))
@@ -136,33 +159,36 @@ impl VaultTransit {
             let detail = serde_json::from_slice::<Errors>(&bytes)
                 .map(|e| e.errors.join("; "))
                 .unwrap_or_default();
-            return Err(VaultError::Provider(format!(
-                "{path}: Vault answered {status}: {detail}"
-            )));
+            let message = format!("{path}: Vault answered {status}: {detail}");
+            // A 4xx other than 429 refuses the request itself: retrying won't help.
+            return Err(
+                if status.is_client_error() && status != reqwest::StatusCode::TOO_MANY_REQUESTS {
+                    VaultError::Refused(message)
+                } else {
+                    VaultError::Provider(message)
+                },
+            );
         }
-        serde_json::from_slice(&bytes).map_err(|e| {
-            VaultError::Provider(format!("{path}: unexpected response from Vault: {e}"))
-        })
+        Ok(bytes.to_vec())
     }
 
     /// Checks that the transit key exists, creating it (`aes256-gcm96`) if
-    /// it does not and the token may.
+    /// it is missing and the token may. A refusal or an outage is reported,
+    /// not papered over by a create.
     pub async fn ensure_key(&self) -> Result<(), VaultError> {
         let path = format!("keys/{}", self.config.key);
-        if self
-            .call::<Envelope<KeyInfo>>(reqwest::Method::GET, &path, None)
-            .await
-            .is_ok()
-        {
-            return Ok(());
+        match self.send(reqwest::Method::GET, &path, None).await {
+            Ok(_) => Ok(()),
+            Err(VaultError::Refused(message)) if message.contains(" 404 ") => self
+                .send(
+                    reqwest::Method::POST,
+                    &path,
+                    Some(json!({ "type": "aes256-gcm96" })),
+                )
+                .await
+                .map(|_| ()),
+            Err(err) => Err(err),
         }
-        self.call::<serde_json::Value>(
-            reqwest::Method::POST,
-            &path,
-            Some(json!({ "type": "aes256-gcm96" })),
-        )
-        .await
-        .map(|_| ())
     }
 
     fn kek_id_of(&self, ciphertext: &str) -> Result<String, VaultError> {
@@ -263,8 +289,7 @@ impl KeyProvider for VaultTransit {
 
     async fn rotate(&self) -> Result<String, VaultError> {
         let path = format!("keys/{}/rotate", self.config.key);
-        self.call::<serde_json::Value>(reqwest::Method::POST, &path, None)
-            .await?;
+        self.send(reqwest::Method::POST, &path, None).await?;
         self.active_kek().await
     }
 

@@ -21,7 +21,7 @@ pub const CLI: Actor = Actor::System("local cli");
 /// that needs a current schema.
 pub async fn open(args: &ConfigArgs) -> Result<(Config, App), CliError> {
     let config = Config::load(args, None)?;
-    wiring::init_logging(&config);
+    wiring::init_logging(&config)?;
     let store = wiring::open_store(&config, Schema::RequireCurrent).await?;
     let (app, _) = wiring::open_app(&config, store).await?;
     Ok((config, app))
@@ -30,7 +30,7 @@ pub async fn open(args: &ConfigArgs) -> Result<(Config, App), CliError> {
 /// `gatehouse migrate`.
 pub async fn migrate(args: &ConfigArgs) -> Result<ExitCode, CliError> {
     let config = Config::load(args, None)?;
-    wiring::init_logging(&config);
+    wiring::init_logging(&config)?;
     let store = wiring::open_store(&config, Schema::Migrate).await?;
     let status = store.schema_status().await?;
     println!(

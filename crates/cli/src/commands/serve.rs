@@ -25,7 +25,7 @@ pub struct ServeArgs {
 /// Runs the server until SIGTERM or Ctrl-C.
 pub async fn run(args: &ConfigArgs, serve: ServeArgs) -> Result<ExitCode, CliError> {
     let config = Config::load(args, serve.listen)?;
-    wiring::init_logging(&config);
+    wiring::init_logging(&config)?;
     tracing::info!(config = ?config, "starting");
 
     let schema = if config.auto_migrate {
@@ -34,10 +34,7 @@ pub async fn run(args: &ConfigArgs, serve: ServeArgs) -> Result<ExitCode, CliErr
         Schema::RequireCurrent
     };
     let store = wiring::open_store(&config, schema).await?;
-    let (app, key_file_created) = wiring::open_app(&config, store.clone()).await?;
-    if key_file_created {
-        tracing::warn!(path = %config.key_file.display(), "created a new key file: back it up; without it no tenant data can be read");
-    }
+    let (app, _) = wiring::open_app(&config, store.clone()).await?;
 
     let bootstrap = app.bootstrap().await?;
     let demo = if serve.demo {

@@ -30,9 +30,10 @@ impl FromRequestParts<ApiState> for Auth {
             .to_str()
             .map_err(|_| AppError::Unauthenticated("the Authorization header is not valid text"))?;
         let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .map(str::trim)
+            // The scheme is case-insensitive (RFC 9110, section 11.1).
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
             .filter(|t| !t.is_empty())
             .ok_or(AppError::Unauthenticated(
                 "the Authorization header must be `Bearer <token>`",
@@ -112,4 +113,24 @@ fn query_rejection(rejection: QueryRejection) -> AppError {
         "invalid query: {}",
         strip_axum_prefix(&rejection.body_text())
     ))
+}
+
+/// Path parameters, with errors (such as bad percent-encoding) mapped to
+/// the error shape.
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Self(value)),
+            Err(rejection) => Err(AppError::BadRequest {
+                status: StatusCode::BAD_REQUEST,
+                code: "invalid_path",
+                message: strip_axum_prefix(&rejection.body_text()),
+            }),
+        }
+    }
 }

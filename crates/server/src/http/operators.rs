@@ -1,7 +1,7 @@
 //! `/api/v1/operators`, `/api/v1/tokens` and `/api/v1/me`: MSP staff and
 //! their API tokens.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use gatehouse_core::id::{OperatorId, TokenId};
@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use super::ApiState;
-use super::extract::{ApiJson, Auth};
+use super::extract::{ApiJson, ApiPath, Auth};
 use crate::app::Actor;
 use crate::error::{AppError, ErrorBody};
 
@@ -138,7 +138,7 @@ pub async fn create_operator(
 pub async fn disable_operator(
     State(state): State<ApiState>,
     Auth(actor): Auth,
-    Path(operator): Path<String>,
+    ApiPath(operator): ApiPath<String>,
 ) -> Result<StatusCode, AppError> {
     state
         .app
@@ -154,7 +154,7 @@ pub async fn disable_operator(
 pub async fn enable_operator(
     State(state): State<ApiState>,
     Auth(actor): Auth,
-    Path(operator): Path<String>,
+    ApiPath(operator): ApiPath<String>,
 ) -> Result<StatusCode, AppError> {
     state
         .app
@@ -170,7 +170,7 @@ pub async fn enable_operator(
 pub async fn list_tokens(
     State(state): State<ApiState>,
     Auth(actor): Auth,
-    Path(operator): Path<String>,
+    ApiPath(operator): ApiPath<String>,
 ) -> Result<axum::Json<TokenList>, AppError> {
     Ok(axum::Json(TokenList {
         items: state
@@ -188,7 +188,7 @@ pub async fn list_tokens(
 pub async fn issue_token(
     State(state): State<ApiState>,
     Auth(actor): Auth,
-    Path(operator): Path<String>,
+    ApiPath(operator): ApiPath<String>,
     ApiJson(body): ApiJson<IssueToken>,
 ) -> Result<impl IntoResponse, AppError> {
     let (record, secret) = state
@@ -211,7 +211,7 @@ pub async fn issue_token(
 pub async fn revoke_token(
     State(state): State<ApiState>,
     Auth(actor): Auth,
-    Path(token): Path<String>,
+    ApiPath(token): ApiPath<String>,
 ) -> Result<axum::Json<ApiToken>, AppError> {
     let id: TokenId = token
         .parse()

@@ -1,6 +1,6 @@
 //! `/api/v1/tenants`: client tenants and their secrets.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use gatehouse_core::id::TenantId;
@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use zeroize::Zeroizing;
 
 use super::ApiState;
-use super::extract::{ApiJson, ApiQuery, Auth};
+use super::extract::{ApiJson, ApiPath, ApiQuery, Auth};
 use crate::app::{NewTenant, TenantChanges, TenantRef};
 use crate::error::{AppError, ErrorBody};
 
@@ -146,7 +146,7 @@ pub async fn create_tenant(
 pub async fn get_tenant(
     State(state): State<ApiState>,
     Auth(actor): Auth,
-    Path(tenant): Path<String>,
+    ApiPath(tenant): ApiPath<String>,
 ) -> Result<axum::Json<Tenant>, AppError> {
     Ok(axum::Json(
         state
@@ -164,7 +164,7 @@ pub async fn get_tenant(
 pub async fn update_tenant(
     State(state): State<ApiState>,
     Auth(actor): Auth,
-    Path(tenant): Path<String>,
+    ApiPath(tenant): ApiPath<String>,
     ApiJson(body): ApiJson<UpdateTenant>,
 ) -> Result<axum::Json<Tenant>, AppError> {
     let changes = TenantChanges {
@@ -188,7 +188,7 @@ pub async fn update_tenant(
 pub async fn delete_tenant(
     State(state): State<ApiState>,
     Auth(actor): Auth,
-    Path(tenant): Path<String>,
+    ApiPath(tenant): ApiPath<String>,
 ) -> Result<axum::Json<Tenant>, AppError> {
     transition(&state, &actor, &tenant, TenantAction::Delete).await
 }
@@ -215,7 +215,7 @@ async fn transition(
 pub async fn activate_tenant(
     State(state): State<ApiState>,
     Auth(actor): Auth,
-    Path(tenant): Path<String>,
+    ApiPath(tenant): ApiPath<String>,
 ) -> Result<axum::Json<Tenant>, AppError> {
     transition(&state, &actor, &tenant, TenantAction::Activate).await
 }
@@ -228,7 +228,7 @@ pub async fn activate_tenant(
 pub async fn suspend_tenant(
     State(state): State<ApiState>,
     Auth(actor): Auth,
-    Path(tenant): Path<String>,
+    ApiPath(tenant): ApiPath<String>,
 ) -> Result<axum::Json<Tenant>, AppError> {
     transition(&state, &actor, &tenant, TenantAction::Suspend).await
 }
@@ -241,7 +241,7 @@ pub async fn suspend_tenant(
 pub async fn offboard_tenant(
     State(state): State<ApiState>,
     Auth(actor): Auth,
-    Path(tenant): Path<String>,
+    ApiPath(tenant): ApiPath<String>,
 ) -> Result<axum::Json<Tenant>, AppError> {
     transition(&state, &actor, &tenant, TenantAction::Offboard).await
 }
@@ -254,7 +254,7 @@ pub async fn offboard_tenant(
 pub async fn list_secrets(
     State(state): State<ApiState>,
     Auth(actor): Auth,
-    Path(tenant): Path<String>,
+    ApiPath(tenant): ApiPath<String>,
 ) -> Result<axum::Json<SecretList>, AppError> {
     let items = state
         .app
@@ -275,7 +275,7 @@ fn secret_name(text: &str) -> Result<SecretName, AppError> {
 pub async fn put_secret(
     State(state): State<ApiState>,
     Auth(actor): Auth,
-    Path((tenant, name)): Path<(String, String)>,
+    ApiPath((tenant, name)): ApiPath<(String, String)>,
     ApiJson(body): ApiJson<PutSecret>,
 ) -> Result<axum::Json<SecretMeta>, AppError> {
     let name = secret_name(&name)?;
@@ -295,7 +295,7 @@ pub async fn put_secret(
 pub async fn delete_secret(
     State(state): State<ApiState>,
     Auth(actor): Auth,
-    Path((tenant, name)): Path<(String, String)>,
+    ApiPath((tenant, name)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, AppError> {
     let name = SecretName::parse(&name).map_err(|_| AppError::not_found("secret", &name))?;
     state

@@ -25,8 +25,11 @@ CREATE TABLE tenant_keys (
 
 CREATE INDEX tenant_keys_kek ON tenant_keys (kek_id);
 
+-- Secrets hang off the tenant's key: destroying the key removes them, including
+-- one written by another node while the deletion ran (the foreign-key check
+-- locks the key row, so the deletion waits for that write and then sees it).
 CREATE TABLE tenant_secrets (
-    tenant_id  TEXT NOT NULL REFERENCES tenants (id),
+    tenant_id  TEXT NOT NULL REFERENCES tenant_keys (tenant_id) ON DELETE CASCADE,
     name       TEXT NOT NULL,
     sealed     BYTEA NOT NULL,
     version    BIGINT NOT NULL,
