@@ -97,26 +97,54 @@ async fn store(args: &ConfigArgs, bench: BenchArgs) -> Result<ExitCode, CliError
             let pg = PgStore::connect_isolated(url, "bench").await?;
             (Arc::new(pg.clone()), Some(pg))
         }
-        Some(url) => (Arc::new(SqliteStore::connect(url).await?), None),
+        Some(url) => {
+            // Only a new file: an installation's database (even one with no
+            // tenants yet) must never receive benchmark data.
+            let path = url
+                .trim_start_matches("sqlite://")
+                .trim_start_matches("sqlite:");
+            let path = path.split('?').next().unwrap_or(path);
+            if std::path::Path::new(path).exists() {
+                return Err(CliError::Usage(format!(
+                    "{path} exists; the benchmark only writes into a new SQLite file or a PostgreSQL URL"
+                )));
+            }
+            (Arc::new(SqliteStore::connect(url).await?), None)
+        }
         None => {
             let url = format!("sqlite://{}", scratch.path().join("bench.db").display());
             (Arc::new(SqliteStore::connect(&url).await?), None)
         }
     };
-    store.migrate().await?;
-    let existing = store
-        .list_tenants(&gatehouse_core::store::TenantQuery {
-            limit: 1,
-            ..Default::default()
-        })
-        .await?;
-    if !existing.is_empty() {
-        return Err(CliError::Usage(
-            "the benchmark needs an empty database; give a new SQLite file or a PostgreSQL URL"
-                .into(),
-        ));
+    let result = measure_store(store.clone(), scratch.path(), &bench).await;
+    store.close().await;
+    // The throw-away schema goes whether the run succeeded or not.
+    if let (Some(pg), Some(url)) = (pg, &args.database_url) {
+        let admin = PgStore::connect(url).await?;
+        admin.drop_named_schema(&pg).await?;
+        admin.close_pool().await;
     }
-    let (provider, _) = LocalKeyFile::open_or_create(&scratch.path().join("kek.json"))?;
+    let result = result?;
+    if !bench.json {
+        eprintln!(
+            "tenants/s {}  secret writes/s {}  secret reads/s {}  peak RSS {} MiB",
+            result["tenants_per_sec"],
+            result["secret_writes_per_sec"],
+            result["secret_reads_per_sec"],
+            result["peak_rss_mb"]
+        );
+    }
+    println!("{result}");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn measure_store(
+    store: Arc<dyn Store>,
+    scratch: &std::path::Path,
+    bench: &BenchArgs,
+) -> Result<serde_json::Value, CliError> {
+    store.migrate().await?;
+    let (provider, _) = LocalKeyFile::open_or_create(&scratch.join("kek.json"))?;
     let keyring = Keyring::new(Arc::new(provider), store.clone(), Duration::from_secs(3600));
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let app = Arc::new(App::new(store.clone(), Arc::new(keyring), clock));
@@ -201,18 +229,9 @@ async fn store(args: &ConfigArgs, bench: BenchArgs) -> Result<ExitCode, CliError
     let read_elapsed = started.elapsed();
     eprintln!();
 
-    let backend = store.backend().as_str();
-    store.close().await;
-    if let Some(pg) = pg
-        && let Some(url) = &args.database_url
-    {
-        let admin = PgStore::connect(url).await?;
-        admin.drop_named_schema(&pg).await?;
-        admin.close_pool().await;
-    }
-    let result = json!({
+    Ok(json!({
         "scenario": "store",
-        "backend": backend,
+        "backend": store.backend().as_str(),
         "tenants": bench.tenants,
         "secrets": bench.secrets,
         "concurrency": bench.concurrency,
@@ -223,16 +242,5 @@ async fn store(args: &ConfigArgs, bench: BenchArgs) -> Result<ExitCode, CliError
         "secret_write_secs": write_elapsed.as_secs_f64(),
         "secret_read_secs": read_elapsed.as_secs_f64(),
         "peak_rss_mb": peak_rss_mb(),
-    });
-    if !bench.json {
-        eprintln!(
-            "tenants/s {}  secret writes/s {}  secret reads/s {}  peak RSS {} MiB",
-            result["tenants_per_sec"],
-            result["secret_writes_per_sec"],
-            result["secret_reads_per_sec"],
-            result["peak_rss_mb"]
-        );
-    }
-    println!("{result}");
-    Ok(ExitCode::SUCCESS)
+    }))
 }

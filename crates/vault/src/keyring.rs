@@ -176,15 +176,52 @@ impl Keyring {
             seen: 0,
             rewrapped: 0,
         };
+        self.sweep(&active, clock, &mut report, &mut state, progress, true)
+            .await?;
+        if retire {
+            // A node that wrapped a new tenant's key under the old KEK just
+            // before the rotation may have stored it after the sweep listed
+            // the keys: sweep again before deciding what is unused.
+            self.sweep(&active, clock, &mut report, &mut state, progress, false)
+                .await?;
+            let mut in_use = BTreeSet::new();
+            let mut after = None;
+            loop {
+                let page = self.keys.list_tenant_keys(after, ROTATION_PAGE).await?;
+                let Some(last) = page.last() else { break };
+                after = Some(last.tenant_id);
+                in_use.extend(page.into_iter().map(|k| k.wrapped.kek_id));
+            }
+            report.retired = self.provider.retire(&in_use).await?;
+        }
+        Ok(report)
+    }
+
+    /// Rewraps every key not under `active`, in pages. Only the first sweep
+    /// counts what it finds already current; a later one reports just what
+    /// it still had to rewrap.
+    async fn sweep(
+        &self,
+        active: &str,
+        clock: &dyn Clock,
+        report: &mut RotationReport,
+        state: &mut RotationProgress,
+        progress: &mut (dyn FnMut(RotationProgress) + Send),
+        first: bool,
+    ) -> Result<(), VaultError> {
         let mut after = None;
         loop {
             let page = self.keys.list_tenant_keys(after, ROTATION_PAGE).await?;
             let Some(last) = page.last() else { break };
             after = Some(last.tenant_id);
             for record in page {
-                state.seen += 1;
-                if record.wrapped.kek_id == active {
-                    report.already_current += 1;
+                if first {
+                    state.seen += 1;
+                }
+                if record.wrapped.kek_id == *active {
+                    if first {
+                        report.already_current += 1;
+                    }
                     continue;
                 }
                 let new = self
@@ -206,19 +243,8 @@ impl Keyring {
                     Err(err) => return Err(err.into()),
                 }
             }
-            progress(state);
+            progress(*state);
         }
-        if retire {
-            let mut in_use = BTreeSet::new();
-            let mut after = None;
-            loop {
-                let page = self.keys.list_tenant_keys(after, ROTATION_PAGE).await?;
-                let Some(last) = page.last() else { break };
-                after = Some(last.tenant_id);
-                in_use.extend(page.into_iter().map(|k| k.wrapped.kek_id));
-            }
-            report.retired = self.provider.retire(&in_use).await?;
-        }
-        Ok(report)
+        Ok(())
     }
 }

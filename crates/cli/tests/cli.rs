@@ -1,0 +1,810 @@
+//! End-to-end tests of the `gatehouse` binary: each test runs the real
+//! executable as a subprocess with its own data directory, on SQLite and,
+//! when `GATEHOUSE_TEST_DATABASE_URL` is set, on a fresh PostgreSQL schema.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests fail loudly"
+)]
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use serde_json::{Value, json};
+
+use common::{
+    Backend, Install, Response, files_starting_with, gatehouse, on_postgres, on_sqlite, token_in,
+};
+
+const DEMO_SLUGS: [&str; 3] = ["northwind-legal", "contoso-dental", "fabrikam-logistics"];
+
+fn slugs(page: &Value) -> Vec<String> {
+    page["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not a tenant page: {page}"))
+        .iter()
+        .map(|t| t["slug"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[track_caller]
+fn assert_error(response: &Response, status: u16, code: &str) {
+    assert_eq!(response.status, status, "{:?}", response.body);
+    assert_eq!(response.body["error"]["code"], code, "{:?}", response.body);
+    assert!(
+        response.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "an error message for people: {:?}",
+        response.body
+    );
+}
+
+// ----- 1. serve ------------------------------------------------------------
+
+async fn serve_bootstraps_prints_a_working_token_and_stops_on_sigterm(backend: Backend) {
+    let install = Install::new(&backend);
+
+    let mut server = install.serve(&["--demo"]).await;
+    let token = server.bootstrap_token();
+    assert!(token.len() > 20, "a real token: {token}");
+
+    let listed = server.get("/api/v1/tenants", Some(&token)).await;
+    assert_eq!(listed.status, 200, "{:?}", listed.body);
+    let found = slugs(&listed.body);
+    for slug in DEMO_SLUGS {
+        assert!(found.iter().any(|s| s == slug), "{slug} in {found:?}");
+    }
+
+    let anonymous = server.get("/api/v1/tenants", None).await;
+    assert_error(&anonymous, 401, "unauthenticated");
+    let wrong = server
+        .get("/api/v1/tenants", Some("gth_not-a-real-token"))
+        .await;
+    assert_error(&wrong, 401, "unauthenticated");
+
+    let key_file = install.path("kek.json");
+    let mode = std::fs::metadata(&key_file)
+        .unwrap_or_else(|e| panic!("{} should exist: {e}", key_file.display()))
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "key file mode {mode:o}");
+
+    let first = server.terminate();
+    assert!(
+        first.status.success(),
+        "serve should exit cleanly on SIGTERM: {}\n{}",
+        first.status,
+        first.stderr
+    );
+    assert!(
+        !first.stderr.contains(&token),
+        "the token must not reach the log:\n{}",
+        first.stderr
+    );
+    assert!(
+        first.stdout.contains("Demo MSP seeded"),
+        "first start seeds the demo:\n{}",
+        first.stdout
+    );
+    assert!(
+        first.stderr.contains("SIGTERM"),
+        "the log says why it stopped:\n{}",
+        first.stderr
+    );
+
+    // Second start on the same installation: nothing new to print, and the
+    // first token still works.
+    let mut server = install.serve(&["--demo"]).await;
+    server.wait_for_line(|l| l.starts_with("Demo MSP"));
+    let listed = server.get("/api/v1/tenants", Some(&token)).await;
+    assert_eq!(listed.status, 200, "{:?}", listed.body);
+    assert_eq!(
+        slugs(&listed.body).len(),
+        3,
+        "the demo is not seeded twice: {:?}",
+        listed.body
+    );
+    let second = server.terminate();
+    assert!(second.status.success(), "{}", second.stderr);
+    assert_eq!(
+        token_in(&second.stdout),
+        None,
+        "no token on the second start:\n{}",
+        second.stdout
+    );
+    assert!(
+        second.stdout.contains("Demo MSP already present"),
+        "{}",
+        second.stdout
+    );
+    assert!(!second.stderr.contains(&token), "{}", second.stderr);
+}
+
+// ----- 2. migrate and tenants ----------------------------------------------
+
+async fn migrate_then_tenant_lifecycle_through_the_cli(backend: Backend) {
+    let install = Install::new(&backend);
+
+    let migrated = install.run(&["migrate"]).ok();
+    assert!(
+        migrated
+            .stdout
+            .contains(&format!("{} schema is current", backend.name())),
+        "{}",
+        migrated.stdout
+    );
+    // Idempotent.
+    install.run(&["migrate"]).ok();
+
+    let created = install
+        .run(&[
+            "tenant", "create", "acme", "--name", "Acme Ltd", "--region", "eu",
+        ])
+        .ok();
+    assert!(created.stdout.contains("acme"), "{}", created.stdout);
+
+    let again = install
+        .run(&[
+            "tenant",
+            "create",
+            "acme",
+            "--name",
+            "Acme Again",
+            "--region",
+            "eu",
+        ])
+        .fails();
+    let message = again.error_message();
+    assert!(
+        message.contains("acme") && message.contains("already exists"),
+        "{message}"
+    );
+
+    let bad = install
+        .run(&[
+            "tenant", "create", "Bad Slug", "--name", "Bad", "--region", "eu",
+        ])
+        .fails();
+    let message = bad.error_message();
+    assert!(message.contains("slug"), "names the field: {message}");
+    assert!(
+        message.contains("lowercase"),
+        "says what is allowed: {message}"
+    );
+
+    let bad_region = install
+        .run(&[
+            "tenant",
+            "create",
+            "okay-slug",
+            "--name",
+            "Ok",
+            "--region",
+            "",
+        ])
+        .fails();
+    assert!(
+        bad_region.error_message().contains("region"),
+        "{}",
+        bad_region.stderr
+    );
+
+    let list = install.run(&["tenant", "list", "--json"]).ok().json();
+    let tenants = list.as_array().expect("a JSON array");
+    assert_eq!(tenants.len(), 1, "only acme: {list}");
+    let acme = &tenants[0];
+    assert_eq!(acme["slug"], "acme");
+    assert_eq!(acme["display_name"], "Acme Ltd");
+    assert_eq!(acme["region"], "eu");
+    assert_eq!(acme["state"], "active");
+    let id = acme["id"].as_str().expect("an id").to_owned();
+    assert!(id.starts_with("ten_"), "{id}");
+
+    let suspended = install.run(&["tenant", "suspend", "acme"]).ok();
+    assert!(
+        suspended.stdout.contains("acme is now suspended"),
+        "{}",
+        suspended.stdout
+    );
+
+    let refused = install.run(&["tenant", "delete", "acme"]).fails();
+    assert!(
+        refused.error_message().contains("--yes"),
+        "{}",
+        refused.stderr
+    );
+    let still = install
+        .run(&["tenant", "show", "acme", "--json"])
+        .ok()
+        .json();
+    assert_eq!(still["state"], "suspended", "nothing deleted: {still}");
+
+    install.run(&["tenant", "delete", "acme", "--yes"]).ok();
+    let shown = install
+        .run(&["tenant", "show", id.as_str(), "--json"])
+        .ok()
+        .json();
+    assert_eq!(shown["id"], id.as_str());
+    assert_eq!(shown["state"], "deleted", "{shown}");
+
+    // By slug, a deleted tenant is gone; only its tombstone is listed, and
+    // only when asked for; the slug is free again.
+    install.run(&["tenant", "show", "acme"]).fails();
+    let remaining = install.run(&["tenant", "list", "--json"]).ok().json();
+    assert_eq!(remaining, json!([]), "deleted tenants are not listed");
+    let tombstones = install
+        .run(&["tenant", "list", "--state", "deleted", "--json"])
+        .ok()
+        .json();
+    assert_eq!(tombstones[0]["id"], id.as_str(), "{tombstones}");
+    install
+        .run(&[
+            "tenant", "create", "acme", "--name", "Acme Ltd", "--region", "eu",
+        ])
+        .ok();
+}
+
+// ----- 3. secrets and key rotation -----------------------------------------
+
+const SECRET_VALUE: &str = "psa-key-5b2f8c1e9d7a4036-do-not-log";
+
+async fn secrets_via_stdin_survive_key_rotation(backend: Backend) {
+    let install = Install::new(&backend);
+    install.run(&["migrate"]).ok();
+    install
+        .run(&[
+            "tenant", "create", "acme", "--name", "Acme Ltd", "--region", "eu",
+        ])
+        .ok();
+
+    let stored = install
+        .run_with_stdin(
+            &["tenant", "secret", "set", "acme", "psa.api-key"],
+            format!("{SECRET_VALUE}\n").as_bytes(),
+        )
+        .ok();
+    assert!(
+        stored.stdout.contains("stored psa.api-key (version 1)"),
+        "{}",
+        stored.stdout
+    );
+    assert!(!stored.stdout.contains(SECRET_VALUE));
+    assert!(!stored.stderr.contains(SECRET_VALUE));
+
+    let empty = install
+        .run_with_stdin(&["tenant", "secret", "set", "acme", "empty.one"], b"\n")
+        .fails();
+    assert!(
+        empty.error_message().contains("1 to"),
+        "an empty secret is refused: {}",
+        empty.stderr
+    );
+
+    let listed = install.run(&["tenant", "secret", "list", "acme"]).ok();
+    let row = listed
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("psa.api-key"))
+        .unwrap_or_else(|| panic!("psa.api-key listed:\n{}", listed.stdout));
+    assert_eq!(row.split_whitespace().nth(1), Some("1"), "version 1: {row}");
+    assert!(!listed.stdout.contains(SECRET_VALUE));
+
+    if backend.is_sqlite() {
+        let files = files_starting_with(install.data_dir(), "gatehouse.db");
+        assert!(!files.is_empty(), "the SQLite database is in the data dir");
+        for (path, bytes) in files {
+            assert!(
+                !bytes
+                    .windows(SECRET_VALUE.len())
+                    .any(|w| w == SECRET_VALUE.as_bytes()),
+                "{} holds the secret in the clear",
+                path.display()
+            );
+        }
+    }
+
+    let status = install.run(&["keys", "status"]).ok();
+    assert!(
+        status
+            .stdout
+            .contains("provider: local; active KEK: local:1"),
+        "{}",
+        status.stdout
+    );
+    assert!(
+        status.stdout.contains("local:1: 1 data keys"),
+        "{}",
+        status.stdout
+    );
+
+    let rotated = install.run(&["keys", "rotate", "--retire"]).ok();
+    assert!(
+        rotated.stdout.contains("active KEK: local:2"),
+        "{}",
+        rotated.stdout
+    );
+    assert!(
+        rotated.stdout.contains("rewrapped 1 data keys"),
+        "{}",
+        rotated.stdout
+    );
+    assert!(
+        rotated.stdout.contains("retired: local:1"),
+        "{}",
+        rotated.stdout
+    );
+
+    let status = install.run(&["keys", "status"]).ok();
+    assert!(
+        status.stdout.contains("active KEK: local:2"),
+        "{}",
+        status.stdout
+    );
+    assert!(
+        status.stdout.contains("local:2: 1 data keys"),
+        "{}",
+        status.stdout
+    );
+    assert!(
+        !status.stdout.contains("local:1"),
+        "nothing left under the retired KEK: {}",
+        status.stdout
+    );
+
+    // Overwriting needs the data key, now wrapped only by local:2.
+    let overwritten = install
+        .run_with_stdin(
+            &["tenant", "secret", "set", "acme", "psa.api-key"],
+            b"a-new-value",
+        )
+        .ok();
+    assert!(
+        overwritten
+            .stdout
+            .contains("stored psa.api-key (version 2)"),
+        "{}",
+        overwritten.stdout
+    );
+
+    // A second rotation with nothing to retire.
+    let again = install.run(&["keys", "rotate"]).ok();
+    assert!(
+        again.stdout.contains("active KEK: local:3"),
+        "{}",
+        again.stdout
+    );
+
+    // The server sees the same tenant and can still use its key.
+    let mut server = install.serve(&[]).await;
+    let token = server.bootstrap_token();
+    let tenant = server.get("/api/v1/tenants/acme", Some(&token)).await;
+    assert_eq!(tenant.status, 200, "{:?}", tenant.body);
+    assert_eq!(tenant.body["display_name"], "Acme Ltd");
+    let secrets = server
+        .get("/api/v1/tenants/acme/secrets", Some(&token))
+        .await;
+    assert_eq!(secrets.status, 200, "{:?}", secrets.body);
+    assert_eq!(secrets.body["items"][0]["name"], "psa.api-key");
+    assert_eq!(secrets.body["items"][0]["version"], 2);
+    let put = server
+        .put(
+            "/api/v1/tenants/acme/secrets/psa.api-key",
+            Some(&token),
+            json!({ "value": "third-value" }),
+        )
+        .await;
+    assert_eq!(put.status, 200, "{:?}", put.body);
+    assert_eq!(put.body["version"], 3);
+
+    // A rotation by the CLI reaches the running server without a restart:
+    // the keys it makes afterwards are wrapped by the new KEK.
+    let rotated = install.run(&["keys", "rotate", "--retire"]).ok();
+    assert!(
+        rotated.stdout.contains("active KEK: local:4"),
+        "{}",
+        rotated.stdout
+    );
+    assert!(
+        rotated.stdout.contains("retired: local:2, local:3"),
+        "{}",
+        rotated.stdout
+    );
+    let beta = server
+        .post(
+            "/api/v1/tenants",
+            Some(&token),
+            json!({ "slug": "beta", "display_name": "Beta GmbH", "region": "eu" }),
+        )
+        .await;
+    assert_eq!(beta.status, 201, "{:?}", beta.body);
+    for tenant in ["acme", "beta"] {
+        let put = server
+            .put(
+                &format!("/api/v1/tenants/{tenant}/secrets/psa.api-key"),
+                Some(&token),
+                json!({ "value": "after-rotation" }),
+            )
+            .await;
+        assert_eq!(put.status, 200, "{tenant}: {:?}", put.body);
+    }
+    let status = install.run(&["keys", "status"]).ok();
+    assert!(
+        status.stdout.contains("local:4: 2 data keys"),
+        "{}",
+        status.stdout
+    );
+    assert!(!status.stdout.contains("local:3"), "{}", status.stdout);
+
+    let stopped = server.terminate();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    assert!(!stopped.stderr.contains(SECRET_VALUE));
+}
+
+// ----- 4. operators and roles ----------------------------------------------
+
+async fn operators_and_roles(backend: Backend) {
+    let install = Install::new(&backend);
+    install.run(&["migrate"]).ok();
+
+    let created = install
+        .run(&[
+            "operator",
+            "create",
+            "tom.tech",
+            "--display-name",
+            "Tom",
+            "--role",
+            "technician",
+        ])
+        .ok();
+    let tom = created.token();
+    assert!(tom.starts_with("gth_"), "{tom}");
+
+    let duplicate = install
+        .run(&[
+            "operator",
+            "create",
+            "tom.tech",
+            "--display-name",
+            "Tom Again",
+            "--role",
+            "technician",
+        ])
+        .fails();
+    assert!(
+        duplicate.error_message().contains("operator_name_taken"),
+        "{}",
+        duplicate.stderr
+    );
+    let bad_role = install
+        .run(&[
+            "operator",
+            "create",
+            "eve",
+            "--display-name",
+            "Eve",
+            "--role",
+            "overlord",
+        ])
+        .fails();
+    assert!(
+        bad_role.error_message().contains("role"),
+        "{}",
+        bad_role.stderr
+    );
+
+    let server = install.serve(&[]).await;
+
+    let create = server
+        .post(
+            "/api/v1/tenants",
+            Some(&tom),
+            json!({ "slug": "acme", "display_name": "Acme Ltd", "region": "eu" }),
+        )
+        .await;
+    assert_error(&create, 403, "forbidden");
+    let listed = server.get("/api/v1/tenants", Some(&tom)).await;
+    assert_eq!(listed.status, 200, "{:?}", listed.body);
+    assert_eq!(slugs(&listed.body), Vec::<String>::new());
+
+    // The CLI and the server share the database: disabling takes effect at once.
+    let disabled = install.run(&["operator", "disable", "tom.tech"]).ok();
+    assert!(
+        disabled.stdout.contains("disabled tom.tech"),
+        "{}",
+        disabled.stdout
+    );
+    let refused = server.get("/api/v1/tenants", Some(&tom)).await;
+    assert_error(&refused, 401, "unauthenticated");
+
+    let operators = install.run(&["operator", "list", "--json"]).ok().json();
+    let tom_row = operators
+        .as_array()
+        .expect("a JSON array")
+        .iter()
+        .find(|o| o["name"] == "tom.tech")
+        .unwrap_or_else(|| panic!("tom.tech listed: {operators}"))
+        .clone();
+    assert_eq!(tom_row["disabled"], true, "{tom_row}");
+    assert_eq!(tom_row["role"], "technician", "{tom_row}");
+
+    install.run(&["operator", "enable", "tom.tech"]).ok();
+    let back = server.get("/api/v1/tenants", Some(&tom)).await;
+    assert_eq!(back.status, 200, "{:?}", back.body);
+
+    // A new token for Tom works too; the CLI prints it once.
+    let issued = install.run(&["operator", "token", "tom.tech"]).ok();
+    let second = issued.token();
+    assert_ne!(second, tom);
+    let with_second = server.get("/api/v1/tenants", Some(&second)).await;
+    assert_eq!(with_second.status, 200, "{:?}", with_second.body);
+
+    let stopped = server.terminate();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    assert!(!stopped.stderr.contains(&tom));
+}
+
+// ----- 6. bench --------------------------------------------------------------
+
+async fn bench_store_prints_json_last(backend: Backend) {
+    let install = Install::new(&backend);
+    let run = install
+        .run(&[
+            "bench",
+            "store",
+            "--json",
+            "--tenants",
+            "5",
+            "--secrets",
+            "50",
+            "--concurrency",
+            "2",
+        ])
+        .ok();
+    let last = run
+        .stdout
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("bench printed nothing; stderr:\n{}", run.stderr));
+    let result: Value = serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("the last line is JSON ({e}): {last}"));
+    for field in [
+        "tenants_per_sec",
+        "secret_writes_per_sec",
+        "secret_reads_per_sec",
+    ] {
+        let value = result[field]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{field} is a number: {result}"));
+        assert!(value > 0.0, "{field} = {value}");
+    }
+    let rss = result["peak_rss_mb"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("peak_rss_mb is a number: {result}"));
+    assert!(rss > 0.0, "peak_rss_mb = {rss}");
+    assert_eq!(result["backend"], backend.name(), "{result}");
+    assert_eq!(result["scenario"], "store");
+    assert_eq!(result["tenants"], 5);
+    assert_eq!(result["secrets"], 50);
+
+    // The benchmark leaves the installation alone.
+    assert!(
+        !install.path("kek.json").exists(),
+        "bench must not create the configured key file"
+    );
+    assert!(!install.path("gatehouse.db").exists());
+}
+
+// ----- the variants ----------------------------------------------------------
+
+mod sqlite {
+    use std::path::Path;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn serve_bootstraps_prints_a_working_token_and_stops_on_sigterm() {
+        on_sqlite(super::serve_bootstraps_prints_a_working_token_and_stops_on_sigterm).await;
+    }
+
+    #[tokio::test]
+    async fn migrate_then_tenant_lifecycle_through_the_cli() {
+        on_sqlite(super::migrate_then_tenant_lifecycle_through_the_cli).await;
+    }
+
+    #[tokio::test]
+    async fn secrets_via_stdin_survive_key_rotation() {
+        on_sqlite(super::secrets_via_stdin_survive_key_rotation).await;
+    }
+
+    #[tokio::test]
+    async fn operators_and_roles() {
+        on_sqlite(super::operators_and_roles).await;
+    }
+
+    #[tokio::test]
+    async fn bench_store_prints_json_last() {
+        on_sqlite(super::bench_store_prints_json_last).await;
+    }
+
+    /// `bench` must never write into an installation's database: its data
+    /// keys would be wrapped by a throw-away KEK that shares the id
+    /// `local:1` with the real one, and `keys rotate` would fail for good.
+    /// Checked with a tenant and with only an operator (a fresh install).
+    #[test]
+    fn bench_leaves_the_configured_sqlite_database_alone() {
+        for with_tenant in [true, false] {
+            let install = Install::new(&Backend::sqlite());
+            install.run(&["migrate"]).ok();
+            if with_tenant {
+                install
+                    .run(&[
+                        "tenant", "create", "acme", "--name", "Acme Ltd", "--region", "eu",
+                    ])
+                    .ok();
+            } else {
+                install
+                    .run(&[
+                        "operator",
+                        "create",
+                        "ann",
+                        "--display-name",
+                        "Ann",
+                        "--role",
+                        "admin",
+                    ])
+                    .ok();
+            }
+            let mut cmd = gatehouse(install.data_dir());
+            cmd.env(
+                "GATEHOUSE_DATABASE_URL",
+                sqlite_url(&install.path("gatehouse.db")),
+            )
+            .args([
+                "bench",
+                "store",
+                "--json",
+                "--tenants",
+                "2",
+                "--secrets",
+                "4",
+            ]);
+            // Refusing is fine; writing into the installation is not.
+            let _ = cmd.output().expect("running gatehouse bench");
+
+            let list = install.run(&["tenant", "list", "--json"]).ok().json();
+            assert_eq!(
+                list.as_array().map(Vec::len),
+                Some(usize::from(with_tenant)),
+                "bench added tenants to the installation: {list}"
+            );
+            install.run(&["keys", "rotate"]).ok();
+        }
+    }
+
+    fn sqlite_url(path: &Path) -> String {
+        format!("sqlite://{}", path.display())
+    }
+
+    /// Configuration is SQLite-only: it is about which file is used.
+    #[test]
+    fn configuration_file_and_environment_are_honoured() {
+        let install = Install::new(&Backend::sqlite());
+        let dir = install.data_dir();
+        let other = install.path("other.db");
+        let third = install.path("third.db");
+        let fourth = install.path("fourth.db");
+        std::fs::write(
+            install.path("gatehouse.toml"),
+            format!("database_url = \"{}\"\n", sqlite_url(&other)),
+        )
+        .unwrap();
+
+        // The file beats the default.
+        let migrated = install.run(&["migrate"]).ok();
+        assert!(other.exists(), "{}", migrated.stdout);
+        assert!(
+            !install.path("gatehouse.db").exists(),
+            "the default database is not used"
+        );
+        assert!(
+            migrated.stdout.contains("other.db"),
+            "migrate names the database: {}",
+            migrated.stdout
+        );
+
+        // The environment beats the file.
+        let run = |mut cmd: std::process::Command| {
+            let output = cmd.output().expect("running gatehouse");
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        };
+        let mut cmd = gatehouse(dir);
+        cmd.env("GATEHOUSE_DATABASE_URL", sqlite_url(&third))
+            .arg("migrate");
+        run(cmd);
+        assert!(third.exists(), "GATEHOUSE_DATABASE_URL is honoured");
+
+        // A flag beats the environment.
+        let mut cmd = gatehouse(dir);
+        cmd.env("GATEHOUSE_DATABASE_URL", sqlite_url(&third)).args([
+            "--database-url",
+            &sqlite_url(&fourth),
+            "migrate",
+        ]);
+        run(cmd);
+        assert!(fourth.exists(), "--database-url beats the environment");
+
+        // An explicit --config elsewhere is read instead of the default file.
+        let elsewhere = tempfile::tempdir().unwrap();
+        let fifth = install.path("fifth.db");
+        let config = elsewhere.path().join("custom.toml");
+        std::fs::write(
+            &config,
+            format!("database_url = \"{}\"\n", sqlite_url(&fifth)),
+        )
+        .unwrap();
+        let mut cmd = gatehouse(dir);
+        cmd.arg("--config").arg(&config).arg("migrate");
+        run(cmd);
+        assert!(fifth.exists(), "--config is honoured");
+
+        // A typo in the file is an error that names the key.
+        std::fs::write(
+            install.path("gatehouse.toml"),
+            "databse_url = \"sqlite://nowhere.db\"\n",
+        )
+        .unwrap();
+        let failed = install.run(&["migrate"]).fails();
+        let message = failed.error_message();
+        assert!(message.contains("databse_url"), "{message}");
+        assert!(
+            message.contains("gatehouse.toml"),
+            "names the file: {message}"
+        );
+    }
+}
+
+mod postgres {
+    use super::*;
+
+    #[tokio::test]
+    async fn serve_bootstraps_prints_a_working_token_and_stops_on_sigterm() {
+        on_postgres(
+            "cli_serve",
+            super::serve_bootstraps_prints_a_working_token_and_stops_on_sigterm,
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn migrate_then_tenant_lifecycle_through_the_cli() {
+        on_postgres(
+            "cli_tenants",
+            super::migrate_then_tenant_lifecycle_through_the_cli,
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn secrets_via_stdin_survive_key_rotation() {
+        on_postgres("cli_secrets", super::secrets_via_stdin_survive_key_rotation).await;
+    }
+
+    #[tokio::test]
+    async fn operators_and_roles() {
+        on_postgres("cli_operators", super::operators_and_roles).await;
+    }
+
+    #[tokio::test]
+    async fn bench_store_prints_json_last() {
+        on_postgres("cli_bench", super::bench_store_prints_json_last).await;
+    }
+}
