@@ -107,6 +107,13 @@ fn uuid_suffix() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+impl PgStore {
+    /// Nothing to do after a tenant's key is destroyed: dead tuples are
+    /// reclaimed by (auto)vacuum; WAL archives and backups are the
+    /// operator's (see docs/keys.md).
+    async fn after_shred(&self) {}
+}
+
 crate::sql::impl_store_traits!(PgStore);
 
 #[async_trait::async_trait]

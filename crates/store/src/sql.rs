@@ -189,7 +189,11 @@ macro_rules! impl_store_traits {
                     .execute(&mut *tx)
                     .await
                     .map_err(db_error("shredding a tenant's key"))?;
-                tx.commit().await.map_err(db_error("committing a tenant deletion"))
+                tx.commit()
+                    .await
+                    .map_err(db_error("committing a tenant deletion"))?;
+                self.after_shred().await;
+                Ok(())
             }
         }
 

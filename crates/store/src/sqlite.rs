@@ -54,6 +54,31 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// After a tenant's key is destroyed: copy the WAL into the database
+    /// (where `secure_delete` has zeroed the freed pages) and truncate it, so
+    /// the deleted bytes do not linger in `gatehouse.db-wal`. A reader can
+    /// hold the checkpoint back; the next deletion or SQLite's automatic
+    /// checkpoints then finish the job, and the failure is logged.
+    async fn after_shred(&self) {
+        match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&self.pool)
+            .await
+        {
+            Ok((0, _, _)) => {}
+            Ok((busy, log, done)) => tracing::warn!(
+                busy,
+                log,
+                done,
+                "the WAL could not be fully truncated after a tenant deletion; deleted bytes may stay in it until the next checkpoint"
+            ),
+            Err(err) => {
+                tracing::warn!(%err, "checkpointing the WAL after a tenant deletion failed")
+            }
+        }
+    }
+}
+
 crate::sql::impl_store_traits!(SqliteStore);
 
 #[async_trait::async_trait]

@@ -8,9 +8,11 @@
 //! {"format":"gatehouse-kek/1","active":2,"keys":[{"version":1,"key":"<base64>"},{"version":2,"key":"<base64>"}]}
 //! ```
 //!
-//! Each process re-reads the file when it changes (checked before wrapping a
-//! new key and when it meets a version it does not know), so a rotation by
+//! Each process re-reads the file before wrapping a new key, before a
+//! rotation and when it meets a version it does not know, so a rotation by
 //! `gatehouse keys rotate` reaches a running server without a restart.
+//! Changes (rotate, retire) hold an exclusive lock on `kek.lock` and re-read
+//! the file inside it, so concurrent rotations never overwrite each other.
 //! Keep a backup of this file: without it no tenant data can be read.
 
 use std::collections::BTreeSet;
@@ -18,7 +20,6 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::SystemTime;
 
 use aes_gcm::aead::{Aead, Payload};
 use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
@@ -51,7 +52,6 @@ struct KeyEntry {
 struct Loaded {
     active: u32,
     keys: Vec<(u32, DataKey)>,
-    modified: Option<SystemTime>,
 }
 
 /// KEKs in a local file.
@@ -128,14 +128,13 @@ impl LocalKeyFile {
     }
 
     /// Re-reads the file if it changed on disk since it was loaded.
+    /// Re-reads the file. It is a few hundred bytes and read only when a
+    /// key is created, rotated or not yet known, so it is simply read again
+    /// rather than trusting modification times (coarse on many filesystems:
+    /// two writes in one tick look like none).
     fn refresh(&self) -> Result<(), VaultError> {
-        let modified = std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .ok();
-        let mut state = self.lock();
-        if modified.is_some() && modified != state.modified {
-            *state = load(&self.path)?;
-        }
+        let loaded = load(&self.path)?;
+        *self.lock() = loaded;
         Ok(())
     }
 
@@ -284,7 +283,6 @@ fn load(path: &Path) -> Result<Loaded, VaultError> {
     Ok(Loaded {
         active: body.active,
         keys,
-        modified: meta.modified().ok(),
     })
 }
 
@@ -345,9 +343,6 @@ impl KeyProvider for LocalKeyFile {
         state.keys.push((next, DataKey::generate()?));
         state.active = next;
         self.save(&state)?;
-        state.modified = std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .ok();
         Ok(kek_id(next))
     }
 
@@ -375,9 +370,6 @@ impl KeyProvider for LocalKeyFile {
             .keys
             .retain(|(v, _)| *v == active || in_use.contains(&kek_id(*v)));
         self.save(&state)?;
-        state.modified = std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .ok();
         Ok(retired)
     }
 }
@@ -466,5 +458,28 @@ mod tests {
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
         );
+    }
+
+    #[tokio::test]
+    async fn rotations_from_two_handles_never_overwrite_each_other() {
+        // Two writes within one file-time tick used to look like none, so a
+        // stale handle rewrote the file from its old copy and lost a KEK.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kek.json");
+        let (first, _) = LocalKeyFile::open_or_create(&path).unwrap();
+        let (second, _) = LocalKeyFile::open_or_create(&path).unwrap();
+        let t = tenant();
+        for round in 0..20 {
+            let a = second.rotate().await.unwrap();
+            let (dek, wrapped) = second.generate(t).await.unwrap();
+            let b = first.rotate().await.unwrap();
+            assert_ne!(a, b, "round {round}: two rotations made the same version");
+            let (fresh, _) = LocalKeyFile::open_or_create(&path).unwrap();
+            assert_eq!(
+                fresh.unwrap(t, &wrapped).await.unwrap().expose(),
+                dek.expose(),
+                "round {round}"
+            );
+        }
     }
 }
