@@ -602,6 +602,48 @@ async fn bench_store_prints_json_last(backend: Backend) {
 // ----- the variants ----------------------------------------------------------
 
 mod sqlite {
+    /// `--log-format json` writes one JSON object a line to standard error,
+    /// with the level and message, and standard output stays for results.
+    #[test]
+    fn json_logs_are_one_object_a_line() {
+        let install = Install::new(&Backend::sqlite());
+        install.run(&["migrate"]).ok();
+        // The first command that opens the keys creates the key file and warns.
+        let run = install
+            .run(&["--log-format", "json", "tenant", "list"])
+            .ok();
+        let lines: Vec<&str> = run
+            .stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        assert!(!lines.is_empty(), "no log lines: {}", run.stderr);
+        for line in &lines {
+            let entry: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            assert!(
+                entry["level"].is_string() && entry["timestamp"].is_string(),
+                "{line}"
+            );
+        }
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("\"WARN\"") && l.contains("back it up")),
+            "{}",
+            run.stderr
+        );
+        assert!(run.stdout.contains("No tenants yet"), "{}", run.stdout);
+        // A bad filter is refused, not ignored.
+        let bad = install
+            .command(&["tenant", "list"])
+            .env("GATEHOUSE_LOG", "gatehouse=shouty")
+            .output()
+            .unwrap();
+        assert!(!bad.status.success());
+        assert!(String::from_utf8_lossy(&bad.stderr).contains("log filter"));
+    }
+
     use std::path::Path;
 
     use super::*;
