@@ -68,13 +68,18 @@ fn per_sec(count: u32, elapsed: Duration) -> f64 {
     (f64::from(count) / elapsed.as_secs_f64().max(1e-9)).round()
 }
 
+/// Progress on standard error: a line redrawn in place on a terminal, a
+/// line per tenth of the work otherwise (CI logs, files).
 fn progress(label: &str, done: u32, total: u32) {
-    if done == total || done.is_multiple_of(1000) {
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    if terminal && (done == total || done % 1000 == 0) {
         eprint!("\r{label}: {done}/{total}");
         if done == total {
             eprintln!();
         }
         let _ = std::io::stderr().flush();
+    } else if !terminal && (done == total || done % (total / 10).max(1) == 0) {
+        eprintln!("{label}: {done}/{total}");
     }
 }
 

@@ -15,6 +15,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pub(crate) pool: PgPool,
+    /// The same pool: PostgreSQL handles concurrent writers itself.
+    pub(crate) writer: PgPool,
     /// The schema this store was confined to, if any (tests, benchmarks).
     schema: Option<String>,
 }
@@ -66,7 +68,11 @@ impl PgStore {
             .connect_with(options)
             .await
             .map_err(db_error("connecting to PostgreSQL"))?;
-        Ok(Self { pool, schema })
+        Ok(Self {
+            writer: pool.clone(),
+            pool,
+            schema,
+        })
     }
 
     /// `base` with this store's schema as the search path, so that another

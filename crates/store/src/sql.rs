@@ -1,7 +1,10 @@
 //! The SQL behind every storage trait, written once for both back ends.
 //!
 //! `impl_store_traits!` instantiates the trait implementations for a store
-//! type with a `pool` field of the back end's pool type. Everything inside
+//! type with a `pool` field (reads) and a `writer` field (writes and
+//! transactions) of the back end's pool type. On PostgreSQL both are the
+//! same pool; on SQLite the writer is a single connection, so writers queue
+//! in the pool instead of spinning on SQLite's write lock. Everything inside
 //! is ordinary sqlx code; only what truly differs between SQLite and
 //! PostgreSQL (connecting, migrations, the pool type) lives in `sqlite.rs`
 //! and `postgres.rs`.
@@ -42,7 +45,7 @@ macro_rules! impl_store_traits {
                 key: &gatehouse_core::keys::TenantKey,
             ) -> gatehouse_core::store::StoreResult<()> {
                 use crate::db_error;
-                let mut tx = self.pool.begin().await.map_err(db_error("starting a transaction"))?;
+                let mut tx = self.writer.begin().await.map_err(db_error("starting a transaction"))?;
                 sqlx::query(
                     "INSERT INTO tenants (id, slug, display_name, region, state, version, created_at, updated_at)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -144,7 +147,7 @@ macro_rules! impl_store_traits {
                 .bind(tenant.updated_at)
                 .bind(tenant.id.to_string())
                 .bind(tenant.version - 1)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map_err(crate::db_error("updating a tenant"))?;
                 if done.rows_affected() == 1 {
@@ -162,7 +165,7 @@ macro_rules! impl_store_traits {
             ) -> gatehouse_core::store::StoreResult<()> {
                 use crate::db_error;
                 let id = tenant.id.to_string();
-                let mut tx = self.pool.begin().await.map_err(db_error("starting a transaction"))?;
+                let mut tx = self.writer.begin().await.map_err(db_error("starting a transaction"))?;
                 let done = sqlx::query(
                     "UPDATE tenants SET state = 'deleted', version = $1, updated_at = $2
                      WHERE id = $3 AND version = $4",
@@ -247,7 +250,7 @@ macro_rules! impl_store_traits {
                 .bind(at)
                 .bind(tenant.to_string())
                 .bind(expected_kek)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map_err(crate::db_error("rewrapping a tenant key"))?;
                 if done.rows_affected() == 1 {
@@ -279,7 +282,7 @@ macro_rules! impl_store_traits {
                 .bind(name.as_str())
                 .bind(sealed)
                 .bind(at)
-                .fetch_one(&self.pool)
+                .fetch_one(&self.writer)
                 .await
                 .map_err(|err| {
                     if err.as_database_error().is_some_and(|d| d.is_foreign_key_violation()) {
@@ -339,7 +342,7 @@ macro_rules! impl_store_traits {
                 let done = sqlx::query("DELETE FROM tenant_secrets WHERE tenant_id = $1 AND name = $2")
                     .bind(tenant.to_string())
                     .bind(name.as_str())
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await
                     .map_err(crate::db_error("deleting a secret"))?;
                 if done.rows_affected() == 1 {
@@ -358,7 +361,7 @@ macro_rules! impl_store_traits {
                 token: &gatehouse_core::operator::ApiToken,
             ) -> gatehouse_core::store::StoreResult<bool> {
                 use crate::db_error;
-                let mut tx = self.pool.begin().await.map_err(db_error("starting a transaction"))?;
+                let mut tx = self.writer.begin().await.map_err(db_error("starting a transaction"))?;
                 crate::sql::insert_operator_sql(operator).execute(&mut *tx).await.map_err(
                     crate::sql::conflict_or("bootstrapping", format!("operator `{}` already exists", operator.name)),
                 )?;
@@ -383,7 +386,7 @@ macro_rules! impl_store_traits {
                 &self,
                 operator: &gatehouse_core::operator::Operator,
             ) -> gatehouse_core::store::StoreResult<()> {
-                crate::sql::insert_operator_sql(operator).execute(&self.pool).await.map_err(
+                crate::sql::insert_operator_sql(operator).execute(&self.writer).await.map_err(
                     crate::sql::conflict_or(
                         "inserting an operator",
                         format!("an operator named `{}` already exists", operator.name),
@@ -439,7 +442,7 @@ macro_rules! impl_store_traits {
                 let done = sqlx::query("UPDATE operators SET disabled = $1 WHERE id = $2")
                     .bind(disabled)
                     .bind(id.to_string())
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await
                     .map_err(crate::db_error("updating an operator"))?;
                 if done.rows_affected() == 1 {
@@ -454,7 +457,7 @@ macro_rules! impl_store_traits {
                 token: &gatehouse_core::operator::ApiToken,
             ) -> gatehouse_core::store::StoreResult<()> {
                 crate::sql::insert_token_sql(token)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await
                     .map_err(crate::db_error("storing a token"))?;
                 Ok(())
@@ -521,7 +524,7 @@ macro_rules! impl_store_traits {
                 let done = sqlx::query("UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2")
                     .bind(at)
                     .bind(id.to_string())
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await
                     .map_err(crate::db_error("revoking a token"))?;
                 if done.rows_affected() == 1 {

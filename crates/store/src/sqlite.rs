@@ -21,7 +21,11 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 /// A store in a SQLite database file.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
+    /// Readers (WAL lets them run beside the writer).
     pub(crate) pool: SqlitePool,
+    /// The one writer connection: SQLite admits one writer at a time, and
+    /// queueing in the pool is far cheaper than sleeping in the busy handler.
+    pub(crate) writer: SqlitePool,
 }
 
 impl SqliteStore {
@@ -44,13 +48,24 @@ impl SqliteStore {
                 source: Box::new(e),
             })?;
         }
-        let pool = SqlitePoolOptions::new()
-            // An in-memory database exists per connection: keep exactly one.
-            .max_connections(if in_memory { 1 } else { 8 })
-            .connect_with(options)
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
             .await
             .map_err(db_error("opening the SQLite database"))?;
-        Ok(Self { pool })
+        if in_memory {
+            // An in-memory database exists per connection: share the one.
+            return Ok(Self {
+                pool: writer.clone(),
+                writer,
+            });
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options.create_if_missing(false))
+            .await
+            .map_err(db_error("opening the SQLite database"))?;
+        Ok(Self { pool, writer })
     }
 }
 
@@ -62,7 +77,7 @@ impl SqliteStore {
     /// checkpoints then finish the job, and the failure is logged.
     async fn after_shred(&self) {
         match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(TRUNCATE)")
-            .fetch_one(&self.pool)
+            .fetch_one(&self.writer)
             .await
         {
             Ok((0, _, _)) => {}
@@ -89,7 +104,7 @@ impl Store for SqliteStore {
 
     async fn migrate(&self) -> StoreResult<()> {
         MIGRATOR
-            .run(&self.pool)
+            .run(&self.writer)
             .await
             .map_err(|e| StoreError::Backend {
                 context: "applying SQLite migrations",
@@ -129,5 +144,6 @@ impl Store for SqliteStore {
 
     async fn close(&self) {
         self.pool.close().await;
+        self.writer.close().await;
     }
 }
