@@ -72,13 +72,13 @@ fn per_sec(count: u32, elapsed: Duration) -> f64 {
 /// line per tenth of the work otherwise (CI logs, files).
 fn progress(label: &str, done: u32, total: u32) {
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    if terminal && (done == total || done % 1000 == 0) {
+    if terminal && (done == total || done.is_multiple_of(1000)) {
         eprint!("\r{label}: {done}/{total}");
         if done == total {
             eprintln!();
         }
         let _ = std::io::stderr().flush();
-    } else if !terminal && (done == total || done % (total / 10).max(1) == 0) {
+    } else if !terminal && (done == total || done.is_multiple_of((total / 10).max(1))) {
         eprintln!("{label}: {done}/{total}");
     }
 }
