@@ -65,7 +65,8 @@ pub enum CliError {
     #[error(transparent)]
     Vault(#[from] gatehouse_vault::VaultError),
     /// The operation was refused or failed.
-    #[error("{} ({})", .0.public_message_or_detail(), .0.code())]
+    /// At the CLI the operator is local, so internal details are shown too.
+    #[error("{} ({})", .0, .0.code())]
     App(#[from] gatehouse_server::AppError),
     /// A value did not validate.
     #[error(transparent)]
@@ -73,17 +74,6 @@ pub enum CliError {
     /// Input or output failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
-}
-
-trait DetailedMessage {
-    fn public_message_or_detail(&self) -> String;
-}
-
-impl DetailedMessage for gatehouse_server::AppError {
-    /// At the CLI the operator is local: show internal details too.
-    fn public_message_or_detail(&self) -> String {
-        self.to_string()
-    }
 }
 
 fn main() -> ExitCode {

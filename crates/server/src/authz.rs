@@ -41,12 +41,15 @@ impl Permission {
         }
     }
 
-    fn describe(self) -> &'static str {
+    /// The roles that hold this permission, in words: "admin or lead".
+    fn describe(self) -> String {
         match self.roles() {
-            [Role::Admin] => "admin",
-            [Role::Admin, Role::Lead] => "admin or lead",
-            [] => "system",
-            _ => "admin, lead or auditor",
+            [] => "Gatehouse itself (no operator role)".into(),
+            [only] => only.as_str().into(),
+            [rest @ .., last] => {
+                let rest: Vec<&str> = rest.iter().map(|r| r.as_str()).collect();
+                format!("{} or {}", rest.join(", "), last.as_str())
+            }
         }
     }
 }
@@ -87,7 +90,7 @@ mod tests {
         for role in [Role::Lead, Role::Technician, Role::Auditor] {
             assert!(matches!(
                 authorize(&actor(role), Permission::ManageTenants),
-                Err(AppError::Forbidden("admin"))
+                Err(AppError::Forbidden(ref roles)) if roles == "admin"
             ));
             assert!(authorize(&actor(role), Permission::ReadTenants).is_ok());
         }
@@ -96,5 +99,10 @@ mod tests {
         }
         assert!(authorize(&Actor::System("cli"), Permission::RevealSecrets).is_ok());
         assert!(authorize(&actor(Role::Technician), Permission::ReadOperators).is_err());
+        assert_eq!(
+            Permission::ReadOperators.describe(),
+            "admin, lead or auditor"
+        );
+        assert_eq!(Permission::ManageSecrets.describe(), "admin or lead");
     }
 }

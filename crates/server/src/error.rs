@@ -20,9 +20,9 @@ pub enum AppError {
     /// No usable credentials.
     #[error("{0}")]
     Unauthenticated(&'static str),
-    /// Authenticated, but the role does not allow this.
+    /// Authenticated, but the role does not allow this; names the roles that would.
     #[error("this needs the {0} role")]
-    Forbidden(&'static str),
+    Forbidden(String),
     /// The thing does not exist or is not visible to the caller.
     #[error("{message}")]
     NotFound {
