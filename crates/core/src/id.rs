@@ -146,6 +146,14 @@ typed_id!(
     /// An API token of an operator.
     TokenId, "tok"
 );
+typed_id!(
+    /// An inbound event in the inbox.
+    EventId, "evt"
+);
+typed_id!(
+    /// A workflow instance.
+    WorkflowId, "wf"
+);
 
 #[cfg(test)]
 mod tests {

@@ -9,12 +9,15 @@
 
 pub mod clock;
 pub mod error;
+pub mod gate;
 pub mod id;
 pub mod keys;
 pub mod operator;
 pub mod secret;
 pub mod store;
 pub mod tenant;
+pub mod workflow;
 
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use error::DomainError;
+pub use gate::{GateLevel, GatePolicy, ProcessArea};

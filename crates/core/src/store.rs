@@ -11,11 +11,12 @@ use std::fmt::Debug;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use crate::id::{OperatorId, TenantId, TokenId};
+use crate::id::{EventId, OperatorId, TenantId, TokenId, WorkflowId};
 use crate::keys::{TenantKey, WrappedKey};
 use crate::operator::{ApiToken, Operator, OperatorName, TokenHash};
 use crate::secret::{SealedSecret, SecretMeta, SecretName};
 use crate::tenant::{Tenant, TenantSlug, TenantState};
+use crate::workflow::{HistoryEntry, InboundEvent, Instance, InstanceState, Progress, StepRun};
 
 /// What went wrong in storage.
 #[derive(Debug, thiserror::Error)]
@@ -182,9 +183,62 @@ pub trait OperatorStore: Send + Sync {
     async fn revoke_token(&self, id: TokenId, at: OffsetDateTime) -> StoreResult<()>;
 }
 
+/// A page of workflow instances.
+#[derive(Debug, Clone, Default)]
+pub struct InstanceQuery {
+    /// Only this tenant's instances.
+    pub tenant: Option<TenantId>,
+    /// Only instances in this state.
+    pub state: Option<InstanceState>,
+    /// Only instances of this template.
+    pub template: Option<String>,
+    /// Start after this id (the previous page's last).
+    pub after: Option<WorkflowId>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// The workflow engine's inbox, instances, step journal and history.
+#[async_trait]
+pub trait EngineStore: Send + Sync {
+    /// Stores an event unless one with the same (source, dedup key) is in
+    /// the inbox already. Returns the stored event (the earlier one for a
+    /// duplicate, with its outcome if routed) and whether it is new.
+    async fn record_event(&self, event: &InboundEvent) -> StoreResult<(InboundEvent, bool)>;
+    /// In one transaction: records `outcome` on the event (only if it has
+    /// none yet; `Stale` otherwise) and creates the instances it started
+    /// (each `Progress` with `version == 1`).
+    async fn route_event(
+        &self,
+        event: EventId,
+        outcome: &serde_json::Value,
+        started: &[Progress],
+    ) -> StoreResult<()>;
+    /// Events stored but not routed (a crash between the two), oldest first.
+    async fn unrouted_events(&self, limit: u32) -> StoreResult<Vec<InboundEvent>>;
+    /// An event by id.
+    async fn get_event(&self, id: EventId) -> StoreResult<InboundEvent>;
+    /// An instance and its step journal (in step-id order).
+    async fn get_instance(&self, id: WorkflowId) -> StoreResult<(Instance, Vec<StepRun>)>;
+    /// Instances in id (start) order.
+    async fn list_instances(&self, query: &InstanceQuery) -> StoreResult<Vec<Instance>>;
+    /// An instance's history, in order.
+    async fn instance_history(&self, id: WorkflowId) -> StoreResult<Vec<HistoryEntry>>;
+    /// Running or compensating instances whose `next_run_at` is at or
+    /// before `now`, earliest first.
+    async fn due_instances(&self, now: OffsetDateTime, limit: u32) -> StoreResult<Vec<WorkflowId>>;
+    /// In one transaction, for every item: inserts the instance (version 1)
+    /// or updates it if its stored version is `version - 1`, upserts its
+    /// step runs and appends its history. If any instance is stale, nothing
+    /// is written and the result is `Stale("workflow instance")`.
+    async fn commit_progress(&self, batch: &[Progress]) -> StoreResult<()>;
+}
+
 /// Everything Gatehouse stores, behind one handle.
 #[async_trait]
-pub trait Store: TenantStore + TenantKeyStore + SecretStore + OperatorStore + Debug {
+pub trait Store:
+    TenantStore + TenantKeyStore + SecretStore + OperatorStore + EngineStore + Debug
+{
     /// Which engine this is.
     fn backend(&self) -> Backend;
     /// Applies pending migrations.

@@ -9,6 +9,7 @@
 //! Open a store with [`connect`]: `sqlite://path/to/file.db` or
 //! `postgres://user@host/db`.
 
+mod engine_sql;
 mod postgres;
 mod rows;
 mod sql;

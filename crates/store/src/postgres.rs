@@ -121,6 +121,7 @@ impl PgStore {
 }
 
 crate::sql::impl_store_traits!(PgStore);
+crate::engine_sql::impl_engine_store!(PgStore, sqlx::Postgres);
 
 #[async_trait::async_trait]
 impl Store for PgStore {

@@ -2,16 +2,31 @@
 //! types. A value that does not parse is reported as corrupt, never
 //! silently dropped or defaulted.
 
-use gatehouse_core::id::{OperatorId, TenantId, TokenId};
+use gatehouse_core::id::{EventId, OperatorId, TenantId, TokenId, WorkflowId};
 use gatehouse_core::keys::{TenantKey, WrappedKey};
 use gatehouse_core::operator::{ApiToken, Operator, OperatorName, TokenHash};
 use gatehouse_core::secret::{SecretMeta, SecretName};
 use gatehouse_core::store::StoreError;
 use gatehouse_core::tenant::{DisplayName, Region, Tenant, TenantSlug};
+use gatehouse_core::workflow::{
+    DedupKey, EventKind, EventSource, HistoryEntry, InboundEvent, Instance, StepRun,
+};
+use serde_json::Value;
 use time::OffsetDateTime;
 
 fn corrupt(what: &str) -> impl FnOnce(gatehouse_core::DomainError) -> StoreError + '_ {
     move |e| StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+/// Parses a JSON column (stored as text).
+fn json(column: &str, text: &str) -> Result<Value, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+/// Converts a stored integer that must fit a `u32`.
+fn small(column: &str, value: i64) -> Result<u32, StoreError> {
+    u32::try_from(value)
+        .map_err(|_| StoreError::Corrupt(format!("{column}: {value} is out of range")))
 }
 
 #[derive(sqlx::FromRow)]
@@ -182,6 +197,167 @@ impl TokenWithOperatorRow {
             role: self.op_role.clone(),
             disabled: self.op_disabled,
             created_at: self.op_created_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct InboundEventRow {
+    id: String,
+    tenant_id: Option<String>,
+    source: String,
+    #[sqlx(rename = "type")]
+    kind: String,
+    dedup_key: String,
+    payload: String,
+    received_at: OffsetDateTime,
+    outcome: Option<String>,
+}
+
+impl TryFrom<InboundEventRow> for InboundEvent {
+    type Error = StoreError;
+
+    fn try_from(row: InboundEventRow) -> Result<Self, StoreError> {
+        Ok(InboundEvent {
+            id: row
+                .id
+                .parse::<EventId>()
+                .map_err(corrupt("inbox_events.id"))?,
+            tenant_id: row
+                .tenant_id
+                .map(|t| t.parse::<TenantId>())
+                .transpose()
+                .map_err(corrupt("inbox_events.tenant_id"))?,
+            source: EventSource::parse(&row.source).map_err(corrupt("inbox_events.source"))?,
+            kind: EventKind::parse(&row.kind).map_err(corrupt("inbox_events.type"))?,
+            dedup_key: DedupKey::parse(&row.dedup_key)
+                .map_err(corrupt("inbox_events.dedup_key"))?,
+            payload: json("inbox_events.payload", &row.payload)?,
+            received_at: row.received_at,
+            outcome: row
+                .outcome
+                .map(|o| json("inbox_events.outcome", &o))
+                .transpose()?,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct InstanceRow {
+    id: String,
+    tenant_id: Option<String>,
+    template: String,
+    template_version: i64,
+    definition: String,
+    state: String,
+    context: String,
+    started_by: Option<String>,
+    created_by: String,
+    created_at: OffsetDateTime,
+    updated_at: OffsetDateTime,
+    next_run_at: Option<OffsetDateTime>,
+    version: i64,
+}
+
+impl TryFrom<InstanceRow> for Instance {
+    type Error = StoreError;
+
+    fn try_from(row: InstanceRow) -> Result<Self, StoreError> {
+        Ok(Instance {
+            id: row
+                .id
+                .parse::<WorkflowId>()
+                .map_err(corrupt("workflow_instances.id"))?,
+            tenant_id: row
+                .tenant_id
+                .map(|t| t.parse::<TenantId>())
+                .transpose()
+                .map_err(corrupt("workflow_instances.tenant_id"))?,
+            template: row.template,
+            template_version: small("workflow_instances.template_version", row.template_version)?,
+            definition: json("workflow_instances.definition", &row.definition)?,
+            state: row
+                .state
+                .parse()
+                .map_err(corrupt("workflow_instances.state"))?,
+            context: json("workflow_instances.context", &row.context)?,
+            started_by: row
+                .started_by
+                .map(|e| e.parse::<EventId>())
+                .transpose()
+                .map_err(corrupt("workflow_instances.started_by"))?,
+            created_by: row.created_by,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            next_run_at: row.next_run_at,
+            version: row.version,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct StepRunRow {
+    instance_id: String,
+    step_id: String,
+    state: String,
+    attempts: i64,
+    idempotency_key: String,
+    output: Option<String>,
+    error: Option<String>,
+    next_attempt_at: Option<OffsetDateTime>,
+    updated_at: OffsetDateTime,
+}
+
+impl TryFrom<StepRunRow> for StepRun {
+    type Error = StoreError;
+
+    fn try_from(row: StepRunRow) -> Result<Self, StoreError> {
+        Ok(StepRun {
+            instance_id: row
+                .instance_id
+                .parse::<WorkflowId>()
+                .map_err(corrupt("workflow_steps.instance_id"))?,
+            step_id: row.step_id,
+            state: row.state.parse().map_err(corrupt("workflow_steps.state"))?,
+            attempts: small("workflow_steps.attempts", row.attempts)?,
+            idempotency_key: row.idempotency_key,
+            output: row
+                .output
+                .map(|o| json("workflow_steps.output", &o))
+                .transpose()?,
+            error: row.error,
+            next_attempt_at: row.next_attempt_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct HistoryRow {
+    instance_id: String,
+    seq: i64,
+    at: OffsetDateTime,
+    kind: String,
+    step_id: Option<String>,
+    actor: String,
+    detail: String,
+}
+
+impl TryFrom<HistoryRow> for HistoryEntry {
+    type Error = StoreError;
+
+    fn try_from(row: HistoryRow) -> Result<Self, StoreError> {
+        Ok(HistoryEntry {
+            instance_id: row
+                .instance_id
+                .parse::<WorkflowId>()
+                .map_err(corrupt("workflow_history.instance_id"))?,
+            seq: row.seq,
+            at: row.at,
+            kind: row.kind,
+            step_id: row.step_id,
+            actor: row.actor,
+            detail: json("workflow_history.detail", &row.detail)?,
         })
     }
 }

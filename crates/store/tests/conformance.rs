@@ -12,12 +12,17 @@
 use std::sync::Arc;
 
 use gatehouse_core::clock::{Clock, FakeClock};
-use gatehouse_core::id::TenantId;
+use gatehouse_core::id::{EventId, TenantId, WorkflowId};
 use gatehouse_core::keys::{TenantKey, WrappedKey};
 use gatehouse_core::operator::{ApiToken, Operator, OperatorName, Role};
 use gatehouse_core::secret::SecretName;
-use gatehouse_core::store::{Store, StoreError, TenantQuery};
+use gatehouse_core::store::{InstanceQuery, Store, StoreError, TenantQuery};
 use gatehouse_core::tenant::{DisplayName, Region, Tenant, TenantAction, TenantSlug, TenantState};
+use gatehouse_core::workflow::{
+    DedupKey, EventKind, EventSource, HistoryEntry, InboundEvent, Instance, InstanceState,
+    Progress, StepRun, StepState,
+};
+use serde_json::json;
 use time::Duration;
 
 struct Case {
@@ -62,6 +67,102 @@ impl Case {
             role,
             self.clock.now(),
         )
+    }
+}
+
+/// Workflow engine values, built directly.
+impl Case {
+    fn event(&self, source: &str, key: &str, tenant: Option<TenantId>) -> InboundEvent {
+        let now = self.clock.now();
+        self.clock.advance(Duration::milliseconds(1));
+        InboundEvent {
+            id: EventId::generate(now),
+            tenant_id: tenant,
+            source: EventSource::parse(source).unwrap(),
+            kind: EventKind::parse("psa.opportunity.won").unwrap(),
+            dedup_key: DedupKey::parse(key).unwrap(),
+            payload: json!({"key": key, "amount": 12.5, "names": ["Zoë", "O'Brien"], "extra": {"none": null}}),
+            received_at: now,
+            outcome: None,
+        }
+    }
+
+    /// A new (version 1) running instance, due now.
+    fn instance(&self, tenant: Option<TenantId>, template: &str) -> Instance {
+        let now = self.clock.now();
+        self.clock.advance(Duration::milliseconds(1));
+        Instance {
+            id: WorkflowId::generate(now),
+            tenant_id: tenant,
+            template: template.to_owned(),
+            template_version: 3,
+            definition: json!({"steps": [{"id": "a-notify"}, {"id": "b-provision"}]}),
+            state: InstanceState::Running,
+            context: json!({"trigger": {"deal": 42}}),
+            started_by: None,
+            created_by: "system".to_owned(),
+            created_at: now,
+            updated_at: now,
+            next_run_at: Some(now),
+            version: 1,
+        }
+    }
+
+    /// The progress that creates `instance`: its steps, pending, and its first history entry.
+    fn start(&self, instance: &Instance, steps: &[&str]) -> Progress {
+        Progress {
+            instance: instance.clone(),
+            steps: steps
+                .iter()
+                .map(|s| StepRun::pending(instance.id, s, instance.created_at))
+                .collect(),
+            history: vec![self.entry(instance.id, 1, "instance.started", None)],
+        }
+    }
+
+    fn entry(
+        &self,
+        instance: WorkflowId,
+        seq: i64,
+        kind: &str,
+        step: Option<&str>,
+    ) -> HistoryEntry {
+        HistoryEntry {
+            instance_id: instance,
+            seq,
+            at: self.clock.now(),
+            kind: kind.to_owned(),
+            step_id: step.map(str::to_owned),
+            actor: "system".to_owned(),
+            detail: json!({"seq": seq, "why": "test"}),
+        }
+    }
+
+    /// `instance`'s next version, changed now.
+    fn next(&self, instance: &Instance) -> Instance {
+        self.clock.advance(Duration::milliseconds(1));
+        Instance {
+            version: instance.version + 1,
+            updated_at: self.clock.now(),
+            ..instance.clone()
+        }
+    }
+
+    /// A change of `instance` with no step or history changes.
+    fn bare(instance: &Instance) -> Progress {
+        Progress {
+            instance: instance.clone(),
+            steps: vec![],
+            history: vec![],
+        }
+    }
+
+    async fn steps_of(&self, id: WorkflowId) -> Vec<StepRun> {
+        self.store.get_instance(id).await.unwrap().1
+    }
+
+    async fn version_of(&self, id: WorkflowId) -> i64 {
+        self.store.get_instance(id).await.unwrap().0.version
     }
 }
 
@@ -437,6 +538,828 @@ mod cases {
         let (_, owner) = c.store.find_token(&t1.hash).await.unwrap();
         assert!(owner.disabled);
     }
+
+    // ---- The workflow engine's store -------------------------------------
+
+    pub async fn events_are_deduplicated_by_source_and_key(c: &Case) {
+        let tenant = c.insert("acme").await;
+        let first = c.event("psa.connectwise", "deal-1", Some(tenant.id));
+        let (stored, new) = c.store.record_event(&first).await.unwrap();
+        assert!(new);
+        assert_eq!(stored, first);
+        assert_eq!(c.store.get_event(first.id).await.unwrap(), first);
+
+        // Routed, then delivered again with another id and payload: the
+        // answer is the first event, with its outcome.
+        let outcome = json!({"started": []});
+        c.store.route_event(first.id, &outcome, &[]).await.unwrap();
+        let mut again = c.event("psa.connectwise", "deal-1", None);
+        again.payload = json!({"different": true});
+        let (stored, new) = c.store.record_event(&again).await.unwrap();
+        assert!(!new);
+        assert_eq!(
+            stored,
+            InboundEvent {
+                outcome: Some(outcome.clone()),
+                ..first.clone()
+            }
+        );
+        assert!(matches!(
+            c.store.get_event(again.id).await,
+            Err(StoreError::NotFound("event"))
+        ));
+
+        // A duplicate of an unrouted event comes back without an outcome.
+        let pending = c.event("api", "deal-1", None);
+        assert!(c.store.record_event(&pending).await.unwrap().1);
+        let (stored, new) = c
+            .store
+            .record_event(&c.event("api", "deal-1", Some(tenant.id)))
+            .await
+            .unwrap();
+        assert!(!new);
+        assert_eq!(stored, pending);
+
+        // The same key from another source is another event.
+        let other = c.event("scim", "deal-1", None);
+        let (stored, new) = c.store.record_event(&other).await.unwrap();
+        assert!(new);
+        assert_eq!(stored.id, other.id);
+        assert_eq!(c.store.get_event(other.id).await.unwrap(), other);
+
+        let missing = EventId::generate(c.clock.now());
+        assert!(matches!(
+            c.store.get_event(missing).await,
+            Err(StoreError::NotFound("event"))
+        ));
+    }
+
+    pub async fn routing_an_event_is_atomic(c: &Case) {
+        let tenant = c.insert("acme").await;
+        let event = c.event("api", "start-1", Some(tenant.id));
+        c.store.record_event(&event).await.unwrap();
+        let existing = c.instance(Some(tenant.id), "onboard");
+        c.store
+            .commit_progress(&[c.start(&existing, &["a-notify"])])
+            .await
+            .unwrap();
+
+        let mut started = c.instance(Some(tenant.id), "onboard");
+        started.started_by = Some(event.id);
+        let outcome = json!({"started": [started.id.to_string()]});
+        let unrouted_and_absent = |id: WorkflowId| async move {
+            assert_eq!(c.store.get_event(event.id).await.unwrap().outcome, None);
+            assert_eq!(c.store.unrouted_events(10).await.unwrap()[0].id, event.id);
+            assert!(matches!(
+                c.store.get_instance(id).await,
+                Err(StoreError::NotFound("workflow instance"))
+            ));
+        };
+
+        // An instance that is not new: refused, nothing written.
+        let mut old = c.instance(Some(tenant.id), "onboard");
+        old.version = 2;
+        let err = c
+            .store
+            .route_event(
+                event.id,
+                &outcome,
+                &[c.start(&started, &["a-notify"]), c.start(&old, &[])],
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+        unrouted_and_absent(started.id).await;
+
+        // An instance whose insert fails inside the transaction: the
+        // outcome and the instances before it are rolled back.
+        let err = c
+            .store
+            .route_event(
+                event.id,
+                &outcome,
+                &[c.start(&started, &["a-notify"]), c.start(&existing, &[])],
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::Stale("workflow instance")),
+            "{err:?}"
+        );
+        unrouted_and_absent(started.id).await;
+        assert_eq!(
+            c.store.instance_history(existing.id).await.unwrap().len(),
+            1
+        );
+
+        // Routed for real: the outcome, the instance, its steps and history.
+        c.store
+            .route_event(
+                event.id,
+                &outcome,
+                &[c.start(&started, &["a-notify", "b-provision"])],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            c.store.get_event(event.id).await.unwrap().outcome,
+            Some(outcome.clone())
+        );
+        assert!(c.store.unrouted_events(10).await.unwrap().is_empty());
+        let (stored, steps) = c.store.get_instance(started.id).await.unwrap();
+        assert_eq!(stored, started);
+        assert_eq!(stored.started_by, Some(event.id));
+        assert_eq!(steps.len(), 2);
+        assert_eq!(c.store.instance_history(started.id).await.unwrap().len(), 1);
+
+        // A second routing loses: the first outcome stays, its instance is not created.
+        let late = c.instance(Some(tenant.id), "onboard");
+        assert!(matches!(
+            c.store
+                .route_event(event.id, &json!({"late": true}), &[c.start(&late, &[])])
+                .await,
+            Err(StoreError::Stale("event"))
+        ));
+        assert_eq!(
+            c.store.get_event(event.id).await.unwrap().outcome,
+            Some(outcome)
+        );
+        assert!(matches!(
+            c.store.get_instance(late.id).await,
+            Err(StoreError::NotFound(_))
+        ));
+
+        assert!(matches!(
+            c.store
+                .route_event(EventId::generate(c.clock.now()), &json!({}), &[])
+                .await,
+            Err(StoreError::NotFound("event"))
+        ));
+    }
+
+    pub async fn unrouted_events_are_listed_oldest_first(c: &Case) {
+        let events: Vec<_> = (0..3)
+            .map(|i| c.event("api", &format!("key-{i}"), None))
+            .collect();
+        // Recorded out of order: the order is the events' (time-ordered) ids.
+        for e in [&events[2], &events[0], &events[1]] {
+            c.store.record_event(e).await.unwrap();
+        }
+        c.store
+            .route_event(events[1].id, &json!({"started": []}), &[])
+            .await
+            .unwrap();
+        let unrouted = c.store.unrouted_events(10).await.unwrap();
+        assert_eq!(unrouted, vec![events[0].clone(), events[2].clone()]);
+        let first = c.store.unrouted_events(1).await.unwrap();
+        assert_eq!(first, vec![events[0].clone()]);
+        for e in [&events[0], &events[2]] {
+            c.store.route_event(e.id, &json!({}), &[]).await.unwrap();
+        }
+        assert!(c.store.unrouted_events(10).await.unwrap().is_empty());
+    }
+
+    pub async fn progress_inserts_and_updates_with_version_checks(c: &Case) {
+        let tenant = c.insert("acme").await;
+        let v1 = c.instance(Some(tenant.id), "onboard");
+        let start = c.start(&v1, &["b-provision", "a-notify"]);
+        c.store
+            .commit_progress(std::slice::from_ref(&start))
+            .await
+            .unwrap();
+        let (stored, steps) = c.store.get_instance(v1.id).await.unwrap();
+        assert_eq!(stored, v1);
+        assert_eq!(
+            steps,
+            vec![start.steps[1].clone(), start.steps[0].clone()],
+            "steps in step-id order"
+        );
+        assert_eq!(
+            c.store.instance_history(v1.id).await.unwrap(),
+            start.history
+        );
+
+        // Every field of the instance is written by an update.
+        let mut v2 = c.next(&v1);
+        v2.state = InstanceState::Waiting;
+        v2.context = json!({"trigger": {"deal": 42}, "a-notify": {"sent": true}});
+        v2.next_run_at = None;
+        v2.template_version = u32::MAX;
+        c.store
+            .commit_progress(&[Progress {
+                instance: v2.clone(),
+                steps: vec![],
+                history: vec![c.entry(v1.id, 2, "instance.waiting", None)],
+            }])
+            .await
+            .unwrap();
+        assert_eq!(c.store.get_instance(v1.id).await.unwrap().0, v2);
+        assert_eq!(c.store.instance_history(v1.id).await.unwrap().len(), 2);
+
+        // The same change again, an update from an old read, or a second
+        // "new" instance with a taken id: stale, and nothing changes.
+        let mut lost = c.next(&v1);
+        lost.state = InstanceState::Cancelled;
+        for stale in [v2.clone(), lost, v1.clone()] {
+            assert!(matches!(
+                c.store.commit_progress(&[Case::bare(&stale)]).await,
+                Err(StoreError::Stale("workflow instance"))
+            ));
+        }
+        assert_eq!(c.store.get_instance(v1.id).await.unwrap().0, v2);
+
+        // An update of an instance that does not exist.
+        let mut ghost = c.instance(None, "onboard");
+        ghost.version = 2;
+        assert!(matches!(
+            c.store.commit_progress(&[Case::bare(&ghost)]).await,
+            Err(StoreError::NotFound("workflow instance"))
+        ));
+        // A new instance of a tenant that does not exist.
+        let orphan = c.instance(Some(TenantId::generate(c.clock.now())), "onboard");
+        assert!(matches!(
+            c.store
+                .commit_progress(&[c.start(&orphan, &["a-notify"])])
+                .await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            c.store.get_instance(orphan.id).await,
+            Err(StoreError::NotFound("workflow instance"))
+        ));
+        assert!(matches!(
+            c.store.instance_history(orphan.id).await,
+            Err(StoreError::NotFound("workflow instance"))
+        ));
+
+        c.store.commit_progress(&[]).await.unwrap();
+    }
+
+    pub async fn a_stale_batch_writes_nothing(c: &Case) {
+        let a = c.instance(None, "onboard");
+        let b = c.instance(None, "onboard");
+        c.store
+            .commit_progress(&[c.start(&a, &["a-notify"]), c.start(&b, &["a-notify"])])
+            .await
+            .unwrap();
+        let b_steps = c.steps_of(b.id).await;
+
+        let mut b2 = c.next(&b);
+        b2.state = InstanceState::Completed;
+        let mut done = b_steps[0].clone();
+        done.state = StepState::Succeeded;
+        done.attempts = 1;
+        let b_change = Progress {
+            instance: b2.clone(),
+            steps: vec![done],
+            history: vec![c.entry(b.id, 2, "step.succeeded", Some("a-notify"))],
+        };
+        let fresh = c.instance(None, "offboard");
+        let mut a_stale = c.next(&a);
+        a_stale.version = 3;
+        let mut ghost = c.instance(None, "onboard");
+        ghost.version = 5;
+
+        // The bad item comes last, after the others were written in the transaction.
+        for (bad, expected) in [
+            (Case::bare(&a_stale), "stale"),
+            (Case::bare(&ghost), "not found"),
+        ] {
+            let err = c
+                .store
+                .commit_progress(&[b_change.clone(), c.start(&fresh, &["a-notify"]), bad])
+                .await
+                .unwrap_err();
+            match expected {
+                "stale" => assert!(
+                    matches!(err, StoreError::Stale("workflow instance")),
+                    "{err:?}"
+                ),
+                _ => assert!(
+                    matches!(err, StoreError::NotFound("workflow instance")),
+                    "{err:?}"
+                ),
+            }
+            assert_eq!(
+                c.store.get_instance(b.id).await.unwrap(),
+                (b.clone(), b_steps.clone())
+            );
+            assert_eq!(c.store.instance_history(b.id).await.unwrap().len(), 1);
+            assert!(matches!(
+                c.store.get_instance(fresh.id).await,
+                Err(StoreError::NotFound(_))
+            ));
+            assert_eq!(c.store.get_instance(a.id).await.unwrap().0, a);
+        }
+
+        // Without the bad item, the same batch goes through.
+        c.store
+            .commit_progress(&[b_change.clone(), c.start(&fresh, &["a-notify"])])
+            .await
+            .unwrap();
+        assert_eq!(
+            c.store.get_instance(b.id).await.unwrap(),
+            (b2, b_change.steps.clone())
+        );
+        assert_eq!(c.version_of(fresh.id).await, 1);
+    }
+
+    pub async fn step_runs_are_replaced_by_upserts(c: &Case) {
+        let v1 = c.instance(None, "onboard");
+        c.store
+            .commit_progress(&[c.start(&v1, &["b-provision", "a-notify"])])
+            .await
+            .unwrap();
+        let [notify, provision]: [StepRun; 2] = c.steps_of(v1.id).await.try_into().unwrap();
+
+        // Succeeded with an output; a new step appears.
+        let v2 = c.next(&v1);
+        let mut provision2 = provision.clone();
+        provision2.state = StepState::Succeeded;
+        provision2.attempts = 2;
+        provision2.output = Some(json!({"mailbox": "zoe@acme.example", "size": [1, 2.5, null]}));
+        provision2.updated_at = c.clock.now();
+        let audit = StepRun::pending(v1.id, "c-audit", c.clock.now());
+        c.store
+            .commit_progress(&[Progress {
+                instance: v2.clone(),
+                steps: vec![provision2.clone(), audit.clone()],
+                history: vec![],
+            }])
+            .await
+            .unwrap();
+        assert_eq!(
+            c.steps_of(v1.id).await,
+            vec![notify.clone(), provision2.clone(), audit.clone()]
+        );
+
+        // Back to retrying: the output is cleared, the error and the next attempt set.
+        let v3 = c.next(&v2);
+        let mut provision3 = provision2.clone();
+        provision3.state = StepState::Retrying;
+        provision3.attempts = 3;
+        provision3.output = None;
+        provision3.error = Some("timeout: the target did not answer".into());
+        provision3.next_attempt_at = Some(c.clock.now() + Duration::milliseconds(1500));
+        provision3.idempotency_key = format!("{}:b-provision:undo", v1.id);
+        provision3.updated_at = c.clock.now();
+        c.store
+            .commit_progress(&[Progress {
+                instance: v3.clone(),
+                steps: vec![provision3.clone()],
+                history: vec![],
+            }])
+            .await
+            .unwrap();
+        assert_eq!(
+            c.steps_of(v1.id).await,
+            vec![notify.clone(), provision3, audit.clone()]
+        );
+
+        // The same step twice in one batch: the last one counts.
+        let v4 = c.next(&v3);
+        let mut failed = notify.clone();
+        failed.state = StepState::Failed;
+        failed.error = Some("first".into());
+        let mut skipped = notify.clone();
+        skipped.state = StepState::Skipped;
+        let v5 = c.next(&v4);
+        let mut compensated = audit.clone();
+        compensated.state = StepState::Compensated;
+        c.store
+            .commit_progress(&[
+                Progress {
+                    instance: v4,
+                    steps: vec![failed, compensated.clone()],
+                    history: vec![],
+                },
+                Progress {
+                    instance: v5,
+                    steps: vec![skipped.clone()],
+                    history: vec![],
+                },
+            ])
+            .await
+            .unwrap();
+        let steps = c.steps_of(v1.id).await;
+        assert_eq!((&steps[0], &steps[2]), (&skipped, &compensated));
+        assert_eq!(c.version_of(v1.id).await, 5);
+    }
+
+    pub async fn history_is_append_only(c: &Case) {
+        let v1 = c.instance(None, "onboard");
+        let start = c.start(&v1, &[]);
+        c.store
+            .commit_progress(std::slice::from_ref(&start))
+            .await
+            .unwrap();
+
+        let v2 = c.next(&v1);
+        for history in [
+            vec![c.entry(v1.id, 1, "instance.rewritten", None)],
+            vec![
+                c.entry(v1.id, 2, "step.started", Some("a-notify")),
+                c.entry(v1.id, 2, "step.started", Some("a-notify")),
+            ],
+        ] {
+            let err = c
+                .store
+                .commit_progress(&[Progress {
+                    instance: v2.clone(),
+                    steps: vec![],
+                    history,
+                }])
+                .await
+                .unwrap_err();
+            assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+            // The instance's update in the same batch is undone too.
+            assert_eq!(c.version_of(v1.id).await, 1);
+            assert_eq!(
+                c.store.instance_history(v1.id).await.unwrap(),
+                start.history
+            );
+        }
+
+        let more = vec![
+            c.entry(v1.id, 2, "step.started", Some("a-notify")),
+            c.entry(v1.id, 3, "step.succeeded", Some("a-notify")),
+        ];
+        c.store
+            .commit_progress(&[Progress {
+                instance: v2,
+                steps: vec![],
+                history: more.clone(),
+            }])
+            .await
+            .unwrap();
+        let mut expected = start.history.clone();
+        expected.extend(more);
+        assert_eq!(c.store.instance_history(v1.id).await.unwrap(), expected);
+    }
+
+    pub async fn due_instances_are_filtered_and_ordered(c: &Case) {
+        // Times that sort wrongly as RFC 3339 text with a variable-length
+        // fraction (`…:00Z` after `…:00.5Z`, `.1Z` after `.100001Z`).
+        let t0 = c.clock.now();
+        let ms = Duration::milliseconds;
+        let at = |state: InstanceState, next: Option<time::Duration>| {
+            let mut i = c.instance(None, "onboard");
+            i.state = state;
+            i.next_run_at = next.map(|d| t0 + d);
+            i
+        };
+        let tie_1 = at(InstanceState::Running, Some(ms(1000)));
+        let half = at(InstanceState::Running, Some(ms(500)));
+        let exact = at(InstanceState::Running, Some(ms(0)));
+        let b = at(
+            InstanceState::Running,
+            Some(ms(-900) + Duration::microseconds(1)),
+        );
+        let a = at(InstanceState::Compensating, Some(ms(-900)));
+        let early = at(InstanceState::Running, Some(ms(-1000)));
+        let tie_2 = at(InstanceState::Compensating, Some(ms(1000)));
+        let excluded = [
+            at(InstanceState::Waiting, Some(ms(-5000))),
+            at(InstanceState::Completed, Some(ms(-5000))),
+            at(InstanceState::Parked, Some(ms(-5000))),
+            at(InstanceState::Compensated, Some(ms(-5000))),
+            at(InstanceState::Cancelled, Some(ms(-5000))),
+            at(InstanceState::Running, None),
+            at(
+                InstanceState::Running,
+                Some(ms(1000) + Duration::microseconds(1)),
+            ),
+            at(InstanceState::Compensating, Some(ms(2000))),
+        ];
+        let batch: Vec<_> = [&tie_1, &half, &exact, &b, &a, &early, &tie_2]
+            .into_iter()
+            .chain(&excluded)
+            .map(|i| c.start(i, &[]))
+            .collect();
+        c.store.commit_progress(&batch).await.unwrap();
+
+        let ids = |list: &[&Instance]| list.iter().map(|i| i.id).collect::<Vec<_>>();
+        assert_eq!(
+            c.store.due_instances(t0 + ms(1000), 100).await.unwrap(),
+            ids(&[&early, &a, &b, &exact, &half, &tie_1, &tie_2]),
+            "earliest first, ties by id, `now` included"
+        );
+        assert_eq!(
+            c.store.due_instances(t0, 100).await.unwrap(),
+            ids(&[&early, &a, &b, &exact])
+        );
+        assert_eq!(
+            c.store.due_instances(t0 - ms(900), 100).await.unwrap(),
+            ids(&[&early, &a])
+        );
+        assert_eq!(
+            c.store.due_instances(t0 + ms(1000), 2).await.unwrap(),
+            ids(&[&early, &a])
+        );
+        assert!(
+            c.store
+                .due_instances(t0 - ms(1001), 100)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        // An instance that starts waiting is no longer due.
+        let mut waiting = c.next(&exact);
+        waiting.state = InstanceState::Waiting;
+        c.store
+            .commit_progress(&[Case::bare(&waiting)])
+            .await
+            .unwrap();
+        assert_eq!(
+            c.store.due_instances(t0, 100).await.unwrap(),
+            ids(&[&early, &a, &b])
+        );
+    }
+
+    pub async fn instances_list_by_filters_in_pages(c: &Case) {
+        let acme = c.insert("acme").await;
+        let globex = c.insert("globex").await;
+        let mut all = Vec::new();
+        for (tenant, template, state, count) in [
+            (Some(acme.id), "onboard", InstanceState::Running, 5),
+            (Some(globex.id), "onboard", InstanceState::Running, 3),
+            (Some(acme.id), "offboard", InstanceState::Completed, 2),
+            (None, "onboard", InstanceState::Parked, 1),
+        ] {
+            for _ in 0..count {
+                let mut i = c.instance(tenant, template);
+                i.state = state;
+                all.push(i);
+            }
+        }
+        let batch: Vec<_> = all.iter().map(|i| c.start(i, &[])).collect();
+        c.store.commit_progress(&batch).await.unwrap();
+
+        let list = |query: InstanceQuery| async move {
+            c.store
+                .list_instances(&InstanceQuery {
+                    limit: 100,
+                    ..query
+                })
+                .await
+                .unwrap()
+        };
+        let matching = |f: &dyn Fn(&Instance) -> bool| {
+            all.iter()
+                .filter(|i| f(i))
+                .map(|i| i.id)
+                .collect::<Vec<_>>()
+        };
+        let ids = |v: Vec<Instance>| v.into_iter().map(|i| i.id).collect::<Vec<_>>();
+
+        assert_eq!(
+            list(InstanceQuery::default()).await,
+            all,
+            "everything, in id order"
+        );
+        assert_eq!(
+            ids(list(InstanceQuery {
+                tenant: Some(acme.id),
+                ..Default::default()
+            })
+            .await),
+            matching(&|i| i.tenant_id == Some(acme.id))
+        );
+        assert_eq!(
+            ids(list(InstanceQuery {
+                tenant: Some(acme.id),
+                template: Some("onboard".into()),
+                ..Default::default()
+            })
+            .await)
+            .len(),
+            5
+        );
+        assert_eq!(
+            ids(list(InstanceQuery {
+                state: Some(InstanceState::Completed),
+                ..Default::default()
+            })
+            .await),
+            matching(&|i| i.state == InstanceState::Completed)
+        );
+        assert_eq!(
+            ids(list(InstanceQuery {
+                template: Some("onboard".into()),
+                ..Default::default()
+            })
+            .await),
+            matching(&|i| i.template == "onboard")
+        );
+        assert!(
+            list(InstanceQuery {
+                tenant: Some(globex.id),
+                state: Some(InstanceState::Completed),
+                ..Default::default()
+            })
+            .await
+            .is_empty()
+        );
+
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = c
+                .store
+                .list_instances(&InstanceQuery {
+                    tenant: Some(acme.id),
+                    after,
+                    limit: 3,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            if page.is_empty() {
+                break;
+            }
+            assert!(page.len() <= 3);
+            after = page.last().map(|i| i.id);
+            seen.extend(page.into_iter().map(|i| i.id));
+        }
+        assert_eq!(seen, matching(&|i| i.tenant_id == Some(acme.id)));
+    }
+
+    pub async fn a_large_batch_commits_in_one_call(c: &Case) {
+        // 500 instances, 1,500 steps and 1,000 history entries: several
+        // multi-row statements per table in one transaction.
+        const N: usize = 500;
+        let instances: Vec<_> = (0..N).map(|_| c.instance(None, "bulk")).collect();
+        let batch: Vec<_> = instances
+            .iter()
+            .map(|i| {
+                let mut p = c.start(i, &["a-notify", "b-provision", "c-audit"]);
+                p.history
+                    .push(c.entry(i.id, 2, "step.started", Some("a-notify")));
+                p
+            })
+            .collect();
+        c.store.commit_progress(&batch).await.unwrap();
+        let listed = c
+            .store
+            .list_instances(&InstanceQuery {
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(listed, instances);
+        for p in [&batch[0], &batch[255], &batch[256], &batch[N - 1]] {
+            let (instance, mut steps) = c.store.get_instance(p.instance.id).await.unwrap();
+            assert_eq!(instance, p.instance);
+            steps.sort_by(|x, y| x.step_id.cmp(&y.step_id));
+            assert_eq!(steps, p.steps);
+            assert_eq!(
+                c.store.instance_history(p.instance.id).await.unwrap(),
+                p.history
+            );
+        }
+        let now = c.clock.now();
+        assert_eq!(c.store.due_instances(now, 1000).await.unwrap().len(), N);
+
+        // Every instance moves on, in one call.
+        let moved: Vec<_> = batch
+            .iter()
+            .map(|p| {
+                let mut instance = c.next(&p.instance);
+                instance.next_run_at = None;
+                instance.state = InstanceState::Waiting;
+                let steps = p
+                    .steps
+                    .iter()
+                    .map(|s| StepRun {
+                        state: StepState::Succeeded,
+                        attempts: 1,
+                        ..s.clone()
+                    })
+                    .collect();
+                let history = vec![c.entry(instance.id, 3, "instance.waiting", None)];
+                Progress {
+                    instance,
+                    steps,
+                    history,
+                }
+            })
+            .collect();
+        c.store.commit_progress(&moved).await.unwrap();
+        assert!(
+            c.store
+                .due_instances(c.clock.now(), 1000)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        for p in [&moved[0], &moved[300], &moved[N - 1]] {
+            let (instance, steps) = c.store.get_instance(p.instance.id).await.unwrap();
+            assert_eq!(instance, p.instance);
+            assert!(steps.iter().all(|s| s.state == StepState::Succeeded));
+            assert_eq!(
+                c.store.instance_history(p.instance.id).await.unwrap().len(),
+                3
+            );
+        }
+
+        // One stale instance at the very end: none of the 500 changes land.
+        let mut again: Vec<_> = moved
+            .iter()
+            .map(|p| Progress {
+                instance: c.next(&p.instance),
+                steps: vec![],
+                history: vec![c.entry(p.instance.id, 4, "instance.resumed", None)],
+            })
+            .collect();
+        again[N - 1].instance.version = 1_000;
+        assert!(matches!(
+            c.store.commit_progress(&again).await,
+            Err(StoreError::Stale("workflow instance"))
+        ));
+        assert_eq!(c.version_of(moved[0].instance.id).await, 2);
+        assert_eq!(
+            c.store
+                .instance_history(moved[0].instance.id)
+                .await
+                .unwrap()
+                .len(),
+            3
+        );
+    }
+
+    pub async fn a_deleted_tenants_rows_do_not_disturb_others(c: &Case) {
+        let mut doomed = c.insert("doomed").await;
+        let kept = c.insert("kept").await;
+        let event = c.event("api", "doomed-1", Some(doomed.id));
+        c.store.record_event(&event).await.unwrap();
+        let mut theirs = c.instance(Some(doomed.id), "offboard");
+        theirs.started_by = Some(event.id);
+        c.store
+            .route_event(
+                event.id,
+                &json!({"started": 1}),
+                &[c.start(&theirs, &["a-notify"])],
+            )
+            .await
+            .unwrap();
+        let ours = c.instance(Some(kept.id), "onboard");
+        c.store
+            .commit_progress(&[c.start(&ours, &["a-notify"])])
+            .await
+            .unwrap();
+
+        // The tenant's events and instances do not stand in the way of its deletion.
+        doomed.state = TenantState::Deleted;
+        doomed.version += 1;
+        c.store.delete_tenant(&doomed).await.unwrap();
+
+        // Another tenant's instance carries on, and new work is recorded.
+        let ours2 = c.next(&ours);
+        c.store
+            .commit_progress(&[Progress {
+                instance: ours2.clone(),
+                steps: vec![],
+                history: vec![c.entry(ours.id, 2, "step.succeeded", Some("a-notify"))],
+            }])
+            .await
+            .unwrap();
+        assert_eq!(c.store.get_instance(ours.id).await.unwrap().0, ours2);
+        assert!(
+            c.store
+                .record_event(&c.event("api", "kept-1", Some(kept.id)))
+                .await
+                .unwrap()
+                .1
+        );
+        let kept_only = c
+            .store
+            .list_instances(&InstanceQuery {
+                tenant: Some(kept.id),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(kept_only, vec![ours2]);
+
+        // The deleted tenant's instance can still be wound down and read.
+        let mut cancelled = c.next(&theirs);
+        cancelled.state = InstanceState::Cancelled;
+        cancelled.next_run_at = None;
+        c.store
+            .commit_progress(&[Case::bare(&cancelled)])
+            .await
+            .unwrap();
+        assert_eq!(c.store.get_instance(theirs.id).await.unwrap().0, cancelled);
+        assert_eq!(
+            c.store.get_event(event.id).await.unwrap().tenant_id,
+            Some(doomed.id)
+        );
+        let due = c.store.due_instances(c.clock.now(), 10).await.unwrap();
+        assert_eq!(due, vec![ours.id]);
+    }
 }
 
 macro_rules! conformance {
@@ -482,4 +1405,15 @@ conformance!(
     secrets_are_scoped_to_their_tenant,
     bootstrap_happens_once,
     operators_and_tokens,
+    events_are_deduplicated_by_source_and_key,
+    routing_an_event_is_atomic,
+    unrouted_events_are_listed_oldest_first,
+    progress_inserts_and_updates_with_version_checks,
+    a_stale_batch_writes_nothing,
+    step_runs_are_replaced_by_upserts,
+    history_is_append_only,
+    due_instances_are_filtered_and_ordered,
+    instances_list_by_filters_in_pages,
+    a_large_batch_commits_in_one_call,
+    a_deleted_tenants_rows_do_not_disturb_others,
 );

@@ -1,0 +1,859 @@
+//! The runtime: takes events in, starts instances, and moves them forward.
+//!
+//! One *wave* advances an instance as far as it can go without waiting:
+//! the steps whose dependencies are met run (concurrently), and their
+//! results are committed. `tick` runs one wave for every due instance and
+//! commits all of them in one transaction (group commit): that is what
+//! keeps the journal durable without one commit per step. A crash between
+//! an action and the commit re-runs the action with the same idempotency
+//! key on the next wave (see `docs/engine.md` for the exact guarantee).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse_core::clock::Clock;
+use gatehouse_core::gate::{GateLevel, GatePolicy};
+use gatehouse_core::id::{EventId, TenantId, WorkflowId};
+use gatehouse_core::store::{EngineStore, StoreError};
+use gatehouse_core::workflow::{
+    DedupKey, EventKind, EventSource, HistoryEntry, InboundEvent, Instance, InstanceState,
+    Progress, StepRun, StepState,
+};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use tokio::sync::Notify;
+
+use crate::action::{ActionCall, ActionError, ActionRegistry};
+use crate::breaker::BreakerRegistry;
+use crate::retry::random_unit;
+use crate::template::{OnFailure, Step, Template};
+
+/// Why the engine could not do something.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A pinned template could not be read back (a bug or corrupt data).
+    #[error("instance {instance}: its pinned template is unreadable: {reason}")]
+    PinnedTemplate {
+        /// The instance.
+        instance: WorkflowId,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Where templates come from, for the router and for new instances.
+pub trait Templates: Send + Sync {
+    /// The latest version of every template triggered by this event.
+    fn triggered_by(&self, event_type: &str, event: &Value) -> Vec<Template>;
+}
+
+impl Templates for crate::template::TemplateSet {
+    fn triggered_by(&self, event_type: &str, event: &Value) -> Vec<Template> {
+        crate::template::TemplateSet::triggered_by(self, event_type, event)
+            .into_iter()
+            .map(|t| (**t).clone())
+            .collect()
+    }
+}
+
+impl Templates for Vec<Template> {
+    fn triggered_by(&self, event_type: &str, event: &Value) -> Vec<Template> {
+        // The highest version of each name wins.
+        let mut latest: BTreeMap<&str, &Template> = BTreeMap::new();
+        for template in self.iter().filter(|t| t.is_triggered_by(event_type, event)) {
+            let name = template.name.as_str();
+            if latest
+                .get(name)
+                .is_none_or(|t| t.version < template.version)
+            {
+                latest.insert(name, template);
+            }
+        }
+        latest.into_values().cloned().collect()
+    }
+}
+
+/// An event to submit.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// The tenant it concerns, if known.
+    pub tenant_id: Option<TenantId>,
+    /// Where it came from.
+    pub source: EventSource,
+    /// What happened.
+    pub kind: EventKind,
+    /// The sender's deduplication key.
+    pub dedup_key: DedupKey,
+    /// The event's data.
+    pub payload: Value,
+}
+
+/// What submitting an event did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Submitted {
+    /// The stored event (the original one, for a duplicate).
+    pub event: InboundEvent,
+    /// Whether this delivery was a duplicate of an earlier one.
+    pub duplicate: bool,
+    /// The instances the event started (the same list for a duplicate).
+    pub instances: Vec<WorkflowId>,
+}
+
+/// Tuning.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Instances advanced (and committed together) per tick.
+    pub batch: u32,
+    /// How long an idle worker sleeps before looking for due work again
+    /// when nothing wakes it.
+    pub idle_poll: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            batch: 256,
+            idle_poll: Duration::from_millis(500),
+        }
+    }
+}
+
+/// The workflow engine.
+pub struct Engine {
+    store: Arc<dyn EngineStore>,
+    templates: Arc<dyn Templates>,
+    actions: Arc<ActionRegistry>,
+    breakers: Arc<BreakerRegistry>,
+    clock: Arc<dyn Clock>,
+    config: EngineConfig,
+    wake: Notify,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("actions", &self.actions)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+const SYSTEM: &str = "system";
+
+fn history(
+    instance: &Instance,
+    seq: &mut i64,
+    at: OffsetDateTime,
+    kind: &str,
+    step: Option<&str>,
+    detail: Value,
+) -> HistoryEntry {
+    *seq += 1;
+    HistoryEntry {
+        instance_id: instance.id,
+        seq: *seq,
+        at,
+        kind: kind.to_owned(),
+        step_id: step.map(str::to_owned),
+        actor: SYSTEM.to_owned(),
+        detail,
+    }
+}
+
+impl Engine {
+    /// An engine over `store`, starting instances from `templates` and
+    /// running `actions`.
+    pub fn new(
+        store: Arc<dyn EngineStore>,
+        templates: Arc<dyn Templates>,
+        actions: Arc<ActionRegistry>,
+        clock: Arc<dyn Clock>,
+        config: EngineConfig,
+    ) -> Self {
+        let breakers = Arc::new(BreakerRegistry::new(Default::default(), clock.clone()));
+        Self {
+            store,
+            templates,
+            actions,
+            breakers,
+            clock,
+            config,
+            wake: Notify::new(),
+        }
+    }
+
+    /// Persists an event (deduplicated by source and key) and starts the
+    /// instances its triggers name, in one transaction with recording the
+    /// outcome. A duplicate delivery gets the first delivery's answer.
+    pub async fn submit(&self, new: NewEvent, actor: &str) -> Result<Submitted, EngineError> {
+        let now = self.clock.now();
+        let event = InboundEvent {
+            id: EventId::generate(now),
+            tenant_id: new.tenant_id,
+            source: new.source,
+            kind: new.kind,
+            dedup_key: new.dedup_key,
+            payload: new.payload,
+            received_at: now,
+            outcome: None,
+        };
+        let (stored, is_new) = self.store.record_event(&event).await?;
+        if stored.outcome.is_some() {
+            return Ok(Self::answer(stored, !is_new));
+        }
+        // New, or stored by a delivery that crashed before routing: route it.
+        let started = self.start_instances(&stored, actor, now);
+        let ids: Vec<WorkflowId> = started.iter().map(|p| p.instance.id).collect();
+        let outcome = json!({ "instances": ids, "routed_at": now.unix_timestamp() });
+        match self.store.route_event(stored.id, &outcome, &started).await {
+            Ok(()) => {
+                self.wake.notify_one();
+                let event = InboundEvent {
+                    outcome: Some(outcome),
+                    ..stored
+                };
+                Ok(Submitted {
+                    event,
+                    duplicate: !is_new,
+                    instances: ids,
+                })
+            }
+            // Another delivery of the same event routed it first.
+            Err(StoreError::Stale(_)) => {
+                Ok(Self::answer(self.store.get_event(stored.id).await?, true))
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    fn answer(event: InboundEvent, duplicate: bool) -> Submitted {
+        let instances = event
+            .outcome
+            .as_ref()
+            .and_then(|o| o.get("instances"))
+            .and_then(Value::as_array)
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|v| v.as_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Submitted {
+            event,
+            duplicate,
+            instances,
+        }
+    }
+
+    fn start_instances(
+        &self,
+        event: &InboundEvent,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Vec<Progress> {
+        let event_json = json!({
+            "id": event.id, "source": event.source, "type": event.kind, "payload": event.payload,
+            "tenant_id": event.tenant_id,
+        });
+        self.templates
+            .triggered_by(event.kind.as_str(), &event_json)
+            .into_iter()
+            .filter_map(|template| {
+                let definition = serde_json::to_value(&template).ok()?;
+                let id = WorkflowId::generate(now);
+                let instance = Instance {
+                    id,
+                    tenant_id: event.tenant_id,
+                    template: template.name.as_str().to_owned(),
+                    template_version: template.version,
+                    definition,
+                    state: InstanceState::Running,
+                    context: json!({
+                        "event": event_json,
+                        "instance": { "id": id, "template": template.name.as_str(), "version": template.version },
+                        "tenant": { "id": event.tenant_id },
+                        "steps": {},
+                    }),
+                    started_by: Some(event.id),
+                    created_by: actor.to_owned(),
+                    created_at: now,
+                    updated_at: now,
+                    next_run_at: Some(now),
+                    version: 1,
+                };
+                let steps = template.steps().map(|s| StepRun::pending(id, s.id.as_str(), now)).collect();
+                let mut seq = 0;
+                let started = history(&instance, &mut seq, now, "instance.started", None, json!({
+                    "template": template.name.as_str(), "version": template.version, "event": event.id, "actor": actor,
+                }));
+                Some(Progress { instance, steps, history: vec![started] })
+            })
+            .collect()
+    }
+
+    /// Advances every due instance by one wave and commits them together.
+    /// Returns how many instances it advanced.
+    pub async fn tick(&self) -> Result<usize, EngineError> {
+        let now = self.clock.now();
+        let due = self.store.due_instances(now, self.config.batch).await?;
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let mut waves = tokio::task::JoinSet::new();
+        for id in due {
+            let (instance, steps) = self.store.get_instance(id).await?;
+            let seq = self
+                .store
+                .instance_history(id)
+                .await?
+                .last()
+                .map_or(0, |h| h.seq);
+            let wave = Wave::prepare(instance, steps, seq, now)?;
+            let actions = self.actions.clone();
+            let breakers = self.breakers.clone();
+            waves.spawn(async move { wave.run(&actions, &breakers).await });
+        }
+        let mut batch = Vec::with_capacity(waves.len());
+        while let Some(done) = waves.join_next().await {
+            match done {
+                Ok(progress) => batch.push(progress),
+                Err(err) => {
+                    tracing::error!(%err, "a wave task failed; its instance is retried on the next tick")
+                }
+            }
+        }
+        let count = batch.len();
+        self.store.commit_progress(&batch).await?;
+        Ok(count)
+    }
+
+    /// Runs until `shutdown` completes: ticks while there is due work,
+    /// sleeps until woken (a new event) or the idle poll otherwise.
+    pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let advanced = match self.tick().await {
+                Ok(n) => n,
+                Err(err) => {
+                    tracing::error!(%err, "engine tick failed; retrying after the idle poll");
+                    0
+                }
+            };
+            if advanced > 0 {
+                continue;
+            }
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(self.config.idle_poll) => {}
+            }
+        }
+    }
+}
+
+/// One instance's wave: computed, run and turned into a `Progress`.
+struct Wave {
+    instance: Instance,
+    template: Template,
+    steps: HashMap<String, StepRun>,
+    changed: HashSet<String>,
+    history: Vec<HistoryEntry>,
+    seq: i64,
+    now: OffsetDateTime,
+}
+
+/// What to run in this wave.
+struct Call {
+    step: Step,
+    undo: bool,
+    params: Value,
+    key: String,
+    attempt: u32,
+}
+
+impl Wave {
+    fn prepare(
+        instance: Instance,
+        steps: Vec<StepRun>,
+        seq: i64,
+        now: OffsetDateTime,
+    ) -> Result<Self, EngineError> {
+        let template: Template =
+            serde_json::from_value(instance.definition.clone()).map_err(|e| {
+                EngineError::PinnedTemplate {
+                    instance: instance.id,
+                    reason: e.to_string(),
+                }
+            })?;
+        let steps = steps.into_iter().map(|s| (s.step_id.clone(), s)).collect();
+        Ok(Self {
+            instance,
+            template,
+            steps,
+            changed: HashSet::new(),
+            history: Vec::new(),
+            seq,
+            now,
+        })
+    }
+
+    fn note(&mut self, kind: &str, step: Option<&str>, detail: Value) {
+        let entry = history(&self.instance, &mut self.seq, self.now, kind, step, detail);
+        self.history.push(entry);
+    }
+
+    fn step_mut(&mut self, id: &str) -> Option<&mut StepRun> {
+        self.changed.insert(id.to_owned());
+        let now = self.now;
+        let run = self.steps.get_mut(id)?;
+        run.updated_at = now;
+        Some(run)
+    }
+
+    fn state_of(&self, id: &str) -> StepState {
+        self.steps.get(id).map_or(StepState::Pending, |s| s.state)
+    }
+
+    fn due(&self, id: &str) -> bool {
+        self.steps
+            .get(id)
+            .is_some_and(|s| s.next_attempt_at.is_none_or(|at| at <= self.now))
+    }
+
+    /// The calls this wave makes, after moving gated steps to waiting.
+    fn plan(&mut self) -> Vec<Call> {
+        match self.instance.state {
+            InstanceState::Running => self.plan_forward(),
+            InstanceState::Compensating => self.plan_undo().into_iter().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn plan_forward(&mut self) -> Vec<Call> {
+        let done: HashSet<String> = self
+            .steps
+            .values()
+            .filter(|s| matches!(s.state, StepState::Succeeded | StepState::Skipped))
+            .map(|s| s.step_id.clone())
+            .collect();
+        let done_ref: HashSet<&str> = done.iter().map(String::as_str).collect();
+        let Some(stage) = self
+            .template
+            .stages
+            .iter()
+            .find(|stage| !stage.is_complete(&done_ref))
+            .cloned()
+        else {
+            return Vec::new();
+        };
+        let mut calls = Vec::new();
+        for step in stage.ready_steps(&done_ref) {
+            let id = step.id.as_str().to_owned();
+            let state = self.state_of(&id);
+            if !matches!(state, StepState::Pending | StepState::Retrying) || !self.due(&id) {
+                continue;
+            }
+            // Per-tenant gate policies come with the approvals; until then
+            // every area runs at its default level (never below it).
+            let level = step
+                .gate_level(&GatePolicy::default())
+                .unwrap_or(GateLevel::L3);
+            match level {
+                GateLevel::L2 | GateLevel::L3 => {
+                    let waiting = if level == GateLevel::L2 {
+                        StepState::AwaitingApproval
+                    } else {
+                        StepState::AwaitingHuman
+                    };
+                    if let Some(run) = self.step_mut(&id) {
+                        run.state = waiting;
+                    }
+                    let kind = if level == GateLevel::L2 {
+                        "approval.requested"
+                    } else {
+                        "human_task.created"
+                    };
+                    let params = step.render_params(&self.instance.context).ok();
+                    self.note(
+                        kind,
+                        Some(&id),
+                        json!({ "gate": level, "action": step.action.as_str(), "params": params }),
+                    );
+                }
+                GateLevel::L0 | GateLevel::L1 => match step.render_params(&self.instance.context) {
+                    Ok(params) => {
+                        let run = self.steps.get(&id);
+                        let key = run.map_or_else(
+                            || format!("{}:{id}", self.instance.id),
+                            |r| r.idempotency_key.clone(),
+                        );
+                        let attempt = run.map_or(1, |r| r.attempts + 1);
+                        calls.push(Call {
+                            step: step.clone(),
+                            undo: false,
+                            params,
+                            key,
+                            attempt,
+                        });
+                    }
+                    Err(err) => self.fail_step(&id, &format!("parameters: {err}")),
+                },
+            }
+        }
+        calls
+    }
+
+    /// The next compensation to run: the last completed step (in template
+    /// order, which respects dependencies) that has one.
+    fn plan_undo(&mut self) -> Option<Call> {
+        let order: Vec<Step> = self.template.steps().cloned().collect();
+        for step in order.iter().rev() {
+            let id = step.id.as_str();
+            let state = self.state_of(id);
+            if !matches!(state, StepState::Succeeded | StepState::Compensating) {
+                continue;
+            }
+            let Some(compensation) = &step.compensate else {
+                continue;
+            };
+            if !self.due(id) {
+                return None;
+            }
+            let run = self.steps.get(id);
+            let attempt = if state == StepState::Succeeded {
+                1
+            } else {
+                run.map_or(1, |r| r.attempts + 1)
+            };
+            let key = format!("{}:{id}:undo", self.instance.id);
+            return match compensation.render_params(&self.instance.context) {
+                Ok(params) => Some(Call {
+                    step: step.clone(),
+                    undo: true,
+                    params,
+                    key,
+                    attempt,
+                }),
+                Err(err) => {
+                    self.park(&format!(
+                        "the compensation of `{id}` cannot be prepared: {err}"
+                    ));
+                    None
+                }
+            };
+        }
+        None
+    }
+
+    fn fail_step(&mut self, id: &str, reason: &str) {
+        if let Some(run) = self.step_mut(id) {
+            run.state = StepState::Failed;
+            run.error = Some(reason.to_owned());
+            run.next_attempt_at = None;
+        }
+        self.note("step.failed", Some(id), json!({ "error": reason }));
+        match self.template.on_failure {
+            OnFailure::Park => self.park(&format!("step `{id}` failed: {reason}")),
+            OnFailure::Compensate => {
+                self.instance.state = InstanceState::Compensating;
+                self.note(
+                    "instance.compensating",
+                    Some(id),
+                    json!({ "reason": reason }),
+                );
+            }
+        }
+    }
+
+    fn park(&mut self, reason: &str) {
+        self.instance.state = InstanceState::Parked;
+        self.note("instance.parked", None, json!({ "reason": reason }));
+    }
+
+    async fn run(mut self, actions: &ActionRegistry, breakers: &BreakerRegistry) -> Progress {
+        let calls = self.plan();
+        let mut set = tokio::task::JoinSet::new();
+        for (index, call) in calls.iter().enumerate() {
+            let action_name = if call.undo {
+                call.step
+                    .compensate
+                    .as_ref()
+                    .map(|c| c.action.as_str().to_owned())
+                    .unwrap_or_default()
+            } else {
+                call.step.action.as_str().to_owned()
+            };
+            let Some(action) = actions.get(&action_name).cloned() else {
+                set.spawn(async move {
+                    (
+                        index,
+                        Err(ActionError::permanent(format!(
+                            "no action `{action_name}` is implemented"
+                        ))),
+                    )
+                });
+                continue;
+            };
+            let breaker_key = format!(
+                "{}/{}",
+                self.instance
+                    .tenant_id
+                    .map_or_else(|| "-".to_owned(), |t| t.to_string()),
+                action_name.split('.').next().unwrap_or_default()
+            );
+            let breaker = breakers.get(&breaker_key);
+            let (instance, tenant) = (self.instance.id, self.instance.tenant_id);
+            let (step_id, key, params, attempt, timeout) = (
+                call.step.id.as_str().to_owned(),
+                call.key.clone(),
+                call.params.clone(),
+                call.attempt,
+                call.step.timeout,
+            );
+            set.spawn(async move {
+                let permit = match breaker.try_acquire() {
+                    Ok(permit) => permit,
+                    Err(rejected) => {
+                        return (
+                            index,
+                            Err(ActionError::Retryable {
+                                message: format!("circuit open for `{breaker_key}`"),
+                                retry_after: Some(rejected.retry_in),
+                            }),
+                        );
+                    }
+                };
+                let call = ActionCall {
+                    instance,
+                    tenant,
+                    step_id: &step_id,
+                    idempotency_key: &key,
+                    params: &params,
+                    attempt,
+                };
+                let result = match tokio::time::timeout(timeout, action.run(call)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(ActionError::retryable(format!(
+                        "timed out after {timeout:?}"
+                    ))),
+                };
+                match &result {
+                    Ok(_) => permit.success(),
+                    Err(ActionError::Retryable { .. }) => permit.failure(),
+                    // The target answered: it is up, the request was wrong.
+                    Err(ActionError::Permanent { .. }) => permit.success(),
+                }
+                (index, result)
+            });
+        }
+        let mut results = Vec::with_capacity(calls.len());
+        while let Some(joined) = set.join_next().await {
+            if let Ok(result) = joined {
+                results.push(result);
+            }
+        }
+        results.sort_by_key(|(index, _)| *index);
+        for (index, result) in results {
+            if let Some(call) = calls.get(index) {
+                self.record(call, result);
+            }
+        }
+        self.finish()
+    }
+
+    fn record(&mut self, call: &Call, result: Result<Value, ActionError>) {
+        let id = call.step.id.as_str().to_owned();
+        let now = self.now;
+        match (call.undo, result) {
+            (false, Ok(output)) => {
+                if let Some(run) = self.step_mut(&id) {
+                    run.state = StepState::Succeeded;
+                    run.attempts = call.attempt;
+                    run.output = Some(output.clone());
+                    run.error = None;
+                    run.next_attempt_at = None;
+                }
+                if let Some(steps) = self
+                    .instance
+                    .context
+                    .get_mut("steps")
+                    .and_then(Value::as_object_mut)
+                {
+                    steps.insert(id.clone(), json!({ "output": output }));
+                }
+                let level = call
+                    .step
+                    .gate_level(&GatePolicy::default())
+                    .unwrap_or(GateLevel::L0);
+                self.note(
+                    "step.succeeded",
+                    Some(&id),
+                    json!({ "attempt": call.attempt, "gate": level }),
+                );
+                if level == GateLevel::L1 {
+                    self.note(
+                        "notification.queued",
+                        Some(&id),
+                        json!({ "reason": "L1: executed, review requested" }),
+                    );
+                }
+            }
+            (true, Ok(_)) => {
+                if let Some(run) = self.step_mut(&id) {
+                    run.state = StepState::Compensated;
+                    run.error = None;
+                    run.next_attempt_at = None;
+                }
+                self.note(
+                    "step.compensated",
+                    Some(&id),
+                    json!({ "attempt": call.attempt }),
+                );
+            }
+            (undo, Err(err)) => {
+                let (message, retry_after, retryable) = match &err {
+                    ActionError::Retryable {
+                        message,
+                        retry_after,
+                    } => (message.clone(), *retry_after, true),
+                    ActionError::Permanent { message } => (message.clone(), None, false),
+                };
+                let delay = if retryable {
+                    call.step
+                        .retry
+                        .delay(call.attempt, retry_after, random_unit())
+                } else {
+                    None
+                };
+                match delay {
+                    Some(delay) => {
+                        let at =
+                            now + time::Duration::try_from(delay).unwrap_or(time::Duration::MAX);
+                        if let Some(run) = self.step_mut(&id) {
+                            run.state = if undo {
+                                StepState::Compensating
+                            } else {
+                                StepState::Retrying
+                            };
+                            run.attempts = call.attempt;
+                            run.error = Some(message.clone());
+                            run.next_attempt_at = Some(at);
+                        }
+                        let kind = if undo {
+                            "compensation.retrying"
+                        } else {
+                            "step.retrying"
+                        };
+                        self.note(kind, Some(&id), json!({ "attempt": call.attempt, "error": message, "retry_at": at.unix_timestamp() }));
+                    }
+                    None if undo => {
+                        if let Some(run) = self.step_mut(&id) {
+                            run.state = StepState::Compensating;
+                            run.attempts = call.attempt;
+                            run.error = Some(message.clone());
+                            run.next_attempt_at = None;
+                        }
+                        self.park(&format!("the compensation of `{id}` failed: {message}"));
+                    }
+                    None => {
+                        if let Some(run) = self.step_mut(&id) {
+                            run.attempts = call.attempt;
+                        }
+                        self.fail_step(&id, &message);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decides the instance's next state and due time, and packs the wave.
+    fn finish(mut self) -> Progress {
+        let now = self.now;
+        let all_done = self
+            .steps
+            .values()
+            .all(|s| matches!(s.state, StepState::Succeeded | StepState::Skipped));
+        let next_retry = self
+            .steps
+            .values()
+            .filter(|s| matches!(s.state, StepState::Retrying | StepState::Compensating))
+            .filter_map(|s| s.next_attempt_at)
+            .min();
+        match self.instance.state {
+            InstanceState::Running if all_done => {
+                self.instance.state = InstanceState::Completed;
+                self.note("instance.completed", None, json!({}));
+                self.instance.next_run_at = None;
+            }
+            InstanceState::Running => {
+                // Anything runnable now (newly unblocked or due)? Then at once.
+                let runnable_now = self.steps.values().any(|s| s.state == StepState::Pending)
+                    && !self.changed.is_empty();
+                let waiting = self.steps.values().any(|s| {
+                    matches!(
+                        s.state,
+                        StepState::AwaitingApproval | StepState::AwaitingHuman
+                    )
+                });
+                self.instance.next_run_at = if runnable_now { Some(now) } else { next_retry };
+                if self.instance.next_run_at.is_none() && waiting {
+                    self.instance.state = InstanceState::Waiting;
+                    self.note("instance.waiting", None, json!({}));
+                }
+            }
+            InstanceState::Compensating => {
+                let remaining = self.template.steps().any(|step| {
+                    step.compensate.is_some()
+                        && matches!(
+                            self.state_of(step.id.as_str()),
+                            StepState::Succeeded | StepState::Compensating
+                        )
+                });
+                if remaining {
+                    self.instance.next_run_at = Some(next_retry.unwrap_or(now));
+                } else {
+                    let pending: Vec<String> = self
+                        .steps
+                        .values()
+                        .filter(|s| {
+                            matches!(
+                                s.state,
+                                StepState::Pending
+                                    | StepState::Retrying
+                                    | StepState::AwaitingApproval
+                                    | StepState::AwaitingHuman
+                            )
+                        })
+                        .map(|s| s.step_id.clone())
+                        .collect();
+                    for id in pending {
+                        if let Some(run) = self.step_mut(&id) {
+                            run.state = StepState::Skipped;
+                            run.next_attempt_at = None;
+                        }
+                    }
+                    self.instance.state = InstanceState::Compensated;
+                    self.instance.next_run_at = None;
+                    self.note("instance.compensated", None, json!({}));
+                }
+            }
+            _ => self.instance.next_run_at = None,
+        }
+        self.instance.version += 1;
+        self.instance.updated_at = now;
+        let steps = self
+            .changed
+            .iter()
+            .filter_map(|id| self.steps.get(id).cloned())
+            .collect();
+        Progress {
+            instance: self.instance,
+            steps,
+            history: self.history,
+        }
+    }
+}
