@@ -39,15 +39,23 @@ pub struct BenchArgs {
     /// Secrets in all.
     #[arg(long, default_value_t = 100_000)]
     secrets: u32,
-    /// Concurrent workers.
-    #[arg(long, default_value_t = 8)]
-    concurrency: u32,
+    /// Concurrent workers (store: 8) or workflows in flight (engine: 64).
+    #[arg(long)]
+    concurrency: Option<u32>,
+    /// Workflows to run (engine).
+    #[arg(long, default_value_t = 10_000)]
+    workflows: u32,
+    /// Steps per workflow (engine).
+    #[arg(long, default_value_t = 3)]
+    steps: u32,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum Scenario {
     /// Tenants with their keys, encrypted secrets written and read back.
     Store,
+    /// Workflows of L0 no-op steps, journaled like any others.
+    Engine,
 }
 
 /// Peak resident memory of this process, in MiB (Linux `VmHWM`).
@@ -70,7 +78,7 @@ fn per_sec(count: u32, elapsed: Duration) -> f64 {
 
 /// Progress on standard error: a line redrawn in place on a terminal, a
 /// line per tenth of the work otherwise (CI logs, files).
-fn progress(label: &str, done: u32, total: u32) {
+pub(crate) fn progress(label: &str, done: u32, total: u32) {
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     if terminal && (done == total || done.is_multiple_of(1000)) {
         eprint!("\r{label}: {done}/{total}");
@@ -85,15 +93,13 @@ fn progress(label: &str, done: u32, total: u32) {
 
 /// Runs a benchmark.
 pub async fn run(args: &ConfigArgs, bench: BenchArgs) -> Result<ExitCode, CliError> {
-    match bench.scenario {
-        Scenario::Store => store(args, bench).await,
-    }
-}
-
-async fn store(args: &ConfigArgs, bench: BenchArgs) -> Result<ExitCode, CliError> {
-    if bench.tenants == 0 || bench.concurrency == 0 {
+    if bench.tenants == 0
+        || bench.workflows == 0
+        || bench.steps == 0
+        || bench.concurrency == Some(0)
+    {
         return Err(CliError::Usage(
-            "--tenants and --concurrency must be at least 1".into(),
+            "--tenants, --workflows, --steps and --concurrency must be at least 1".into(),
         ));
     }
     let scratch = tempfile::tempdir()?;
@@ -121,7 +127,10 @@ async fn store(args: &ConfigArgs, bench: BenchArgs) -> Result<ExitCode, CliError
             (Arc::new(SqliteStore::connect(&url).await?), None)
         }
     };
-    let result = measure_store(store.clone(), scratch.path(), &bench).await;
+    let result = match bench.scenario {
+        Scenario::Store => measure_store(store.clone(), scratch.path(), &bench).await,
+        Scenario::Engine => crate::bench_engine::measure(store.clone(), &bench.engine_args()).await,
+    };
     store.close().await;
     // The throw-away schema goes whether the run succeeded or not.
     if let (Some(pg), Some(url)) = (pg, &args.database_url) {
@@ -131,16 +140,21 @@ async fn store(args: &ConfigArgs, bench: BenchArgs) -> Result<ExitCode, CliError
     }
     let result = result?;
     if !bench.json {
-        eprintln!(
-            "tenants/s {}  secret writes/s {}  secret reads/s {}  peak RSS {} MiB",
-            result["tenants_per_sec"],
-            result["secret_writes_per_sec"],
-            result["secret_reads_per_sec"],
-            result["peak_rss_mb"]
-        );
+        let pretty = serde_json::to_string_pretty(&result).unwrap_or_default();
+        eprintln!("{pretty}");
     }
     println!("{result}");
     Ok(ExitCode::SUCCESS)
+}
+
+impl BenchArgs {
+    fn engine_args(&self) -> crate::bench_engine::EngineBench {
+        crate::bench_engine::EngineBench {
+            workflows: self.workflows,
+            steps: self.steps,
+            concurrency: self.concurrency.unwrap_or(64),
+        }
+    }
 }
 
 async fn measure_store(
@@ -159,7 +173,7 @@ async fn measure_store(
         store.backend().as_str(),
         bench.tenants,
         bench.secrets,
-        bench.concurrency
+        bench.concurrency.unwrap_or(8)
     );
 
     // 1. Tenants, each with its own wrapped data key.
@@ -181,10 +195,10 @@ async fn measure_store(
     let tenants = Arc::new(tenants);
     let run_workers = |write: bool| {
         let mut set = tokio::task::JoinSet::new();
-        for worker in 0..bench.concurrency {
+        for worker in 0..bench.concurrency.unwrap_or(8) {
             let app = app.clone();
             let tenants = tenants.clone();
-            let (total, workers) = (bench.secrets, bench.concurrency);
+            let (total, workers) = (bench.secrets, bench.concurrency.unwrap_or(8));
             set.spawn(async move {
                 let actor = gatehouse_server::Actor::System("bench");
                 let mut i = worker;
@@ -239,7 +253,7 @@ async fn measure_store(
         "backend": store.backend().as_str(),
         "tenants": bench.tenants,
         "secrets": bench.secrets,
-        "concurrency": bench.concurrency,
+        "concurrency": bench.concurrency.unwrap_or(8),
         "tenants_per_sec": per_sec(bench.tenants, tenant_elapsed),
         "secret_writes_per_sec": per_sec(bench.secrets, write_elapsed),
         "secret_reads_per_sec": per_sec(bench.secrets, read_elapsed),

@@ -1,4 +1,4 @@
-//! Typed, prefixed ids: `ten_01jd8…`, `op_01jd8…`, `tok_01jd8…`.
+//! Typed, prefixed ids: `ten_01jd8…`, `op_01jd8…`, `apr_01jd8…`.
 //!
 //! The format is TypeID's: a prefix naming the kind of thing, an underscore,
 //! and a UUIDv7 in 26 lowercase Crockford base-32 characters. The UUID is
@@ -153,6 +153,14 @@ typed_id!(
 typed_id!(
     /// A workflow instance.
     WorkflowId, "wf"
+);
+typed_id!(
+    /// An approval request of a gated (L2) step.
+    ApprovalId, "apr"
+);
+typed_id!(
+    /// A human task of a human-only (L3) step.
+    HumanTaskId, "tsk"
 );
 
 #[cfg(test)]

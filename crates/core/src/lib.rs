@@ -7,6 +7,7 @@
 //! traits here (and not in the store crate) lets the vault and later the
 //! engine depend on storage without depending on SQL.
 
+pub mod approval;
 pub mod clock;
 pub mod error;
 pub mod gate;

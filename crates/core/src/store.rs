@@ -11,7 +11,8 @@ use std::fmt::Debug;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use crate::id::{EventId, OperatorId, TenantId, TokenId, WorkflowId};
+use crate::approval::{Approval, ApprovalState, Decision, HumanTask, TaskState};
+use crate::id::{ApprovalId, EventId, HumanTaskId, OperatorId, TenantId, TokenId, WorkflowId};
 use crate::keys::{TenantKey, WrappedKey};
 use crate::operator::{ApiToken, Operator, OperatorName, TokenHash};
 use crate::secret::{SealedSecret, SecretMeta, SecretName};
@@ -229,15 +230,99 @@ pub trait EngineStore: Send + Sync {
     async fn due_instances(&self, now: OffsetDateTime, limit: u32) -> StoreResult<Vec<WorkflowId>>;
     /// In one transaction, for every item: inserts the instance (version 1)
     /// or updates it if its stored version is `version - 1`, upserts its
-    /// step runs and appends its history. If any instance is stale, nothing
-    /// is written and the result is `Stale("workflow instance")`.
+    /// step runs, appends its history, and inserts or updates its approvals
+    /// and human tasks (see [`Progress`] for what may change). If any
+    /// instance is stale, nothing is written and the result is
+    /// `Stale("workflow instance")`; a decided approval or a finished task
+    /// that the batch would change gives `Stale("approval")` or
+    /// `Stale("human task")`, and likewise nothing is written.
     async fn commit_progress(&self, batch: &[Progress]) -> StoreResult<()>;
+}
+
+/// A page of approvals.
+#[derive(Debug, Clone, Default)]
+pub struct ApprovalQuery {
+    /// Only this tenant's approvals.
+    pub tenant: Option<TenantId>,
+    /// Only approvals in this state.
+    pub state: Option<ApprovalState>,
+    /// Only this workflow instance's approvals.
+    pub instance: Option<WorkflowId>,
+    /// Start after this id (the previous page's last).
+    pub after: Option<ApprovalId>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// A page of human tasks.
+#[derive(Debug, Clone, Default)]
+pub struct TaskQuery {
+    /// Only this tenant's tasks.
+    pub tenant: Option<TenantId>,
+    /// Only tasks in this state.
+    pub state: Option<TaskState>,
+    /// Only this workflow instance's tasks.
+    pub instance: Option<WorkflowId>,
+    /// Start after this id (the previous page's last).
+    pub after: Option<HumanTaskId>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// Approvals (gate L2) and human tasks (gate L3). They are created,
+/// escalated and cancelled with the workflow's progress
+/// ([`EngineStore::commit_progress`]); decisions and completions come from
+/// people, through the two methods here that may also move the workflow on
+/// in the same transaction.
+#[async_trait]
+pub trait GateStore: Send + Sync {
+    /// An approval with its decisions, oldest first.
+    async fn get_approval(&self, id: ApprovalId) -> StoreResult<Approval>;
+    /// Approvals in id (creation) order, each with its decisions, read in
+    /// one statement.
+    async fn list_approvals(&self, query: &ApprovalQuery) -> StoreResult<Vec<Approval>>;
+    /// In one transaction: stores `decision` and the state that
+    /// `approval` (as returned by [`Approval::apply`] with this decision,
+    /// so `decision` is its last) has now; then, if given, commits
+    /// `progress` as [`EngineStore::commit_progress`] does.
+    ///
+    /// - The approval must still be pending in the database with exactly
+    ///   the decisions before this one (so two approvers deciding at once
+    ///   cannot both count as the first); otherwise `Stale("approval")`.
+    /// - A second decision by the same operator is a `Conflict`.
+    /// - So is a decision by whoever initiated the workflow or prepared
+    ///   the plan (separation of duties, checked by the database itself),
+    ///   and a new state that does not follow from the stored decisions
+    ///   and `required`.
+    /// - A stale `progress` rolls the decision back too.
+    async fn record_decision(
+        &self,
+        approval: &Approval,
+        decision: &Decision,
+        progress: Option<&Progress>,
+    ) -> StoreResult<()>;
+    /// Pending approvals whose deadline is at or before `now` and that are
+    /// not escalated yet, earliest deadline first, with their decisions.
+    async fn overdue_approvals(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> StoreResult<Vec<Approval>>;
+    /// A human task.
+    async fn get_task(&self, id: HumanTaskId) -> StoreResult<HumanTask>;
+    /// Human tasks in id (creation) order.
+    async fn list_tasks(&self, query: &TaskQuery) -> StoreResult<Vec<HumanTask>>;
+    /// In one transaction: stores `task` (as returned by
+    /// [`HumanTask::complete`]) if it is still open in the database
+    /// (`Stale("human task")` otherwise), then commits `progress`, which
+    /// must be its instance's, as [`EngineStore::commit_progress`] does.
+    async fn complete_task(&self, task: &HumanTask, progress: &Progress) -> StoreResult<()>;
 }
 
 /// Everything Gatehouse stores, behind one handle.
 #[async_trait]
 pub trait Store:
-    TenantStore + TenantKeyStore + SecretStore + OperatorStore + EngineStore + Debug
+    TenantStore + TenantKeyStore + SecretStore + OperatorStore + EngineStore + GateStore + Debug
 {
     /// Which engine this is.
     fn backend(&self) -> Backend;

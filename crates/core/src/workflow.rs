@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 
+use crate::approval::{Approval, HumanTask};
 use crate::error::DomainError;
 use crate::id::{EventId, TenantId, WorkflowId};
 
@@ -383,4 +384,20 @@ pub struct Progress {
     pub steps: Vec<StepRun>,
     /// History entries to append (their `seq` continues the instance's history).
     pub history: Vec<HistoryEntry>,
+    /// Approvals of this instance's steps (of no other instance). One whose
+    /// id is not stored yet is inserted (pending or cancelled, without
+    /// decisions). A stored one that is still pending gets this state
+    /// (pending or cancelled), `escalated_at` (kept once set) and
+    /// `decided_at`; one stored in the state given here already is left as
+    /// it is; anything else fails the batch: `Stale("approval")` for a
+    /// decided one, `Conflict` for an attempt to approve or reject here.
+    /// Decisions are recorded with
+    /// [`crate::store::GateStore::record_decision`], never here.
+    pub approvals: Vec<Approval>,
+    /// Human tasks of this instance's steps, in the same way: inserted when
+    /// new (open or cancelled, without an outcome), cancelled while open,
+    /// left alone when stored in the given state already, `Stale("human
+    /// task")` when finished otherwise. Tasks are completed with
+    /// [`crate::store::GateStore::complete_task`].
+    pub tasks: Vec<HumanTask>,
 }

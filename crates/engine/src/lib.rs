@@ -10,4 +10,5 @@ pub mod action;
 pub mod breaker;
 pub mod retry;
 pub mod runtime;
+pub mod stats;
 pub mod template;

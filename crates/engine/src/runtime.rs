@@ -22,11 +22,12 @@ use gatehouse_core::workflow::{
 };
 use serde_json::{Value, json};
 use time::OffsetDateTime;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, broadcast};
 
 use crate::action::{ActionCall, ActionError, ActionRegistry};
 use crate::breaker::BreakerRegistry;
 use crate::retry::random_unit;
+use crate::stats::EngineStats;
 use crate::template::{OnFailure, Step, Template};
 
 /// Why the engine could not do something.
@@ -131,7 +132,17 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     config: EngineConfig,
     wake: Notify,
+    stats: Arc<EngineStats>,
+    finished: broadcast::Sender<(WorkflowId, InstanceState)>,
+    /// Instances this node is driving, as it last committed them: the next
+    /// wave starts from here instead of reading them back. The version
+    /// check on commit still catches any other writer; a failed commit
+    /// evicts the batch.
+    hot: std::sync::Mutex<HashMap<WorkflowId, (Instance, Vec<StepRun>)>>,
 }
+
+/// At most this many instances are kept hot; beyond it they are read back.
+const HOT_LIMIT: usize = 10_000;
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -143,6 +154,11 @@ impl std::fmt::Debug for Engine {
 }
 
 const SYSTEM: &str = "system";
+
+/// History positions are `version × HISTORY_STRIDE + n`: the commit that
+/// writes version v numbers its entries from v × stride + 1, so a wave never
+/// reads the history to continue it, and the order is kept.
+const HISTORY_STRIDE: i64 = 1_000_000;
 
 fn history(
     instance: &Instance,
@@ -183,7 +199,47 @@ impl Engine {
             clock,
             config,
             wake: Notify::new(),
+            stats: Arc::new(EngineStats::default()),
+            finished: broadcast::channel(65_536).0,
+            hot: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    fn hot(&self) -> std::sync::MutexGuard<'_, HashMap<WorkflowId, (Instance, Vec<StepRun>)>> {
+        self.hot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn keep_hot(&self, instance: &Instance, steps: Vec<StepRun>) {
+        let mut hot = self.hot();
+        let runnable = matches!(
+            instance.state,
+            InstanceState::Running | InstanceState::Compensating
+        );
+        if runnable
+            && instance.next_run_at.is_some()
+            && (hot.len() < HOT_LIMIT || hot.contains_key(&instance.id))
+        {
+            hot.insert(instance.id, (instance.clone(), steps));
+        } else {
+            hot.remove(&instance.id);
+        }
+    }
+
+    /// Drops what this node holds about an instance, after something other
+    /// than its waves changed it (an approval, a cancellation).
+    pub fn forget(&self, id: WorkflowId) {
+        self.hot().remove(&id);
+    }
+
+    /// Counters and the step-latency histogram.
+    pub fn stats(&self) -> &Arc<EngineStats> {
+        &self.stats
+    }
+
+    /// Instances that reach a state where they stop (completed, compensated,
+    /// parked, waiting for people), as this node commits them.
+    pub fn subscribe(&self) -> broadcast::Receiver<(WorkflowId, InstanceState)> {
+        self.finished.subscribe()
     }
 
     /// Persists an event (deduplicated by source and key) and starts the
@@ -211,6 +267,9 @@ impl Engine {
         let outcome = json!({ "instances": ids, "routed_at": now.unix_timestamp() });
         match self.store.route_event(stored.id, &outcome, &started).await {
             Ok(()) => {
+                for progress in &started {
+                    self.keep_hot(&progress.instance, progress.steps.clone());
+                }
                 self.wake.notify_one();
                 let event = InboundEvent {
                     outcome: Some(outcome),
@@ -286,11 +345,17 @@ impl Engine {
                     version: 1,
                 };
                 let steps = template.steps().map(|s| StepRun::pending(id, s.id.as_str(), now)).collect();
-                let mut seq = 0;
+                let mut seq = HISTORY_STRIDE;
                 let started = history(&instance, &mut seq, now, "instance.started", None, json!({
                     "template": template.name.as_str(), "version": template.version, "event": event.id, "actor": actor,
                 }));
-                Some(Progress { instance, steps, history: vec![started] })
+                Some(Progress {
+                    instance,
+                    steps,
+                    history: vec![started],
+                    approvals: Vec::new(),
+                    tasks: Vec::new(),
+                })
             })
             .collect()
     }
@@ -305,29 +370,61 @@ impl Engine {
         }
         let mut waves = tokio::task::JoinSet::new();
         for id in due {
-            let (instance, steps) = self.store.get_instance(id).await?;
-            let seq = self
-                .store
-                .instance_history(id)
-                .await?
-                .last()
-                .map_or(0, |h| h.seq);
-            let wave = Wave::prepare(instance, steps, seq, now)?;
+            let cached = self.hot().remove(&id);
+            let (instance, steps) = match cached {
+                Some(state) => state,
+                None => self.store.get_instance(id).await?,
+            };
+            let due_at = instance.next_run_at.unwrap_or(now);
+            let wave = Wave::prepare(instance, steps, now)?;
             let actions = self.actions.clone();
             let breakers = self.breakers.clone();
-            waves.spawn(async move { wave.run(&actions, &breakers).await });
+            waves.spawn(async move {
+                let (progress, calls, all) = wave.run(&actions, &breakers).await;
+                (progress, calls, due_at, all)
+            });
         }
         let mut batch = Vec::with_capacity(waves.len());
+        let mut timings = Vec::with_capacity(waves.len());
+        let mut after = Vec::with_capacity(waves.len());
         while let Some(done) = waves.join_next().await {
             match done {
-                Ok(progress) => batch.push(progress),
+                Ok((progress, calls, due_at, all)) => {
+                    timings.push((calls, due_at));
+                    batch.push(progress);
+                    after.push(all);
+                }
                 Err(err) => {
                     tracing::error!(%err, "a wave task failed; its instance is retried on the next tick")
                 }
             }
         }
         let count = batch.len();
-        self.store.commit_progress(&batch).await?;
+        if let Err(err) = self.store.commit_progress(&batch).await {
+            // Nothing of the batch was written: read it all back next time.
+            let mut hot = self.hot();
+            for progress in &batch {
+                hot.remove(&progress.instance.id);
+            }
+            return Err(err.into());
+        }
+        for (progress, all) in batch.iter().zip(after) {
+            self.keep_hot(&progress.instance, all);
+        }
+        let committed = self.clock.now();
+        self.stats.record_commit(count as u64);
+        for (calls, due_at) in timings {
+            let latency = (committed - due_at).max(time::Duration::ZERO);
+            self.stats
+                .record_steps(calls as u64, latency.try_into().unwrap_or_default());
+        }
+        for progress in &batch {
+            let state = progress.instance.state;
+            if state.is_final() || matches!(state, InstanceState::Parked | InstanceState::Waiting) {
+                // Nobody listening is fine.
+                let _ = self.finished.send((progress.instance.id, state));
+            }
+        }
         Ok(count)
     }
 
@@ -379,9 +476,9 @@ impl Wave {
     fn prepare(
         instance: Instance,
         steps: Vec<StepRun>,
-        seq: i64,
         now: OffsetDateTime,
     ) -> Result<Self, EngineError> {
+        let seq = (instance.version + 1) * HISTORY_STRIDE;
         let template: Template =
             serde_json::from_value(instance.definition.clone()).map_err(|e| {
                 EngineError::PinnedTemplate {
@@ -574,7 +671,12 @@ impl Wave {
         self.note("instance.parked", None, json!({ "reason": reason }));
     }
 
-    async fn run(mut self, actions: &ActionRegistry, breakers: &BreakerRegistry) -> Progress {
+    /// Runs the wave; returns its progress and how many actions it ran.
+    async fn run(
+        mut self,
+        actions: &ActionRegistry,
+        breakers: &BreakerRegistry,
+    ) -> (Progress, usize, Vec<StepRun>) {
         let calls = self.plan();
         let mut set = tokio::task::JoinSet::new();
         for (index, call) in calls.iter().enumerate() {
@@ -662,7 +764,8 @@ impl Wave {
                 self.record(call, result);
             }
         }
-        self.finish()
+        let (progress, all) = self.finish();
+        (progress, calls.len(), all)
     }
 
     fn record(&mut self, call: &Call, result: Result<Value, ActionError>) {
@@ -771,7 +874,9 @@ impl Wave {
     }
 
     /// Decides the instance's next state and due time, and packs the wave.
-    fn finish(mut self) -> Progress {
+    /// Decides the instance's next state; returns the progress to commit
+    /// and every step run as it stands after it (for the hot set).
+    fn finish(mut self) -> (Progress, Vec<StepRun>) {
         let now = self.now;
         let all_done = self
             .steps
@@ -850,10 +955,14 @@ impl Wave {
             .iter()
             .filter_map(|id| self.steps.get(id).cloned())
             .collect();
-        Progress {
+        let all = self.steps.into_values().collect();
+        let progress = Progress {
             instance: self.instance,
             steps,
             history: self.history,
-        }
+            approvals: Vec::new(),
+            tasks: Vec::new(),
+        };
+        (progress, all)
     }
 }

@@ -304,8 +304,10 @@ macro_rules! impl_engine_store {
         impl $store {
             /// Writes a batch of progress on `conn`, inside the caller's
             /// transaction: new instances, version-checked updates, step
-            /// upserts, history appends. Shared by `commit_progress` and
-            /// `route_event`. On an error the caller drops the transaction.
+            /// upserts, history appends, then approvals and human tasks.
+            /// Shared by `commit_progress`, `route_event` and the gate
+            /// store's `record_decision` and `complete_task`. On an error
+            /// the caller drops the transaction.
             async fn write_progress(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 batch: &[gatehouse_core::workflow::Progress],
@@ -400,7 +402,10 @@ macro_rules! impl_engine_store {
                         Violation::Other => crate::db_error("appending workflow history")(err),
                     })?;
                 }
-                Ok(())
+
+                // Approvals and human tasks created, escalated or cancelled
+                // by this progress (see `crate::gate_sql`).
+                Self::write_gates(conn, batch).await
             }
         }
 

@@ -10,6 +10,7 @@
 //! `postgres://user@host/db`.
 
 mod engine_sql;
+mod gate_sql;
 mod postgres;
 mod rows;
 mod sql;

@@ -32,7 +32,7 @@ impl PgStore {
     /// Creates a new, uniquely named schema in the database at `url` and
     /// connects with it as the only schema on the search path. Tests and
     /// benchmarks use this to get a fresh, isolated database each; drop it
-    /// afterwards with [`PgStore::drop_schema`].
+    /// afterwards with [`PgStore::drop_named_schema`].
     pub async fn connect_isolated(url: &str, label: &str) -> StoreResult<Self> {
         let options =
             PgConnectOptions::from_str(url).map_err(db_error("parsing the PostgreSQL URL"))?;
@@ -122,6 +122,7 @@ impl PgStore {
 
 crate::sql::impl_store_traits!(PgStore);
 crate::engine_sql::impl_engine_store!(PgStore, sqlx::Postgres);
+crate::gate_sql::impl_gate_store!(PgStore, sqlx::Postgres);
 
 #[async_trait::async_trait]
 impl Store for PgStore {

@@ -2,7 +2,10 @@
 //! types. A value that does not parse is reported as corrupt, never
 //! silently dropped or defaulted.
 
-use gatehouse_core::id::{EventId, OperatorId, TenantId, TokenId, WorkflowId};
+use gatehouse_core::approval::{Approval, Decision, HumanTask};
+use gatehouse_core::id::{
+    ApprovalId, EventId, HumanTaskId, OperatorId, TenantId, TokenId, WorkflowId,
+};
 use gatehouse_core::keys::{TenantKey, WrappedKey};
 use gatehouse_core::operator::{ApiToken, Operator, OperatorName, TokenHash};
 use gatehouse_core::secret::{SecretMeta, SecretName};
@@ -358,6 +361,183 @@ impl TryFrom<HistoryRow> for HistoryEntry {
             step_id: row.step_id,
             actor: row.actor,
             detail: json("workflow_history.detail", &row.detail)?,
+        })
+    }
+}
+
+/// An approval joined with one of its decisions (the `d_` columns, all
+/// NULL for an approval without decisions): a page of approvals and their
+/// decisions comes from one statement, so each approval's state and its
+/// decisions are read from the same snapshot.
+#[derive(sqlx::FromRow)]
+pub(crate) struct ApprovalDecisionRow {
+    id: String,
+    instance_id: String,
+    step_id: String,
+    tenant_id: Option<String>,
+    state: String,
+    plan: String,
+    required: i64,
+    approver_role: String,
+    initiated_by: String,
+    prepared_by: String,
+    deadline: Option<OffsetDateTime>,
+    escalate_to: Option<String>,
+    escalated_at: Option<OffsetDateTime>,
+    created_at: OffsetDateTime,
+    decided_at: Option<OffsetDateTime>,
+    d_operator_id: Option<String>,
+    d_verdict: Option<String>,
+    d_reason: Option<String>,
+    d_modified_params: Option<String>,
+    d_at: Option<OffsetDateTime>,
+}
+
+impl ApprovalDecisionRow {
+    fn approval(&self) -> Result<Approval, StoreError> {
+        Ok(Approval {
+            id: self
+                .id
+                .parse::<ApprovalId>()
+                .map_err(corrupt("approvals.id"))?,
+            instance_id: self
+                .instance_id
+                .parse::<WorkflowId>()
+                .map_err(corrupt("approvals.instance_id"))?,
+            step_id: self.step_id.clone(),
+            tenant_id: self
+                .tenant_id
+                .as_deref()
+                .map(str::parse::<TenantId>)
+                .transpose()
+                .map_err(corrupt("approvals.tenant_id"))?,
+            state: self.state.parse().map_err(corrupt("approvals.state"))?,
+            plan: json("approvals.plan", &self.plan)?,
+            required: small("approvals.required", self.required)?,
+            approver_role: self
+                .approver_role
+                .parse()
+                .map_err(corrupt("approvals.approver_role"))?,
+            initiated_by: self.initiated_by.clone(),
+            prepared_by: self.prepared_by.clone(),
+            deadline: self.deadline,
+            escalate_to: self
+                .escalate_to
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(corrupt("approvals.escalate_to"))?,
+            escalated_at: self.escalated_at,
+            created_at: self.created_at,
+            decided_at: self.decided_at,
+            decisions: Vec::new(),
+        })
+    }
+
+    /// The decision on this row, if there is one; parsed back through
+    /// [`Decision::new`], so a stored decision breaking its rules is corrupt.
+    fn decision(&self, approval: ApprovalId) -> Result<Option<Decision>, StoreError> {
+        let (Some(operator), Some(verdict), Some(reason), Some(at)) = (
+            &self.d_operator_id,
+            &self.d_verdict,
+            &self.d_reason,
+            self.d_at,
+        ) else {
+            return Ok(None);
+        };
+        let modified = self
+            .d_modified_params
+            .as_deref()
+            .map(|p| json("approval_decisions.modified_params", p))
+            .transpose()?;
+        Decision::new(
+            approval,
+            operator
+                .parse::<OperatorId>()
+                .map_err(corrupt("approval_decisions.operator_id"))?,
+            verdict
+                .parse()
+                .map_err(corrupt("approval_decisions.verdict"))?,
+            reason,
+            modified,
+            at,
+        )
+        .map(Some)
+        .map_err(corrupt("approval_decisions"))
+    }
+}
+
+/// Folds joined rows (ordered by approval, then decision) into approvals
+/// with their decisions, keeping the approvals' order.
+pub(crate) fn approvals_from_rows(
+    rows: Vec<ApprovalDecisionRow>,
+) -> Result<Vec<Approval>, StoreError> {
+    let mut approvals: Vec<Approval> = Vec::new();
+    for row in rows {
+        let id = row
+            .id
+            .parse::<ApprovalId>()
+            .map_err(corrupt("approvals.id"))?;
+        if approvals.last().is_none_or(|a| a.id != id) {
+            approvals.push(row.approval()?);
+        }
+        if let Some(approval) = approvals.last_mut()
+            && let Some(decision) = row.decision(approval.id)?
+        {
+            approval.decisions.push(decision);
+        }
+    }
+    Ok(approvals)
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct HumanTaskRow {
+    id: String,
+    instance_id: String,
+    step_id: String,
+    tenant_id: Option<String>,
+    state: String,
+    decision_support: String,
+    outcome: Option<String>,
+    evidence: Option<String>,
+    completed_by: Option<String>,
+    created_at: OffsetDateTime,
+    completed_at: Option<OffsetDateTime>,
+}
+
+impl TryFrom<HumanTaskRow> for HumanTask {
+    type Error = StoreError;
+
+    fn try_from(row: HumanTaskRow) -> Result<Self, StoreError> {
+        Ok(HumanTask {
+            id: row
+                .id
+                .parse::<HumanTaskId>()
+                .map_err(corrupt("human_tasks.id"))?,
+            instance_id: row
+                .instance_id
+                .parse::<WorkflowId>()
+                .map_err(corrupt("human_tasks.instance_id"))?,
+            step_id: row.step_id,
+            tenant_id: row
+                .tenant_id
+                .map(|t| t.parse::<TenantId>())
+                .transpose()
+                .map_err(corrupt("human_tasks.tenant_id"))?,
+            state: row.state.parse().map_err(corrupt("human_tasks.state"))?,
+            decision_support: json("human_tasks.decision_support", &row.decision_support)?,
+            outcome: row
+                .outcome
+                .map(|o| json("human_tasks.outcome", &o))
+                .transpose()?,
+            evidence: row.evidence,
+            completed_by: row
+                .completed_by
+                .map(|o| o.parse::<OperatorId>())
+                .transpose()
+                .map_err(corrupt("human_tasks.completed_by"))?,
+            created_at: row.created_at,
+            completed_at: row.completed_at,
         })
     }
 }

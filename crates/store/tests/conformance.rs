@@ -11,19 +11,24 @@
 
 use std::sync::Arc;
 
+use gatehouse_core::approval::{
+    Approval, ApprovalRequest, ApprovalState, Decision, HumanTask, TaskState, Verdict, plan,
+};
 use gatehouse_core::clock::{Clock, FakeClock};
-use gatehouse_core::id::{EventId, TenantId, WorkflowId};
+use gatehouse_core::id::{ApprovalId, EventId, HumanTaskId, TenantId, WorkflowId};
 use gatehouse_core::keys::{TenantKey, WrappedKey};
 use gatehouse_core::operator::{ApiToken, Operator, OperatorName, Role};
 use gatehouse_core::secret::SecretName;
-use gatehouse_core::store::{InstanceQuery, Store, StoreError, TenantQuery};
+use gatehouse_core::store::{
+    ApprovalQuery, InstanceQuery, Store, StoreError, TaskQuery, TenantQuery,
+};
 use gatehouse_core::tenant::{DisplayName, Region, Tenant, TenantAction, TenantSlug, TenantState};
 use gatehouse_core::workflow::{
     DedupKey, EventKind, EventSource, HistoryEntry, InboundEvent, Instance, InstanceState,
     Progress, StepRun, StepState,
 };
 use serde_json::json;
-use time::Duration;
+use time::{Duration, OffsetDateTime};
 
 struct Case {
     store: Arc<dyn Store>,
@@ -117,6 +122,8 @@ impl Case {
                 .map(|s| StepRun::pending(instance.id, s, instance.created_at))
                 .collect(),
             history: vec![self.entry(instance.id, 1, "instance.started", None)],
+            approvals: Vec::new(),
+            tasks: Vec::new(),
         }
     }
 
@@ -154,6 +161,8 @@ impl Case {
             instance: instance.clone(),
             steps: vec![],
             history: vec![],
+            approvals: Vec::new(),
+            tasks: Vec::new(),
         }
     }
 
@@ -163,6 +172,140 @@ impl Case {
 
     async fn version_of(&self, id: WorkflowId) -> i64 {
         self.store.get_instance(id).await.unwrap().0.version
+    }
+}
+
+/// Gates: approvals and human tasks, built directly.
+impl Case {
+    /// An operator, stored.
+    async fn staff(&self, name: &str, role: Role) -> Operator {
+        let operator = self.operator(name, role);
+        self.store.insert_operator(&operator).await.unwrap();
+        operator
+    }
+
+    /// A pending approval of `step` of `instance`, for a lead, escalating
+    /// to an admin at `deadline`.
+    fn approval_for(
+        &self,
+        instance: &Instance,
+        step: &str,
+        required: u32,
+        initiated_by: &str,
+        deadline: Option<OffsetDateTime>,
+    ) -> Approval {
+        let now = self.clock.now();
+        self.clock.advance(Duration::milliseconds(1));
+        Approval::open(
+            ApprovalRequest {
+                instance_id: instance.id,
+                step_id: step.to_owned(),
+                tenant_id: instance.tenant_id,
+                plan: plan(
+                    "entra.grant_role",
+                    json!({"role": "Global Administrator", "people": ["Zoë", "O'Brien"], "days": 1.5}),
+                ),
+                required,
+                approver_role: Role::Lead,
+                initiated_by: initiated_by.to_owned(),
+                prepared_by: "system".to_owned(),
+                deadline,
+                escalate_to: deadline.map(|_| Role::Admin),
+            },
+            now,
+        )
+        .unwrap()
+    }
+
+    /// An open human task of `step` of `instance`.
+    fn task_for(&self, instance: &Instance, step: &str) -> HumanTask {
+        let now = self.clock.now();
+        self.clock.advance(Duration::milliseconds(1));
+        HumanTask::open(
+            instance.id,
+            step,
+            instance.tenant_id,
+            json!({"risk": "high", "blast_radius": {"tenants": 200}, "reversibility": "manual", "history": []}),
+            now,
+        )
+        .unwrap()
+    }
+
+    /// A new instance waiting at step `b-grant` for an approval needing
+    /// `required` approvals, stored with it; due in an hour.
+    async fn waiting(
+        &self,
+        tenant: Option<TenantId>,
+        required: u32,
+        initiated_by: &str,
+    ) -> (Instance, Approval) {
+        let deadline = self.clock.now() + Duration::hours(1);
+        self.waiting_until(tenant, required, initiated_by, Some(deadline))
+            .await
+    }
+
+    async fn waiting_until(
+        &self,
+        tenant: Option<TenantId>,
+        required: u32,
+        initiated_by: &str,
+        deadline: Option<OffsetDateTime>,
+    ) -> (Instance, Approval) {
+        let mut instance = self.instance(tenant, "grant");
+        instance.state = InstanceState::Waiting;
+        instance.next_run_at = None;
+        instance.created_by = initiated_by.to_owned();
+        let approval = self.approval_for(&instance, "b-grant", required, initiated_by, deadline);
+        let mut start = self.start(&instance, &["a-plan", "b-grant"]);
+        start.approvals.push(approval.clone());
+        self.store.commit_progress(&[start]).await.unwrap();
+        (instance, approval)
+    }
+
+    /// `who`'s decision on `approval`, now.
+    fn decision(&self, approval: &Approval, who: &Operator, verdict: Verdict) -> Decision {
+        let params =
+            (verdict == Verdict::Modify).then(|| json!({"role": "Helpdesk Administrator"}));
+        let at = self.clock.now();
+        self.clock.advance(Duration::milliseconds(1));
+        Decision::new(
+            approval.id,
+            who.id,
+            verdict,
+            "checked the plan against the ticket",
+            params,
+            at,
+        )
+        .unwrap()
+    }
+
+    /// `approval` as the store has it, with `who`'s decision applied.
+    async fn decided(
+        &self,
+        id: ApprovalId,
+        who: &Operator,
+        verdict: Verdict,
+    ) -> (Approval, Decision) {
+        let mut approval = self.store.get_approval(id).await.unwrap();
+        let decision = self.decision(&approval, who, verdict);
+        approval.may_decide(who, decision.at).unwrap();
+        approval.apply(decision.clone());
+        (approval, decision)
+    }
+
+    /// The progress that moves `instance` (at version `version`) on after
+    /// its gate: running again, with a history entry.
+    fn resume(&self, instance: &Instance, seq: i64) -> Progress {
+        let mut next = self.next(instance);
+        next.state = InstanceState::Running;
+        next.next_run_at = Some(self.clock.now());
+        Progress {
+            instance: next,
+            steps: vec![],
+            history: vec![self.entry(instance.id, seq, "gate.passed", Some("b-grant"))],
+            approvals: Vec::new(),
+            tasks: Vec::new(),
+        }
     }
 }
 
@@ -750,6 +893,8 @@ mod cases {
                 instance: v2.clone(),
                 steps: vec![],
                 history: vec![c.entry(v1.id, 2, "instance.waiting", None)],
+                approvals: Vec::new(),
+                tasks: Vec::new(),
             }])
             .await
             .unwrap();
@@ -813,6 +958,8 @@ mod cases {
             instance: b2.clone(),
             steps: vec![done],
             history: vec![c.entry(b.id, 2, "step.succeeded", Some("a-notify"))],
+            approvals: Vec::new(),
+            tasks: Vec::new(),
         };
         let fresh = c.instance(None, "offboard");
         let mut a_stale = c.next(&a);
@@ -885,6 +1032,8 @@ mod cases {
                 instance: v2.clone(),
                 steps: vec![provision2.clone(), audit.clone()],
                 history: vec![],
+                approvals: Vec::new(),
+                tasks: Vec::new(),
             }])
             .await
             .unwrap();
@@ -908,6 +1057,8 @@ mod cases {
                 instance: v3.clone(),
                 steps: vec![provision3.clone()],
                 history: vec![],
+                approvals: Vec::new(),
+                tasks: Vec::new(),
             }])
             .await
             .unwrap();
@@ -932,11 +1083,15 @@ mod cases {
                     instance: v4,
                     steps: vec![failed, compensated.clone()],
                     history: vec![],
+                    approvals: Vec::new(),
+                    tasks: Vec::new(),
                 },
                 Progress {
                     instance: v5,
                     steps: vec![skipped.clone()],
                     history: vec![],
+                    approvals: Vec::new(),
+                    tasks: Vec::new(),
                 },
             ])
             .await
@@ -968,6 +1123,8 @@ mod cases {
                     instance: v2.clone(),
                     steps: vec![],
                     history,
+                    approvals: Vec::new(),
+                    tasks: Vec::new(),
                 }])
                 .await
                 .unwrap_err();
@@ -989,6 +1146,8 @@ mod cases {
                 instance: v2,
                 steps: vec![],
                 history: more.clone(),
+                approvals: Vec::new(),
+                tasks: Vec::new(),
             }])
             .await
             .unwrap();
@@ -1243,6 +1402,8 @@ mod cases {
                     instance,
                     steps,
                     history,
+                    approvals: Vec::new(),
+                    tasks: Vec::new(),
                 }
             })
             .collect();
@@ -1271,6 +1432,8 @@ mod cases {
                 instance: c.next(&p.instance),
                 steps: vec![],
                 history: vec![c.entry(p.instance.id, 4, "instance.resumed", None)],
+                approvals: Vec::new(),
+                tasks: Vec::new(),
             })
             .collect();
         again[N - 1].instance.version = 1_000;
@@ -1322,6 +1485,8 @@ mod cases {
                 instance: ours2.clone(),
                 steps: vec![],
                 history: vec![c.entry(ours.id, 2, "step.succeeded", Some("a-notify"))],
+                approvals: Vec::new(),
+                tasks: Vec::new(),
             }])
             .await
             .unwrap();
@@ -1359,6 +1524,850 @@ mod cases {
         );
         let due = c.store.due_instances(c.clock.now(), 10).await.unwrap();
         assert_eq!(due, vec![ours.id]);
+    }
+
+    pub async fn approvals_and_tasks_travel_with_progress(c: &Case) {
+        let tenant = c.insert("acme").await;
+        let (v1, approval) = c.waiting(Some(tenant.id), 1, "system").await;
+        assert_eq!(c.store.get_approval(approval.id).await.unwrap(), approval);
+        assert!(matches!(
+            c.store
+                .get_approval(ApprovalId::generate(c.clock.now()))
+                .await,
+            Err(StoreError::NotFound("approval"))
+        ));
+
+        // A task appears with the next progress; the approval escalates.
+        let task = c.task_for(&v1, "c-apply");
+        let mut escalated = approval.clone();
+        let at = c.clock.now();
+        assert!(escalated.escalate(at));
+        let v2 = c.next(&v1);
+        c.store
+            .commit_progress(&[Progress {
+                instance: v2.clone(),
+                steps: vec![],
+                history: vec![],
+                approvals: vec![escalated.clone()],
+                tasks: vec![task.clone()],
+            }])
+            .await
+            .unwrap();
+        assert_eq!(c.store.get_approval(approval.id).await.unwrap(), escalated);
+        assert_eq!(c.store.get_task(task.id).await.unwrap(), task);
+        assert!(matches!(
+            c.store.get_task(HumanTaskId::generate(c.clock.now())).await,
+            Err(StoreError::NotFound("human task"))
+        ));
+
+        // An escalation is recorded once: a later one keeps the first time.
+        let mut again = approval.clone();
+        again.escalate(at + Duration::hours(1));
+        let v3 = c.next(&v2);
+        c.store
+            .commit_progress(&[Progress {
+                approvals: vec![again],
+                ..Case::bare(&v3)
+            }])
+            .await
+            .unwrap();
+        assert_eq!(
+            c.store
+                .get_approval(approval.id)
+                .await
+                .unwrap()
+                .escalated_at,
+            Some(at)
+        );
+
+        // Progress neither decides an approval nor completes a task, and a
+        // refused item undoes the whole batch.
+        let mut approved = escalated.clone();
+        approved.state = ApprovalState::Approved;
+        approved.decided_at = Some(c.clock.now());
+        let mut done = task.clone();
+        done.state = TaskState::Done;
+        done.outcome = Some(json!({"by": "progress"}));
+        done.completed_at = Some(c.clock.now());
+        let v4 = c.next(&v3);
+        for (approvals, tasks) in [(vec![approved], vec![]), (vec![], vec![done])] {
+            let err = c
+                .store
+                .commit_progress(&[Progress {
+                    history: vec![c.entry(v1.id, 2, "sneaky", None)],
+                    approvals,
+                    tasks,
+                    ..Case::bare(&v4)
+                }])
+                .await
+                .unwrap_err();
+            assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+            assert_eq!(c.version_of(v1.id).await, 3);
+            assert_eq!(c.store.instance_history(v1.id).await.unwrap().len(), 1);
+        }
+        assert_eq!(
+            c.store.get_approval(approval.id).await.unwrap().state,
+            ApprovalState::Pending
+        );
+        assert_eq!(
+            c.store.get_task(task.id).await.unwrap().state,
+            TaskState::Open
+        );
+
+        // One approval and one task per step; an approval or a task travels
+        // only with its own instance; a new one for a missing instance is
+        // refused with it.
+        let other = c.instance(None, "grant");
+        c.store
+            .commit_progress(&[c.start(&other, &[])])
+            .await
+            .unwrap();
+        let twin = c.approval_for(&v1, "b-grant", 1, "system", None);
+        let twin_task = c.task_for(&v1, "c-apply");
+        let foreign = c.approval_for(&other, "x", 1, "system", None);
+        for (approvals, tasks) in [
+            (vec![twin], vec![]),
+            (vec![], vec![twin_task]),
+            (vec![foreign], vec![]),
+        ] {
+            let err = c
+                .store
+                .commit_progress(&[Progress {
+                    approvals,
+                    tasks,
+                    ..Case::bare(&v4)
+                }])
+                .await
+                .unwrap_err();
+            assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+        }
+        assert_eq!(c.version_of(v1.id).await, 3);
+
+        // Cancelling the workflow cancels its gates.
+        let mut cancelled = c.store.get_approval(approval.id).await.unwrap();
+        let mut dropped = task.clone();
+        let at = c.clock.now();
+        assert!(cancelled.cancel(at) && dropped.cancel(at));
+        let mut v4 = v4;
+        v4.state = InstanceState::Cancelled;
+        c.store
+            .commit_progress(&[Progress {
+                approvals: vec![cancelled.clone()],
+                tasks: vec![dropped.clone()],
+                ..Case::bare(&v4)
+            }])
+            .await
+            .unwrap();
+        assert_eq!(c.store.get_approval(approval.id).await.unwrap(), cancelled);
+        assert_eq!(c.store.get_task(task.id).await.unwrap(), dropped);
+
+        // The same cancellation again changes nothing; an escalation from
+        // an old read of the now cancelled approval is stale, and so is
+        // reopening the cancelled task.
+        let v5 = c.next(&v4);
+        c.store
+            .commit_progress(&[Progress {
+                approvals: vec![cancelled.clone()],
+                tasks: vec![dropped.clone()],
+                ..Case::bare(&v5)
+            }])
+            .await
+            .unwrap();
+        let v6 = c.next(&v5);
+        for (approvals, tasks, what) in [
+            (vec![escalated], vec![], "approval"),
+            (vec![], vec![task.clone()], "human task"),
+        ] {
+            let err = c
+                .store
+                .commit_progress(&[Progress {
+                    approvals,
+                    tasks,
+                    ..Case::bare(&v6)
+                }])
+                .await
+                .unwrap_err();
+            assert!(matches!(err, StoreError::Stale(w) if w == what), "{err:?}");
+        }
+        assert_eq!(c.version_of(v1.id).await, 5);
+
+        // Gates of a batch whose instance is stale are not written either.
+        let stale = c.next(&v1);
+        let (v7, lost) = {
+            let i = c.instance(None, "grant");
+            let a = c.approval_for(&i, "b-grant", 1, "system", None);
+            (i, a)
+        };
+        let mut fresh = c.start(&v7, &[]);
+        fresh.approvals.push(lost.clone());
+        assert!(matches!(
+            c.store.commit_progress(&[fresh, Case::bare(&stale)]).await,
+            Err(StoreError::Stale("workflow instance"))
+        ));
+        assert!(matches!(
+            c.store.get_approval(lost.id).await,
+            Err(StoreError::NotFound("approval"))
+        ));
+    }
+
+    pub async fn decisions_reach_n_of_m_and_move_the_workflow_on(c: &Case) {
+        let tenant = c.insert("acme").await;
+        let (first, second) = (
+            c.staff("lead.one", Role::Lead).await,
+            c.staff("lead.two", Role::Lead).await,
+        );
+        let (v1, approval) = c.waiting(Some(tenant.id), 2, "system").await;
+
+        // Both read the approval with no decisions; the first records hers.
+        let (one, d1) = c.decided(approval.id, &first, Verdict::Approve).await;
+        let (racing, d2_early) = c.decided(approval.id, &second, Verdict::Modify).await;
+        assert_eq!(one.state, ApprovalState::Pending);
+        c.store.record_decision(&one, &d1, None).await.unwrap();
+        let stored = c.store.get_approval(approval.id).await.unwrap();
+        assert_eq!(stored, one);
+        assert_eq!(stored.decisions, vec![d1.clone()]);
+        assert_eq!(c.version_of(v1.id).await, 1, "the workflow still waits");
+
+        // The second decided on a read without the first decision: stale,
+        // and nothing changes, although his decision is valid by itself.
+        let err = c
+            .store
+            .record_decision(&racing, &d2_early, Some(&c.resume(&v1, 2)))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Stale("approval")), "{err:?}");
+        assert_eq!(c.store.get_approval(approval.id).await.unwrap(), one);
+        assert_eq!(c.version_of(v1.id).await, 1);
+
+        // A state that does not follow from the stored decisions is
+        // refused: still pending after the second approval of two, and
+        // (on a fresh approval) approved after the first.
+        let mut lagging = c.store.get_approval(approval.id).await.unwrap();
+        let early = c.decision(&lagging, &second, Verdict::Modify);
+        lagging.decisions.push(early.clone());
+        let (_, fresh) = c.waiting(None, 2, "system").await;
+        let mut premature = fresh.clone();
+        let first_only = c.decision(&premature, &first, Verdict::Approve);
+        premature.decisions.push(first_only.clone());
+        premature.state = ApprovalState::Approved;
+        premature.decided_at = Some(first_only.at);
+        for (claimed, decision) in [(&lagging, &early), (&premature, &first_only)] {
+            let err = c
+                .store
+                .record_decision(claimed, decision, None)
+                .await
+                .unwrap_err();
+            assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+        }
+        assert_eq!(c.store.get_approval(approval.id).await.unwrap(), one);
+        assert_eq!(c.store.get_approval(fresh.id).await.unwrap(), fresh);
+
+        // On a fresh read, the second approval approves and the workflow
+        // moves on in the same transaction.
+        let (two, d2) = c.decided(approval.id, &second, Verdict::Modify).await;
+        assert_eq!(two.state, ApprovalState::Approved);
+        let resume = c.resume(&v1, 2);
+        c.store
+            .record_decision(&two, &d2, Some(&resume))
+            .await
+            .unwrap();
+        let stored = c.store.get_approval(approval.id).await.unwrap();
+        assert_eq!(stored, two);
+        assert_eq!(stored.decisions, vec![d1, d2.clone()], "oldest first");
+        assert_eq!(stored.decided_at, Some(d2.at));
+        assert_eq!(
+            stored.approved_params(),
+            Some(&json!({"role": "Helpdesk Administrator"}))
+        );
+        assert_eq!(
+            c.store.get_instance(v1.id).await.unwrap().0,
+            resume.instance
+        );
+        assert_eq!(c.store.instance_history(v1.id).await.unwrap().len(), 2);
+
+        // Two approvers of a 3-of-M deciding at once, each on a read
+        // without the other's decision: one counts, the other is stale
+        // (not a conflict: deciding again on a fresh read succeeds).
+        let (_, approval) = c.waiting(None, 3, "system").await;
+        let (a1, x1) = c.decided(approval.id, &first, Verdict::Approve).await;
+        let (a2, x2) = c.decided(approval.id, &second, Verdict::Approve).await;
+        let (r1, r2) = tokio::join!(
+            c.store.record_decision(&a1, &x1, None),
+            c.store.record_decision(&a2, &x2, None)
+        );
+        let stale = [&r1, &r2]
+            .into_iter()
+            .filter(|r| matches!(r, Err(StoreError::Stale("approval"))))
+            .count();
+        assert_eq!(
+            (usize::from(r1.is_ok()) + usize::from(r2.is_ok()), stale),
+            (1, 1),
+            "{r1:?} {r2:?}"
+        );
+        let late = if r1.is_ok() { &second } else { &first };
+        let (a3, x3) = c.decided(approval.id, late, Verdict::Approve).await;
+        c.store.record_decision(&a3, &x3, None).await.unwrap();
+        let stored = c.store.get_approval(approval.id).await.unwrap();
+        assert_eq!(
+            (stored.state, stored.decisions.len()),
+            (ApprovalState::Pending, 2)
+        );
+
+        // A rejection decides at once.
+        let (v1, approval) = c.waiting(Some(tenant.id), 3, "system").await;
+        let (no, d) = c.decided(approval.id, &first, Verdict::Reject).await;
+        assert_eq!(no.state, ApprovalState::Rejected);
+        c.store
+            .record_decision(&no, &d, Some(&c.resume(&v1, 2)))
+            .await
+            .unwrap();
+        assert_eq!(c.store.get_approval(approval.id).await.unwrap(), no);
+        assert_eq!(c.version_of(v1.id).await, 2);
+
+        // The decision handed in must be the approval's last, and the
+        // progress its instance's.
+        let (v1, approval) = c.waiting(None, 1, "system").await;
+        let (yes, d) = c.decided(approval.id, &first, Verdict::Approve).await;
+        let elsewhere = c.decision(&approval, &second, Verdict::Approve);
+        let other = c.instance(None, "grant");
+        c.store
+            .commit_progress(&[c.start(&other, &[])])
+            .await
+            .unwrap();
+        for (decision, progress) in [(&elsewhere, None), (&d, Some(c.resume(&other, 2)))] {
+            let err = c
+                .store
+                .record_decision(&yes, decision, progress.as_ref())
+                .await
+                .unwrap_err();
+            assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+        }
+        assert_eq!(c.store.get_approval(approval.id).await.unwrap(), approval);
+        assert_eq!(c.version_of(v1.id).await, 1);
+    }
+
+    pub async fn a_second_decision_by_the_same_operator_conflicts(c: &Case) {
+        let lead = c.staff("lead.one", Role::Lead).await;
+        let (_, approval) = c.waiting(None, 2, "system").await;
+        let (one, d1) = c.decided(approval.id, &lead, Verdict::Approve).await;
+        c.store.record_decision(&one, &d1, None).await.unwrap();
+
+        // The rules refuse it; recorded anyway (as if they were skipped),
+        // the database refuses it too and nothing changes.
+        let mut twice = c.store.get_approval(approval.id).await.unwrap();
+        assert!(twice.may_decide(&lead, c.clock.now()).is_err());
+        let again = c.decision(&twice, &lead, Verdict::Approve);
+        twice.decisions.push(again.clone());
+        twice.state = ApprovalState::Approved;
+        twice.decided_at = Some(again.at);
+        let err = c
+            .store
+            .record_decision(&twice, &again, None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Conflict(m) if m.contains("already")),
+            "{err:?}"
+        );
+        assert_eq!(c.store.get_approval(approval.id).await.unwrap(), one);
+
+        // A decision by an operator that does not exist.
+        let ghost = c.operator("ghost", Role::Lead);
+        let (lost, d) = c.decided(approval.id, &ghost, Verdict::Approve).await;
+        assert!(matches!(
+            c.store.record_decision(&lost, &d, None).await,
+            Err(StoreError::NotFound("operator"))
+        ));
+        assert_eq!(c.store.get_approval(approval.id).await.unwrap(), one);
+        // And one on an approval that does not exist.
+        let mut missing = approval.clone();
+        missing.id = ApprovalId::generate(c.clock.now());
+        let d = c.decision(&missing, &lead, Verdict::Approve);
+        missing.apply(d.clone());
+        assert!(matches!(
+            c.store.record_decision(&missing, &d, None).await,
+            Err(StoreError::NotFound("approval"))
+        ));
+    }
+
+    pub async fn the_store_refuses_a_self_approval(c: &Case) {
+        let starter = c.staff("starter", Role::Admin).await;
+        let preparer = c.staff("preparer", Role::Lead).await;
+        let (v1, approval) = c.waiting(None, 1, &starter.id.to_string()).await;
+        let mut prepared = c.instance(None, "grant");
+        prepared.state = InstanceState::Waiting;
+        let mut by_preparer = c.approval_for(&prepared, "b-grant", 1, "system", None);
+        by_preparer.prepared_by = preparer.id.to_string();
+        let mut start = c.start(&prepared, &["b-grant"]);
+        start.approvals.push(by_preparer.clone());
+        c.store.commit_progress(&[start]).await.unwrap();
+
+        for (instance, approval, who) in [
+            (&v1, &approval, &starter),
+            (&prepared, &by_preparer, &preparer),
+        ] {
+            // The rule refuses it; the caller skips the rule.
+            let mut a = c.store.get_approval(approval.id).await.unwrap();
+            assert!(a.may_decide(who, c.clock.now()).is_err());
+            let d = c.decision(&a, who, Verdict::Approve);
+            assert_eq!(a.apply(d.clone()), ApprovalState::Approved);
+            let err = c
+                .store
+                .record_decision(&a, &d, Some(&c.resume(instance, 2)))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&err, StoreError::Conflict(m) if m.contains("separation of duties")),
+                "{err:?}"
+            );
+            let stored = c.store.get_approval(approval.id).await.unwrap();
+            assert_eq!(&stored, approval, "nothing recorded");
+            assert_eq!(c.version_of(instance.id).await, 1, "nothing moved on");
+        }
+
+        // Someone else may.
+        let other = c.staff("other", Role::Lead).await;
+        let (a, d) = c.decided(approval.id, &other, Verdict::Approve).await;
+        c.store
+            .record_decision(&a, &d, Some(&c.resume(&v1, 2)))
+            .await
+            .unwrap();
+        assert_eq!(
+            c.store.get_approval(approval.id).await.unwrap().state,
+            ApprovalState::Approved
+        );
+    }
+
+    pub async fn a_decided_approval_takes_no_more_decisions(c: &Case) {
+        let (first, late) = (
+            c.staff("lead.one", Role::Lead).await,
+            c.staff("lead.late", Role::Lead).await,
+        );
+        let (v1, approval) = c.waiting(None, 1, "system").await;
+        // Both read it pending.
+        let (yes, d1) = c.decided(approval.id, &first, Verdict::Approve).await;
+        let (also, d2) = c.decided(approval.id, &late, Verdict::Reject).await;
+        let resume = c.resume(&v1, 2);
+        c.store
+            .record_decision(&yes, &d1, Some(&resume))
+            .await
+            .unwrap();
+
+        // The late one's decision and its progress are refused together.
+        let mut late_progress = c.resume(&v1, 2);
+        late_progress.instance.version = 3;
+        late_progress.instance.state = InstanceState::Compensating;
+        late_progress.history[0].seq = 3;
+        let err = c
+            .store
+            .record_decision(&also, &d2, Some(&late_progress))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Stale("approval")), "{err:?}");
+        assert_eq!(c.store.get_approval(approval.id).await.unwrap(), yes);
+        assert_eq!(
+            c.store.get_instance(v1.id).await.unwrap().0,
+            resume.instance
+        );
+        assert_eq!(c.store.instance_history(v1.id).await.unwrap().len(), 2);
+
+        // Cancelled approvals take no decision either.
+        let (v2, approval) = c.waiting(None, 1, "system").await;
+        let mut cancelled = approval.clone();
+        cancelled.cancel(c.clock.now());
+        let mut v2b = c.next(&v2);
+        v2b.state = InstanceState::Cancelled;
+        c.store
+            .commit_progress(&[Progress {
+                approvals: vec![cancelled.clone()],
+                ..Case::bare(&v2b)
+            }])
+            .await
+            .unwrap();
+        let mut stale = approval.clone();
+        let d = c.decision(&stale, &first, Verdict::Approve);
+        stale.apply(d.clone());
+        assert!(matches!(
+            c.store.record_decision(&stale, &d, None).await,
+            Err(StoreError::Stale("approval"))
+        ));
+        assert_eq!(c.store.get_approval(approval.id).await.unwrap(), cancelled);
+    }
+
+    pub async fn a_stale_progress_rolls_the_decision_back(c: &Case) {
+        let lead = c.staff("lead.one", Role::Lead).await;
+        let (v1, approval) = c.waiting(None, 1, "system").await;
+        // The instance moved on since the decider read it.
+        let moved = c.next(&v1);
+        c.store
+            .commit_progress(&[Case::bare(&moved)])
+            .await
+            .unwrap();
+
+        let (yes, d) = c.decided(approval.id, &lead, Verdict::Approve).await;
+        let err = c
+            .store
+            .record_decision(&yes, &d, Some(&c.resume(&v1, 2)))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::Stale("workflow instance")),
+            "{err:?}"
+        );
+        let stored = c.store.get_approval(approval.id).await.unwrap();
+        assert_eq!(stored, approval, "the decision is rolled back too");
+        assert!(stored.decisions.is_empty());
+
+        // With the instance read again, the same decision goes through.
+        c.store
+            .record_decision(&yes, &d, Some(&c.resume(&moved, 2)))
+            .await
+            .unwrap();
+        assert_eq!(c.store.get_approval(approval.id).await.unwrap(), yes);
+        assert_eq!(c.version_of(v1.id).await, 3);
+    }
+
+    pub async fn overdue_approvals_are_filtered_and_ordered(c: &Case) {
+        let lead = c.staff("lead.one", Role::Lead).await;
+        let t = c.clock.now();
+        let at = |ms: i64| Some(t + Duration::milliseconds(ms));
+        // Sub-second deadlines: on SQLite, text that sorts as the instants do.
+        let (_, late) = c.waiting_until(None, 1, "system", at(60_000)).await;
+        let (_, half) = c.waiting_until(None, 1, "system", at(1_500)).await;
+        let (_, whole) = c.waiting_until(None, 1, "system", at(1_000)).await;
+        let (_, early) = c.waiting_until(None, 1, "system", at(500)).await;
+        let (_, never) = c.waiting_until(None, 1, "system", None).await;
+        let (_, decided) = c.waiting_until(None, 1, "system", at(100)).await;
+        let (v_esc, escalated) = c.waiting_until(None, 1, "system", at(200)).await;
+        let (_, voted) = c.waiting_until(None, 2, "system", at(300)).await;
+
+        let (yes, d) = c.decided(decided.id, &lead, Verdict::Approve).await;
+        c.store.record_decision(&yes, &d, None).await.unwrap();
+        let (half_voted, d) = c.decided(voted.id, &lead, Verdict::Approve).await;
+        c.store
+            .record_decision(&half_voted, &d, None)
+            .await
+            .unwrap();
+        let mut esc = escalated.clone();
+        esc.escalate(t + Duration::milliseconds(250));
+        c.store
+            .commit_progress(&[Progress {
+                approvals: vec![esc],
+                ..Case::bare(&c.next(&v_esc))
+            }])
+            .await
+            .unwrap();
+
+        let ids = |v: Vec<Approval>| v.into_iter().map(|a| a.id).collect::<Vec<_>>();
+        let overdue = |ms: i64, limit: u32| async move {
+            c.store
+                .overdue_approvals(t + Duration::milliseconds(ms), limit)
+                .await
+                .unwrap()
+        };
+        assert!(overdue(299, 10).await.is_empty());
+        let found = overdue(1_000, 10).await;
+        assert_eq!(found[0], half_voted, "with its decisions");
+        assert_eq!(ids(found), vec![voted.id, early.id, whole.id]);
+        assert_eq!(ids(overdue(999, 10).await), vec![voted.id, early.id]);
+        assert_eq!(ids(overdue(1_000, 2).await), vec![voted.id, early.id]);
+        assert_eq!(
+            ids(overdue(3_600_000, 10).await),
+            vec![voted.id, early.id, whole.id, half.id, late.id]
+        );
+        assert!(!ids(overdue(i64::from(i32::MAX), 100).await).contains(&never.id));
+    }
+
+    pub async fn approvals_and_tasks_list_by_filters_in_pages(c: &Case) {
+        let acme = c.insert("acme").await;
+        let globex = c.insert("globex").await;
+        let (lead, other) = (
+            c.staff("lead.one", Role::Lead).await,
+            c.staff("lead.two", Role::Lead).await,
+        );
+        let mut approvals = Vec::new();
+        let mut tasks = Vec::new();
+        for (tenant, count) in [(Some(acme.id), 4), (Some(globex.id), 2), (None, 1)] {
+            for _ in 0..count {
+                let (instance, approval) = c.waiting(tenant, 2, "system").await;
+                let task = c.task_for(&instance, "c-apply");
+                c.store
+                    .commit_progress(&[Progress {
+                        tasks: vec![task.clone()],
+                        ..Case::bare(&c.next(&instance))
+                    }])
+                    .await
+                    .unwrap();
+                approvals.push(approval);
+                tasks.push((instance, task));
+            }
+        }
+        // Some decisions: two (approved) on acme's second, one on its third,
+        // a rejection on globex's first; acme's second task is done.
+        for (i, who, verdict) in [
+            (1, &lead, Verdict::Modify),
+            (1, &other, Verdict::Approve),
+            (2, &other, Verdict::Approve),
+            (4, &lead, Verdict::Reject),
+        ] {
+            let (a, d) = c.decided(approvals[i].id, who, verdict).await;
+            c.store.record_decision(&a, &d, None).await.unwrap();
+            approvals[i] = a;
+        }
+        let (instance, task) = &tasks[1];
+        let mut done = task.clone();
+        done.complete(&lead, json!({"ok": true}), None, c.clock.now())
+            .unwrap();
+        c.store
+            .complete_task(
+                &done,
+                &c.resume(&c.store.get_instance(instance.id).await.unwrap().0, 2),
+            )
+            .await
+            .unwrap();
+        tasks[1].1 = done;
+        let tasks: Vec<HumanTask> = tasks.into_iter().map(|(_, t)| t).collect();
+
+        let list = |query: ApprovalQuery| async move {
+            c.store
+                .list_approvals(&ApprovalQuery {
+                    limit: 100,
+                    ..query
+                })
+                .await
+                .unwrap()
+        };
+        assert_eq!(
+            list(ApprovalQuery::default()).await,
+            approvals,
+            "everything, with decisions"
+        );
+        assert_eq!(list(ApprovalQuery::default()).await[1].decisions.len(), 2);
+        let ids = |v: &[Approval]| v.iter().map(|a| a.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(&list(ApprovalQuery {
+                tenant: Some(acme.id),
+                ..Default::default()
+            })
+            .await),
+            ids(&approvals[..4])
+        );
+        assert_eq!(
+            list(ApprovalQuery {
+                tenant: Some(acme.id),
+                state: Some(ApprovalState::Pending),
+                ..Default::default()
+            })
+            .await,
+            vec![
+                approvals[0].clone(),
+                approvals[2].clone(),
+                approvals[3].clone()
+            ]
+        );
+        assert_eq!(
+            list(ApprovalQuery {
+                state: Some(ApprovalState::Rejected),
+                ..Default::default()
+            })
+            .await,
+            vec![approvals[4].clone()]
+        );
+        assert_eq!(
+            list(ApprovalQuery {
+                instance: Some(approvals[5].instance_id),
+                ..Default::default()
+            })
+            .await,
+            vec![approvals[5].clone()]
+        );
+        assert!(
+            list(ApprovalQuery {
+                tenant: Some(globex.id),
+                state: Some(ApprovalState::Approved),
+                ..Default::default()
+            })
+            .await
+            .is_empty()
+        );
+        // Pages of two, each approval once, each with all its decisions.
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = c
+                .store
+                .list_approvals(&ApprovalQuery {
+                    after,
+                    limit: 2,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            if page.is_empty() {
+                break;
+            }
+            assert!(page.len() <= 2);
+            after = page.last().map(|a| a.id);
+            seen.extend(page);
+        }
+        assert_eq!(seen, approvals);
+
+        let list = |query: TaskQuery| async move {
+            c.store
+                .list_tasks(&TaskQuery {
+                    limit: 100,
+                    ..query
+                })
+                .await
+                .unwrap()
+        };
+        assert_eq!(list(TaskQuery::default()).await, tasks);
+        assert_eq!(
+            list(TaskQuery {
+                tenant: Some(globex.id),
+                ..Default::default()
+            })
+            .await,
+            tasks[4..6].to_vec()
+        );
+        assert_eq!(
+            list(TaskQuery {
+                state: Some(TaskState::Done),
+                ..Default::default()
+            })
+            .await,
+            vec![tasks[1].clone()]
+        );
+        assert_eq!(
+            list(TaskQuery {
+                tenant: Some(acme.id),
+                state: Some(TaskState::Open),
+                ..Default::default()
+            })
+            .await
+            .len(),
+            3
+        );
+        assert_eq!(
+            list(TaskQuery {
+                instance: Some(tasks[6].instance_id),
+                ..Default::default()
+            })
+            .await,
+            vec![tasks[6].clone()]
+        );
+        let first = c
+            .store
+            .list_tasks(&TaskQuery {
+                limit: 3,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let rest = c
+            .store
+            .list_tasks(&TaskQuery {
+                after: Some(first[2].id),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!([first, rest].concat(), tasks);
+    }
+
+    pub async fn a_task_is_completed_once(c: &Case) {
+        let tech = c.staff("tech.one", Role::Technician).await;
+        let admin = c.staff("admin.one", Role::Admin).await;
+        let v1 = c.instance(None, "apply-standard");
+        let task = c.task_for(&v1, "a-apply");
+        let mut start = c.start(&v1, &["a-apply"]);
+        start.tasks.push(task.clone());
+        c.store.commit_progress(&[start]).await.unwrap();
+
+        // A stale progress rolls the completion back.
+        let moved = c.next(&v1);
+        c.store
+            .commit_progress(&[Case::bare(&moved)])
+            .await
+            .unwrap();
+        let mut done = task.clone();
+        done.complete(
+            &tech,
+            json!({"applied": 200, "skipped": ["globex"]}),
+            Some("change ticket CHG-42"),
+            c.clock.now(),
+        )
+        .unwrap();
+        assert!(matches!(
+            c.store.complete_task(&done, &c.resume(&v1, 2)).await,
+            Err(StoreError::Stale("workflow instance"))
+        ));
+        assert_eq!(c.store.get_task(task.id).await.unwrap(), task);
+
+        // Progress of another instance, or a task not completed, is refused.
+        let other = c.instance(None, "apply-standard");
+        c.store
+            .commit_progress(&[c.start(&other, &[])])
+            .await
+            .unwrap();
+        for (t, p) in [(&done, c.resume(&other, 2)), (&task, c.resume(&moved, 2))] {
+            let err = c.store.complete_task(t, &p).await.unwrap_err();
+            assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+        }
+
+        let resume = c.resume(&moved, 2);
+        c.store.complete_task(&done, &resume).await.unwrap();
+        assert_eq!(c.store.get_task(task.id).await.unwrap(), done);
+        assert_eq!(
+            c.store.get_instance(v1.id).await.unwrap().0,
+            resume.instance
+        );
+
+        // A second completion (from an old read) is stale, and so is its progress.
+        let mut twice = task.clone();
+        twice
+            .complete(&admin, json!({"applied": 0}), None, c.clock.now())
+            .unwrap();
+        let err = c
+            .store
+            .complete_task(&twice, &c.resume(&resume.instance, 3))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Stale("human task")), "{err:?}");
+        assert_eq!(c.store.get_task(task.id).await.unwrap(), done);
+        assert_eq!(c.version_of(v1.id).await, 3);
+
+        // A task that does not exist, or completed by an operator who does not.
+        let mut ghost_task = c.task_for(&v1, "b-missing");
+        ghost_task
+            .complete(&tech, json!(1), None, c.clock.now())
+            .unwrap();
+        assert!(matches!(
+            c.store
+                .complete_task(&ghost_task, &c.resume(&resume.instance, 3))
+                .await,
+            Err(StoreError::NotFound("human task"))
+        ));
+        let v2 = c.instance(None, "apply-standard");
+        let open = c.task_for(&v2, "a-apply");
+        let mut start = c.start(&v2, &[]);
+        start.tasks.push(open.clone());
+        c.store.commit_progress(&[start]).await.unwrap();
+        let mut by_ghost = open.clone();
+        by_ghost
+            .complete(
+                &c.operator("ghost", Role::Admin),
+                json!(1),
+                None,
+                c.clock.now(),
+            )
+            .unwrap();
+        assert!(matches!(
+            c.store.complete_task(&by_ghost, &c.resume(&v2, 2)).await,
+            Err(StoreError::NotFound("operator"))
+        ));
+        assert_eq!(c.store.get_task(open.id).await.unwrap(), open);
     }
 }
 
@@ -1416,4 +2425,13 @@ conformance!(
     instances_list_by_filters_in_pages,
     a_large_batch_commits_in_one_call,
     a_deleted_tenants_rows_do_not_disturb_others,
+    approvals_and_tasks_travel_with_progress,
+    decisions_reach_n_of_m_and_move_the_workflow_on,
+    a_second_decision_by_the_same_operator_conflicts,
+    the_store_refuses_a_self_approval,
+    a_decided_approval_takes_no_more_decisions,
+    a_stale_progress_rolls_the_decision_back,
+    overdue_approvals_are_filtered_and_ordered,
+    approvals_and_tasks_list_by_filters_in_pages,
+    a_task_is_completed_once,
 );
