@@ -319,10 +319,16 @@ pub trait GateStore: Send + Sync {
     async fn complete_task(&self, task: &HumanTask, progress: &Progress) -> StoreResult<()>;
 }
 
+/// What the workflow engine needs: instances and their journal, approvals
+/// and human tasks.
+pub trait WorkflowStore: EngineStore + GateStore {}
+
+impl<T: EngineStore + GateStore + ?Sized> WorkflowStore for T {}
+
 /// Everything Gatehouse stores, behind one handle.
 #[async_trait]
 pub trait Store:
-    TenantStore + TenantKeyStore + SecretStore + OperatorStore + EngineStore + GateStore + Debug
+    TenantStore + TenantKeyStore + SecretStore + OperatorStore + WorkflowStore + Debug
 {
     /// Which engine this is.
     fn backend(&self) -> Backend;

@@ -12,10 +12,16 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use gatehouse_core::approval::{
+    Approval, ApprovalRequest, ApprovalState, Decision, HumanTask, Verdict, plan as approval_plan,
+};
 use gatehouse_core::clock::Clock;
 use gatehouse_core::gate::{GateLevel, GatePolicy};
+use gatehouse_core::id::{ApprovalId, HumanTaskId};
 use gatehouse_core::id::{EventId, TenantId, WorkflowId};
-use gatehouse_core::store::{EngineStore, StoreError};
+use gatehouse_core::operator::{Operator, Role};
+use gatehouse_core::store::StoreError;
+pub use gatehouse_core::store::WorkflowStore;
 use gatehouse_core::workflow::{
     DedupKey, EventKind, EventSource, HistoryEntry, InboundEvent, Instance, InstanceState,
     Progress, StepRun, StepState,
@@ -36,6 +42,10 @@ pub enum EngineError {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A person's request was refused by a rule (separation of duties, a
+    /// decision already made, a missing reason, …).
+    #[error("{0}")]
+    Refused(#[from] gatehouse_core::DomainError),
     /// A pinned template could not be read back (a bug or corrupt data).
     #[error("instance {instance}: its pinned template is unreadable: {reason}")]
     PinnedTemplate {
@@ -45,6 +55,9 @@ pub enum EngineError {
         reason: String,
     },
 }
+
+/// How long an approval may wait before it escalates to an admin.
+pub const APPROVAL_DEADLINE: time::Duration = time::Duration::hours(4);
 
 /// Where templates come from, for the router and for new instances.
 pub trait Templates: Send + Sync {
@@ -125,7 +138,7 @@ impl Default for EngineConfig {
 
 /// The workflow engine.
 pub struct Engine {
-    store: Arc<dyn EngineStore>,
+    store: Arc<dyn WorkflowStore>,
     templates: Arc<dyn Templates>,
     actions: Arc<ActionRegistry>,
     breakers: Arc<BreakerRegistry>,
@@ -184,7 +197,7 @@ impl Engine {
     /// An engine over `store`, starting instances from `templates` and
     /// running `actions`.
     pub fn new(
-        store: Arc<dyn EngineStore>,
+        store: Arc<dyn WorkflowStore>,
         templates: Arc<dyn Templates>,
         actions: Arc<ActionRegistry>,
         clock: Arc<dyn Clock>,
@@ -360,6 +373,180 @@ impl Engine {
             .collect()
     }
 
+    /// Records a person's decision on an approval. The decision that
+    /// settles it (the N-th approval, or any rejection) moves the workflow
+    /// in the same transaction: approved, the step runs with the approved
+    /// (or modified) parameters; rejected, the instance compensates or is
+    /// cancelled, as its template says.
+    pub async fn decide(
+        &self,
+        approval: ApprovalId,
+        operator: &Operator,
+        verdict: Verdict,
+        reason: &str,
+        modified_params: Option<Value>,
+    ) -> Result<Approval, EngineError> {
+        let now = self.clock.now();
+        let mut approval = self.store.get_approval(approval).await?;
+        approval.may_decide(operator, now)?;
+        let decision = Decision::new(
+            approval.id,
+            operator.id,
+            verdict,
+            reason,
+            modified_params,
+            now,
+        )?;
+        let state = approval.apply(decision.clone());
+        let progress = match state {
+            ApprovalState::Approved | ApprovalState::Rejected => {
+                Some(self.settle(&approval, operator, reason, now).await?)
+            }
+            ApprovalState::Pending | ApprovalState::Cancelled => None,
+        };
+        self.store
+            .record_decision(&approval, &decision, progress.as_ref())
+            .await?;
+        self.forget(approval.instance_id);
+        self.wake.notify_one();
+        Ok(approval)
+    }
+
+    /// The instance's move after `approval` was settled.
+    async fn settle(
+        &self,
+        approval: &Approval,
+        operator: &Operator,
+        reason: &str,
+        now: OffsetDateTime,
+    ) -> Result<Progress, EngineError> {
+        let (mut instance, steps) = self.store.get_instance(approval.instance_id).await?;
+        let template: Template =
+            serde_json::from_value(instance.definition.clone()).map_err(|e| {
+                EngineError::PinnedTemplate {
+                    instance: instance.id,
+                    reason: e.to_string(),
+                }
+            })?;
+        let mut seq = (instance.version + 1) * HISTORY_STRIDE;
+        let mut changed = Vec::new();
+        let mut notes = Vec::new();
+        let step_id = approval.step_id.as_str();
+        let mut run = steps
+            .into_iter()
+            .find(|s| s.step_id == step_id)
+            .ok_or(StoreError::NotFound("step run"))?;
+        run.updated_at = now;
+        let overridden = approval
+            .decisions
+            .iter()
+            .any(|d| d.verdict == Verdict::Modify);
+        if let Some(params) = approval.approved_params() {
+            if let Some(context) = instance.context.as_object_mut() {
+                let approved = context.entry("approved").or_insert_with(|| json!({}));
+                if let Some(approved) = approved.as_object_mut() {
+                    approved.insert(step_id.to_owned(), params.clone());
+                }
+            }
+            run.state = StepState::Pending;
+            instance.state = InstanceState::Running;
+            notes.push(("approval.approved", json!({ "approval": approval.id, "by": operator.id, "reason": reason, "override": overridden })));
+        } else {
+            run.state = StepState::Failed;
+            run.error = Some(format!("rejected by {}: {reason}", operator.name));
+            instance.state = match template.on_failure {
+                OnFailure::Compensate => InstanceState::Compensating,
+                OnFailure::Park => InstanceState::Cancelled,
+            };
+            notes.push((
+                "approval.rejected",
+                json!({ "approval": approval.id, "by": operator.id, "reason": reason }),
+            ));
+            let kind = if instance.state == InstanceState::Cancelled {
+                "instance.cancelled"
+            } else {
+                "instance.compensating"
+            };
+            notes.push((kind, json!({ "reason": "the approval was rejected" })));
+        }
+        changed.push(run);
+        instance.next_run_at = (!instance.state.is_final()).then_some(now);
+        instance.version += 1;
+        instance.updated_at = now;
+        let history = notes
+            .into_iter()
+            .map(|(kind, detail)| {
+                let mut entry = history(&instance, &mut seq, now, kind, Some(step_id), detail);
+                entry.actor = operator.id.to_string();
+                entry
+            })
+            .collect();
+        Ok(Progress {
+            instance,
+            steps: changed,
+            history,
+            approvals: Vec::new(),
+            tasks: Vec::new(),
+        })
+    }
+
+    /// Records the outcome of a human task (L3): the person did the work;
+    /// the step succeeds with the outcome as its output and the workflow
+    /// moves on, in one transaction.
+    pub async fn complete_task(
+        &self,
+        task: HumanTaskId,
+        operator: &Operator,
+        outcome: Value,
+        evidence: Option<&str>,
+    ) -> Result<HumanTask, EngineError> {
+        let now = self.clock.now();
+        let mut task = self.store.get_task(task).await?;
+        task.complete(operator, outcome.clone(), evidence, now)?;
+        let (mut instance, steps) = self.store.get_instance(task.instance_id).await?;
+        let mut run = steps
+            .into_iter()
+            .find(|s| s.step_id == task.step_id)
+            .ok_or(StoreError::NotFound("step run"))?;
+        run.state = StepState::Succeeded;
+        run.output = Some(outcome.clone());
+        run.updated_at = now;
+        if let Some(outputs) = instance
+            .context
+            .get_mut("steps")
+            .and_then(Value::as_object_mut)
+        {
+            outputs.insert(task.step_id.clone(), json!({ "output": outcome }));
+        }
+        instance.state = InstanceState::Running;
+        instance.next_run_at = Some(now);
+        instance.version += 1;
+        instance.updated_at = now;
+        let mut seq = instance.version * HISTORY_STRIDE;
+        let mut entry = history(
+            &instance,
+            &mut seq,
+            now,
+            "human_task.completed",
+            Some(&task.step_id),
+            json!({
+                "task": task.id, "by": operator.id, "evidence": evidence,
+            }),
+        );
+        entry.actor = operator.id.to_string();
+        let progress = Progress {
+            instance,
+            steps: vec![run],
+            history: vec![entry],
+            approvals: Vec::new(),
+            tasks: Vec::new(),
+        };
+        self.store.complete_task(&task, &progress).await?;
+        self.forget(task.instance_id);
+        self.wake.notify_one();
+        Ok(task)
+    }
+
     /// Advances every due instance by one wave and commits them together.
     /// Returns how many instances it advanced.
     pub async fn tick(&self) -> Result<usize, EngineError> {
@@ -459,6 +646,8 @@ struct Wave {
     steps: HashMap<String, StepRun>,
     changed: HashSet<String>,
     history: Vec<HistoryEntry>,
+    approvals: Vec<Approval>,
+    tasks: Vec<HumanTask>,
     seq: i64,
     now: OffsetDateTime,
 }
@@ -492,6 +681,8 @@ impl Wave {
             template,
             steps,
             changed: HashSet::new(),
+            approvals: Vec::new(),
+            tasks: Vec::new(),
             history: Vec::new(),
             seq,
             now,
@@ -560,27 +751,28 @@ impl Wave {
                 .gate_level(&GatePolicy::default())
                 .unwrap_or(GateLevel::L3);
             match level {
-                GateLevel::L2 | GateLevel::L3 => {
-                    let waiting = if level == GateLevel::L2 {
-                        StepState::AwaitingApproval
-                    } else {
-                        StepState::AwaitingHuman
-                    };
-                    if let Some(run) = self.step_mut(&id) {
-                        run.state = waiting;
-                    }
-                    let kind = if level == GateLevel::L2 {
-                        "approval.requested"
-                    } else {
-                        "human_task.created"
-                    };
-                    let params = step.render_params(&self.instance.context).ok();
-                    self.note(
-                        kind,
-                        Some(&id),
-                        json!({ "gate": level, "action": step.action.as_str(), "params": params }),
+                // An approved step runs with the parameters the approvers saw
+                // (or changed); it is not gated again.
+                GateLevel::L2 if self.approved_params(&id).is_some() => {
+                    let params = self.approved_params(&id).cloned().unwrap_or_default();
+                    let run = self.steps.get(&id);
+                    let key = run.map_or_else(
+                        || format!("{}:{id}", self.instance.id),
+                        |r| r.idempotency_key.clone(),
                     );
+                    let attempt = run.map_or(1, |r| r.attempts + 1);
+                    calls.push(Call {
+                        step: step.clone(),
+                        undo: false,
+                        params,
+                        key,
+                        attempt,
+                    });
                 }
+                GateLevel::L2 | GateLevel::L3 => match step.render_params(&self.instance.context) {
+                    Ok(params) => self.gate(step, level, params),
+                    Err(err) => self.fail_step(&id, &format!("parameters: {err}")),
+                },
                 GateLevel::L0 | GateLevel::L1 => match step.render_params(&self.instance.context) {
                     Ok(params) => {
                         let run = self.steps.get(&id);
@@ -644,6 +836,70 @@ impl Wave {
             };
         }
         None
+    }
+
+    fn approved_params(&self, step: &str) -> Option<&Value> {
+        self.instance.context.get("approved")?.get(step)
+    }
+
+    /// Stops a gated step for people: an approval (L2) holding the plan, or
+    /// a human task (L3) with decision support. Both are committed with
+    /// this wave, so a step never waits without its request existing.
+    fn gate(&mut self, step: &Step, level: GateLevel, params: Value) {
+        let id = step.id.as_str().to_owned();
+        let now = self.now;
+        if level == GateLevel::L2 {
+            let request = ApprovalRequest {
+                instance_id: self.instance.id,
+                step_id: id.clone(),
+                tenant_id: self.instance.tenant_id,
+                plan: approval_plan(step.action.as_str(), params),
+                required: 1,
+                approver_role: Role::Lead,
+                initiated_by: self.instance.created_by.clone(),
+                prepared_by: SYSTEM.to_owned(),
+                deadline: Some(now + APPROVAL_DEADLINE),
+                escalate_to: Some(Role::Admin),
+            };
+            match Approval::open(request, now) {
+                Ok(approval) => {
+                    self.note(
+                        "approval.requested",
+                        Some(&id),
+                        json!({ "approval": approval.id, "gate": level }),
+                    );
+                    self.approvals.push(approval);
+                    if let Some(run) = self.step_mut(&id) {
+                        run.state = StepState::AwaitingApproval;
+                    }
+                }
+                Err(err) => self.fail_step(&id, &format!("cannot request approval: {err}")),
+            }
+        } else {
+            let support = json!({
+                "action": step.action.as_str(),
+                "params": params,
+                "area": step.area,
+                "risk": "human only: the engine never performs this action",
+                "blast_radius": { "tenants": usize::from(self.instance.tenant_id.is_some()) },
+                "reversibility": if step.compensate.is_some() { "a compensation exists" } else { "no automatic compensation" },
+                "history": Value::Null,
+            });
+            match HumanTask::open(self.instance.id, &id, self.instance.tenant_id, support, now) {
+                Ok(task) => {
+                    self.note(
+                        "human_task.created",
+                        Some(&id),
+                        json!({ "task": task.id, "gate": level }),
+                    );
+                    self.tasks.push(task);
+                    if let Some(run) = self.step_mut(&id) {
+                        run.state = StepState::AwaitingHuman;
+                    }
+                }
+                Err(err) => self.fail_step(&id, &format!("cannot create the human task: {err}")),
+            }
+        }
     }
 
     fn fail_step(&mut self, id: &str, reason: &str) {
@@ -960,8 +1216,8 @@ impl Wave {
             instance: self.instance,
             steps,
             history: self.history,
-            approvals: Vec::new(),
-            tasks: Vec::new(),
+            approvals: self.approvals,
+            tasks: self.tasks,
         };
         (progress, all)
     }

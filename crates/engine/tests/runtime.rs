@@ -14,9 +14,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use gatehouse_core::approval::{Approval, ApprovalState, Decision, HumanTask, TaskState, Verdict};
 use gatehouse_core::clock::{Clock, FakeClock};
+use gatehouse_core::id::{ApprovalId, HumanTaskId};
 use gatehouse_core::id::{EventId, WorkflowId};
-use gatehouse_core::store::{EngineStore, InstanceQuery, StoreError, StoreResult};
+use gatehouse_core::operator::{Operator, OperatorName, Role};
+use gatehouse_core::store::{
+    ApprovalQuery, EngineStore, GateStore, InstanceQuery, StoreError, StoreResult, TaskQuery,
+};
+use gatehouse_core::tenant::DisplayName;
 use gatehouse_core::workflow::{
     DedupKey, EventKind, EventSource, HistoryEntry, InboundEvent, Instance, InstanceState,
     Progress, StepRun, StepState,
@@ -151,6 +157,40 @@ impl EngineStore for Crashy {
     }
 }
 
+#[async_trait]
+impl GateStore for Crashy {
+    async fn get_approval(&self, id: ApprovalId) -> StoreResult<Approval> {
+        self.inner.get_approval(id).await
+    }
+    async fn list_approvals(&self, q: &ApprovalQuery) -> StoreResult<Vec<Approval>> {
+        self.inner.list_approvals(q).await
+    }
+    async fn record_decision(
+        &self,
+        a: &Approval,
+        d: &Decision,
+        p: Option<&Progress>,
+    ) -> StoreResult<()> {
+        self.inner.record_decision(a, d, p).await
+    }
+    async fn overdue_approvals(
+        &self,
+        now: time::OffsetDateTime,
+        l: u32,
+    ) -> StoreResult<Vec<Approval>> {
+        self.inner.overdue_approvals(now, l).await
+    }
+    async fn get_task(&self, id: HumanTaskId) -> StoreResult<HumanTask> {
+        self.inner.get_task(id).await
+    }
+    async fn list_tasks(&self, q: &TaskQuery) -> StoreResult<Vec<HumanTask>> {
+        self.inner.list_tasks(q).await
+    }
+    async fn complete_task(&self, t: &HumanTask, p: &Progress) -> StoreResult<()> {
+        self.inner.complete_task(t, p).await
+    }
+}
+
 struct Env {
     db: TestDatabase,
     clock: Arc<FakeClock>,
@@ -162,7 +202,22 @@ impl Env {
         self.engine_on(self.db.store.clone(), templates)
     }
 
-    fn engine_on(&self, store: Arc<dyn EngineStore>, templates: Vec<Template>) -> Engine {
+    async fn operator(&self, name: &str, role: Role) -> Operator {
+        let operator = Operator::new(
+            OperatorName::parse(name).unwrap(),
+            DisplayName::parse(name).unwrap(),
+            role,
+            self.clock.now(),
+        );
+        self.db.store.insert_operator(&operator).await.unwrap();
+        operator
+    }
+
+    fn engine_on(
+        &self,
+        store: Arc<dyn gatehouse_engine::runtime::WorkflowStore>,
+        templates: Vec<Template>,
+    ) -> Engine {
         let mut actions = ActionRegistry::new();
         actions.register("test.do", Arc::new(Do(self.target.clone())));
         actions.register("test.undo", Arc::new(Do(self.target.clone())));
@@ -650,13 +705,276 @@ needs = ["prepare"]
             .iter()
             .find(|h| h.kind == "approval.requested")
             .unwrap();
-        assert_eq!(approval.detail["action"], "test.do");
+        // The history links to the approval, which holds the plan.
+        let approval_id: ApprovalId = approval.detail["approval"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let approval = env.db.store.get_approval(approval_id).await.unwrap();
+        assert_eq!(approval.plan["action"], "test.do");
+        assert_eq!(approval.state, ApprovalState::Pending);
+        let task = history
+            .iter()
+            .find(|h| h.kind == "human_task.created")
+            .unwrap();
+        let task_id: HumanTaskId = task.detail["task"].as_str().unwrap().parse().unwrap();
+        assert_eq!(
+            env.db.store.get_task(task_id).await.unwrap().step_id,
+            "isolate"
+        );
         assert!(instance.next_run_at.is_none());
         assert_eq!(
             engine.tick().await.unwrap(),
             0,
             "a waiting instance is not due"
         );
+    }
+
+    fn gated_flow(on_failure: &str) -> Template {
+        let body = r#"
+[[stage]]
+id = "one"
+title = "One"
+
+[[stage.step]]
+id = "prepare"
+title = "Prepare"
+action = "test.do"
+params = { value = "prepared" }
+compensate = { action = "test.undo" }
+
+[[stage.step]]
+id = "provision"
+title = "Provision"
+action = "test.do"
+area = "client_onboarding"
+params = { value = "{{ steps.prepare.output.value }}" }
+needs = ["prepare"]
+
+[[stage.step]]
+id = "confirm"
+title = "Confirm"
+action = "test.do"
+params = { value = "{{ steps.provision.output.value }}" }
+needs = ["provision"]
+"#;
+        template(1, on_failure, body)
+    }
+
+    /// L2: nothing runs until approved; the initiator cannot approve; a
+    /// modification is what runs, and is recorded as an override.
+    pub async fn an_approval_releases_the_step_with_the_approved_plan(env: &Env) {
+        let requester = env.operator("rita.requester", Role::Lead).await;
+        let lead = env.operator("lea.lead", Role::Lead).await;
+        let tech = env.operator("tom.tech", Role::Technician).await;
+        let engine = env.engine(vec![gated_flow("park")]);
+        let id = engine
+            .submit(event("deal-1"), &requester.id.to_string())
+            .await
+            .unwrap()
+            .instances[0];
+        env.settle(&engine).await;
+        let approvals = env
+            .db
+            .store
+            .list_approvals(&ApprovalQuery {
+                instance: Some(id),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(approvals.len(), 1);
+        let approval = &approvals[0];
+        assert_eq!(approval.plan["action"], "test.do");
+        assert_eq!(
+            approval.plan["params"]["value"], "prepared",
+            "the plan is the rendered call"
+        );
+        assert_eq!(env.target.calls().len(), 1, "only `prepare` ran");
+
+        // Separation of duties, and the approver role.
+        let err = engine
+            .decide(approval.id, &requester, Verdict::Approve, "fine", None)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("separation of duties")
+                || err.to_string().contains("initiated"),
+            "{err}"
+        );
+        assert!(
+            engine
+                .decide(approval.id, &tech, Verdict::Approve, "fine", None)
+                .await
+                .is_err()
+        );
+        assert!(
+            engine
+                .decide(approval.id, &lead, Verdict::Approve, "", None)
+                .await
+                .is_err(),
+            "a reason is required"
+        );
+
+        let decided = engine
+            .decide(
+                approval.id,
+                &lead,
+                Verdict::Modify,
+                "use the staging value",
+                Some(json!({ "value": "changed" })),
+            )
+            .await
+            .unwrap();
+        assert_eq!(decided.state, ApprovalState::Approved);
+        env.settle(&engine).await;
+        let (instance, steps) = env.instance(id).await;
+        assert_eq!(instance.state, InstanceState::Completed);
+        assert_eq!(
+            steps["provision"].output.as_ref().unwrap()["value"],
+            "changed",
+            "the modified plan ran"
+        );
+        assert_eq!(
+            steps["confirm"].output.as_ref().unwrap()["value"],
+            "changed"
+        );
+        let history = env.db.store.instance_history(id).await.unwrap();
+        let approved = history
+            .iter()
+            .find(|h| h.kind == "approval.approved")
+            .unwrap();
+        assert_eq!(approved.actor, lead.id.to_string());
+        assert_eq!(approved.detail["override"], true);
+        // Deciding again is refused.
+        assert!(
+            engine
+                .decide(approval.id, &tech, Verdict::Reject, "late", None)
+                .await
+                .is_err()
+        );
+    }
+
+    pub async fn a_rejection_compensates_or_cancels(env: &Env) {
+        let lead = env.operator("lea.lead", Role::Lead).await;
+        for (on_failure, end) in [
+            ("compensate", InstanceState::Compensated),
+            ("park", InstanceState::Cancelled),
+        ] {
+            let engine = env.engine(vec![gated_flow(on_failure)]);
+            let id = engine
+                .submit(event(&format!("deal-{on_failure}")), "system")
+                .await
+                .unwrap()
+                .instances[0];
+            env.settle(&engine).await;
+            let approval = env
+                .db
+                .store
+                .list_approvals(&ApprovalQuery {
+                    instance: Some(id),
+                    limit: 1,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .remove(0);
+            engine
+                .decide(approval.id, &lead, Verdict::Reject, "wrong client", None)
+                .await
+                .unwrap();
+            env.settle(&engine).await;
+            let (instance, steps) = env.instance(id).await;
+            assert_eq!(instance.state, end, "{on_failure}");
+            assert_eq!(steps["provision"].state, StepState::Failed);
+            assert!(
+                steps["provision"]
+                    .error
+                    .as_ref()
+                    .unwrap()
+                    .contains("wrong client")
+            );
+            let undone = steps["prepare"].state == StepState::Compensated;
+            assert_eq!(undone, on_failure == "compensate", "{on_failure}");
+            assert_eq!(
+                steps["confirm"].state,
+                if on_failure == "compensate" {
+                    StepState::Skipped
+                } else {
+                    StepState::Pending
+                }
+            );
+        }
+    }
+
+    /// L3: the engine never runs the action; a person records the outcome,
+    /// which becomes the step's output, and the workflow moves on.
+    pub async fn a_human_task_is_done_by_a_person(env: &Env) {
+        let admin = env.operator("ada.admin", Role::Admin).await;
+        let body = r#"
+[[stage]]
+id = "one"
+title = "One"
+
+[[stage.step]]
+id = "isolate"
+title = "Change isolation"
+action = "test.do"
+area = "isolation_change"
+
+[[stage.step]]
+id = "after"
+title = "After"
+action = "test.do"
+params = { value = "{{ steps.isolate.output.ticket }}" }
+needs = ["isolate"]
+"#;
+        let engine = env.engine(vec![template(1, "park", body)]);
+        let id = env.submit(&engine, "deal-1").await[0];
+        env.settle(&engine).await;
+        let task = env
+            .db
+            .store
+            .list_tasks(&TaskQuery {
+                instance: Some(id),
+                limit: 1,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .remove(0);
+        assert_eq!(task.state, TaskState::Open);
+        assert_eq!(
+            task.decision_support["reversibility"],
+            "no automatic compensation"
+        );
+        assert!(
+            env.target.calls().is_empty(),
+            "the engine never runs an L3 action"
+        );
+        engine
+            .complete_task(
+                task.id,
+                &admin,
+                json!({ "ticket": "CHG-42" }),
+                Some("change record CHG-42"),
+            )
+            .await
+            .unwrap();
+        assert!(
+            engine
+                .complete_task(task.id, &admin, json!({}), None)
+                .await
+                .is_err(),
+            "once"
+        );
+        env.settle(&engine).await;
+        let (instance, steps) = env.instance(id).await;
+        assert_eq!(instance.state, InstanceState::Completed);
+        assert_eq!(steps["after"].output.as_ref().unwrap()["value"], "CHG-42");
+        assert_eq!(env.target.calls(), vec![format!("{id}:after")]);
     }
 
     pub async fn an_instance_keeps_the_version_it_started_with(env: &Env) {
@@ -720,4 +1038,7 @@ runtime_tests!(
     a_failure_at_every_step_is_compensated,
     gated_steps_wait_for_people_and_never_run,
     an_instance_keeps_the_version_it_started_with,
+    an_approval_releases_the_step_with_the_approved_plan,
+    a_rejection_compensates_or_cancels,
+    a_human_task_is_done_by_a_person,
 );
