@@ -206,6 +206,15 @@ pub trait EngineStore: Send + Sync {
     /// the inbox already. Returns the stored event (the earlier one for a
     /// duplicate, with its outcome if routed) and whether it is new.
     async fn record_event(&self, event: &InboundEvent) -> StoreResult<(InboundEvent, bool)>;
+    /// In one transaction: stores `event` (whose outcome is already set)
+    /// and the instances it starts, unless an event with the same (source,
+    /// dedup key) exists; then nothing is written and the stored event is
+    /// returned with `false`. One commit per new event.
+    async fn submit_event(
+        &self,
+        event: &InboundEvent,
+        started: &[Progress],
+    ) -> StoreResult<(InboundEvent, bool)>;
     /// In one transaction: records `outcome` on the event (only if it has
     /// none yet; `Stale` otherwise) and creates the instances it started
     /// (each `Progress` with `version == 1`).

@@ -270,11 +270,32 @@ impl Engine {
             received_at: now,
             outcome: None,
         };
-        let (stored, is_new) = self.store.record_event(&event).await?;
-        if stored.outcome.is_some() {
-            return Ok(Self::answer(stored, !is_new));
+        // Route first, then store the event, its outcome and the instances it
+        // starts in one transaction: one commit per new event, and a
+        // duplicate writes nothing.
+        let started = self.start_instances(&event, actor, now);
+        let ids: Vec<WorkflowId> = started.iter().map(|p| p.instance.id).collect();
+        let outcome = json!({ "instances": ids, "routed_at": now.unix_timestamp() });
+        let event = InboundEvent {
+            outcome: Some(outcome),
+            ..event
+        };
+        let (stored, is_new) = self.store.submit_event(&event, &started).await?;
+        if is_new {
+            for progress in &started {
+                self.keep_hot(&progress.instance, progress.steps.clone());
+            }
+            self.wake.notify_one();
+            return Ok(Submitted {
+                event: stored,
+                duplicate: false,
+                instances: ids,
+            });
         }
-        // New, or stored by a delivery that crashed before routing: route it.
+        if stored.outcome.is_some() {
+            return Ok(Self::answer(stored, true));
+        }
+        // Stored by an older delivery that stopped before routing: route it now.
         let started = self.start_instances(&stored, actor, now);
         let ids: Vec<WorkflowId> = started.iter().map(|p| p.instance.id).collect();
         let outcome = json!({ "instances": ids, "routed_at": now.unix_timestamp() });
@@ -290,7 +311,7 @@ impl Engine {
                 };
                 Ok(Submitted {
                     event,
-                    duplicate: !is_new,
+                    duplicate: true,
                     instances: ids,
                 })
             }
@@ -545,6 +566,98 @@ impl Engine {
         self.forget(task.instance_id);
         self.wake.notify_one();
         Ok(task)
+    }
+
+    /// Cancels an instance that has not finished: its pending steps are
+    /// skipped, its pending approvals and open tasks cancelled, in one
+    /// commit. Completed steps are not undone (a rejection compensates; a
+    /// cancellation stops). Cancelling a finished instance is refused.
+    pub async fn cancel(
+        &self,
+        id: WorkflowId,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Instance, EngineError> {
+        let reason = reason.trim();
+        if reason.is_empty() || reason.chars().count() > 2000 {
+            return Err(gatehouse_core::DomainError::Invalid {
+                field: "reason",
+                reason: "a cancellation needs a reason of 1 to 2000 characters".into(),
+            }
+            .into());
+        }
+        let now = self.clock.now();
+        let (mut instance, steps) = self.store.get_instance(id).await?;
+        if instance.state.is_final() {
+            return Err(gatehouse_core::DomainError::Invalid {
+                field: "workflow",
+                reason: format!("the workflow is already {}", instance.state),
+            }
+            .into());
+        }
+        let mut approvals = self
+            .store
+            .list_approvals(&gatehouse_core::store::ApprovalQuery {
+                instance: Some(id),
+                state: Some(ApprovalState::Pending),
+                limit: 1000,
+                ..Default::default()
+            })
+            .await?;
+        approvals.retain_mut(|a| a.cancel(now));
+        let mut tasks = self
+            .store
+            .list_tasks(&gatehouse_core::store::TaskQuery {
+                instance: Some(id),
+                state: Some(gatehouse_core::approval::TaskState::Open),
+                limit: 1000,
+                ..Default::default()
+            })
+            .await?;
+        tasks.retain_mut(|t| t.cancel(now));
+        let changed: Vec<StepRun> = steps
+            .into_iter()
+            .filter(|s| {
+                matches!(
+                    s.state,
+                    StepState::Pending
+                        | StepState::Retrying
+                        | StepState::AwaitingApproval
+                        | StepState::AwaitingHuman
+                )
+            })
+            .map(|mut s| {
+                s.state = StepState::Skipped;
+                s.next_attempt_at = None;
+                s.updated_at = now;
+                s
+            })
+            .collect();
+        instance.state = InstanceState::Cancelled;
+        instance.next_run_at = None;
+        instance.version += 1;
+        instance.updated_at = now;
+        let mut seq = instance.version * HISTORY_STRIDE;
+        let mut entry = history(
+            &instance,
+            &mut seq,
+            now,
+            "instance.cancelled",
+            None,
+            json!({ "by": actor, "reason": reason }),
+        );
+        entry.actor = actor.to_owned();
+        let progress = Progress {
+            instance: instance.clone(),
+            steps: changed,
+            history: vec![entry],
+            approvals,
+            tasks,
+        };
+        self.store.commit_progress(&[progress]).await?;
+        self.forget(id);
+        let _ = self.finished.send((id, InstanceState::Cancelled));
+        Ok(instance)
     }
 
     /// Advances every due instance by one wave and commits them together.

@@ -117,6 +117,13 @@ impl EngineStore for Crashy {
     async fn record_event(&self, e: &InboundEvent) -> StoreResult<(InboundEvent, bool)> {
         self.inner.record_event(e).await
     }
+    async fn submit_event(
+        &self,
+        e: &InboundEvent,
+        s: &[Progress],
+    ) -> StoreResult<(InboundEvent, bool)> {
+        self.inner.submit_event(e, s).await
+    }
     async fn route_event(&self, e: EventId, o: &Value, s: &[Progress]) -> StoreResult<()> {
         self.inner.route_event(e, o, s).await
     }
@@ -977,6 +984,58 @@ needs = ["isolate"]
         assert_eq!(env.target.calls(), vec![format!("{id}:after")]);
     }
 
+    pub async fn cancelling_stops_everything_pending(env: &Env) {
+        let engine = env.engine(vec![gated_flow("compensate")]);
+        let id = env.submit(&engine, "deal-1").await[0];
+        env.settle(&engine).await;
+        assert!(
+            engine.cancel(id, "op_someone", "  ").await.is_err(),
+            "a reason is required"
+        );
+        let cancelled = engine
+            .cancel(id, "op_someone", "client withdrew")
+            .await
+            .unwrap();
+        assert_eq!(cancelled.state, InstanceState::Cancelled);
+        let (instance, steps) = env.instance(id).await;
+        assert_eq!(instance.state, InstanceState::Cancelled);
+        assert_eq!(
+            steps["prepare"].state,
+            StepState::Succeeded,
+            "a cancellation undoes nothing"
+        );
+        assert_eq!(steps["provision"].state, StepState::Skipped);
+        assert_eq!(steps["confirm"].state, StepState::Skipped);
+        let approvals = env
+            .db
+            .store
+            .list_approvals(&ApprovalQuery {
+                instance: Some(id),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(approvals[0].state, ApprovalState::Cancelled);
+        let last = env
+            .db
+            .store
+            .instance_history(id)
+            .await
+            .unwrap()
+            .pop()
+            .unwrap();
+        assert_eq!(
+            (last.kind.as_str(), last.actor.as_str()),
+            ("instance.cancelled", "op_someone")
+        );
+        assert!(
+            engine.cancel(id, "op_someone", "again").await.is_err(),
+            "already cancelled"
+        );
+        assert_eq!(engine.tick().await.unwrap(), 0);
+    }
+
     pub async fn an_instance_keeps_the_version_it_started_with(env: &Env) {
         let v1 = chain("park", 2);
         let mut v2 = chain("park", 3);
@@ -1041,4 +1100,5 @@ runtime_tests!(
     an_approval_releases_the_step_with_the_approved_plan,
     a_rejection_compensates_or_cancels,
     a_human_task_is_done_by_a_person,
+    cancelling_stops_everything_pending,
 );

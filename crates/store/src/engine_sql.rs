@@ -460,6 +460,66 @@ macro_rules! impl_engine_store {
                 Ok((earlier, false))
             }
 
+            async fn submit_event(
+                &self,
+                event: &gatehouse_core::workflow::InboundEvent,
+                started: &[gatehouse_core::workflow::Progress],
+            ) -> gatehouse_core::store::StoreResult<(gatehouse_core::workflow::InboundEvent, bool)> {
+                use crate::db_error;
+                use crate::engine_sql::{self as sql, SortableTime, Violation};
+                use gatehouse_core::store::StoreError;
+                if let Some(p) = started.iter().find(|p| p.instance.version != 1) {
+                    return Err(StoreError::Conflict(format!(
+                        "workflow instance {} is started by an event, so its version must be 1, not {}",
+                        p.instance.id, p.instance.version
+                    )));
+                }
+                let text = format!(
+                    "INSERT INTO inbox_events ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                     ON CONFLICT (source, dedup_key) DO NOTHING",
+                    sql::EVENT_COLUMNS
+                );
+                let mut tx = self.writer.begin().await.map_err(db_error("starting a transaction"))?;
+                let done = sqlx::query(&text)
+                    .bind(event.id.to_string())
+                    .bind(event.tenant_id.map(|t| t.to_string()))
+                    .bind(event.source.as_str())
+                    .bind(event.kind.as_str())
+                    .bind(event.dedup_key.as_str())
+                    .bind(sql::to_json(&event.payload)?)
+                    .bind(SortableTime(event.received_at))
+                    .bind(event.outcome.as_ref().map(sql::to_json).transpose()?)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|err| match sql::violation(&err) {
+                        Violation::Unique => {
+                            StoreError::Conflict(format!("an event with id `{}` already exists", event.id))
+                        }
+                        Violation::ForeignKey => StoreError::NotFound("tenant"),
+                        Violation::Other => db_error("recording an event")(err),
+                    })?;
+                if done.rows_affected() == 1 {
+                    Self::write_progress(&mut tx, started).await?;
+                    tx.commit().await.map_err(db_error("committing a submitted event"))?;
+                    return Ok((event.clone(), true));
+                }
+                drop(tx);
+                let text = format!(
+                    "SELECT {} FROM inbox_events WHERE source = $1 AND dedup_key = $2",
+                    sql::EVENT_COLUMNS
+                );
+                let earlier: gatehouse_core::workflow::InboundEvent =
+                    sqlx::query_as::<_, crate::rows::InboundEventRow>(&text)
+                        .bind(event.source.as_str())
+                        .bind(event.dedup_key.as_str())
+                        .fetch_optional(&self.writer)
+                        .await
+                        .map_err(db_error("reading an event"))?
+                        .ok_or(StoreError::NotFound("event"))?
+                        .try_into()?;
+                Ok((earlier, false))
+            }
+
             async fn route_event(
                 &self,
                 event: gatehouse_core::id::EventId,

@@ -684,6 +684,64 @@ mod cases {
 
     // ---- The workflow engine's store -------------------------------------
 
+    /// One transaction stores a new event, its outcome and the instances it
+    /// starts; a duplicate writes nothing and gets the original back.
+    pub async fn submitting_an_event_starts_its_instances_once(c: &Case) {
+        let mut first = c.event("api", "deal-9", None);
+        let mut instance = c.instance(None, "onboarding");
+        instance.started_by = Some(first.id);
+        first.outcome = Some(json!({ "instances": [instance.id] }));
+        let (stored, new) = c
+            .store
+            .submit_event(&first, &[c.start(&instance, &["a-notify"])])
+            .await
+            .unwrap();
+        assert!(new);
+        assert_eq!(stored, first);
+        assert_eq!(c.store.get_event(first.id).await.unwrap(), first);
+        let (read, steps) = c.store.get_instance(instance.id).await.unwrap();
+        assert_eq!((read.id, steps.len()), (instance.id, 1));
+
+        let mut again = c.event("api", "deal-9", None);
+        let mut other = c.instance(None, "onboarding");
+        other.started_by = Some(again.id);
+        again.outcome = Some(json!({ "instances": [other.id] }));
+        let (stored, new) = c
+            .store
+            .submit_event(&again, &[c.start(&other, &["a-notify"])])
+            .await
+            .unwrap();
+        assert!(!new);
+        assert_eq!(stored, first, "the original, with its outcome");
+        assert!(
+            matches!(
+                c.store.get_instance(other.id).await,
+                Err(StoreError::NotFound(_))
+            ),
+            "nothing written"
+        );
+        assert!(matches!(
+            c.store.get_event(again.id).await,
+            Err(StoreError::NotFound(_))
+        ));
+
+        // A failing instance write leaves no event behind either.
+        let mut broken = c.event("api", "deal-10", None);
+        let mut bad = c.instance(None, "onboarding");
+        bad.version = 2;
+        broken.outcome = Some(json!({ "instances": [bad.id] }));
+        assert!(
+            c.store
+                .submit_event(&broken, &[c.start(&bad, &[])])
+                .await
+                .is_err()
+        );
+        assert!(matches!(
+            c.store.get_event(broken.id).await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+
     pub async fn events_are_deduplicated_by_source_and_key(c: &Case) {
         let tenant = c.insert("acme").await;
         let first = c.event("psa.connectwise", "deal-1", Some(tenant.id));
@@ -2415,6 +2473,7 @@ conformance!(
     bootstrap_happens_once,
     operators_and_tokens,
     events_are_deduplicated_by_source_and_key,
+    submitting_an_event_starts_its_instances_once,
     routing_an_event_is_atomic,
     unrouted_events_are_listed_oldest_first,
     progress_inserts_and_updates_with_version_checks,
