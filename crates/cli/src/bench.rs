@@ -166,7 +166,15 @@ async fn measure_store(
     let (provider, _) = LocalKeyFile::open_or_create(&scratch.join("kek.json"))?;
     let keyring = Keyring::new(Arc::new(provider), store.clone(), Duration::from_secs(3600));
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let app = Arc::new(App::new(store.clone(), Arc::new(keyring), clock));
+    // The store benchmark never runs workflows; the engine has nothing to do.
+    let engine = Arc::new(gatehouse_engine::runtime::Engine::new(
+        store.clone(),
+        Arc::new(Vec::<gatehouse_engine::template::Template>::new()),
+        Arc::new(gatehouse_engine::action::ActionRegistry::new()),
+        clock.clone(),
+        Default::default(),
+    ));
+    let app = Arc::new(App::new(store.clone(), Arc::new(keyring), clock, engine));
     let actor = gatehouse_server::Actor::System("bench");
     eprintln!(
         "bench store on {}: {} tenants, {} secrets, {} workers",

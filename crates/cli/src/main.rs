@@ -46,6 +46,15 @@ enum Command {
     /// Manage key-encryption keys.
     #[command(subcommand)]
     Keys(commands::keys::KeysCommand),
+    /// Submit events to the workflow engine.
+    #[command(subcommand)]
+    Events(commands::workflows::EventsCommand),
+    /// See workflow instances, their steps and history.
+    #[command(subcommand)]
+    Workflows(commands::workflows::WorkflowsCommand),
+    /// See and decide approvals of gated steps.
+    #[command(subcommand)]
+    Approvals(commands::workflows::ApprovalsCommand),
     /// Run a benchmark; the last line printed is a JSON object.
     Bench(bench::BenchArgs),
 }
@@ -105,6 +114,13 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Tenant(command) => commands::tenant::run(&cli.config, command).await,
         Command::Operator(command) => commands::operator::run(&cli.config, command).await,
         Command::Keys(command) => commands::keys::run(&cli.config, command).await,
+        Command::Events(command) => commands::workflows::run_events(&cli.config, command).await,
+        Command::Workflows(command) => {
+            commands::workflows::run_workflows(&cli.config, command).await
+        }
+        Command::Approvals(command) => {
+            commands::workflows::run_approvals(&cli.config, command).await
+        }
         Command::Bench(args) => bench::run(&cli.config, args).await,
     }
 }

@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use gatehouse_core::clock::{Clock, SystemClock};
 use gatehouse_core::store::Store;
+use gatehouse_engine::action::{ActionRegistry, Noop};
+use gatehouse_engine::runtime::{Engine, EngineConfig};
+use gatehouse_engine::template::{TemplateSet, builtin_actions};
 use gatehouse_server::App;
 use gatehouse_vault::{KeyProvider, Keyring, LocalKeyFile, VaultTransit, VaultTransitConfig};
 
@@ -95,6 +98,30 @@ pub async fn open_key_provider(config: &Config) -> Result<(Arc<dyn KeyProvider>,
     }
 }
 
+/// The workflow engine over `store`, with the built-in templates and those
+/// in `<data_dir>/templates`. Its worker is not started here: `serve` runs
+/// it; other commands only call it.
+pub fn open_engine(
+    config: &Config,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<Engine>, CliError> {
+    // Templates may name every built-in action; those without an
+    // implementation yet fail when a step runs, and park the instance.
+    let catalog = builtin_actions();
+    let templates = TemplateSet::load(&config.data_dir, &catalog)
+        .map_err(|e| CliError::Config(format!("workflow templates: {e}")))?;
+    let mut actions = ActionRegistry::new();
+    actions.register("sandbox.noop", Arc::new(Noop));
+    Ok(Arc::new(Engine::new(
+        store,
+        Arc::new(templates),
+        Arc::new(actions),
+        clock,
+        EngineConfig::default(),
+    )))
+}
+
 /// The services over an open store.
 pub async fn open_app(config: &Config, store: Arc<dyn Store>) -> Result<(App, bool), CliError> {
     let (provider, created) = open_key_provider(config).await?;
@@ -104,5 +131,6 @@ pub async fn open_app(config: &Config, store: Arc<dyn Store>) -> Result<(App, bo
         Duration::from_secs(config.key_cache_ttl_secs),
     );
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    Ok((App::new(store, Arc::new(keyring), clock), created))
+    let engine = open_engine(config, store.clone(), clock.clone())?;
+    Ok((App::new(store, Arc::new(keyring), clock, engine), created))
 }

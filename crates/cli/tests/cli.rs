@@ -550,6 +550,130 @@ async fn operators_and_roles(backend: Backend) {
 
 // ----- 6. bench --------------------------------------------------------------
 
+async fn events_start_workflows_seen_through_the_cli(backend: Backend) {
+    let install = Install::new(&backend);
+    install.run(&["migrate"]).ok();
+    let payload = json!({
+        "psa": "connectwise",
+        "company": {"id": "42", "name": "Acme Ltd", "slug": "acme", "region": "eu"},
+        "owner": {"email": "owner@msp.example"},
+    })
+    .to_string();
+    let submit = [
+        "events",
+        "submit",
+        "--type",
+        "psa.opportunity.won",
+        "--key",
+        "opp-42",
+        "--payload",
+        payload.as_str(),
+        "--json",
+    ];
+    let first = install.run(&submit).ok().json();
+    assert_eq!(first["duplicate"], false, "{first}");
+    let instances = first["instances"].as_array().unwrap().clone();
+    assert_eq!(
+        instances.len(),
+        1,
+        "the built-in onboarding starts: {first}"
+    );
+    let again = install.run(&submit).ok().json();
+    assert_eq!(again["duplicate"], true);
+    assert_eq!(again["instances"], first["instances"]);
+
+    // No template wants this one: stored, and nothing starts.
+    let nobody = install
+        .run(&[
+            "events",
+            "submit",
+            "--type",
+            "test.nobody",
+            "--key",
+            "n-1",
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(nobody["instances"], json!([]));
+    assert!(nobody["event"]["id"].as_str().unwrap().starts_with("evt_"));
+
+    let list = install.run(&["workflows", "list", "--json"]).ok().json();
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{list}");
+    assert_eq!(items[0]["id"], instances[0]);
+    assert_eq!(items[0]["template"], "client-onboarding");
+    assert!(items[0].get("definition").is_none());
+    let none = install
+        .run(&["workflows", "list", "--state", "completed", "--json"])
+        .ok()
+        .json();
+    assert_eq!(none["items"], json!([]));
+
+    let id = instances[0].as_str().unwrap();
+    let shown = install
+        .run(&["workflows", "show", id, "--json"])
+        .ok()
+        .json();
+    assert_eq!(shown["instance"]["id"], id);
+    assert_eq!(shown["instance"]["definition"]["name"], "client-onboarding");
+    let table = install.run(&["workflows", "show", id]).ok();
+    assert!(table.stdout.contains("STEP"), "{}", table.stdout);
+
+    let approvals = install
+        .run(&["approvals", "list", "--state", "pending", "--json"])
+        .ok()
+        .json();
+    assert_eq!(
+        approvals["items"],
+        json!([]),
+        "no worker ran: nothing waits yet"
+    );
+    install
+        .run(&[
+            "operator",
+            "create",
+            "lea.lead",
+            "--display-name",
+            "Lea",
+            "--role",
+            "lead",
+        ])
+        .ok();
+    let missing = install
+        .run(&[
+            "approvals",
+            "approve",
+            "apr_01jd8x3k2q9f6v0c4m7r5t8w1y",
+            "--as",
+            "lea.lead",
+            "--reason",
+            "checked",
+        ])
+        .fails();
+    assert!(
+        missing.error_message().contains("approval_not_found"),
+        "{}",
+        missing.error_message()
+    );
+    let nobody = install
+        .run(&[
+            "approvals",
+            "reject",
+            "apr_01jd8x3k2q9f6v0c4m7r5t8w1y",
+            "--as",
+            "no.body",
+            "--reason",
+            "checked",
+        ])
+        .fails();
+    assert!(
+        nobody.error_message().contains("operator_not_found"),
+        "{}",
+        nobody.error_message()
+    );
+}
+
 async fn bench_store_prints_json_last(backend: Backend) {
     let install = Install::new(&backend);
     let run = install
@@ -671,6 +795,11 @@ mod sqlite {
     #[tokio::test]
     async fn bench_store_prints_json_last() {
         on_sqlite(super::bench_store_prints_json_last).await;
+    }
+
+    #[tokio::test]
+    async fn events_start_workflows_seen_through_the_cli() {
+        on_sqlite(super::events_start_workflows_seen_through_the_cli).await;
     }
 
     /// `bench` must never write into an installation's database: its data
@@ -848,5 +977,14 @@ mod postgres {
     #[tokio::test]
     async fn bench_store_prints_json_last() {
         on_postgres("cli_bench", super::bench_store_prints_json_last).await;
+    }
+
+    #[tokio::test]
+    async fn events_start_workflows_seen_through_the_cli() {
+        on_postgres(
+            "cli_workflows",
+            super::events_start_workflows_seen_through_the_cli,
+        )
+        .await;
     }
 }

@@ -3,13 +3,22 @@
 
 use std::sync::Arc;
 
+use gatehouse_core::approval::ApprovalState;
+use gatehouse_core::approval::{Approval, HumanTask, TaskState, Verdict};
 use gatehouse_core::clock::Clock;
-use gatehouse_core::id::{OperatorId, TenantId, TokenId};
+use gatehouse_core::id::{ApprovalId, HumanTaskId, OperatorId, TenantId, TokenId, WorkflowId};
 use gatehouse_core::operator::{ApiToken, Operator, OperatorName, Role, TokenSecret};
 use gatehouse_core::secret::{SecretMeta, SecretName};
-use gatehouse_core::store::{Store, StoreError, TenantQuery};
+use gatehouse_core::store::{
+    ApprovalQuery, InstanceQuery, Store, StoreError, TaskQuery, TenantQuery,
+};
 use gatehouse_core::tenant::{DisplayName, Region, Tenant, TenantAction, TenantSlug, TenantState};
+use gatehouse_core::workflow::{
+    DedupKey, EventKind, EventSource, HistoryEntry, Instance, InstanceState, StepRun,
+};
+use gatehouse_engine::runtime::{Engine, EngineError, NewEvent, Submitted};
 use gatehouse_vault::{Keyring, RotationProgress, RotationReport};
+use serde_json::Value;
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
@@ -28,8 +37,9 @@ pub enum Actor {
     Operator {
         /// The operator.
         operator: Operator,
-        /// The token they used.
-        token: TokenId,
+        /// The token they used; `None` when a local administrator acts as
+        /// this operator at the CLI (see [`App::act_as`]).
+        token: Option<TokenId>,
     },
     /// Gatehouse itself or a local administrator at the CLI (who holds the
     /// database and the key file anyway); the reason says which.
@@ -106,11 +116,57 @@ pub struct TenantChanges {
 
 /// A page of results and the cursor for the next one.
 #[derive(Debug, Clone)]
-pub struct Page<T> {
+pub struct Page<T, C = TenantId> {
     /// The items.
     pub items: Vec<T>,
     /// Pass as `after` to get the next page; `None` on the last page.
-    pub next: Option<TenantId>,
+    pub next: Option<C>,
+}
+
+/// An event to submit to the workflow engine, as requested.
+#[derive(Debug, Clone)]
+pub struct EventSubmission {
+    /// What happened.
+    pub kind: EventKind,
+    /// Where it came from.
+    pub source: EventSource,
+    /// The sender's deduplication key.
+    pub dedup_key: DedupKey,
+    /// The tenant it concerns, if known.
+    pub tenant: Option<TenantRef>,
+    /// The event's data.
+    pub payload: Value,
+}
+
+/// Which workflow instances to list.
+#[derive(Debug, Clone, Default)]
+pub struct WorkflowFilter {
+    /// Only this tenant's.
+    pub tenant: Option<TenantRef>,
+    /// Only in this state.
+    pub state: Option<InstanceState>,
+    /// Only of this template.
+    pub template: Option<String>,
+}
+
+/// Which approvals or tasks to list.
+#[derive(Debug, Clone, Default)]
+pub struct GateFilter<S> {
+    /// Only this tenant's.
+    pub tenant: Option<TenantRef>,
+    /// Only in this state.
+    pub state: Option<S>,
+}
+
+/// A workflow instance with its step journal and history.
+#[derive(Debug, Clone)]
+pub struct WorkflowDetail {
+    /// The instance, with its pinned definition.
+    pub instance: Instance,
+    /// Its steps, in step-id order.
+    pub steps: Vec<StepRun>,
+    /// Its history, in order.
+    pub history: Vec<HistoryEntry>,
 }
 
 /// Everything the services need.
@@ -122,15 +178,24 @@ pub struct App {
     pub keyring: Arc<Keyring>,
     /// The time.
     pub clock: Arc<dyn Clock>,
+    /// The workflow engine (whether its worker runs here is the caller's
+    /// choice: `serve` runs it, CLI commands only call it).
+    pub engine: Arc<Engine>,
 }
 
 impl App {
     /// Wires the services.
-    pub fn new(store: Arc<dyn Store>, keyring: Arc<Keyring>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        keyring: Arc<Keyring>,
+        clock: Arc<dyn Clock>,
+        engine: Arc<Engine>,
+    ) -> Self {
         Self {
             store,
             keyring,
             clock,
+            engine,
         }
     }
 
@@ -155,7 +220,30 @@ impl App {
         }
         Ok(Actor::Operator {
             operator,
-            token: token.id,
+            token: Some(token.id),
+        })
+    }
+
+    /// The named operator as an actor, for a local administrator at the CLI
+    /// who records a person's decision on their behalf. Disabled operators
+    /// cannot act.
+    pub async fn act_as(&self, name: &OperatorName) -> Result<Actor, AppError> {
+        let operator = self
+            .store
+            .find_operator_by_name(name)
+            .await
+            .map_err(|err| match err {
+                StoreError::NotFound(_) => AppError::not_found("operator", name),
+                other => other.into(),
+            })?;
+        if operator.disabled {
+            return Err(AppError::NotAllowed(format!(
+                "operator `{name}` is disabled"
+            )));
+        }
+        Ok(Actor::Operator {
+            operator,
+            token: None,
         })
     }
 
@@ -563,6 +651,270 @@ impl App {
             .await?;
         tracing::warn!(active = %report.active_kek, rewrapped = report.rewrapped, "key-encryption key rotated");
         Ok(report)
+    }
+}
+
+impl App {
+    // ----- workflows ------------------------------------------------------
+
+    async fn tenant_id(&self, tenant: Option<&TenantRef>) -> Result<Option<TenantId>, AppError> {
+        match tenant {
+            Some(tenant) => Ok(Some(self.find_tenant(tenant).await?.id)),
+            None => Ok(None),
+        }
+    }
+
+    /// Submits an event: stored once per (source, dedup key), and the
+    /// instances its triggers name started in the same transaction. A
+    /// duplicate gets the first delivery's answer.
+    pub async fn submit_event(
+        &self,
+        actor: &Actor,
+        event: EventSubmission,
+    ) -> Result<Submitted, AppError> {
+        authorize(actor, Permission::SubmitEvents)?;
+        let tenant_id = self.tenant_id(event.tenant.as_ref()).await?;
+        let by = actor_name(actor);
+        let submitted = self
+            .engine
+            .submit(
+                NewEvent {
+                    tenant_id,
+                    source: event.source,
+                    kind: event.kind,
+                    dedup_key: event.dedup_key,
+                    payload: event.payload,
+                },
+                &by,
+            )
+            .await
+            .map_err(|err| engine_error(err, "event", "-"))?;
+        tracing::info!(event = %submitted.event.id, kind = %submitted.event.kind, duplicate = submitted.duplicate, instances = submitted.instances.len(), "event submitted");
+        Ok(submitted)
+    }
+
+    /// A page of workflow instances, in start order.
+    pub async fn list_workflows(
+        &self,
+        actor: &Actor,
+        filter: WorkflowFilter,
+        after: Option<WorkflowId>,
+        limit: u32,
+    ) -> Result<Page<Instance, WorkflowId>, AppError> {
+        authorize(actor, Permission::ReadWorkflows)?;
+        check_limit(limit)?;
+        let tenant = self.tenant_id(filter.tenant.as_ref()).await?;
+        let items = self
+            .store
+            .list_instances(&InstanceQuery {
+                tenant,
+                state: filter.state,
+                template: filter.template,
+                after,
+                limit: limit + 1,
+            })
+            .await?;
+        Ok(page(items, limit, |i| i.id))
+    }
+
+    /// A workflow instance with its steps and history.
+    pub async fn get_workflow(
+        &self,
+        actor: &Actor,
+        id: WorkflowId,
+    ) -> Result<WorkflowDetail, AppError> {
+        authorize(actor, Permission::ReadWorkflows)?;
+        let missing = |err| match err {
+            StoreError::NotFound(_) => AppError::not_found("workflow", id),
+            other => other.into(),
+        };
+        let (instance, steps) = self.store.get_instance(id).await.map_err(missing)?;
+        let history = self.store.instance_history(id).await.map_err(missing)?;
+        Ok(WorkflowDetail {
+            instance,
+            steps,
+            history,
+        })
+    }
+
+    /// Cancels an unfinished workflow instance, with a reason.
+    pub async fn cancel_workflow(
+        &self,
+        actor: &Actor,
+        id: WorkflowId,
+        reason: &str,
+    ) -> Result<Instance, AppError> {
+        authorize(actor, Permission::CancelWorkflows)?;
+        let instance = self
+            .engine
+            .cancel(id, &actor_name(actor), reason)
+            .await
+            .map_err(|err| engine_error(err, "workflow", id))?;
+        tracing::warn!(workflow = %id, by = %actor_name(actor), "workflow cancelled");
+        Ok(instance)
+    }
+
+    /// A page of approvals, in creation order.
+    pub async fn list_approvals(
+        &self,
+        actor: &Actor,
+        filter: GateFilter<ApprovalState>,
+        after: Option<ApprovalId>,
+        limit: u32,
+    ) -> Result<Page<Approval, ApprovalId>, AppError> {
+        authorize(actor, Permission::ReadWorkflows)?;
+        check_limit(limit)?;
+        let tenant = self.tenant_id(filter.tenant.as_ref()).await?;
+        let items = self
+            .store
+            .list_approvals(&ApprovalQuery {
+                tenant,
+                state: filter.state,
+                instance: None,
+                after,
+                limit: limit + 1,
+            })
+            .await?;
+        Ok(page(items, limit, |a| a.id))
+    }
+
+    /// An approval with its decisions.
+    pub async fn get_approval(&self, actor: &Actor, id: ApprovalId) -> Result<Approval, AppError> {
+        authorize(actor, Permission::ReadWorkflows)?;
+        self.store.get_approval(id).await.map_err(|err| match err {
+            StoreError::NotFound(_) => AppError::not_found("approval", id),
+            other => other.into(),
+        })
+    }
+
+    /// Records a person's decision on an approval; the decision that
+    /// settles it moves the workflow on.
+    pub async fn decide_approval(
+        &self,
+        actor: &Actor,
+        id: ApprovalId,
+        verdict: Verdict,
+        reason: &str,
+        modified_params: Option<Value>,
+    ) -> Result<Approval, AppError> {
+        authorize(actor, Permission::DecideApprovals)?;
+        let operator = person(actor, "deciding an approval")?;
+        let approval = self
+            .engine
+            .decide(id, operator, verdict, reason, modified_params)
+            .await
+            .map_err(|err| engine_error(err, "approval", id))?;
+        tracing::info!(approval = %id, by = %operator.id, verdict = %verdict, state = %approval.state, "approval decided");
+        Ok(approval)
+    }
+
+    /// A page of human tasks, in creation order.
+    pub async fn list_tasks(
+        &self,
+        actor: &Actor,
+        filter: GateFilter<TaskState>,
+        after: Option<HumanTaskId>,
+        limit: u32,
+    ) -> Result<Page<HumanTask, HumanTaskId>, AppError> {
+        authorize(actor, Permission::ReadWorkflows)?;
+        check_limit(limit)?;
+        let tenant = self.tenant_id(filter.tenant.as_ref()).await?;
+        let items = self
+            .store
+            .list_tasks(&TaskQuery {
+                tenant,
+                state: filter.state,
+                instance: None,
+                after,
+                limit: limit + 1,
+            })
+            .await?;
+        Ok(page(items, limit, |t| t.id))
+    }
+
+    /// A human task.
+    pub async fn get_task(&self, actor: &Actor, id: HumanTaskId) -> Result<HumanTask, AppError> {
+        authorize(actor, Permission::ReadWorkflows)?;
+        self.store.get_task(id).await.map_err(|err| match err {
+            StoreError::NotFound(_) => AppError::not_found("task", id),
+            other => other.into(),
+        })
+    }
+
+    /// Records that a person did a human task, and its outcome.
+    pub async fn complete_task(
+        &self,
+        actor: &Actor,
+        id: HumanTaskId,
+        outcome: Value,
+        evidence: Option<&str>,
+    ) -> Result<HumanTask, AppError> {
+        authorize(actor, Permission::CompleteTasks)?;
+        let operator = person(actor, "completing a human task")?;
+        let task = self
+            .engine
+            .complete_task(id, operator, outcome, evidence)
+            .await
+            .map_err(|err| engine_error(err, "task", id))?;
+        tracing::info!(task = %id, by = %operator.id, "human task completed");
+        Ok(task)
+    }
+}
+
+fn check_limit(limit: u32) -> Result<(), AppError> {
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(AppError::Invalid(format!(
+            "invalid limit: must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    Ok(())
+}
+
+/// Cuts the extra row fetched to tell whether there is a next page.
+fn page<T, C>(mut items: Vec<T>, limit: u32, id: impl Fn(&T) -> C) -> Page<T, C> {
+    let next = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(id)
+    } else {
+        None
+    };
+    Page { items, next }
+}
+
+/// How the engine records who acted: an operator id, or `system`.
+fn actor_name(actor: &Actor) -> String {
+    match actor {
+        Actor::Operator { operator, .. } => operator.id.to_string(),
+        Actor::System(_) => "system".into(),
+    }
+}
+
+/// The person acting; decisions and task completions must be a person's.
+fn person<'a>(actor: &'a Actor, what: &str) -> Result<&'a Operator, AppError> {
+    match actor {
+        Actor::Operator { operator, .. } => Ok(operator),
+        Actor::System(_) => Err(AppError::NotAllowed(format!(
+            "{what} must be done by a person: use an operator's API token (at the CLI: `--as NAME`)"
+        ))),
+    }
+}
+
+/// Maps what the engine refused or could not find; `entity` is what the
+/// request named (`workflow`, `approval`, `task`).
+fn engine_error(err: EngineError, entity: &'static str, what: impl std::fmt::Display) -> AppError {
+    match err {
+        EngineError::Refused(reason) => AppError::Conflict {
+            code: match entity {
+                "approval" => "approval_refused",
+                "task" => "task_refused",
+                "workflow" => "workflow_refused",
+                _ => "conflict",
+            },
+            message: reason.to_string(),
+        },
+        EngineError::Store(StoreError::NotFound(_)) => AppError::not_found(entity, what),
+        EngineError::Store(other) => other.into(),
+        other => AppError::Internal(other.to_string()),
     }
 }
 

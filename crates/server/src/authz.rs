@@ -24,6 +24,17 @@ pub enum Permission {
     ManageOperators,
     /// Rotate key-encryption keys.
     ManageKeys,
+    /// Submit events to the workflow engine.
+    SubmitEvents,
+    /// See workflow instances, approvals and human tasks.
+    ReadWorkflows,
+    /// Approve, reject or modify gated steps (the engine also checks the
+    /// approval's role and separation of duties).
+    DecideApprovals,
+    /// Record the outcome of human tasks.
+    CompleteTasks,
+    /// Cancel workflow instances.
+    CancelWorkflows,
 }
 
 impl Permission {
@@ -38,6 +49,11 @@ impl Permission {
             Self::ReadOperators => &[Admin, Lead, Auditor],
             Self::ManageOperators => &[Admin],
             Self::ManageKeys => &[Admin],
+            Self::SubmitEvents => &[Admin, Lead],
+            Self::ReadWorkflows => &[Admin, Lead, Technician, Auditor],
+            Self::DecideApprovals => &[Admin, Lead],
+            Self::CompleteTasks => &[Admin, Lead, Technician],
+            Self::CancelWorkflows => &[Admin, Lead],
         }
     }
 
@@ -80,7 +96,7 @@ mod tests {
                 role,
                 now,
             ),
-            token: TokenId::generate(now),
+            token: Some(TokenId::generate(now)),
         }
     }
 

@@ -23,6 +23,10 @@ pub enum AppError {
     /// Authenticated, but the role does not allow this; names the roles that would.
     #[error("this needs the {0} role")]
     Forbidden(String),
+    /// The actor may not do this at all, whatever its role (for example
+    /// Gatehouse itself deciding an approval, which must be a person's).
+    #[error("{0}")]
+    NotAllowed(String),
     /// The thing does not exist or is not visible to the caller.
     #[error("{message}")]
     NotFound {
@@ -83,7 +87,7 @@ impl AppError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::NotAllowed(_) => StatusCode::FORBIDDEN,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -97,7 +101,7 @@ impl AppError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::Unauthenticated(_) => "unauthenticated",
-            Self::Forbidden(_) => "forbidden",
+            Self::Forbidden(_) | Self::NotAllowed(_) => "forbidden",
             Self::NotFound { code, .. }
             | Self::Conflict { code, .. }
             | Self::BadRequest { code, .. } => code,
@@ -127,6 +131,9 @@ impl AppError {
             "operator" => "operator_not_found",
             "token" => "token_not_found",
             "secret" => "secret_not_found",
+            "workflow" => "workflow_not_found",
+            "approval" => "approval_not_found",
+            "task" => "task_not_found",
             _ => "not_found",
         };
         Self::NotFound {

@@ -13,6 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gatehouse_core::clock::FakeClock;
+use gatehouse_engine::action::{ActionRegistry, Noop};
+use gatehouse_engine::runtime::{Engine, EngineConfig};
+use gatehouse_engine::template::Template;
 use gatehouse_server::App;
 use gatehouse_server::http::{ApiState, HttpConfig};
 use gatehouse_server::metrics::Metrics;
@@ -20,6 +23,59 @@ use gatehouse_store::testing::TestDatabase;
 use gatehouse_vault::{Keyring, LocalKeyFile};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+
+/// `test.plain` starts one ungated step; `test.gated` prepares, then waits
+/// for an approval (client onboarding is gate L2) before it provisions.
+fn test_templates() -> Vec<Template> {
+    let catalog: std::collections::BTreeSet<&str> = ["sandbox.noop"].into();
+    let plain = r#"
+name = "plain"
+version = 1
+title = "Plain"
+area = "documentation"
+
+[[trigger]]
+event = "test.plain"
+
+[[stage]]
+id = "run"
+title = "Run"
+
+[[stage.step]]
+id = "only"
+title = "Only step"
+action = "sandbox.noop"
+"#;
+    let gated = r#"
+name = "gated"
+version = 1
+title = "Gated"
+area = "documentation"
+
+[[trigger]]
+event = "test.gated"
+
+[[stage]]
+id = "run"
+title = "Run"
+
+[[stage.step]]
+id = "prepare"
+title = "Prepare"
+action = "sandbox.noop"
+
+[[stage.step]]
+id = "provision"
+title = "Provision"
+action = "sandbox.noop"
+area = "client_onboarding"
+needs = ["prepare"]
+"#;
+    vec![
+        Template::from_toml("test/plain.toml", plain, &catalog).unwrap(),
+        Template::from_toml("test/gated.toml", gated, &catalog).unwrap(),
+    ]
+}
 
 /// A running server and an admin token.
 struct TestApp {
@@ -43,7 +99,22 @@ impl TestApp {
             Duration::from_secs(300),
         );
         let clock = Arc::new(FakeClock::default());
-        let app = Arc::new(App::new(db.store.clone(), Arc::new(keyring), clock.clone()));
+        let mut actions = ActionRegistry::new();
+        actions.register("sandbox.noop", Arc::new(Noop));
+        // The test drives the engine itself (`settle`): no worker runs.
+        let engine = Arc::new(Engine::new(
+            db.store.clone(),
+            Arc::new(test_templates()),
+            Arc::new(actions),
+            clock.clone(),
+            EngineConfig::default(),
+        ));
+        let app = Arc::new(App::new(
+            db.store.clone(),
+            Arc::new(keyring),
+            clock.clone(),
+            engine,
+        ));
         let (_, secret) = app
             .bootstrap()
             .await
@@ -140,6 +211,29 @@ impl TestApp {
         )
     }
 
+    /// Runs engine waves until no instance is due.
+    async fn settle(&self) {
+        for _ in 0..100 {
+            if self.app.engine.tick().await.unwrap() == 0 {
+                return;
+            }
+        }
+        panic!("the engine did not settle");
+    }
+
+    /// Submits an event of `kind` with `key` as admin; returns the body.
+    async fn submit(&self, kind: &str, key: &str, expect: StatusCode) -> Value {
+        let (status, body) = self
+            .admin(
+                Method::POST,
+                "/api/v1/events",
+                Some(json!({"type": kind, "dedup_key": key, "payload": {"n": 1}})),
+            )
+            .await;
+        assert_eq!(status, expect, "{body}");
+        body
+    }
+
     async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
@@ -174,7 +268,10 @@ mod cases {
                 .replace("{tenant}", tenant_id)
                 .replace("{name}", "psa.api-key")
                 .replace("{operator}", "op_01jd8x3k2q9f6v0c4m7r5t8w1y")
-                .replace("{token}", "tok_01jd8x3k2q9f6v0c4m7r5t8w1y");
+                .replace("{token}", "tok_01jd8x3k2q9f6v0c4m7r5t8w1y")
+                .replace("{workflow}", "wf_01jd8x3k2q9f6v0c4m7r5t8w1y")
+                .replace("{approval}", "apr_01jd8x3k2q9f6v0c4m7r5t8w1y")
+                .replace("{task}", "tsk_01jd8x3k2q9f6v0c4m7r5t8w1y");
             assert!(
                 !concrete.contains('{'),
                 "a path parameter of {path} is not covered by this test"
@@ -1048,6 +1145,232 @@ mod cases {
     }
 }
 
+mod workflow_cases {
+    use super::*;
+
+    /// Events are stored once; a duplicate gets the same instances back.
+    pub async fn events_are_deduplicated_and_workflows_listed(t: &TestApp) {
+        let first = t.submit("test.plain", "deal-1", StatusCode::ACCEPTED).await;
+        assert_eq!(first["duplicate"], false);
+        assert_eq!(first["event"]["type"], "test.plain");
+        assert_eq!(first["event"]["source"], "api");
+        let instances = first["instances"].as_array().unwrap().clone();
+        assert_eq!(instances.len(), 1, "{first}");
+        let again = t.submit("test.plain", "deal-1", StatusCode::OK).await;
+        assert_eq!(again["duplicate"], true);
+        assert_eq!(again["instances"], first["instances"]);
+        assert_eq!(again["event"]["id"], first["event"]["id"]);
+
+        // An event no template wants is stored and starts nothing.
+        let nobody = t.submit("test.nobody", "x-1", StatusCode::ACCEPTED).await;
+        assert_eq!(nobody["instances"], json!([]));
+
+        let (status, body) = t
+            .admin(
+                Method::POST,
+                "/api/v1/events",
+                Some(json!({"type": "test.plain", "dedup_key": "k", "tenant": "nope"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_error(&body, "tenant_not_found");
+        let (status, body) = t
+            .admin(
+                Method::POST,
+                "/api/v1/events",
+                Some(json!({"type": "test.plain", "dedup_key": "k", "extra": 1})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_error(&body, "invalid_input");
+
+        t.settle().await;
+        let id = instances[0].as_str().unwrap();
+        let (status, list) = t.admin(Method::GET, "/api/v1/workflows", None).await;
+        assert_eq!(status, StatusCode::OK, "{list}");
+        let items = list["items"].as_array().unwrap();
+        assert_eq!(items.len(), 1, "{list}");
+        assert_eq!(items[0]["id"], id);
+        assert_eq!(items[0]["state"], "completed");
+        assert!(
+            items[0].get("definition").is_none(),
+            "lists omit the pinned template"
+        );
+        let (_, running) = t
+            .admin(Method::GET, "/api/v1/workflows?state=running", None)
+            .await;
+        assert_eq!(running["items"], json!([]));
+
+        let (status, one) = t
+            .admin(Method::GET, &format!("/api/v1/workflows/{id}"), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{one}");
+        assert_eq!(one["instance"]["definition"]["name"], "plain");
+        assert_eq!(one["steps"][0]["step_id"], "only");
+        assert_eq!(one["steps"][0]["state"], "succeeded");
+        assert!(!one["history"].as_array().unwrap().is_empty());
+
+        for missing in ["wf_01jd8x3k2q9f6v0c4m7r5t8w1y", "nonsense"] {
+            let (status, body) = t
+                .admin(Method::GET, &format!("/api/v1/workflows/{missing}"), None)
+                .await;
+            assert_eq!(status, StatusCode::NOT_FOUND);
+            assert_error(&body, "workflow_not_found");
+        }
+        // A finished workflow cannot be cancelled.
+        let (status, body) = t
+            .admin(
+                Method::POST,
+                &format!("/api/v1/workflows/{id}/cancel"),
+                Some(json!({"reason": "too late"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_error(&body, "workflow_refused");
+    }
+
+    /// A gated step waits for a lead who did not start the workflow.
+    pub async fn approvals_gate_steps_with_separation_of_duties(t: &TestApp) {
+        let (_, lead) = t.operator("lea.lead", "lead").await;
+        let (_, tech) = t.operator("tom.tech", "technician").await;
+        let submitted = t.submit("test.gated", "deal-7", StatusCode::ACCEPTED).await;
+        let id = submitted["instances"][0].as_str().unwrap().to_owned();
+        t.settle().await;
+
+        let (_, one) = t
+            .admin(Method::GET, &format!("/api/v1/workflows/{id}"), None)
+            .await;
+        assert_eq!(one["instance"]["state"], "waiting", "{one}");
+        let (status, pending) = t
+            .call(
+                Method::GET,
+                "/api/v1/approvals?state=pending",
+                Some(&tech),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "technicians may read");
+        let items = pending["items"].as_array().unwrap();
+        assert_eq!(items.len(), 1, "{pending}");
+        assert_eq!(items[0]["instance_id"], id.as_str());
+        let approval = items[0]["id"].as_str().unwrap().to_owned();
+        let (status, got) = t
+            .admin(Method::GET, &format!("/api/v1/approvals/{approval}"), None)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(got["step_id"], "provision");
+
+        let approve = format!("/api/v1/approvals/{approval}/approve");
+        let reason = Some(json!({"reason": "plan checked"}));
+        let (status, body) = t
+            .call(Method::POST, &approve, Some(&tech), reason.clone())
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        assert_error(&body, "forbidden");
+        let system = t
+            .app
+            .decide_approval(
+                &gatehouse_server::Actor::System("test"),
+                approval.parse().unwrap(),
+                gatehouse_core::approval::Verdict::Approve,
+                "plan checked",
+                None,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(system.status(), StatusCode::FORBIDDEN.as_u16());
+        assert!(system.to_string().contains("person"), "{system}");
+        let (status, body) = t.admin(Method::POST, &approve, reason.clone()).await;
+        assert_eq!(
+            status,
+            StatusCode::CONFLICT,
+            "the submitter may not approve: {body}"
+        );
+        assert_error(&body, "approval_refused");
+        let (status, body) = t
+            .call(
+                Method::POST,
+                &approve,
+                Some(&lead),
+                Some(json!({"reason": "x", "extra": true})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        let (status, body) = t
+            .call(Method::POST, &approve, Some(&lead), reason.clone())
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["state"], "approved");
+        assert_eq!(body["decisions"][0]["reason"], "plan checked");
+        let (status, body) = t
+            .call(Method::POST, &approve, Some(&lead), reason.clone())
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "decided already: {body}");
+        assert_error(&body, "approval_refused");
+
+        t.settle().await;
+        let (_, one) = t
+            .admin(Method::GET, &format!("/api/v1/workflows/{id}"), None)
+            .await;
+        assert_eq!(one["instance"]["state"], "completed", "{one}");
+
+        let (status, body) = t
+            .admin(
+                Method::POST,
+                "/api/v1/approvals/apr_01jd8x3k2q9f6v0c4m7r5t8w1y/reject",
+                reason.clone(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        assert_error(&body, "approval_not_found");
+
+        // Cancelling a waiting workflow cancels its approval.
+        let second = t.submit("test.gated", "deal-8", StatusCode::ACCEPTED).await;
+        let id = second["instances"][0].as_str().unwrap().to_owned();
+        t.settle().await;
+        let cancel = format!("/api/v1/workflows/{id}/cancel");
+        let (status, body) = t
+            .call(Method::POST, &cancel, Some(&tech), reason.clone())
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        let (status, body) = t.call(Method::POST, &cancel, Some(&lead), reason).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["instance"]["state"], "cancelled");
+        let (_, pending) = t
+            .admin(Method::GET, "/api/v1/approvals?state=pending", None)
+            .await;
+        assert_eq!(pending["items"], json!([]));
+
+        // No template here opens human tasks.
+        let (status, tasks) = t
+            .call(Method::GET, "/api/v1/tasks", Some(&tech), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{tasks}");
+        assert_eq!(tasks["items"], json!([]));
+        let (status, body) = t
+            .call(
+                Method::POST,
+                "/api/v1/tasks/tsk_01jd8x3k2q9f6v0c4m7r5t8w1y/complete",
+                Some(&tech),
+                Some(json!({"outcome": {"done": true}, "evidence": "ticket 1"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        assert_error(&body, "task_not_found");
+
+        // Technicians and auditors submit no events.
+        let (status, body) = t
+            .call(
+                Method::POST,
+                "/api/v1/events",
+                Some(&tech),
+                Some(json!({"type": "test.gated", "dedup_key": "deal-9"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    }
+}
+
 macro_rules! api_tests {
     ($($case:ident $(($arg:expr))?),* $(,)?) => {
         mod sqlite {
@@ -1056,7 +1379,7 @@ macro_rules! api_tests {
                 async fn $case() {
                     let db = super::TestDatabase::sqlite().await.unwrap();
                     let app = super::TestApp::spawn(&db).await;
-                    super::cases::$case(&app $(, $arg)?).await;
+                    super::$case(&app $(, $arg)?).await;
                     app.stop().await;
                     db.cleanup().await;
                 }
@@ -1072,7 +1395,7 @@ macro_rules! api_tests {
                         return;
                     };
                     let app = super::TestApp::spawn(&db).await;
-                    super::cases::$case(&app $(, $arg)?).await;
+                    super::$case(&app $(, $arg)?).await;
                     app.stop().await;
                     db.cleanup().await;
                 }
@@ -1081,7 +1404,12 @@ macro_rules! api_tests {
     };
 }
 
+use cases::*;
+use workflow_cases::*;
+
 api_tests!(
+    events_are_deduplicated_and_workflows_listed,
+    approvals_gate_steps_with_separation_of_duties,
     every_api_route_refuses_strangers,
     expired_revoked_and_disabled_credentials_stop_working,
     tenant_lifecycle_over_http,

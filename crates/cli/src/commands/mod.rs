@@ -4,6 +4,7 @@ pub mod keys;
 pub mod operator;
 pub mod serve;
 pub mod tenant;
+pub mod workflows;
 
 use std::process::ExitCode;
 

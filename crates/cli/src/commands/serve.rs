@@ -91,6 +91,28 @@ pub async fn run(args: &ConfigArgs, serve: ServeArgs) -> Result<ExitCode, CliErr
         );
     }
 
+    // One shutdown signal, watched by both the HTTP server and the engine.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        // Nobody listening means everything stopped already.
+        let _ = stop.send(true);
+    });
+    let engine = app.engine.clone();
+    let engine_worker = {
+        let mut stopping = stopping.clone();
+        tokio::spawn(async move {
+            tracing::info!("workflow engine started");
+            // On error the engine logs and retries itself; it stops only on shutdown.
+            engine
+                .run(async move {
+                    let _ = stopping.wait_for(|stop| *stop).await;
+                })
+                .await;
+            tracing::info!("workflow engine stopped");
+        })
+    };
+
     let state = ApiState {
         app: Arc::new(app),
         metrics: Arc::new(Metrics::new()),
@@ -101,8 +123,16 @@ pub async fn run(args: &ConfigArgs, serve: ServeArgs) -> Result<ExitCode, CliErr
             max_body_bytes: config.max_body_bytes,
         },
     );
-    gatehouse_server::http::serve(listener, router, shutdown_signal()).await?;
-    tracing::info!("stopped accepting requests; closing the database");
+    let mut http_stopping = stopping;
+    gatehouse_server::http::serve(listener, router, async move {
+        let _ = http_stopping.wait_for(|stop| *stop).await;
+    })
+    .await?;
+    tracing::info!("stopped accepting requests; waiting for the engine's wave in flight");
+    if let Err(err) = engine_worker.await {
+        tracing::error!(%err, "the workflow engine task failed");
+    }
+    tracing::info!("closing the database");
     store.close().await;
     Ok(ExitCode::SUCCESS)
 }

@@ -10,6 +10,7 @@ mod health;
 mod openapi;
 mod operators;
 mod tenants;
+mod workflows;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -81,6 +82,18 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(operators::enable_operator))
         .routes(routes!(operators::list_tokens, operators::issue_token))
         .routes(routes!(operators::revoke_token))
+        .routes(routes!(workflows::submit_event))
+        .routes(routes!(workflows::list_workflows))
+        .routes(routes!(workflows::get_workflow))
+        .routes(routes!(workflows::cancel_workflow))
+        .routes(routes!(workflows::list_approvals))
+        .routes(routes!(workflows::get_approval))
+        .routes(routes!(workflows::approve))
+        .routes(routes!(workflows::reject))
+        .routes(routes!(workflows::modify))
+        .routes(routes!(workflows::list_tasks))
+        .routes(routes!(workflows::get_task))
+        .routes(routes!(workflows::complete_task))
 }
 
 /// The whole HTTP application.

@@ -13,6 +13,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
         (name = "tenants", description = "Client tenants and their lifecycle"),
         (name = "secrets", description = "Tenants' secrets, encrypted under each tenant's own key"),
         (name = "operators", description = "MSP staff accounts and API tokens"),
+        (name = "workflows", description = "Events, workflow instances, approvals (gate L2) and human tasks (gate L3)"),
     )
 )]
 struct ApiDoc;
