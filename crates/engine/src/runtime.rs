@@ -273,19 +273,14 @@ impl Engine {
         // Route first, then store the event, its outcome and the instances it
         // starts in one transaction: one commit per new event, and a
         // duplicate writes nothing.
-        let started = self.start_instances(&event, actor, now);
-        let ids: Vec<WorkflowId> = started.iter().map(|p| p.instance.id).collect();
-        let outcome = json!({ "instances": ids, "routed_at": now.unix_timestamp() });
+        let (started, ids, outcome) = self.route(&event, actor, now);
         let event = InboundEvent {
             outcome: Some(outcome),
             ..event
         };
         let (stored, is_new) = self.store.submit_event(&event, &started).await?;
         if is_new {
-            for progress in &started {
-                self.keep_hot(&progress.instance, progress.steps.clone());
-            }
-            self.wake.notify_one();
+            self.started(&started);
             return Ok(Submitted {
                 event: stored,
                 duplicate: false,
@@ -296,15 +291,10 @@ impl Engine {
             return Ok(Self::answer(stored, true));
         }
         // Stored by an older delivery that stopped before routing: route it now.
-        let started = self.start_instances(&stored, actor, now);
-        let ids: Vec<WorkflowId> = started.iter().map(|p| p.instance.id).collect();
-        let outcome = json!({ "instances": ids, "routed_at": now.unix_timestamp() });
+        let (started, ids, outcome) = self.route(&stored, actor, now);
         match self.store.route_event(stored.id, &outcome, &started).await {
             Ok(()) => {
-                for progress in &started {
-                    self.keep_hot(&progress.instance, progress.steps.clone());
-                }
-                self.wake.notify_one();
+                self.started(&started);
                 let event = InboundEvent {
                     outcome: Some(outcome),
                     ..stored
@@ -321,6 +311,27 @@ impl Engine {
             }
             Err(err) => Err(err.into()),
         }
+    }
+
+    /// The instances `event` starts, their ids and the outcome to record.
+    fn route(
+        &self,
+        event: &InboundEvent,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> (Vec<Progress>, Vec<WorkflowId>, Value) {
+        let started = self.start_instances(event, actor, now);
+        let ids: Vec<WorkflowId> = started.iter().map(|p| p.instance.id).collect();
+        let outcome = json!({ "instances": ids, "routed_at": now.unix_timestamp() });
+        (started, ids, outcome)
+    }
+
+    /// After new instances are committed: keep them hot and wake the worker.
+    fn started(&self, started: &[Progress]) {
+        for progress in started {
+            self.keep_hot(&progress.instance, progress.steps.clone());
+        }
+        self.wake.notify_one();
     }
 
     fn answer(event: InboundEvent, duplicate: bool) -> Submitted {
@@ -868,45 +879,36 @@ impl Wave {
                 // (or changed); it is not gated again.
                 GateLevel::L2 if self.approved_params(&id).is_some() => {
                     let params = self.approved_params(&id).cloned().unwrap_or_default();
-                    let run = self.steps.get(&id);
-                    let key = run.map_or_else(
-                        || format!("{}:{id}", self.instance.id),
-                        |r| r.idempotency_key.clone(),
-                    );
-                    let attempt = run.map_or(1, |r| r.attempts + 1);
-                    calls.push(Call {
-                        step: step.clone(),
-                        undo: false,
-                        params,
-                        key,
-                        attempt,
-                    });
+                    calls.push(self.forward_call(step, params));
                 }
                 GateLevel::L2 | GateLevel::L3 => match step.render_params(&self.instance.context) {
                     Ok(params) => self.gate(step, level, params),
                     Err(err) => self.fail_step(&id, &format!("parameters: {err}")),
                 },
                 GateLevel::L0 | GateLevel::L1 => match step.render_params(&self.instance.context) {
-                    Ok(params) => {
-                        let run = self.steps.get(&id);
-                        let key = run.map_or_else(
-                            || format!("{}:{id}", self.instance.id),
-                            |r| r.idempotency_key.clone(),
-                        );
-                        let attempt = run.map_or(1, |r| r.attempts + 1);
-                        calls.push(Call {
-                            step: step.clone(),
-                            undo: false,
-                            params,
-                            key,
-                            attempt,
-                        });
-                    }
+                    Ok(params) => calls.push(self.forward_call(step, params)),
                     Err(err) => self.fail_step(&id, &format!("parameters: {err}")),
                 },
             }
         }
         calls
+    }
+
+    /// The call that runs `step` forward: its journal's idempotency key and
+    /// the next attempt number.
+    fn forward_call(&self, step: &Step, params: Value) -> Call {
+        let id = step.id.as_str();
+        let run = self.steps.get(id);
+        Call {
+            step: step.clone(),
+            undo: false,
+            params,
+            key: run.map_or_else(
+                || format!("{}:{id}", self.instance.id),
+                |r| r.idempotency_key.clone(),
+            ),
+            attempt: run.map_or(1, |r| r.attempts + 1),
+        }
     }
 
     /// The next compensation to run: the last completed step (in template

@@ -302,6 +302,60 @@ impl<'q> Encode<'q, sqlx::Postgres> for SortableTime {
 macro_rules! impl_engine_store {
     ($store:ty, $db:ty) => {
         impl $store {
+            /// Inserts `event` on `conn` unless one with the same (source,
+            /// dedup key) exists; returns whether it was inserted. Shared by
+            /// `record_event` and `submit_event`.
+            async fn insert_event(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                event: &gatehouse_core::workflow::InboundEvent,
+            ) -> gatehouse_core::store::StoreResult<bool> {
+                use crate::engine_sql::{self as sql, SortableTime, Violation};
+                use gatehouse_core::store::StoreError;
+                let text = format!(
+                    "INSERT INTO inbox_events ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                     ON CONFLICT (source, dedup_key) DO NOTHING",
+                    sql::EVENT_COLUMNS
+                );
+                let done = sqlx::query(&text)
+                    .bind(event.id.to_string())
+                    .bind(event.tenant_id.map(|t| t.to_string()))
+                    .bind(event.source.as_str())
+                    .bind(event.kind.as_str())
+                    .bind(event.dedup_key.as_str())
+                    .bind(sql::to_json(&event.payload)?)
+                    .bind(SortableTime(event.received_at))
+                    .bind(event.outcome.as_ref().map(sql::to_json).transpose()?)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|err| match sql::violation(&err) {
+                        Violation::Unique => {
+                            StoreError::Conflict(format!("an event with id `{}` already exists", event.id))
+                        }
+                        Violation::ForeignKey => StoreError::NotFound("tenant"),
+                        Violation::Other => crate::db_error("recording an event")(err),
+                    })?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            /// The event stored under (source, dedup key), for a duplicate.
+            async fn event_by_key(
+                &self,
+                event: &gatehouse_core::workflow::InboundEvent,
+            ) -> gatehouse_core::store::StoreResult<gatehouse_core::workflow::InboundEvent> {
+                let text = format!(
+                    "SELECT {} FROM inbox_events WHERE source = $1 AND dedup_key = $2",
+                    crate::engine_sql::EVENT_COLUMNS
+                );
+                sqlx::query_as::<_, crate::rows::InboundEventRow>(&text)
+                    .bind(event.source.as_str())
+                    .bind(event.dedup_key.as_str())
+                    .fetch_optional(&self.writer)
+                    .await
+                    .map_err(crate::db_error("reading an event"))?
+                    .ok_or(gatehouse_core::store::StoreError::NotFound("event"))?
+                    .try_into()
+            }
+
             /// Writes a batch of progress on `conn`, inside the caller's
             /// transaction: new instances, version-checked updates, step
             /// upserts, history appends, then approvals and human tasks.
@@ -415,49 +469,17 @@ macro_rules! impl_engine_store {
                 &self,
                 event: &gatehouse_core::workflow::InboundEvent,
             ) -> gatehouse_core::store::StoreResult<(gatehouse_core::workflow::InboundEvent, bool)> {
-                use crate::engine_sql::{self as sql, SortableTime, Violation};
-                use gatehouse_core::store::StoreError;
-                let text = format!(
-                    "INSERT INTO inbox_events ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                     ON CONFLICT (source, dedup_key) DO NOTHING",
-                    sql::EVENT_COLUMNS
-                );
-                let done = sqlx::query(&text)
-                    .bind(event.id.to_string())
-                    .bind(event.tenant_id.map(|t| t.to_string()))
-                    .bind(event.source.as_str())
-                    .bind(event.kind.as_str())
-                    .bind(event.dedup_key.as_str())
-                    .bind(sql::to_json(&event.payload)?)
-                    .bind(SortableTime(event.received_at))
-                    .bind(event.outcome.as_ref().map(sql::to_json).transpose()?)
-                    .execute(&self.writer)
+                let mut conn = self
+                    .writer
+                    .acquire()
                     .await
-                    .map_err(|err| match sql::violation(&err) {
-                        Violation::Unique => {
-                            StoreError::Conflict(format!("an event with id `{}` already exists", event.id))
-                        }
-                        Violation::ForeignKey => StoreError::NotFound("tenant"),
-                        Violation::Other => crate::db_error("recording an event")(err),
-                    })?;
-                if done.rows_affected() == 1 {
+                    .map_err(crate::db_error("acquiring a connection"))?;
+                if Self::insert_event(&mut conn, event).await? {
                     return Ok((event.clone(), true));
                 }
+                drop(conn);
                 // A duplicate: answer with the event stored first.
-                let text = format!(
-                    "SELECT {} FROM inbox_events WHERE source = $1 AND dedup_key = $2",
-                    sql::EVENT_COLUMNS
-                );
-                let earlier: gatehouse_core::workflow::InboundEvent =
-                    sqlx::query_as::<_, crate::rows::InboundEventRow>(&text)
-                        .bind(event.source.as_str())
-                        .bind(event.dedup_key.as_str())
-                        .fetch_optional(&self.pool)
-                        .await
-                        .map_err(crate::db_error("reading an event"))?
-                        .ok_or(StoreError::NotFound("event"))?
-                        .try_into()?;
-                Ok((earlier, false))
+                Ok((self.event_by_key(event).await?, false))
             }
 
             async fn submit_event(
@@ -466,7 +488,6 @@ macro_rules! impl_engine_store {
                 started: &[gatehouse_core::workflow::Progress],
             ) -> gatehouse_core::store::StoreResult<(gatehouse_core::workflow::InboundEvent, bool)> {
                 use crate::db_error;
-                use crate::engine_sql::{self as sql, SortableTime, Violation};
                 use gatehouse_core::store::StoreError;
                 if let Some(p) = started.iter().find(|p| p.instance.version != 1) {
                     return Err(StoreError::Conflict(format!(
@@ -474,50 +495,14 @@ macro_rules! impl_engine_store {
                         p.instance.id, p.instance.version
                     )));
                 }
-                let text = format!(
-                    "INSERT INTO inbox_events ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                     ON CONFLICT (source, dedup_key) DO NOTHING",
-                    sql::EVENT_COLUMNS
-                );
                 let mut tx = self.writer.begin().await.map_err(db_error("starting a transaction"))?;
-                let done = sqlx::query(&text)
-                    .bind(event.id.to_string())
-                    .bind(event.tenant_id.map(|t| t.to_string()))
-                    .bind(event.source.as_str())
-                    .bind(event.kind.as_str())
-                    .bind(event.dedup_key.as_str())
-                    .bind(sql::to_json(&event.payload)?)
-                    .bind(SortableTime(event.received_at))
-                    .bind(event.outcome.as_ref().map(sql::to_json).transpose()?)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|err| match sql::violation(&err) {
-                        Violation::Unique => {
-                            StoreError::Conflict(format!("an event with id `{}` already exists", event.id))
-                        }
-                        Violation::ForeignKey => StoreError::NotFound("tenant"),
-                        Violation::Other => db_error("recording an event")(err),
-                    })?;
-                if done.rows_affected() == 1 {
+                if Self::insert_event(&mut tx, event).await? {
                     Self::write_progress(&mut tx, started).await?;
                     tx.commit().await.map_err(db_error("committing a submitted event"))?;
                     return Ok((event.clone(), true));
                 }
                 drop(tx);
-                let text = format!(
-                    "SELECT {} FROM inbox_events WHERE source = $1 AND dedup_key = $2",
-                    sql::EVENT_COLUMNS
-                );
-                let earlier: gatehouse_core::workflow::InboundEvent =
-                    sqlx::query_as::<_, crate::rows::InboundEventRow>(&text)
-                        .bind(event.source.as_str())
-                        .bind(event.dedup_key.as_str())
-                        .fetch_optional(&self.writer)
-                        .await
-                        .map_err(db_error("reading an event"))?
-                        .ok_or(StoreError::NotFound("event"))?
-                        .try_into()?;
-                Ok((earlier, false))
+                Ok((self.event_by_key(event).await?, false))
             }
 
             async fn route_event(
