@@ -131,6 +131,7 @@ pub async fn measure(store: Arc<dyn Store>, bench: &EngineBench) -> Result<Value
     let config = EngineConfig {
         batch: 1024,
         idle_poll: Duration::from_millis(100),
+        ..EngineConfig::default()
     };
     let engine = Arc::new(Engine::new(
         store.clone(),

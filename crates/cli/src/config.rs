@@ -83,6 +83,8 @@ struct FileConfig {
     max_body_bytes: Option<usize>,
     key_cache_ttl_secs: Option<u64>,
     auto_migrate: Option<bool>,
+    node_id: Option<String>,
+    lease_secs: Option<u64>,
     key_provider: Option<KeyProviderKind>,
     key_file: Option<PathBuf>,
     vault_addr: Option<String>,
@@ -112,6 +114,11 @@ pub struct Config {
     pub key_cache_ttl_secs: u64,
     /// Whether `serve` applies migrations at start-up.
     pub auto_migrate: bool,
+    /// This node's name in the engine's leases (distinct per node sharing a
+    /// database; stable across restarts).
+    pub node_id: String,
+    /// How long the engine's claim on a due instance lasts.
+    pub lease_secs: u64,
     /// Where the KEKs live.
     pub key_provider: KeyProviderKind,
     /// The local key file.
@@ -213,6 +220,19 @@ impl Config {
             auto_migrate: parse_env("GATEHOUSE_AUTO_MIGRATE")?
                 .or(file.auto_migrate)
                 .unwrap_or(true),
+            node_id: match env("GATEHOUSE_NODE_ID").or(file.node_id) {
+                Some(node) => check_node_id(node)?,
+                None => default_node_id(),
+            },
+            lease_secs: match parse_env("GATEHOUSE_LEASE_SECS")?.or(file.lease_secs) {
+                Some(0) => {
+                    return Err(CliError::Config(
+                        "lease_secs must be at least 1 second".into(),
+                    ));
+                }
+                Some(secs) => secs,
+                None => 300,
+            },
             key_provider: args.key_provider.or(file.key_provider).unwrap_or_default(),
             key_file: args
                 .key_file
@@ -235,6 +255,26 @@ impl Config {
             database_url,
         })
     }
+}
+
+/// A node id: 1 to 128 printable ASCII characters without spaces.
+fn check_node_id(node: String) -> Result<String, CliError> {
+    if node.is_empty() || node.len() > 128 || !node.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(CliError::Config(format!(
+            "node_id `{node}` must be 1 to 128 printable ASCII characters without spaces"
+        )));
+    }
+    Ok(node)
+}
+
+/// The host's name (stable across restarts, distinct between machines), or
+/// `gatehouse` where it cannot be read.
+fn default_node_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .and_then(|name| check_node_id(name).ok())
+        .unwrap_or_else(|| "gatehouse".to_owned())
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, CliError> {

@@ -118,7 +118,11 @@ pub fn open_engine(
         Arc::new(templates),
         Arc::new(actions),
         clock,
-        EngineConfig::default(),
+        EngineConfig {
+            node: config.node_id.clone(),
+            lease: Duration::from_secs(config.lease_secs),
+            ..EngineConfig::default()
+        },
     )))
 }
 

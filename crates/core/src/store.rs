@@ -215,6 +215,15 @@ pub trait EngineStore: Send + Sync {
         event: &InboundEvent,
         started: &[Progress],
     ) -> StoreResult<(InboundEvent, bool)>;
+    /// `submit_event` for many events in ONE transaction (group commit of
+    /// concurrent submissions). The answers are in the order of `batch`; a
+    /// later item with the same (source, dedup key) as an earlier one is a
+    /// duplicate of it. If any item fails, nothing is written and the
+    /// error is returned: the caller retries the items one by one.
+    async fn submit_events(
+        &self,
+        batch: &[(InboundEvent, Vec<Progress>)],
+    ) -> StoreResult<Vec<(InboundEvent, bool)>>;
     /// In one transaction: records `outcome` on the event (only if it has
     /// none yet; `Stale` otherwise) and creates the instances it started
     /// (each `Progress` with `version == 1`).
@@ -237,6 +246,25 @@ pub trait EngineStore: Send + Sync {
     /// Running or compensating instances whose `next_run_at` is at or
     /// before `now`, earliest first.
     async fn due_instances(&self, now: OffsetDateTime, limit: u32) -> StoreResult<Vec<WorkflowId>>;
+    /// Claims up to `limit` due instances (as `due_instances`) for `node`
+    /// until `lease_until`: those whose lease is free, expired, or already
+    /// `node`'s. Two nodes never claim the same instance at once (PostgreSQL:
+    /// `FOR UPDATE SKIP LOCKED`). Returns each claimed instance's id and
+    /// stored version, earliest due first.
+    async fn claim_due(
+        &self,
+        node: &str,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: u32,
+    ) -> StoreResult<Vec<(WorkflowId, i64)>>;
+    /// Gives up every lease `node` holds (a clean shutdown), so other nodes
+    /// need not wait for them to expire. Returns how many were held.
+    async fn release_leases(&self, node: &str) -> StoreResult<u64>;
+    /// A subscription to "work may be due" signals from other processes
+    /// (PostgreSQL `LISTEN`), or `None` where the store has none (SQLite: one
+    /// process, whose engine wakes itself).
+    async fn listen_for_work(&self) -> StoreResult<Option<Box<dyn WorkListener>>>;
     /// In one transaction, for every item: inserts the instance (version 1)
     /// or updates it if its stored version is `version - 1`, upserts its
     /// step runs, appends its history, and inserts or updates its approvals
@@ -247,6 +275,19 @@ pub trait EngineStore: Send + Sync {
     /// `Stale("human task")`, and likewise nothing is written.
     async fn commit_progress(&self, batch: &[Progress]) -> StoreResult<()>;
 }
+
+/// Wakes a node's engine when another process made work due: a new event,
+/// a decision, a completed task.
+#[async_trait]
+pub trait WorkListener: Send + std::fmt::Debug {
+    /// Waits for the next signal. An error means the subscription is lost
+    /// (the connection dropped); the caller falls back to polling and may
+    /// subscribe again.
+    async fn recv(&mut self) -> StoreResult<()>;
+}
+
+/// The channel on which PostgreSQL stores announce due work.
+pub const WORK_CHANNEL: &str = "gatehouse_work";
 
 /// A page of approvals.
 #[derive(Debug, Clone, Default)]

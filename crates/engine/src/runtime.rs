@@ -125,6 +125,16 @@ pub struct EngineConfig {
     /// How long an idle worker sleeps before looking for due work again
     /// when nothing wakes it.
     pub idle_poll: Duration,
+    /// This node's name in leases. Nodes sharing a database need distinct
+    /// names; a node restarted under the same name takes its own leases
+    /// back at once instead of waiting for them to expire.
+    pub node: String,
+    /// How long a claim on an instance lasts. Another node takes over an
+    /// instance whose node died once its lease expires. A wave that outlives
+    /// its lease is still safe (the version check on commit refuses the
+    /// second writer) but may run an action twice, with the same
+    /// idempotency key: keep it above the longest step timeout.
+    pub lease: Duration,
 }
 
 impl Default for EngineConfig {
@@ -132,6 +142,8 @@ impl Default for EngineConfig {
         Self {
             batch: 256,
             idle_poll: Duration::from_millis(500),
+            node: "local".to_owned(),
+            lease: Duration::from_secs(300),
         }
     }
 }
@@ -147,6 +159,8 @@ pub struct Engine {
     wake: Notify,
     stats: Arc<EngineStats>,
     finished: broadcast::Sender<(WorkflowId, InstanceState)>,
+    /// Concurrent submissions, committed together.
+    submissions: Arc<Submissions>,
     /// Instances this node is driving, as it last committed them: the next
     /// wave starts from here instead of reading them back. The version
     /// check on commit still catches any other writer; a failed commit
@@ -204,6 +218,7 @@ impl Engine {
         config: EngineConfig,
     ) -> Self {
         let breakers = Arc::new(BreakerRegistry::new(Default::default(), clock.clone()));
+        let submissions = Arc::new(Submissions::new(store.clone()));
         Self {
             store,
             templates,
@@ -214,6 +229,7 @@ impl Engine {
             wake: Notify::new(),
             stats: Arc::new(EngineStats::default()),
             finished: broadcast::channel(65_536).0,
+            submissions,
             hot: std::sync::Mutex::new(HashMap::new()),
         }
     }
@@ -278,7 +294,7 @@ impl Engine {
             outcome: Some(outcome),
             ..event
         };
-        let (stored, is_new) = self.store.submit_event(&event, &started).await?;
+        let (stored, is_new) = self.submissions.submit(event, started.clone()).await?;
         if is_new {
             self.started(&started);
             return Ok(Submitted {
@@ -671,17 +687,24 @@ impl Engine {
         Ok(instance)
     }
 
-    /// Advances every due instance by one wave and commits them together.
-    /// Returns how many instances it advanced.
+    /// Advances every due instance this node can claim by one wave and
+    /// commits them together. Returns how many instances it advanced.
     pub async fn tick(&self) -> Result<usize, EngineError> {
         let now = self.clock.now();
-        let due = self.store.due_instances(now, self.config.batch).await?;
+        let lease_until =
+            now + time::Duration::try_from(self.config.lease).unwrap_or(time::Duration::MAX);
+        let due = self
+            .store
+            .claim_due(&self.config.node, now, lease_until, self.config.batch)
+            .await?;
         if due.is_empty() {
             return Ok(0);
         }
         let mut waves = tokio::task::JoinSet::new();
-        for id in due {
-            let cached = self.hot().remove(&id);
+        for (id, version) in due {
+            // What this node holds is current only if nobody (another node,
+            // a person's decision) committed since.
+            let cached = self.hot().remove(&id).filter(|(i, _)| i.version == version);
             let (instance, steps) = match cached {
                 Some(state) => state,
                 None => self.store.get_instance(id).await?,
@@ -741,8 +764,19 @@ impl Engine {
 
     /// Runs until `shutdown` completes: ticks while there is due work,
     /// sleeps until woken (a new event) or the idle poll otherwise.
+    ///
+    /// Other processes' signals (PostgreSQL `LISTEN`) wake it too. On
+    /// shutdown it gives up its leases so other nodes need not wait for
+    /// them to expire.
     pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let mut listener = match self.store.listen_for_work().await {
+            Ok(listener) => listener,
+            Err(err) => {
+                tracing::warn!(%err, "cannot listen for other nodes' signals; polling only");
+                None
+            }
+        };
         loop {
             let advanced = match self.tick().await {
                 Ok(n) => n,
@@ -755,9 +789,118 @@ impl Engine {
                 continue;
             }
             tokio::select! {
-                () = &mut shutdown => return,
+                () = &mut shutdown => break,
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(self.config.idle_poll) => {}
+                signal = next_signal(&mut listener) => {
+                    if let Err(err) = signal {
+                        tracing::warn!(%err, "lost the subscription to other nodes' signals; polling only");
+                        listener = None;
+                    }
+                }
+            }
+        }
+        match self.store.release_leases(&self.config.node).await {
+            Ok(0) => {}
+            Ok(released) => tracing::info!(released, node = %self.config.node, "released leases"),
+            Err(err) => tracing::warn!(%err, "could not release leases; they expire by themselves"),
+        }
+    }
+}
+
+/// The next signal from `listener`; never, without one.
+async fn next_signal(
+    listener: &mut Option<Box<dyn gatehouse_core::store::WorkListener>>,
+) -> Result<(), StoreError> {
+    match listener {
+        Some(listener) => listener.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+type SubmitAnswer = Result<(InboundEvent, bool), StoreError>;
+
+/// Group commit of concurrent submissions: the first caller to find no
+/// commit under way starts one (on its own task, so a caller that goes away
+/// cannot strand the others); everything that queues meanwhile goes into
+/// the next commit. One caller alone commits at once.
+struct Submissions {
+    store: Arc<dyn WorkflowStore>,
+    queue: std::sync::Mutex<SubmitQueue>,
+}
+
+#[derive(Default)]
+struct SubmitQueue {
+    pending: Vec<(
+        InboundEvent,
+        Vec<Progress>,
+        tokio::sync::oneshot::Sender<SubmitAnswer>,
+    )>,
+    flushing: bool,
+}
+
+/// At most this many events per submission commit.
+const SUBMIT_BATCH: usize = 512;
+
+impl Submissions {
+    fn new(store: Arc<dyn WorkflowStore>) -> Self {
+        Self {
+            store,
+            queue: std::sync::Mutex::new(SubmitQueue::default()),
+        }
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, SubmitQueue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn submit(self: &Arc<Self>, event: InboundEvent, started: Vec<Progress>) -> SubmitAnswer {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let lead = {
+            let mut queue = self.queue();
+            queue.pending.push((event, started, reply));
+            !std::mem::replace(&mut queue.flushing, true)
+        };
+        if lead {
+            let this = self.clone();
+            tokio::spawn(async move { this.flush().await });
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(StoreError::Backend {
+                context: "submitting an event",
+                source: "the commit task stopped before answering".into(),
+            })
+        })
+    }
+
+    async fn flush(&self) {
+        loop {
+            let batch = {
+                let mut queue = self.queue();
+                if queue.pending.is_empty() {
+                    queue.flushing = false;
+                    return;
+                }
+                let take = queue.pending.len().min(SUBMIT_BATCH);
+                queue.pending.drain(..take).collect::<Vec<_>>()
+            };
+            let (items, replies): (Vec<_>, Vec<_>) = batch
+                .into_iter()
+                .map(|(event, started, reply)| ((event, started), reply))
+                .unzip();
+            match self.store.submit_events(&items).await {
+                Ok(answers) => {
+                    for (reply, answer) in replies.into_iter().zip(answers) {
+                        let _ = reply.send(Ok(answer));
+                    }
+                }
+                // One bad item must not fail the others: nothing was
+                // written, so each is committed on its own.
+                Err(_) => {
+                    for ((event, started), reply) in items.into_iter().zip(replies) {
+                        let _ = reply.send(self.store.submit_event(&event, &started).await);
+                    }
+                }
             }
         }
     }

@@ -149,6 +149,29 @@ impl EngineStore for Crashy {
     ) -> StoreResult<Vec<WorkflowId>> {
         self.inner.due_instances(now, l).await
     }
+    async fn submit_events(
+        &self,
+        batch: &[(InboundEvent, Vec<Progress>)],
+    ) -> StoreResult<Vec<(InboundEvent, bool)>> {
+        self.inner.submit_events(batch).await
+    }
+    async fn claim_due(
+        &self,
+        node: &str,
+        now: time::OffsetDateTime,
+        until: time::OffsetDateTime,
+        l: u32,
+    ) -> StoreResult<Vec<(WorkflowId, i64)>> {
+        self.inner.claim_due(node, now, until, l).await
+    }
+    async fn release_leases(&self, node: &str) -> StoreResult<u64> {
+        self.inner.release_leases(node).await
+    }
+    async fn listen_for_work(
+        &self,
+    ) -> StoreResult<Option<Box<dyn gatehouse_core::store::WorkListener>>> {
+        self.inner.listen_for_work().await
+    }
     async fn commit_progress(&self, batch: &[Progress]) -> StoreResult<()> {
         {
             let mut fail = self.fail.lock().unwrap();

@@ -337,6 +337,26 @@ macro_rules! impl_engine_store {
                 Ok(done.rows_affected() == 1)
             }
 
+            /// The event stored under (source, dedup key), read on `conn`
+            /// (inside the caller's transaction).
+            async fn event_by_key_on(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                event: &gatehouse_core::workflow::InboundEvent,
+            ) -> gatehouse_core::store::StoreResult<gatehouse_core::workflow::InboundEvent> {
+                let text = format!(
+                    "SELECT {} FROM inbox_events WHERE source = $1 AND dedup_key = $2",
+                    crate::engine_sql::EVENT_COLUMNS
+                );
+                sqlx::query_as::<_, crate::rows::InboundEventRow>(&text)
+                    .bind(event.source.as_str())
+                    .bind(event.dedup_key.as_str())
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(crate::db_error("reading an event"))?
+                    .ok_or(gatehouse_core::store::StoreError::NotFound("event"))?
+                    .try_into()
+            }
+
             /// The event stored under (source, dedup key), for a duplicate.
             async fn event_by_key(
                 &self,
@@ -498,11 +518,50 @@ macro_rules! impl_engine_store {
                 let mut tx = self.writer.begin().await.map_err(db_error("starting a transaction"))?;
                 if Self::insert_event(&mut tx, event).await? {
                     Self::write_progress(&mut tx, started).await?;
+                    if !started.is_empty() {
+                        Self::wake_workers(&mut tx).await?;
+                    }
                     tx.commit().await.map_err(db_error("committing a submitted event"))?;
                     return Ok((event.clone(), true));
                 }
                 drop(tx);
                 Ok((self.event_by_key(event).await?, false))
+            }
+
+            async fn submit_events(
+                &self,
+                batch: &[(gatehouse_core::workflow::InboundEvent, Vec<gatehouse_core::workflow::Progress>)],
+            ) -> gatehouse_core::store::StoreResult<Vec<(gatehouse_core::workflow::InboundEvent, bool)>> {
+                use crate::db_error;
+                use gatehouse_core::store::StoreError;
+                if let Some(p) = batch.iter().flat_map(|(_, s)| s).find(|p| p.instance.version != 1) {
+                    return Err(StoreError::Conflict(format!(
+                        "workflow instance {} is started by an event, so its version must be 1, not {}",
+                        p.instance.id, p.instance.version
+                    )));
+                }
+                if batch.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut tx = self.writer.begin().await.map_err(db_error("starting a transaction"))?;
+                let mut answers = Vec::with_capacity(batch.len());
+                let mut started = Vec::new();
+                for (event, progress) in batch {
+                    if Self::insert_event(&mut tx, event).await? {
+                        started.extend(progress.iter().cloned());
+                        answers.push((event.clone(), true));
+                    } else {
+                        // A duplicate, maybe of an earlier item of this batch:
+                        // read it inside the transaction.
+                        answers.push((Self::event_by_key_on(&mut tx, event).await?, false));
+                    }
+                }
+                Self::write_progress(&mut tx, &started).await?;
+                if !started.is_empty() {
+                    Self::wake_workers(&mut tx).await?;
+                }
+                tx.commit().await.map_err(db_error("committing submitted events"))?;
+                Ok(answers)
             }
 
             async fn route_event(
@@ -540,6 +599,9 @@ macro_rules! impl_engine_store {
                     });
                 }
                 Self::write_progress(&mut tx, started).await?;
+                if !started.is_empty() {
+                    Self::wake_workers(&mut tx).await?;
+                }
                 tx.commit().await.map_err(db_error("committing a routed event"))
             }
 
@@ -692,6 +754,66 @@ macro_rules! impl_engine_store {
                         })
                     })
                     .collect()
+            }
+
+            async fn claim_due(
+                &self,
+                node: &str,
+                now: time::OffsetDateTime,
+                lease_until: time::OffsetDateTime,
+                limit: u32,
+            ) -> gatehouse_core::store::StoreResult<Vec<(gatehouse_core::id::WorkflowId, i64)>> {
+                use crate::engine_sql::SortableTime;
+                // The inner query repeats the partial index's conditions;
+                // `CLAIM_LOCK` makes concurrent claims skip each other's rows.
+                let text = format!(
+                    "UPDATE workflow_instances SET lease_owner = $1, lease_until = $2
+                     WHERE id IN (
+                       SELECT id FROM workflow_instances
+                       WHERE state IN ('running', 'compensating') AND next_run_at IS NOT NULL
+                         AND next_run_at <= $3
+                         AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until <= $3)
+                       ORDER BY next_run_at, id LIMIT $4{}
+                     )
+                     RETURNING id, version, next_run_at",
+                    Self::CLAIM_LOCK
+                );
+                let mut rows: Vec<(String, i64, Option<time::OffsetDateTime>)> = sqlx::query_as(&text)
+                    .bind(node)
+                    .bind(SortableTime(lease_until))
+                    .bind(SortableTime(now))
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.writer)
+                    .await
+                    .map_err(crate::db_error("claiming due workflow instances"))?;
+                // RETURNING does not keep the subquery's order.
+                rows.sort_by(|a, b| (a.2, &a.0).cmp(&(b.2, &b.0)));
+                rows.into_iter()
+                    .map(|(id, version, _)| {
+                        let id = id.parse().map_err(|e| {
+                            gatehouse_core::store::StoreError::Corrupt(format!("workflow_instances.id: {e}"))
+                        })?;
+                        Ok((id, version))
+                    })
+                    .collect()
+            }
+
+            async fn release_leases(&self, node: &str) -> gatehouse_core::store::StoreResult<u64> {
+                let done = sqlx::query(
+                    "UPDATE workflow_instances SET lease_owner = NULL, lease_until = NULL
+                     WHERE lease_owner = $1",
+                )
+                .bind(node)
+                .execute(&self.writer)
+                .await
+                .map_err(crate::db_error("releasing leases"))?;
+                Ok(done.rows_affected())
+            }
+
+            async fn listen_for_work(
+                &self,
+            ) -> gatehouse_core::store::StoreResult<Option<Box<dyn gatehouse_core::store::WorkListener>>> {
+                self.work_listener().await
             }
 
             async fn commit_progress(

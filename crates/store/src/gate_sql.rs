@@ -443,6 +443,7 @@ macro_rules! impl_gate_store {
 
                 if let Some(progress) = progress {
                     Self::write_progress(&mut tx, std::slice::from_ref(progress)).await?;
+                    Self::wake_workers(&mut tx).await?;
                 }
                 tx.commit().await.map_err(db_error("committing a decision"))
             }
@@ -562,6 +563,7 @@ macro_rules! impl_gate_store {
                     });
                 }
                 Self::write_progress(&mut tx, std::slice::from_ref(progress)).await?;
+                Self::wake_workers(&mut tx).await?;
                 tx.commit().await.map_err(db_error("committing a completed human task"))
             }
         }

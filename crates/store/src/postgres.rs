@@ -3,9 +3,11 @@
 
 use std::str::FromStr;
 
-use gatehouse_core::store::{Backend, SchemaStatus, Store, StoreError, StoreResult};
+use gatehouse_core::store::{
+    Backend, SchemaStatus, Store, StoreError, StoreResult, WORK_CHANNEL, WorkListener,
+};
 use sqlx::PgPool;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 
 use crate::db_error;
 
@@ -114,10 +116,53 @@ fn uuid_suffix() -> String {
 }
 
 impl PgStore {
+    /// Concurrent claims skip rows another node is claiming.
+    const CLAIM_LOCK: &'static str = " FOR UPDATE SKIP LOCKED";
+
+    /// Announces, at commit, that work may be due: every node's engine
+    /// listening on [`WORK_CHANNEL`] wakes and claims what it can.
+    async fn wake_workers(conn: &mut sqlx::PgConnection) -> StoreResult<()> {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(WORK_CHANNEL)
+            .execute(conn)
+            .await
+            .map_err(db_error("announcing due work"))?;
+        Ok(())
+    }
+
+    /// A `LISTEN` on [`WORK_CHANNEL`], on a connection of its own.
+    async fn work_listener(&self) -> StoreResult<Option<Box<dyn WorkListener>>> {
+        let mut listener = PgListener::connect_with(&self.pool)
+            .await
+            .map_err(db_error("connecting a listener"))?;
+        listener
+            .listen(WORK_CHANNEL)
+            .await
+            .map_err(db_error("listening for due work"))?;
+        Ok(Some(Box::new(PgWorkListener(listener))))
+    }
+
     /// Nothing to do after a tenant's key is destroyed: dead tuples are
     /// reclaimed by (auto)vacuum; WAL archives and backups are the
     /// operator's (see docs/keys.md).
     async fn after_shred(&self) {}
+}
+
+/// `LISTEN gatehouse_work`. The connection reconnects by itself on the next
+/// `recv` after it drops; signals sent meanwhile are lost, which the engine's
+/// idle poll covers.
+#[derive(Debug)]
+struct PgWorkListener(PgListener);
+
+#[async_trait::async_trait]
+impl WorkListener for PgWorkListener {
+    async fn recv(&mut self) -> StoreResult<()> {
+        self.0
+            .recv()
+            .await
+            .map(drop)
+            .map_err(db_error("waiting for due work"))
+    }
 }
 
 crate::sql::impl_store_traits!(PgStore);

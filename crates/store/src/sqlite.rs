@@ -94,6 +94,24 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// One writer at a time: claims cannot race.
+    const CLAIM_LOCK: &'static str = "";
+
+    /// Nothing to announce: one process owns the database, and its engine
+    /// wakes itself.
+    async fn wake_workers(_conn: &mut sqlx::SqliteConnection) -> StoreResult<()> {
+        Ok(())
+    }
+
+    /// No cross-process signals on SQLite.
+    async fn work_listener(
+        &self,
+    ) -> StoreResult<Option<Box<dyn gatehouse_core::store::WorkListener>>> {
+        Ok(None)
+    }
+}
+
 crate::sql::impl_store_traits!(SqliteStore);
 crate::engine_sql::impl_engine_store!(SqliteStore, sqlx::Sqlite);
 crate::gate_sql::impl_gate_store!(SqliteStore, sqlx::Sqlite);

@@ -742,6 +742,152 @@ mod cases {
         ));
     }
 
+    pub async fn submitting_a_batch_of_events_commits_them_together(c: &Case) {
+        let tenant = c.insert("acme").await;
+        let earlier = c.event("api", "deal-0", None);
+        c.store.record_event(&earlier).await.unwrap();
+
+        let mut items = Vec::new();
+        let mut instances = Vec::new();
+        for key in ["deal-1", "deal-2", "deal-1", "deal-0"] {
+            let mut event = c.event("api", key, Some(tenant.id));
+            let mut instance = c.instance(Some(tenant.id), "onboarding");
+            instance.started_by = Some(event.id);
+            event.outcome = Some(json!({ "instances": [instance.id] }));
+            instances.push(instance.id);
+            items.push((event, vec![c.start(&instance, &["a-notify"])]));
+        }
+        let answers = c.store.submit_events(&items).await.unwrap();
+        let new: Vec<bool> = answers.iter().map(|(_, new)| *new).collect();
+        assert_eq!(new, [true, true, false, false]);
+        assert_eq!(answers[0].0, items[0].0);
+        assert_eq!(answers[1].0, items[1].0);
+        assert_eq!(
+            answers[2].0, items[0].0,
+            "a duplicate inside the batch gets the first"
+        );
+        assert_eq!(
+            answers[3].0, earlier,
+            "a duplicate of a stored event gets the stored one"
+        );
+        for (id, exists) in instances.iter().zip([true, true, false, false]) {
+            assert_eq!(c.store.get_instance(*id).await.is_ok(), exists);
+        }
+
+        // One bad item (an unknown tenant) writes nothing at all.
+        let ghost = TenantId::generate(c.clock.now());
+        let good = c.event("api", "deal-3", None);
+        let bad = c.event("api", "deal-4", Some(ghost));
+        let result = c
+            .store
+            .submit_events(&[(good.clone(), vec![]), (bad.clone(), vec![])])
+            .await;
+        assert!(matches!(result, Err(StoreError::NotFound(_))), "{result:?}");
+        for id in [good.id, bad.id] {
+            assert!(matches!(
+                c.store.get_event(id).await,
+                Err(StoreError::NotFound(_))
+            ));
+        }
+        assert!(c.store.submit_events(&[]).await.unwrap().is_empty());
+    }
+
+    pub async fn due_instances_are_claimed_with_leases(c: &Case) {
+        let t0 = c.clock.now();
+        let mut due = Vec::new();
+        let mut batch = Vec::new();
+        for n in 0..5 {
+            let mut i = c.instance(None, "onboard");
+            i.next_run_at = Some(t0 + Duration::milliseconds(n));
+            due.push(i.id);
+            batch.push(c.start(&i, &[]));
+        }
+        let mut later = c.instance(None, "onboard");
+        later.next_run_at = Some(t0 + Duration::hours(1));
+        batch.push(c.start(&later, &[]));
+        c.store.commit_progress(&batch).await.unwrap();
+
+        let now = t0 + Duration::seconds(1);
+        let lease = now + Duration::seconds(30);
+        let ids = |claimed: Vec<(WorkflowId, i64)>| -> Vec<WorkflowId> {
+            assert!(claimed.iter().all(|(_, version)| *version == 1));
+            claimed.into_iter().map(|(id, _)| id).collect()
+        };
+        let a = ids(c.store.claim_due("node-a", now, lease, 3).await.unwrap());
+        assert_eq!(a, due[..3], "earliest first");
+        let b = ids(c.store.claim_due("node-b", now, lease, 10).await.unwrap());
+        assert_eq!(b, due[3..], "another node's live leases are skipped");
+        // A node takes its own leases again (a restart under the same name).
+        let again = ids(c.store.claim_due("node-a", now, lease, 10).await.unwrap());
+        assert_eq!(again, due[..3]);
+        // Once a lease has expired, anyone may take the instance.
+        let after = lease + Duration::milliseconds(1);
+        let c_claims = ids(c
+            .store
+            .claim_due("node-c", after, after + Duration::seconds(30), 10)
+            .await
+            .unwrap());
+        assert_eq!(
+            c_claims, due,
+            "every lease has expired; the later instance is not due"
+        );
+        // A released lease frees the instance at once.
+        assert_eq!(c.store.release_leases("node-c").await.unwrap(), 5);
+        assert_eq!(c.store.release_leases("node-c").await.unwrap(), 0);
+        let d = ids(c
+            .store
+            .claim_due("node-d", after, after + Duration::seconds(30), 2)
+            .await
+            .unwrap());
+        assert_eq!(d, due[..2]);
+        // A committed instance keeps its lease; its version is reported.
+        let next = c.next(&c.store.get_instance(due[0]).await.unwrap().0);
+        c.store.commit_progress(&[Case::bare(&next)]).await.unwrap();
+        let mine = c
+            .store
+            .claim_due("node-d", after, after + Duration::seconds(30), 1)
+            .await
+            .unwrap();
+        assert_eq!(mine, [(due[0], 2)]);
+    }
+
+    pub async fn concurrent_claims_never_overlap(c: &Case) {
+        let now = c.clock.now();
+        let batch: Vec<Progress> = (0..120)
+            .map(|_| c.start(&c.instance(None, "bulk"), &[]))
+            .collect();
+        c.store.commit_progress(&batch).await.unwrap();
+        let later = now + Duration::seconds(1);
+        let lease = later + Duration::minutes(5);
+        let mut tasks = tokio::task::JoinSet::new();
+        for node in 0..4 {
+            let store = c.store.clone();
+            tasks.spawn(async move {
+                // A new name each round, so a round never takes back what
+                // an earlier one claimed.
+                let mut mine = Vec::new();
+                for round in 0.. {
+                    let name = format!("node-{node}-{round}");
+                    let claimed = store.claim_due(&name, later, lease, 7).await.unwrap();
+                    if claimed.is_empty() {
+                        break;
+                    }
+                    mine.extend(claimed.into_iter().map(|(id, _)| id));
+                }
+                mine
+            });
+        }
+        let mut all = Vec::new();
+        while let Some(mine) = tasks.join_next().await {
+            all.extend(mine.unwrap());
+        }
+        let claimed = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), claimed, "an instance was claimed by two nodes");
+        assert_eq!(all.len(), 120);
+    }
+
     pub async fn events_are_deduplicated_by_source_and_key(c: &Case) {
         let tenant = c.insert("acme").await;
         let first = c.event("psa.connectwise", "deal-1", Some(tenant.id));
@@ -2474,6 +2620,9 @@ conformance!(
     operators_and_tokens,
     events_are_deduplicated_by_source_and_key,
     submitting_an_event_starts_its_instances_once,
+    submitting_a_batch_of_events_commits_them_together,
+    due_instances_are_claimed_with_leases,
+    concurrent_claims_never_overlap,
     routing_an_event_is_atomic,
     unrouted_events_are_listed_oldest_first,
     progress_inserts_and_updates_with_version_checks,
