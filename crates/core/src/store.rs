@@ -266,7 +266,10 @@ pub trait EngineStore: Send + Sync {
     /// process, whose engine wakes itself).
     async fn listen_for_work(&self) -> StoreResult<Option<Box<dyn WorkListener>>>;
     /// In one transaction, for every item: inserts the instance (version 1)
-    /// or updates it if its stored version is `version - 1`, upserts its
+    /// or updates it if its stored version is `version - 1` (its state,
+    /// context, `updated_at`, `next_run_at` and version: the template, the
+    /// pinned definition, the tenant and the creator are fixed when the
+    /// instance is created and never rewritten), upserts its
     /// step runs, appends its history, and inserts or updates its approvals
     /// and human tasks (see [`Progress`] for what may change). If any
     /// instance is stale, nothing is written and the result is

@@ -37,30 +37,56 @@ const STEP_WIDTH: usize = 9;
 pub(crate) const HISTORY_COLUMNS: &str = "instance_id, seq, at, kind, step_id, actor, detail";
 const HISTORY_WIDTH: usize = 7;
 
-/// Rows per multi-row statement. At most 14 values a row (the instance
-/// update), so a statement binds at most 3,584 values: far below SQLite's
+/// Rows per multi-row statement. At most 13 values a row (an instance
+/// insert), so a statement binds at most 3,328 values: far below SQLite's
 /// limit of 32,766 and PostgreSQL's of 65,535, and big enough that a batch
 /// takes few statements. Full chunks reuse one cached prepared statement.
 pub(crate) const MAX_ROWS: usize = 256;
 
+/// The columns an instance update writes: what a wave or a person's
+/// decision can change. The rest (template, pinned definition, tenant,
+/// creator) is fixed when the instance is created, so a wave neither
+/// serialises nor rewrites the pinned definition.
+const UPDATE_COLUMNS: &str = "id, state, context, updated_at, next_run_at, version";
+const UPDATE_WIDTH: usize = 6;
+
 /// Updates `rows` instances, each only if its stored version is the one
-/// before: every row binds the 13 columns in [`INSTANCE_COLUMNS`] order and
-/// then the expected version. Fewer rows updated than given means one is
-/// stale or missing. (Both back ends take `WITH … UPDATE … FROM`; sqlx
-/// sends each parameter's type, so PostgreSQL types the `VALUES` columns.)
+/// before: every row binds the columns of [`UPDATE_COLUMNS`] (see
+/// [`bind_instance_update`]) and then the expected version. Fewer rows
+/// updated than given means one is stale or missing. (Both back ends take
+/// `WITH … UPDATE … FROM`; sqlx sends each parameter's type, so PostgreSQL
+/// types the `VALUES` columns.)
 pub(crate) fn update_instances_sql(rows: usize) -> String {
     format!(
-        "WITH v ({INSTANCE_COLUMNS}, expected) AS (VALUES {})
+        "WITH v ({UPDATE_COLUMNS}, expected) AS (VALUES {})
          UPDATE workflow_instances SET
-           tenant_id = v.tenant_id, template = v.template,
-           template_version = v.template_version, definition = v.definition,
-           state = v.state, context = v.context, started_by = v.started_by,
-           created_by = v.created_by, created_at = v.created_at,
+           state = v.state, context = v.context,
            updated_at = v.updated_at, next_run_at = v.next_run_at, version = v.version
          FROM v
          WHERE workflow_instances.id = v.id AND workflow_instances.version = v.expected",
-        values_list(rows, INSTANCE_WIDTH + 1)
+        values_list(rows, UPDATE_WIDTH + 1)
     )
+}
+
+/// Binds the columns of [`UPDATE_COLUMNS`] of an instance, in that order.
+pub(crate) fn bind_instance_update<'q, DB>(
+    query: Query<'q, DB, <DB as Database>::Arguments<'q>>,
+    instance: &Instance,
+) -> StoreResult<Query<'q, DB, <DB as Database>::Arguments<'q>>>
+where
+    DB: Database,
+    String: Encode<'q, DB> + Type<DB>,
+    i64: Encode<'q, DB> + Type<DB>,
+    SortableTime: Encode<'q, DB> + Type<DB>,
+    Option<SortableTime>: Encode<'q, DB> + Type<DB>,
+{
+    Ok(query
+        .bind(instance.id.to_string())
+        .bind(instance.state.as_str().to_owned())
+        .bind(to_json(&instance.context)?)
+        .bind(SortableTime(instance.updated_at))
+        .bind(instance.next_run_at.map(SortableTime))
+        .bind(instance.version))
 }
 
 /// Splits `instances` into runs of at most [`MAX_ROWS`] in which no id
@@ -417,7 +443,7 @@ macro_rules! impl_engine_store {
                     let text = sql::update_instances_sql(chunk.len());
                     let mut query = sqlx::query(&text);
                     for instance in &chunk {
-                        query = sql::bind_instance(query, instance)?.bind(instance.version - 1);
+                        query = sql::bind_instance_update(query, instance)?.bind(instance.version - 1);
                     }
                     let done = query.execute(&mut *conn).await.map_err(|err| match sql::violation(&err) {
                         Violation::ForeignKey => StoreError::NotFound("tenant or event"),

@@ -1086,12 +1086,15 @@ mod cases {
             start.history
         );
 
-        // Every field of the instance is written by an update.
+        // An update writes what can change (state, context, times,
+        // version); what is fixed at creation (the pinned template) is not
+        // rewritten.
         let mut v2 = c.next(&v1);
         v2.state = InstanceState::Waiting;
         v2.context = json!({"trigger": {"deal": 42}, "a-notify": {"sent": true}});
         v2.next_run_at = None;
         v2.template_version = u32::MAX;
+        v2.definition = json!({"rewritten": true});
         c.store
             .commit_progress(&[Progress {
                 instance: v2.clone(),
@@ -1102,8 +1105,24 @@ mod cases {
             }])
             .await
             .unwrap();
-        assert_eq!(c.store.get_instance(v1.id).await.unwrap().0, v2);
+        let stored = c.store.get_instance(v1.id).await.unwrap().0;
+        assert_eq!(
+            stored,
+            Instance {
+                template_version: v1.template_version,
+                definition: v1.definition.clone(),
+                ..v2.clone()
+            }
+        );
+        let v2 = stored;
         assert_eq!(c.store.instance_history(v1.id).await.unwrap().len(), 2);
+        let mut widest = c.instance(None, "onboard");
+        widest.template_version = u32::MAX;
+        c.store
+            .commit_progress(&[Case::bare(&widest)])
+            .await
+            .unwrap();
+        assert_eq!(c.store.get_instance(widest.id).await.unwrap().0, widest);
 
         // The same change again, an update from an old read, or a second
         // "new" instance with a taken id: stale, and nothing changes.
