@@ -361,6 +361,13 @@ pub trait GateStore: Send + Sync {
         now: OffsetDateTime,
         limit: u32,
     ) -> StoreResult<Vec<Approval>>;
+    /// In one transaction: records the escalation of `approval` (its
+    /// `escalated_at`, as [`Approval::escalate`] set it) if it is still
+    /// pending and not escalated in the
+    /// database (`Stale("approval")` otherwise, so two nodes cannot both
+    /// escalate it), then commits `progress`, which must be its instance's
+    /// (the history entry), as [`EngineStore::commit_progress`] does.
+    async fn escalate_approval(&self, approval: &Approval, progress: &Progress) -> StoreResult<()>;
     /// A human task.
     async fn get_task(&self, id: HumanTaskId) -> StoreResult<HumanTask>;
     /// Human tasks in id (creation) order.

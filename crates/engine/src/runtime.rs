@@ -36,6 +36,12 @@ use crate::retry::random_unit;
 use crate::stats::EngineStats;
 use crate::template::{OnFailure, Step, Template};
 
+mod escalation;
+mod rollback;
+mod timers;
+
+pub use escalation::ESCALATION_INTERVAL;
+
 /// Why the engine could not do something.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -777,7 +783,9 @@ impl Engine {
                 None
             }
         };
+        let mut swept = None;
         loop {
+            swept = self.escalate_if_due(swept).await;
             let advanced = match self.tick().await {
                 Ok(n) => n,
                 Err(err) => {
@@ -982,17 +990,26 @@ impl Wave {
     /// The calls this wave makes, after moving gated steps to waiting.
     fn plan(&mut self) -> Vec<Call> {
         match self.instance.state {
-            InstanceState::Running => self.plan_forward(),
+            InstanceState::Running => self.plan_running(),
             InstanceState::Compensating => self.plan_undo().into_iter().collect(),
             _ => Vec::new(),
         }
     }
 
     fn plan_forward(&mut self) -> Vec<Call> {
+        // A step rolled back (or being rolled back) by a reviewer has run.
         let done: HashSet<String> = self
             .steps
             .values()
-            .filter(|s| matches!(s.state, StepState::Succeeded | StepState::Skipped))
+            .filter(|s| {
+                matches!(
+                    s.state,
+                    StepState::Succeeded
+                        | StepState::Skipped
+                        | StepState::Compensating
+                        | StepState::Compensated
+                )
+            })
             .map(|s| s.step_id.clone())
             .collect();
         let done_ref: HashSet<&str> = done.iter().map(String::as_str).collect();
@@ -1010,6 +1027,10 @@ impl Wave {
             let id = step.id.as_str().to_owned();
             let state = self.state_of(&id);
             if !matches!(state, StepState::Pending | StepState::Retrying) || !self.due(&id) {
+                continue;
+            }
+            if let Some(wait) = &step.wait {
+                self.timer(step, wait);
                 continue;
             }
             // Per-tenant gate policies come with the approvals; until then
@@ -1392,10 +1413,12 @@ impl Wave {
     /// and every step run as it stands after it (for the hot set).
     fn finish(mut self) -> (Progress, Vec<StepRun>) {
         let now = self.now;
-        let all_done = self
-            .steps
-            .values()
-            .all(|s| matches!(s.state, StepState::Succeeded | StepState::Skipped));
+        let all_done = self.steps.values().all(|s| {
+            matches!(
+                s.state,
+                StepState::Succeeded | StepState::Skipped | StepState::Compensated
+            )
+        });
         let next_retry = self
             .steps
             .values()

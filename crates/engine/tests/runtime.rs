@@ -210,6 +210,9 @@ impl GateStore for Crashy {
     ) -> StoreResult<Vec<Approval>> {
         self.inner.overdue_approvals(now, l).await
     }
+    async fn escalate_approval(&self, a: &Approval, p: &Progress) -> StoreResult<()> {
+        self.inner.escalate_approval(a, p).await
+    }
     async fn get_task(&self, id: HumanTaskId) -> StoreResult<HumanTask> {
         self.inner.get_task(id).await
     }

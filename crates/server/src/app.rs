@@ -754,6 +754,26 @@ impl App {
         Ok(instance)
     }
 
+    /// Asks for the rollback of a completed step that has a compensation
+    /// (the L1 reviewer's "undo that"): the engine runs the compensation
+    /// next and leaves the rest of the workflow as it is.
+    pub async fn rollback_step(
+        &self,
+        actor: &Actor,
+        id: WorkflowId,
+        step: &str,
+        reason: &str,
+    ) -> Result<(Instance, StepRun), AppError> {
+        authorize(actor, Permission::DecideApprovals)?;
+        let rolled = self
+            .engine
+            .rollback_step(id, step, &actor_name(actor), reason)
+            .await
+            .map_err(|err| engine_error(err, "workflow", id))?;
+        tracing::warn!(workflow = %id, step, by = %actor_name(actor), "step rollback requested");
+        Ok(rolled)
+    }
+
     /// A page of approvals, in creation order.
     pub async fn list_approvals(
         &self,

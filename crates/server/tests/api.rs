@@ -71,9 +71,30 @@ action = "sandbox.noop"
 area = "client_onboarding"
 needs = ["prepare"]
 "#;
+    let reviewed = r#"
+name = "reviewed"
+version = 1
+title = "Reviewed"
+area = "documentation"
+
+[[trigger]]
+event = "test.reviewed"
+
+[[stage]]
+id = "run"
+title = "Run"
+
+[[stage.step]]
+id = "grant"
+title = "Grant, then tell the reviewer"
+action = "sandbox.noop"
+gate = "L1"
+compensate = { action = "sandbox.noop" }
+"#;
     vec![
         Template::from_toml("test/plain.toml", plain, &catalog).unwrap(),
         Template::from_toml("test/gated.toml", gated, &catalog).unwrap(),
+        Template::from_toml("test/reviewed.toml", reviewed, &catalog).unwrap(),
     ]
 }
 
@@ -271,7 +292,8 @@ mod cases {
                 .replace("{token}", "tok_01jd8x3k2q9f6v0c4m7r5t8w1y")
                 .replace("{workflow}", "wf_01jd8x3k2q9f6v0c4m7r5t8w1y")
                 .replace("{approval}", "apr_01jd8x3k2q9f6v0c4m7r5t8w1y")
-                .replace("{task}", "tsk_01jd8x3k2q9f6v0c4m7r5t8w1y");
+                .replace("{task}", "tsk_01jd8x3k2q9f6v0c4m7r5t8w1y")
+                .replace("{step}", "only");
             assert!(
                 !concrete.contains('{'),
                 "a path parameter of {path} is not covered by this test"
@@ -1371,6 +1393,112 @@ mod workflow_cases {
     }
 }
 
+mod rollback_cases {
+    use super::*;
+
+    /// The reviewer of an L1 step asks for its rollback over HTTP.
+    pub async fn a_reviewer_rolls_back_a_step_over_http(t: &TestApp) {
+        let (lead_id, lead) = t.operator("lea.lead", "lead").await;
+        let (_, tech) = t.operator("tom.tech", "technician").await;
+        let submitted = t
+            .submit("test.reviewed", "grant-1", StatusCode::ACCEPTED)
+            .await;
+        let id = submitted["instances"][0].as_str().unwrap().to_owned();
+        t.settle().await;
+        let path = format!("/api/v1/workflows/{id}/steps/grant/rollback");
+        let reason = Some(json!({"reason": "granted to the wrong mailbox"}));
+
+        let (status, body) = t
+            .call(Method::POST, &path, Some(&tech), reason.clone())
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        assert_error(&body, "forbidden");
+        let (status, body) = t
+            .call(
+                Method::POST,
+                &path,
+                Some(&lead),
+                Some(json!({"reason": " "})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_error(&body, "workflow_refused");
+        let (status, body) = t
+            .call(Method::POST, &path, Some(&lead), Some(json!({"why": "x"})))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+
+        let (status, body) = t
+            .call(Method::POST, &path, Some(&lead), reason.clone())
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        assert_eq!(body["step"]["state"], "compensating");
+        assert_eq!(body["instance"]["state"], "running");
+        let (status, body) = t
+            .call(Method::POST, &path, Some(&lead), reason.clone())
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "asked already: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("not succeeded"),
+            "{body}"
+        );
+
+        t.settle().await;
+        let (_, one) = t
+            .admin(Method::GET, &format!("/api/v1/workflows/{id}"), None)
+            .await;
+        assert_eq!(one["instance"]["state"], "completed", "{one}");
+        assert_eq!(one["steps"][0]["state"], "compensated", "{one}");
+        let history = one["history"].as_array().unwrap();
+        let requested = history
+            .iter()
+            .find(|h| h["kind"] == "step.rollback_requested")
+            .unwrap();
+        assert_eq!(requested["actor"], lead_id.as_str());
+        assert_eq!(
+            requested["detail"]["reason"],
+            "granted to the wrong mailbox"
+        );
+        assert!(history.iter().any(|h| h["kind"] == "step.compensated"));
+
+        // A step without a compensation, and a workflow that does not exist.
+        let plain = t
+            .submit("test.plain", "plain-1", StatusCode::ACCEPTED)
+            .await;
+        let plain = plain["instances"][0].as_str().unwrap().to_owned();
+        t.settle().await;
+        let (status, body) = t
+            .call(
+                Method::POST,
+                &format!("/api/v1/workflows/{plain}/steps/only/rollback"),
+                Some(&lead),
+                reason.clone(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("no compensation"),
+            "{body}"
+        );
+        let (status, body) = t
+            .call(
+                Method::POST,
+                "/api/v1/workflows/wf_01jd8x3k2q9f6v0c4m7r5t8w1y/steps/grant/rollback",
+                Some(&lead),
+                reason,
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        assert_error(&body, "workflow_not_found");
+    }
+}
+
 macro_rules! api_tests {
     ($($case:ident $(($arg:expr))?),* $(,)?) => {
         mod sqlite {
@@ -1405,11 +1533,13 @@ macro_rules! api_tests {
 }
 
 use cases::*;
+use rollback_cases::*;
 use workflow_cases::*;
 
 api_tests!(
     events_are_deduplicated_and_workflows_listed,
     approvals_gate_steps_with_separation_of_duties,
+    a_reviewer_rolls_back_a_step_over_http,
     every_api_route_refuses_strangers,
     expired_revoked_and_disabled_credentials_stop_working,
     tenant_lifecycle_over_http,

@@ -17,6 +17,9 @@
 //!   for the row and then sees the new count, so two approvers of a 2-of-2
 //!   cannot both believe they were the first and leave it pending forever:
 //!   the second gets `Stale` and decides again on a fresh read.
+//! - **One escalation.** `escalate_approval` updates only a pending
+//!   approval whose `escalated_at` is still empty, in the transaction that
+//!   appends the instance's history entry (guarded by its version).
 //! - **Progress never decides.** Workflow progress may create an approval
 //!   (pending) or task (open), and escalate or cancel a pending one; a
 //!   decided approval or a finished task is never changed by it.
@@ -465,6 +468,54 @@ macro_rules! impl_gate_store {
                     .bind(crate::engine_sql::SortableTime(now))
                     .bind(i64::from(limit));
                 self.fetch_approvals(rows, "finding overdue approvals").await
+            }
+
+            async fn escalate_approval(
+                &self,
+                approval: &gatehouse_core::approval::Approval,
+                progress: &gatehouse_core::workflow::Progress,
+            ) -> gatehouse_core::store::StoreResult<()> {
+                use crate::db_error;
+                use crate::engine_sql::SortableTime;
+                use gatehouse_core::store::StoreError;
+                let Some(at) = approval.escalated_at else {
+                    return Err(StoreError::Conflict(format!(
+                        "escalate_approval takes approval {} as `escalate` left it, with `escalated_at`",
+                        approval.id
+                    )));
+                };
+                if progress.instance.id != approval.instance_id {
+                    return Err(StoreError::Conflict(format!(
+                        "approval {} belongs to workflow instance {}, not {}",
+                        approval.id, approval.instance_id, progress.instance.id
+                    )));
+                }
+                let id = approval.id.to_string();
+                let mut tx = self.writer.begin().await.map_err(db_error("starting a transaction"))?;
+                // Guarded: only a pending approval not escalated yet.
+                let done = sqlx::query(
+                    "UPDATE approvals SET escalated_at = $1
+                     WHERE id = $2 AND state = 'pending' AND escalated_at IS NULL",
+                )
+                .bind(SortableTime(at))
+                .bind(&id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error("escalating an approval"))?;
+                if done.rows_affected() != 1 {
+                    let exists = sqlx::query("SELECT 1 FROM approvals WHERE id = $1")
+                        .bind(&id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db_error("reading an approval"))?;
+                    return Err(if exists.is_some() {
+                        StoreError::Stale("approval")
+                    } else {
+                        StoreError::NotFound("approval")
+                    });
+                }
+                Self::write_progress(&mut tx, std::slice::from_ref(progress)).await?;
+                tx.commit().await.map_err(db_error("committing an escalation"))
             }
 
             async fn get_task(

@@ -68,6 +68,20 @@ pub enum WorkflowsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Roll back a completed step that has a compensation: the engine runs
+    /// the compensation next; the rest of the workflow is left as it is.
+    Rollback {
+        /// The instance's id (`wf_…`).
+        workflow: String,
+        /// The step's id in the template.
+        step: String,
+        /// Why; recorded in the history.
+        #[arg(long)]
+        reason: String,
+        /// The operator asking (their handle); the local system otherwise.
+        #[arg(long = "as", value_name = "OPERATOR_NAME")]
+        operator: Option<String>,
+    },
 }
 
 /// Approval subcommands.
@@ -302,6 +316,27 @@ pub async fn run_workflows(
                     .collect();
                 print_table(&["AT", "WHAT", "STEP", "BY"], &history);
             }
+        }
+        WorkflowsCommand::Rollback {
+            workflow,
+            step,
+            reason,
+            operator,
+        } => {
+            let actor = match operator {
+                Some(name) => app.act_as(&OperatorName::parse(&name)?).await?,
+                None => CLI,
+            };
+            let (instance, run) = app
+                .rollback_step(&actor, workflow_id(&workflow)?, &step, &reason)
+                .await?;
+            println!(
+                "rollback of step `{}` of {} requested: the step is {}, the workflow {}; the engine runs its compensation next",
+                run.step_id,
+                instance.id,
+                run.state.as_str(),
+                instance.state
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -27,7 +27,7 @@ use super::error::{LineIndex, TemplateError, TemplateErrors};
 use super::expr::{Path, ROOTS, TextTemplate};
 use super::model::{
     ActionName, Compensation, Condition, EventType, OnFailure, Stage, StageId, Step, StepId,
-    Template, TemplateName, Trigger,
+    TIMER_ACTION, Template, TemplateName, Trigger, Wait, parse_timestamp,
 };
 use crate::retry::{RetryPolicy, format_duration, parse_duration};
 
@@ -64,7 +64,11 @@ const STEP_KEYS: &[&str] = &[
     "retry",
     "compensate",
     "needs",
+    "wait",
+    "wait_until",
 ];
+/// What a timer step (`wait` or `wait_until`) may not have: it runs no action.
+const NOT_FOR_TIMERS: &[&str] = &["action", "params", "gate", "timeout", "retry", "compensate"];
 const RETRY_KEYS: &[&str] = &["max_attempts", "initial", "max", "multiplier", "jitter"];
 const COMPENSATE_KEYS: &[&str] = &["action", "params"];
 
@@ -175,6 +179,8 @@ struct RawStep {
     retry: Option<RetryPolicy>,
     compensate: Option<Option<Compensation>>,
     needs: Vec<(String, Range<usize>)>,
+    /// `None` when written wrong; `Some(None)` for a step that acts.
+    wait: Option<Option<Wait>>,
     expressions: Vec<ExpressionSite>,
 }
 
@@ -676,10 +682,19 @@ impl Loader<'_> {
         };
         let title = self.title(&fields);
         let description = self.description(&fields);
-        let action = self.action(&fields, "action");
-
         let mut expressions = Vec::new();
-        let params = self.params(&fields, false, &mut expressions);
+        let wait = self.wait(&fields, &mut expressions);
+        let timer = fields.get("wait").is_some() || fields.get("wait_until").is_some();
+        let (action, params) = if timer {
+            self.timer_only(&fields);
+            (
+                ActionName::parse(TIMER_ACTION).ok(),
+                Some(Value::Object(serde_json::Map::new())),
+            )
+        } else {
+            let action = self.action(&fields, "action");
+            (action, self.params(&fields, false, &mut expressions))
+        };
 
         let area = match self.parsed(&fields, "area", false, |text| {
             text.parse::<ProcessArea>().map_err(reason)
@@ -750,8 +765,84 @@ impl Loader<'_> {
             retry,
             compensate,
             needs,
+            wait,
             expressions,
         })
+    }
+
+    /// `wait` (a duration) or `wait_until` (an RFC 3339 timestamp, possibly
+    /// from expressions): `Some(None)` when the step has neither.
+    fn wait(
+        &mut self,
+        fields: &Fields<'_, '_>,
+        sites: &mut Vec<ExpressionSite>,
+    ) -> Option<Option<Wait>> {
+        match (fields.get("wait"), fields.get("wait_until")) {
+            (None, None) => Some(None),
+            (Some(_), Some(until)) => {
+                self.report(
+                    &until.span(),
+                    &fields.field("wait_until"),
+                    "a timer step has either `wait` (a duration) or `wait_until` (a timestamp), not both",
+                );
+                None
+            }
+            (Some(node), None) => {
+                let field = fields.field("wait");
+                let duration = self.duration(node, &field)?;
+                if duration.is_zero() {
+                    self.report(&node.span(), &field, "must be more than 0s");
+                    return None;
+                }
+                Some(Some(Wait::For(duration)))
+            }
+            (None, Some(node)) => {
+                let field = fields.field("wait_until");
+                let text = match node.get_ref() {
+                    DeValue::String(text) => text.to_string(),
+                    // An unquoted TOML date-time: checked like a literal.
+                    DeValue::Datetime(datetime) => datetime.to_string(),
+                    other => {
+                        self.report(
+                            &node.span(),
+                            &field,
+                            format!(
+                                "must be an RFC 3339 timestamp such as \"2030-01-31T17:00:00Z\" or an expression such as \"{{{{ event.payload.contract_end }}}}\", not {}",
+                                describe(other)
+                            ),
+                        );
+                        return None;
+                    }
+                };
+                let before = self.errors.len();
+                self.expressions(&text, node.span(), &field, false, sites);
+                if self.errors.len() > before {
+                    return None;
+                }
+                // Without expressions the time is known now: check it now.
+                let literal = TextTemplate::parse(&text).is_ok_and(|t| t.paths().next().is_none());
+                if literal && let Err(message) = parse_timestamp(&text) {
+                    self.report(&node.span(), &field, message);
+                    return None;
+                }
+                Some(Some(Wait::Until(text)))
+            }
+        }
+    }
+
+    /// Reports every field a timer step may not have.
+    fn timer_only(&mut self, fields: &Fields<'_, '_>) {
+        for key in NOT_FOR_TIMERS {
+            if let Some((name, _)) = fields.table.get_key_value(*key) {
+                self.report(
+                    &name.span(),
+                    &fields.field(key),
+                    format!(
+                        "a timer step (`wait` or `wait_until`) only waits, so it has no `{key}`; make the waiting and the acting two steps, the second needing the first"
+                    ),
+                );
+            }
+        }
     }
 
     fn action(&mut self, fields: &Fields<'_, '_>, key: &str) -> Option<ActionName> {
@@ -1287,6 +1378,7 @@ fn assemble_step(step: RawStep) -> Option<Step> {
             .into_iter()
             .map(|(id, _)| StepId::parse(&id).ok())
             .collect::<Option<Vec<_>>>()?,
+        wait: step.wait?,
     })
 }
 

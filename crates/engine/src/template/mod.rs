@@ -40,7 +40,7 @@ pub use expr::{Path, RenderError, render};
 pub use load::{DEFAULT_TIMEOUT, MAX_TIMEOUT};
 pub use model::{
     ActionName, Compensation, Condition, EventType, OnFailure, Stage, StageId, Step, StepId,
-    Template, TemplateId, TemplateName, Trigger,
+    TIMER_ACTION, Template, TemplateId, TemplateName, Trigger, Wait, parse_timestamp,
 };
 pub use set::{TemplateOrigin, TemplateSet};
 

@@ -23,9 +23,11 @@ use gatehouse_core::DomainError;
 use gatehouse_core::gate::{self, GateLevel, GatePolicy, ProcessArea};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use super::expr::{self, Path, RenderError};
-use crate::retry::{RetryPolicy, duration_text};
+use crate::retry::{RetryPolicy, duration_text, format_duration};
 
 /// Checks the syntax shared by template names and stage and step ids:
 /// 1–64 characters of `a-z`, `0-9` and `-`, starting with a letter, not
@@ -283,9 +285,11 @@ impl Template {
             .find(|(_, stage)| stage.steps.iter().any(|s| s.id.as_str() == step))
     }
 
-    /// Every action name the template uses, compensations included.
+    /// Every action name the template uses, compensations included (timer
+    /// steps run no action).
     pub fn actions(&self) -> BTreeSet<&str> {
         self.steps()
+            .filter(|step| step.wait.is_none())
             .flat_map(|step| {
                 std::iter::once(step.action.as_str())
                     .chain(step.compensate.as_ref().map(|c| c.action.as_str()))
@@ -367,6 +371,76 @@ pub struct Step {
     pub compensate: Option<Compensation>,
     /// Steps of the same stage that must complete before this one starts.
     pub needs: Vec<StepId>,
+    /// A timer step waits instead of acting: its `action` is
+    /// [`TIMER_ACTION`], which the engine never calls. Absent from the JSON
+    /// of ordinary steps, so instances pinned before timers existed read
+    /// back unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<Wait>,
+}
+
+/// The action name a timer step carries: it names no implemented action,
+/// the engine recognises the step by its [`Step::wait`].
+pub const TIMER_ACTION: &str = "timer.wait";
+
+/// What a timer step waits for. The fire time is fixed when a wave first
+/// reaches the step and is journaled (see `docs/engine.md`, "Timers").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Wait {
+    /// A duration counted from the moment the step is reached (`wait = "2d"`).
+    For(#[serde(with = "duration_text")] Duration),
+    /// An RFC 3339 timestamp, which may hold `{{ path }}` expressions
+    /// rendered from the instance's context when the step is reached
+    /// (`wait_until = "{{ event.payload.contract_end }}"`).
+    Until(String),
+}
+
+impl Wait {
+    /// When a timer reached at `reached` fires, given the instance's context.
+    /// A time in the past is returned as it is (the timer fires at once).
+    /// The error says why the time cannot be known (a missing value, text
+    /// that is not an RFC 3339 timestamp, a time out of range).
+    pub fn fires_at(&self, ctx: &Value, reached: OffsetDateTime) -> Result<OffsetDateTime, String> {
+        let at = self.resolve(ctx, reached)?;
+        // Stored as UTC text with microseconds, years 0000-9999.
+        at.checked_to_offset(time::UtcOffset::UTC)
+            .filter(|t| (1..=9999).contains(&t.year()))
+            .and_then(|t| t.replace_nanosecond(t.nanosecond() / 1_000 * 1_000).ok())
+            .ok_or_else(|| format!("the timer's time {at} is out of range (years 1 to 9999)"))
+    }
+
+    fn resolve(&self, ctx: &Value, reached: OffsetDateTime) -> Result<OffsetDateTime, String> {
+        match self {
+            Self::For(duration) => time::Duration::try_from(*duration)
+                .ok()
+                .and_then(|d| reached.checked_add(d))
+                .ok_or_else(|| {
+                    format!(
+                        "wait: {} is too far in the future",
+                        format_duration(*duration)
+                    )
+                }),
+            Self::Until(text) => {
+                let rendered = expr::render(&Value::String(text.clone()), ctx)
+                    .map_err(|err| format!("wait_until: {err}"))?;
+                let Some(rendered) = rendered.as_str() else {
+                    return Err(format!(
+                        "wait_until: `{text}` gave {rendered}, not an RFC 3339 timestamp"
+                    ));
+                };
+                parse_timestamp(rendered).map_err(|reason| format!("wait_until: {reason}"))
+            }
+        }
+    }
+}
+
+/// Parses an RFC 3339 timestamp such as `2030-01-31T17:00:00Z`; the error
+/// says what was wrong.
+pub fn parse_timestamp(text: &str) -> Result<OffsetDateTime, String> {
+    OffsetDateTime::parse(text.trim(), &Rfc3339).map_err(|err| {
+        format!("`{text}` is not an RFC 3339 timestamp such as 2030-01-31T17:00:00Z ({err})")
+    })
 }
 
 impl Step {

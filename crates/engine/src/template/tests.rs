@@ -554,6 +554,159 @@ fn timeouts_are_checked() {
 }
 
 #[test]
+fn timer_steps_wait_for_a_duration_or_a_timestamp() {
+    let text = one_stage(
+        r#"[[stage.step]]
+id = "remind"
+title = "Remind in two days"
+wait = "2d"
+
+[[stage.step]]
+id = "end"
+title = "Contract end"
+wait_until = "{{ event.payload.contract_end }}"
+
+[[stage.step]]
+id = "fixed"
+title = "New year"
+wait_until = 2031-01-01T00:00:00Z
+
+[[stage.step]]
+id = "revoke"
+title = "Revoke"
+action = "graph.terminate_gdap"
+needs = ["end", "remind"]
+params = { at = "{{ steps.end.output.fired_at }}" }
+"#,
+    );
+    let template = load(&text).unwrap();
+    let steps = &template.stages[0].steps;
+    assert_eq!(
+        steps[0].wait,
+        Some(Wait::For(Duration::from_secs(2 * 86_400)))
+    );
+    assert_eq!(
+        steps[1].wait,
+        Some(Wait::Until("{{ event.payload.contract_end }}".into()))
+    );
+    assert_eq!(
+        steps[2].wait,
+        Some(Wait::Until("2031-01-01T00:00:00Z".into()))
+    );
+    assert_eq!(steps[0].action.as_str(), TIMER_ACTION);
+    assert_eq!(steps[3].wait, None);
+    assert!(
+        !template.actions().contains(TIMER_ACTION),
+        "a timer runs no action"
+    );
+    // The pinned JSON reads back, and an acting step's JSON has no `wait`.
+    let json = serde_json::to_value(&template).unwrap();
+    assert_eq!(
+        json["stages"][0]["steps"][0]["wait"],
+        json!({ "for": "2d" })
+    );
+    assert!(json["stages"][0]["steps"][3].get("wait").is_none());
+    assert_eq!(serde_json::from_value::<Template>(json).unwrap(), template);
+
+    // The fire time: a duration from when the step is reached; a timestamp
+    // rendered from the context; a clear reason otherwise.
+    let reached = time::macros::datetime!(2030-01-01 12:00 UTC);
+    let ctx = json!({ "event": { "payload": { "contract_end": "2030-03-31T17:00:00+02:00", "bad": "soon" } } });
+    assert_eq!(
+        steps[0].wait.as_ref().unwrap().fires_at(&ctx, reached),
+        Ok(time::macros::datetime!(2030-01-03 12:00 UTC))
+    );
+    assert_eq!(
+        steps[1].wait.as_ref().unwrap().fires_at(&ctx, reached),
+        Ok(time::macros::datetime!(2030-03-31 15:00 UTC))
+    );
+    let bad = Wait::Until("{{ event.payload.bad }}".into()).fires_at(&ctx, reached);
+    assert!(
+        bad.as_ref()
+            .is_err_and(|e| e.contains("`soon` is not an RFC 3339 timestamp")),
+        "{bad:?}"
+    );
+    let far = Wait::Until("9999-12-31T23:59:59-05:00".into()).fires_at(&ctx, reached);
+    assert!(
+        far.as_ref().is_err_and(|e| e.contains("out of range")),
+        "{far:?}"
+    );
+}
+
+#[test]
+fn timer_steps_are_checked() {
+    let step = |body: &str| {
+        one_stage(&format!(
+            "[[stage.step]]\nid = \"a\"\ntitle = \"A\"\n{body}\n"
+        ))
+    };
+    for (body, key, fragment) in [
+        ("wait = \"0s\"", "wait", "more than 0s"),
+        ("wait = \"2 days\"", "wait", "unknown unit"),
+        ("wait = 3", "wait", "duration in quotes"),
+        (
+            "wait_until = \"tomorrow\"",
+            "wait_until",
+            "not an RFC 3339 timestamp",
+        ),
+        (
+            "wait_until = 2031-01-01T00:00:00",
+            "wait_until",
+            "not an RFC 3339 timestamp",
+        ),
+        (
+            "wait_until = \"{{ nope.x }}\"",
+            "wait_until",
+            "starts with one of",
+        ),
+        (
+            "wait_until = 5",
+            "wait_until",
+            "must be an RFC 3339 timestamp",
+        ),
+    ] {
+        let text = step(body);
+        only(
+            &text,
+            line_of(&text, key),
+            &format!("stage[0].step[0].{key}"),
+            fragment,
+        );
+    }
+    // Both, or a timer that also acts.
+    let text = step("wait = \"1h\"\nwait_until = \"2031-01-01T00:00:00Z\"");
+    only(
+        &text,
+        line_of(&text, "wait_until"),
+        "stage[0].step[0].wait_until",
+        "not both",
+    );
+    let text = step("wait = \"1h\"\naction = \"sandbox.noop\"\nretry = { max_attempts = 2 }");
+    let errors = problems(&text);
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    check(
+        &errors[0],
+        line_of(&text, "action = "),
+        "stage[0].step[0].action",
+        "only waits, so it has no `action`",
+    );
+    check(
+        &errors[1],
+        line_of(&text, "retry"),
+        "stage[0].step[0].retry",
+        "has no `retry`",
+    );
+    // A step that neither acts nor waits.
+    let text = step("");
+    only(
+        &text,
+        line_of(&text, "[[stage.step]]"),
+        "stage[0].step[0].action",
+        "required field `action`",
+    );
+}
+
+#[test]
 fn retry_policies_are_checked() {
     let step = |retry: &str| {
         one_stage(&format!(

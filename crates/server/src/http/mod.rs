@@ -86,6 +86,7 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(workflows::list_workflows))
         .routes(routes!(workflows::get_workflow))
         .routes(routes!(workflows::cancel_workflow))
+        .routes(routes!(workflows::rollback_step))
         .routes(routes!(workflows::list_approvals))
         .routes(routes!(workflows::get_approval))
         .routes(routes!(workflows::approve))

@@ -332,6 +332,45 @@ pub async fn cancel_workflow(
     Ok(axum::Json(CancelledWorkflow { instance }))
 }
 
+/// The step whose rollback was asked for, and its workflow instance.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RolledBackStep {
+    /// The instance as it is now (running until the compensation has run).
+    #[schema(value_type = Object)]
+    pub instance: Instance,
+    /// The step's journal entry: `compensating`, due now.
+    #[schema(value_type = Object)]
+    pub step: StepRun,
+}
+
+/// Roll back a completed step that has a compensation (the reviewer of an
+/// L1 step asking to undo it). The engine runs the step's compensation
+/// next, with its own idempotency key, and leaves the rest of the workflow
+/// as it is: a completed workflow stays completed, a running one goes on.
+/// Refused for a step without a compensation or not succeeded, and for a
+/// workflow that is cancelled, parked or compensating already.
+#[utoipa::path(post, path = "/api/v1/workflows/{workflow}/steps/{step}/rollback", tag = "workflows", request_body = WithReason,
+    params(("workflow" = String, Path, description = "workflow instance id (`wf_…`)"),
+        ("step" = String, Path, description = "the step's id in the workflow's template")),
+    responses((status = 202, body = RolledBackStep), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, description = "`workflow_not_found`", body = ErrorBody),
+        (status = 409, description = "`workflow_refused`", body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn rollback_step(
+    State(state): State<ApiState>,
+    Auth(actor): Auth,
+    ApiPath((workflow, step)): ApiPath<(String, String)>,
+    ApiJson(body): ApiJson<WithReason>,
+) -> Result<impl IntoResponse, AppError> {
+    let (instance, step) = state
+        .app
+        .rollback_step(&actor, workflow_id(&workflow)?, &step, &body.reason)
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(RolledBackStep { instance, step }),
+    ))
+}
+
 /// List approvals, in creation order.
 #[utoipa::path(get, path = "/api/v1/approvals", tag = "workflows", params(ListApprovals),
     responses((status = 200, body = ApprovalPage), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
