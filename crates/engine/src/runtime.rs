@@ -171,7 +171,15 @@ pub struct Engine {
     /// wave starts from here instead of reading them back. The version
     /// check on commit still catches any other writer; a failed commit
     /// evicts the batch.
-    hot: std::sync::Mutex<HashMap<WorkflowId, (Instance, Vec<StepRun>)>>,
+    hot: std::sync::Mutex<HashMap<WorkflowId, Hot>>,
+}
+
+/// An instance as this node last committed it, with its pinned template
+/// already parsed.
+struct Hot {
+    instance: Instance,
+    steps: Vec<StepRun>,
+    template: Option<Arc<Template>>,
 }
 
 /// At most this many instances are kept hot; beyond it they are read back.
@@ -240,11 +248,11 @@ impl Engine {
         }
     }
 
-    fn hot(&self) -> std::sync::MutexGuard<'_, HashMap<WorkflowId, (Instance, Vec<StepRun>)>> {
+    fn hot(&self) -> std::sync::MutexGuard<'_, HashMap<WorkflowId, Hot>> {
         self.hot.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn keep_hot(&self, instance: &Instance, steps: Vec<StepRun>) {
+    fn keep_hot(&self, instance: &Instance, steps: Vec<StepRun>, template: Option<Arc<Template>>) {
         let mut hot = self.hot();
         let runnable = matches!(
             instance.state,
@@ -254,7 +262,14 @@ impl Engine {
             && instance.next_run_at.is_some()
             && (hot.len() < HOT_LIMIT || hot.contains_key(&instance.id))
         {
-            hot.insert(instance.id, (instance.clone(), steps));
+            hot.insert(
+                instance.id,
+                Hot {
+                    instance: instance.clone(),
+                    steps,
+                    template,
+                },
+            );
         } else {
             hot.remove(&instance.id);
         }
@@ -351,7 +366,7 @@ impl Engine {
     /// After new instances are committed: keep them hot and wake the worker.
     fn started(&self, started: &[Progress]) {
         for progress in started {
-            self.keep_hot(&progress.instance, progress.steps.clone());
+            self.keep_hot(&progress.instance, progress.steps.clone(), None);
         }
         self.wake.notify_one();
     }
@@ -710,29 +725,46 @@ impl Engine {
         for (id, version) in due {
             // What this node holds is current only if nobody (another node,
             // a person's decision) committed since.
-            let cached = self.hot().remove(&id).filter(|(i, _)| i.version == version);
-            let (instance, steps) = match cached {
-                Some(state) => state,
-                None => self.store.get_instance(id).await?,
+            let cached = self
+                .hot()
+                .remove(&id)
+                .filter(|h| h.instance.version == version);
+            let (instance, steps, template) = match cached {
+                Some(hot) => (hot.instance, hot.steps, hot.template),
+                None => {
+                    let (instance, steps) = self.store.get_instance(id).await?;
+                    (instance, steps, None)
+                }
             };
             let due_at = instance.next_run_at.unwrap_or(now);
-            let wave = Wave::prepare(instance, steps, now)?;
+            let wave = match Wave::prepare(instance, steps, template, now) {
+                Ok(wave) => wave,
+                Err(unreadable) => {
+                    // One broken instance must not stop the others: it is
+                    // parked, with the reason, in this tick's commit.
+                    tracing::error!(instance = %id, reason = %unreadable.reason, "parking an instance whose pinned template is unreadable");
+                    let progress = unreadable.park(now);
+                    waves.spawn(async move { (progress, 0, due_at, Vec::new(), None) });
+                    continue;
+                }
+            };
             let actions = self.actions.clone();
             let breakers = self.breakers.clone();
             waves.spawn(async move {
-                let (progress, calls, all) = wave.run(&actions, &breakers).await;
-                (progress, calls, due_at, all)
+                let (progress, calls, all, template) = wave.run(&actions, &breakers).await;
+                (progress, calls, due_at, all, Some(template))
             });
         }
         let mut batch = Vec::with_capacity(waves.len());
         let mut timings = Vec::with_capacity(waves.len());
         let mut after = Vec::with_capacity(waves.len());
+        let mut keep = Vec::new();
         while let Some(done) = waves.join_next().await {
             match done {
-                Ok((progress, calls, due_at, all)) => {
+                Ok((progress, calls, due_at, all, template)) => {
                     timings.push((calls, due_at));
                     batch.push(progress);
-                    after.push(all);
+                    after.push((all, template));
                 }
                 Err(err) => {
                     tracing::error!(%err, "a wave task failed; its instance is retried on the next tick")
@@ -740,16 +772,54 @@ impl Engine {
             }
         }
         let count = batch.len();
-        if let Err(err) = self.store.commit_progress(&batch).await {
-            // Nothing of the batch was written: read it all back next time.
-            let mut hot = self.hot();
-            for progress in &batch {
-                hot.remove(&progress.instance.id);
+        let committed = match self.store.commit_progress(&batch).await {
+            Ok(()) => vec![true; count],
+            // Someone else (a person's decision, a cancellation, a node whose
+            // lease had expired) changed an instance of the batch meanwhile.
+            // Nothing was written: commit the others one by one, and leave
+            // the stale ones to be read back.
+            Err(StoreError::Stale(_)) if count > 1 => {
+                let mut committed = Vec::with_capacity(count);
+                for progress in &batch {
+                    let result = self
+                        .store
+                        .commit_progress(std::slice::from_ref(progress))
+                        .await;
+                    match result {
+                        Ok(()) => committed.push(true),
+                        Err(StoreError::Stale(_)) => committed.push(false),
+                        Err(err) => {
+                            self.hot().clear();
+                            return Err(err.into());
+                        }
+                    }
+                }
+                committed
             }
-            return Err(err.into());
+            Err(err) => {
+                // Nothing of the batch was written: read it all back next time.
+                let mut hot = self.hot();
+                for progress in &batch {
+                    hot.remove(&progress.instance.id);
+                }
+                return Err(err.into());
+            }
+        };
+        if committed.iter().any(|ok| !ok) {
+            batch = batch
+                .into_iter()
+                .zip(after)
+                .zip(&committed)
+                .filter_map(|(item, ok)| ok.then_some(item))
+                .map(|(progress, all)| {
+                    keep.push(all);
+                    progress
+                })
+                .collect();
+            after = std::mem::take(&mut keep);
         }
-        for (progress, all) in batch.iter().zip(after) {
-            self.keep_hot(&progress.instance, all);
+        for (progress, (all, template)) in batch.iter().zip(after) {
+            self.keep_hot(&progress.instance, all, template);
         }
         let committed = self.clock.now();
         self.stats.record_commit(count as u64);
@@ -914,10 +984,47 @@ impl Submissions {
     }
 }
 
+/// An instance whose pinned template cannot be read back (corrupt data, or
+/// a definition from a newer release): it is parked rather than retried.
+struct Unreadable {
+    instance: Instance,
+    reason: String,
+    seq: i64,
+}
+
+impl Unreadable {
+    fn park(self, now: OffsetDateTime) -> Progress {
+        let Self {
+            mut instance,
+            reason,
+            mut seq,
+        } = self;
+        let entry = history(
+            &instance,
+            &mut seq,
+            now,
+            "instance.parked",
+            None,
+            json!({ "reason": format!("its pinned template is unreadable: {reason}") }),
+        );
+        instance.state = InstanceState::Parked;
+        instance.next_run_at = None;
+        instance.version += 1;
+        instance.updated_at = now;
+        Progress {
+            instance,
+            steps: Vec::new(),
+            history: vec![entry],
+            approvals: Vec::new(),
+            tasks: Vec::new(),
+        }
+    }
+}
+
 /// One instance's wave: computed, run and turned into a `Progress`.
 struct Wave {
     instance: Instance,
-    template: Template,
+    template: Arc<Template>,
     steps: HashMap<String, StepRun>,
     changed: HashSet<String>,
     history: Vec<HistoryEntry>,
@@ -937,19 +1044,28 @@ struct Call {
 }
 
 impl Wave {
+    /// A wave over `instance`, whose pinned template is `template` when
+    /// this node parsed it already.
     fn prepare(
         instance: Instance,
         steps: Vec<StepRun>,
+        template: Option<Arc<Template>>,
         now: OffsetDateTime,
-    ) -> Result<Self, EngineError> {
+    ) -> Result<Self, Box<Unreadable>> {
         let seq = (instance.version + 1) * HISTORY_STRIDE;
-        let template: Template =
-            serde_json::from_value(instance.definition.clone()).map_err(|e| {
-                EngineError::PinnedTemplate {
-                    instance: instance.id,
-                    reason: e.to_string(),
+        let template = match template {
+            Some(template) => template,
+            None => match <Template as serde::Deserialize>::deserialize(&instance.definition) {
+                Ok(template) => Arc::new(template),
+                Err(err) => {
+                    return Err(Box::new(Unreadable {
+                        reason: err.to_string(),
+                        instance,
+                        seq,
+                    }));
                 }
-            })?;
+            },
+        };
         let steps = steps.into_iter().map(|s| (s.step_id.clone(), s)).collect();
         Ok(Self {
             instance,
@@ -1211,7 +1327,7 @@ impl Wave {
         mut self,
         actions: &ActionRegistry,
         breakers: &BreakerRegistry,
-    ) -> (Progress, usize, Vec<StepRun>) {
+    ) -> (Progress, usize, Vec<StepRun>, Arc<Template>) {
         let calls = self.plan();
         let mut set = tokio::task::JoinSet::new();
         for (index, call) in calls.iter().enumerate() {
@@ -1299,8 +1415,9 @@ impl Wave {
                 self.record(call, result);
             }
         }
+        let template = self.template.clone();
         let (progress, all) = self.finish();
-        (progress, calls.len(), all)
+        (progress, calls.len(), all, template)
     }
 
     fn record(&mut self, call: &Call, result: Result<Value, ActionError>) {

@@ -29,6 +29,8 @@ use serde_json::{Value, json};
 #[derive(Default)]
 struct Counter {
     calls: Mutex<BTreeMap<String, Vec<String>>>,
+    /// Calls whose idempotency key starts with this wait for a permit.
+    hold: Mutex<Option<(String, Arc<tokio::sync::Semaphore>)>>,
 }
 
 struct Count {
@@ -46,6 +48,12 @@ impl Action for Count {
             .entry(call.idempotency_key.to_owned())
             .or_default()
             .push(self.node.clone());
+        let hold = self.counter.hold.lock().unwrap().clone();
+        if let Some((prefix, permits)) = hold
+            && call.idempotency_key.starts_with(&prefix)
+        {
+            let _permit = permits.acquire().await.unwrap();
+        }
         // Long enough for the other node to be busy at the same time.
         tokio::time::sleep(Duration::from_millis(2)).await;
         Ok(json!({ "node": self.node }))
@@ -242,6 +250,93 @@ mod cases {
         assert_eq!(instance.state, InstanceState::Completed);
     }
 
+    pub async fn a_stale_instance_does_not_hold_back_the_rest_of_its_batch(env: &Env) {
+        let engine = env.node("node-a", EngineConfig::default());
+        let held = env.submit(&engine, "deal-held").await;
+        let free = env.submit(&engine, "deal-free").await;
+        let permits = Arc::new(tokio::sync::Semaphore::new(0));
+        *env.counter.hold.lock().unwrap() = Some((held.to_string(), permits.clone()));
+        // The tick runs both first steps; the held one waits in its action
+        // while a person cancels its instance.
+        let tick = {
+            let engine = engine.clone();
+            tokio::spawn(async move { engine.tick().await })
+        };
+        while !env
+            .counter
+            .calls
+            .lock()
+            .unwrap()
+            .keys()
+            .any(|k| k.starts_with(&held.to_string()))
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        engine
+            .cancel(held, "op_test", "the client withdrew")
+            .await
+            .unwrap();
+        permits.add_permits(1);
+        assert_eq!(tick.await.unwrap().unwrap(), 2);
+        // The cancellation stands; the other instance's step was committed.
+        let (held_now, _) = env.db.store.get_instance(held).await.unwrap();
+        assert_eq!(held_now.state, InstanceState::Cancelled);
+        let (_, steps) = env.db.store.get_instance(free).await.unwrap();
+        let s0 = steps.iter().find(|s| s.step_id == "s0").unwrap();
+        assert_eq!(s0.state, gatehouse_core::workflow::StepState::Succeeded);
+        while engine.tick().await.unwrap() > 0 {}
+        let (free_now, _) = env.db.store.get_instance(free).await.unwrap();
+        assert_eq!(free_now.state, InstanceState::Completed);
+        let calls = env.counter.calls.lock().unwrap().clone();
+        let of_free = calls
+            .keys()
+            .filter(|k| k.starts_with(&free.to_string()))
+            .count();
+        assert_eq!(of_free, 3);
+        assert!(
+            calls.values().all(|by| by.len() == 1),
+            "no step of the free instance ran twice: {calls:?}"
+        );
+    }
+
+    pub async fn an_unreadable_template_parks_its_instance_only(env: &Env) {
+        let engine = env.node("node-a", EngineConfig::default());
+        let good = env.submit(&engine, "deal-good").await;
+        let broken = env.submit(&engine, "deal-broken").await;
+        // Corrupt the broken one's pinned definition behind the engine's back.
+        let (mut instance, _) = env.db.store.get_instance(broken).await.unwrap();
+        instance.definition = json!({ "not": "a template" });
+        instance.version = 1;
+        let fresh = gatehouse_core::id::WorkflowId::generate(env.clock.now());
+        instance.id = fresh;
+        instance.started_by = None;
+        env.db
+            .store
+            .commit_progress(&[gatehouse_core::workflow::Progress {
+                instance,
+                steps: Vec::new(),
+                history: Vec::new(),
+                approvals: Vec::new(),
+                tasks: Vec::new(),
+            }])
+            .await
+            .unwrap();
+        while engine.tick().await.unwrap() > 0 {}
+        let state = |id| async move { env.db.store.get_instance(id).await.unwrap().0.state };
+        assert_eq!(state(good).await, InstanceState::Completed);
+        assert_eq!(state(broken).await, InstanceState::Completed);
+        assert_eq!(state(fresh).await, InstanceState::Parked);
+        let history = env.db.store.instance_history(fresh).await.unwrap();
+        let parked = history.last().unwrap();
+        assert_eq!(parked.kind, "instance.parked");
+        assert!(
+            parked.detail["reason"]
+                .as_str()
+                .unwrap()
+                .contains("pinned template is unreadable")
+        );
+    }
+
     /// PostgreSQL only: a node sleeping in its idle poll is woken by a
     /// `NOTIFY` from another process's commit, not by its timer.
     pub async fn another_nodes_event_wakes_a_sleeping_node(env: &Env) {
@@ -306,12 +401,16 @@ macro_rules! node_tests {
 }
 
 node_tests!(sqlite:
+    a_stale_instance_does_not_hold_back_the_rest_of_its_batch,
+    an_unreadable_template_parks_its_instance_only,
     two_nodes_share_the_work_and_never_run_a_step_twice,
     a_dead_nodes_work_is_taken_over_when_its_leases_expire,
     a_node_restarted_under_its_name_resumes_at_once,
 );
 
 node_tests!(postgres:
+    a_stale_instance_does_not_hold_back_the_rest_of_its_batch,
+    an_unreadable_template_parks_its_instance_only,
     two_nodes_share_the_work_and_never_run_a_step_twice,
     a_dead_nodes_work_is_taken_over_when_its_leases_expire,
     a_node_restarted_under_its_name_resumes_at_once,
