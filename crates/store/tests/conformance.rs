@@ -124,6 +124,7 @@ impl Case {
             history: vec![self.entry(instance.id, 1, "instance.started", None)],
             approvals: Vec::new(),
             tasks: Vec::new(),
+            notifications: Vec::new(),
         }
     }
 
@@ -163,6 +164,7 @@ impl Case {
             history: vec![],
             approvals: Vec::new(),
             tasks: Vec::new(),
+            notifications: Vec::new(),
         }
     }
 
@@ -305,6 +307,7 @@ impl Case {
             history: vec![self.entry(instance.id, seq, "gate.passed", Some("b-grant"))],
             approvals: Vec::new(),
             tasks: Vec::new(),
+            notifications: Vec::new(),
         }
     }
 }
@@ -953,6 +956,7 @@ mod cases {
                 history: vec![c.entry(v1.id, 2, "instance.waiting", None)],
                 approvals: Vec::new(),
                 tasks: Vec::new(),
+                notifications: Vec::new(),
             }])
             .await
             .unwrap();
@@ -1018,6 +1022,7 @@ mod cases {
             history: vec![c.entry(b.id, 2, "step.succeeded", Some("a-notify"))],
             approvals: Vec::new(),
             tasks: Vec::new(),
+            notifications: Vec::new(),
         };
         let fresh = c.instance(None, "offboard");
         let mut a_stale = c.next(&a);
@@ -1092,6 +1097,7 @@ mod cases {
                 history: vec![],
                 approvals: Vec::new(),
                 tasks: Vec::new(),
+                notifications: Vec::new(),
             }])
             .await
             .unwrap();
@@ -1117,6 +1123,7 @@ mod cases {
                 history: vec![],
                 approvals: Vec::new(),
                 tasks: Vec::new(),
+                notifications: Vec::new(),
             }])
             .await
             .unwrap();
@@ -1143,6 +1150,7 @@ mod cases {
                     history: vec![],
                     approvals: Vec::new(),
                     tasks: Vec::new(),
+                    notifications: Vec::new(),
                 },
                 Progress {
                     instance: v5,
@@ -1150,6 +1158,7 @@ mod cases {
                     history: vec![],
                     approvals: Vec::new(),
                     tasks: Vec::new(),
+                    notifications: Vec::new(),
                 },
             ])
             .await
@@ -1183,6 +1192,7 @@ mod cases {
                     history,
                     approvals: Vec::new(),
                     tasks: Vec::new(),
+                    notifications: Vec::new(),
                 }])
                 .await
                 .unwrap_err();
@@ -1206,6 +1216,7 @@ mod cases {
                 history: more.clone(),
                 approvals: Vec::new(),
                 tasks: Vec::new(),
+                notifications: Vec::new(),
             }])
             .await
             .unwrap();
@@ -1462,6 +1473,7 @@ mod cases {
                     history,
                     approvals: Vec::new(),
                     tasks: Vec::new(),
+                    notifications: Vec::new(),
                 }
             })
             .collect();
@@ -1492,6 +1504,7 @@ mod cases {
                 history: vec![c.entry(p.instance.id, 4, "instance.resumed", None)],
                 approvals: Vec::new(),
                 tasks: Vec::new(),
+                notifications: Vec::new(),
             })
             .collect();
         again[N - 1].instance.version = 1_000;
@@ -1545,6 +1558,7 @@ mod cases {
                 history: vec![c.entry(ours.id, 2, "step.succeeded", Some("a-notify"))],
                 approvals: Vec::new(),
                 tasks: Vec::new(),
+                notifications: Vec::new(),
             }])
             .await
             .unwrap();
@@ -1608,6 +1622,7 @@ mod cases {
                 history: vec![],
                 approvals: vec![escalated.clone()],
                 tasks: vec![task.clone()],
+                notifications: Vec::new(),
             }])
             .await
             .unwrap();
@@ -1655,6 +1670,7 @@ mod cases {
                     history: vec![c.entry(v1.id, 2, "sneaky", None)],
                     approvals,
                     tasks,
+                    notifications: Vec::new(),
                     ..Case::bare(&v4)
                 }])
                 .await
@@ -1693,6 +1709,7 @@ mod cases {
                 .commit_progress(&[Progress {
                     approvals,
                     tasks,
+                    notifications: Vec::new(),
                     ..Case::bare(&v4)
                 }])
                 .await
@@ -1712,6 +1729,7 @@ mod cases {
             .commit_progress(&[Progress {
                 approvals: vec![cancelled.clone()],
                 tasks: vec![dropped.clone()],
+                notifications: Vec::new(),
                 ..Case::bare(&v4)
             }])
             .await
@@ -1727,6 +1745,7 @@ mod cases {
             .commit_progress(&[Progress {
                 approvals: vec![cancelled.clone()],
                 tasks: vec![dropped.clone()],
+                notifications: Vec::new(),
                 ..Case::bare(&v5)
             }])
             .await
@@ -1741,6 +1760,7 @@ mod cases {
                 .commit_progress(&[Progress {
                     approvals,
                     tasks,
+                    notifications: Vec::new(),
                     ..Case::bare(&v6)
                 }])
                 .await
@@ -2152,6 +2172,7 @@ mod cases {
                 c.store
                     .commit_progress(&[Progress {
                         tasks: vec![task.clone()],
+                        notifications: Vec::new(),
                         ..Case::bare(&c.next(&instance))
                     }])
                     .await
