@@ -40,7 +40,10 @@ impl EmailAddress {
         let invalid = |reason: &str| {
             Err(DomainError::invalid(
                 "email",
-                format!("`{}` is not an e-mail address: {reason}", text.escape_debug()),
+                format!(
+                    "`{}` is not an e-mail address: {reason}",
+                    text.escape_debug()
+                ),
             ))
         };
         if text.is_empty() || text.len() > 254 {
@@ -63,7 +66,9 @@ impl EmailAddress {
             !label.is_empty()
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         });
         if domain.is_empty() || !labels_ok {
             return invalid("the domain must be dot-separated labels of letters, digits and `-`");

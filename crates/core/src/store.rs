@@ -395,10 +395,8 @@ pub trait NotificationStore: Send + Sync {
         error: &str,
     ) -> StoreResult<()>;
     /// Notifications in id (creation) order.
-    async fn list_notifications(
-        &self,
-        query: &NotificationQuery,
-    ) -> StoreResult<Vec<Notification>>;
+    async fn list_notifications(&self, query: &NotificationQuery)
+    -> StoreResult<Vec<Notification>>;
 }
 
 /// Everything Gatehouse stores, behind one handle.

@@ -133,7 +133,10 @@ mod cases {
             c.store.commit_progress(&[wrong]).await,
             Err(StoreError::Conflict(_))
         ));
-        assert_eq!(c.store.get_instance(instance.id).await.unwrap().0.version, 1);
+        assert_eq!(
+            c.store.get_instance(instance.id).await.unwrap().0.version,
+            1
+        );
 
         // Queued again (a replayed batch): the stored one is left as it is.
         let mut again = queued[0].clone();
@@ -158,8 +161,17 @@ mod cases {
         );
         assert!(first.iter().all(|n| n.next_attempt_at == Some(lease)));
         let rest = c.store.claim_notifications(now, lease, 10).await.unwrap();
-        assert_eq!(rest.iter().map(|n| n.id).collect::<Vec<_>>(), vec![queued[2].id]);
-        assert!(c.store.claim_notifications(now, lease, 10).await.unwrap().is_empty());
+        assert_eq!(
+            rest.iter().map(|n| n.id).collect::<Vec<_>>(),
+            vec![queued[2].id]
+        );
+        assert!(
+            c.store
+                .claim_notifications(now, lease, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
 
         // A dispatcher that never reported back: due again when the lease ends.
         let later = c
@@ -199,7 +211,13 @@ mod cases {
                 assert!(seen.insert(n.id), "{} was claimed twice", n.id);
             }
         }
-        assert!(c.store.claim_notifications(now, lease, 15).await.unwrap().is_empty());
+        assert!(
+            c.store
+                .claim_notifications(now, lease, 15)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     pub async fn attempts_are_recorded_only_while_pending(c: &Case) {
@@ -214,19 +232,47 @@ mod cases {
             .unwrap();
         let stored = c.get(a).await;
         assert_eq!(
-            (stored.state, stored.attempts, stored.next_attempt_at, stored.last_error.as_deref()),
-            (NotificationState::Pending, 1, Some(retry_at), Some("webhook: HTTP 503"))
+            (
+                stored.state,
+                stored.attempts,
+                stored.next_attempt_at,
+                stored.last_error.as_deref()
+            ),
+            (
+                NotificationState::Pending,
+                1,
+                Some(retry_at),
+                Some("webhook: HTTP 503")
+            )
         );
-        let due = c.store.claim_notifications(now, now + Duration::minutes(1), 10).await.unwrap();
-        assert!(due.iter().all(|n| n.id != a), "not due before its retry time");
+        let due = c
+            .store
+            .claim_notifications(now, now + Duration::minutes(1), 10)
+            .await
+            .unwrap();
+        assert!(
+            due.iter().all(|n| n.id != a),
+            "not due before its retry time"
+        );
 
-        c.store.mark_notification_delivered(a, 2, retry_at).await.unwrap();
+        c.store
+            .mark_notification_delivered(a, 2, retry_at)
+            .await
+            .unwrap();
         let stored = c.get(a).await;
         assert_eq!(
-            (stored.state, stored.attempts, stored.delivered_at, stored.next_attempt_at),
+            (
+                stored.state,
+                stored.attempts,
+                stored.delivered_at,
+                stored.next_attempt_at
+            ),
             (NotificationState::Delivered, 2, Some(retry_at), None)
         );
-        c.store.mark_notification_failed(b, 1, "webhook: HTTP 400").await.unwrap();
+        c.store
+            .mark_notification_failed(b, 1, "webhook: HTTP 400")
+            .await
+            .unwrap();
         assert_eq!(c.get(b).await.state, NotificationState::Failed);
 
         // Final states stay final.
@@ -235,7 +281,10 @@ mod cases {
             c.store.mark_notification_retry(b, 2, now, "late").await,
             c.store.mark_notification_delivered(b, 2, now).await,
         ] {
-            assert!(matches!(result, Err(StoreError::Stale("notification"))), "{result:?}");
+            assert!(
+                matches!(result, Err(StoreError::Stale("notification"))),
+                "{result:?}"
+            );
         }
         let ghost = NotificationId::generate(now);
         assert!(matches!(
@@ -244,7 +293,11 @@ mod cases {
         ));
         assert!(
             c.store
-                .claim_notifications(retry_at + Duration::hours(1), retry_at + Duration::hours(2), 10)
+                .claim_notifications(
+                    retry_at + Duration::hours(1),
+                    retry_at + Duration::hours(2),
+                    10
+                )
                 .await
                 .unwrap()
                 .iter()
@@ -276,7 +329,13 @@ mod cases {
             })
             .await;
         assert_eq!(page.iter().map(|n| n.id).collect::<Vec<_>>(), vec![d]);
-        assert_eq!(c.list(NotificationQuery::default()).await.last().map(|n| n.id), Some(others[0].id));
+        assert_eq!(
+            c.list(NotificationQuery::default())
+                .await
+                .last()
+                .map(|n| n.id),
+            Some(others[0].id)
+        );
     }
 }
 

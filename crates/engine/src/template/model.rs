@@ -367,6 +367,12 @@ pub struct Step {
     pub compensate: Option<Compensation>,
     /// Steps of the same stage that must complete before this one starts.
     pub needs: Vec<StepId>,
+    /// Who reviews the step when it runs at L1: an e-mail address, or text
+    /// with `{{ … }}` expressions rendered once the step has run. Without
+    /// it the configured default reviewer is notified. (Absent from the
+    /// JSON of instances pinned before it existed, hence the default.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reviewer: Option<String>,
 }
 
 impl Step {
@@ -381,6 +387,18 @@ impl Step {
     /// (see [`expr::render`]).
     pub fn render_params(&self, ctx: &Value) -> Result<Value, RenderError> {
         expr::render(&self.params, ctx)
+    }
+
+    /// The reviewer's address with every expression filled in from `ctx`,
+    /// if the step names one. The text is not checked to be an address
+    /// here; the caller parses it.
+    pub fn render_reviewer(&self, ctx: &Value) -> Option<Result<Value, RenderError>> {
+        let reviewer = self.reviewer.as_ref()?;
+        Some(expr::render_at(
+            &Value::String(reviewer.clone()),
+            ctx,
+            "reviewer",
+        ))
     }
 }
 
