@@ -93,6 +93,12 @@ struct FileConfig {
     vault_key: Option<String>,
     vault_namespace: Option<String>,
     vault_ca_cert: Option<PathBuf>,
+    notify_webhook_url: Option<String>,
+    notify_webhook_secret: Option<String>,
+    smtp_host: Option<String>,
+    smtp_port: Option<u16>,
+    smtp_from: Option<String>,
+    notify_default_reviewer: Option<String>,
 }
 
 /// The settings in force.
@@ -135,6 +141,18 @@ pub struct Config {
     pub vault_namespace: Option<String>,
     /// PEM file of a private CA to trust for Vault's TLS.
     pub vault_ca_cert: Option<PathBuf>,
+    /// Where L1 review notifications are posted (secret: may carry a token).
+    pub notify_webhook_url: Option<String>,
+    /// The key that signs webhook bodies (secret).
+    pub notify_webhook_secret: Option<String>,
+    /// The SMTP server that relays review e-mails.
+    pub smtp_host: Option<String>,
+    /// Its port.
+    pub smtp_port: u16,
+    /// The envelope sender and `From` of review e-mails.
+    pub smtp_from: Option<String>,
+    /// Who reviews L1 steps that name no `reviewer`.
+    pub notify_default_reviewer: Option<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -153,6 +171,18 @@ impl std::fmt::Debug for Config {
                 "vault_token",
                 &self.vault_token.as_ref().map(|_| "<redacted>"),
             )
+            .field(
+                "notify_webhook_url",
+                &self.notify_webhook_url.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "notify_webhook_secret",
+                &self.notify_webhook_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("smtp_host", &self.smtp_host)
+            .field("smtp_port", &self.smtp_port)
+            .field("smtp_from", &self.smtp_from)
+            .field("notify_default_reviewer", &self.notify_default_reviewer)
             .finish_non_exhaustive()
     }
 }
@@ -251,6 +281,16 @@ impl Config {
             vault_ca_cert: env("GATEHOUSE_VAULT_CA_CERT")
                 .map(PathBuf::from)
                 .or(file.vault_ca_cert),
+            notify_webhook_url: env("GATEHOUSE_NOTIFY_WEBHOOK_URL").or(file.notify_webhook_url),
+            notify_webhook_secret: env("GATEHOUSE_NOTIFY_WEBHOOK_SECRET")
+                .or(file.notify_webhook_secret),
+            smtp_host: env("GATEHOUSE_SMTP_HOST").or(file.smtp_host),
+            smtp_port: parse_env("GATEHOUSE_SMTP_PORT")?
+                .or(file.smtp_port)
+                .unwrap_or(25),
+            smtp_from: env("GATEHOUSE_SMTP_FROM").or(file.smtp_from),
+            notify_default_reviewer: env("GATEHOUSE_NOTIFY_DEFAULT_REVIEWER")
+                .or(file.notify_default_reviewer),
             data_dir,
             database_url,
         })

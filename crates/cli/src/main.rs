@@ -13,6 +13,7 @@ mod bench;
 mod bench_engine;
 mod commands;
 mod config;
+mod notify;
 mod wiring;
 
 use std::process::ExitCode;

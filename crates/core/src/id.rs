@@ -162,6 +162,10 @@ typed_id!(
     /// A human task of a human-only (L3) step.
     HumanTaskId, "tsk"
 );
+typed_id!(
+    /// A notification in the outbox (an L1 review request).
+    NotificationId, "ntf"
+);
 
 #[cfg(test)]
 mod tests {

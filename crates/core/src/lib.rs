@@ -13,6 +13,7 @@ pub mod error;
 pub mod gate;
 pub mod id;
 pub mod keys;
+pub mod notify;
 pub mod operator;
 pub mod secret;
 pub mod store;

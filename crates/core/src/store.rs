@@ -12,8 +12,11 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::approval::{Approval, ApprovalState, Decision, HumanTask, TaskState};
-use crate::id::{ApprovalId, EventId, HumanTaskId, OperatorId, TenantId, TokenId, WorkflowId};
+use crate::id::{
+    ApprovalId, EventId, HumanTaskId, NotificationId, OperatorId, TenantId, TokenId, WorkflowId,
+};
 use crate::keys::{TenantKey, WrappedKey};
+use crate::notify::{Notification, NotificationState};
 use crate::operator::{ApiToken, Operator, OperatorName, TokenHash};
 use crate::secret::{SealedSecret, SecretMeta, SecretName};
 use crate::tenant::{Tenant, TenantSlug, TenantState};
@@ -385,10 +388,78 @@ pub trait WorkflowStore: EngineStore + GateStore {}
 
 impl<T: EngineStore + GateStore + ?Sized> WorkflowStore for T {}
 
+/// A page of notifications.
+#[derive(Debug, Clone, Default)]
+pub struct NotificationQuery {
+    /// Only this tenant's notifications.
+    pub tenant: Option<TenantId>,
+    /// Only notifications in this state.
+    pub state: Option<NotificationState>,
+    /// Only this workflow instance's notifications.
+    pub instance: Option<WorkflowId>,
+    /// Start after this id (the previous page's last).
+    pub after: Option<NotificationId>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// The notification outbox. Notifications are queued with the workflow
+/// progress that causes them ([`EngineStore::commit_progress`]); the
+/// dispatcher claims the due ones and records each attempt's outcome here.
+/// Every mark applies only to a pending notification, so a late attempt
+/// cannot undo a final state; marking one that is not pending (or does not
+/// exist) is `Stale("notification")` (or `NotFound`).
+#[async_trait]
+pub trait NotificationStore: Send + Sync {
+    /// In one statement: takes up to `limit` pending notifications whose
+    /// `next_attempt_at` is at or before `now` (earliest first), moves
+    /// their `next_attempt_at` to `lease_until` so that no other claim takes
+    /// them while they are being sent, and returns them (with the new
+    /// `next_attempt_at`). A dispatcher that dies mid-send leaves them due
+    /// again at `lease_until`: delivery is at-least-once.
+    async fn claim_notifications(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: u32,
+    ) -> StoreResult<Vec<Notification>>;
+    /// Records a successful delivery after `attempts` attempts.
+    async fn mark_notification_delivered(
+        &self,
+        id: NotificationId,
+        attempts: u32,
+        at: OffsetDateTime,
+    ) -> StoreResult<()>;
+    /// Records a failed attempt that is retried at `next_attempt_at`.
+    async fn mark_notification_retry(
+        &self,
+        id: NotificationId,
+        attempts: u32,
+        next_attempt_at: OffsetDateTime,
+        error: &str,
+    ) -> StoreResult<()>;
+    /// Records that delivery was given up after `attempts` attempts.
+    async fn mark_notification_failed(
+        &self,
+        id: NotificationId,
+        attempts: u32,
+        error: &str,
+    ) -> StoreResult<()>;
+    /// Notifications in id (creation) order.
+    async fn list_notifications(&self, query: &NotificationQuery)
+    -> StoreResult<Vec<Notification>>;
+}
+
 /// Everything Gatehouse stores, behind one handle.
 #[async_trait]
 pub trait Store:
-    TenantStore + TenantKeyStore + SecretStore + OperatorStore + WorkflowStore + Debug
+    TenantStore
+    + TenantKeyStore
+    + SecretStore
+    + OperatorStore
+    + WorkflowStore
+    + NotificationStore
+    + Debug
 {
     /// Which engine this is.
     fn backend(&self) -> Backend;

@@ -20,6 +20,7 @@ use time::OffsetDateTime;
 use crate::approval::{Approval, HumanTask};
 use crate::error::DomainError;
 use crate::id::{EventId, TenantId, WorkflowId};
+use crate::notify::Notification;
 
 /// Validates a dotted lowercase name: `psa.opportunity.won`, `api`.
 fn dotted(field: &'static str, text: &str, max: usize) -> Result<String, DomainError> {
@@ -400,4 +401,8 @@ pub struct Progress {
     /// task")` when finished otherwise. Tasks are completed with
     /// [`crate::store::GateStore::complete_task`].
     pub tasks: Vec<HumanTask>,
+    /// Notifications to queue (inserted; one whose id is stored already is
+    /// left as it is). Written in the same transaction as the step they
+    /// are about, so a recorded L1 step always has its review request.
+    pub notifications: Vec<Notification>,
 }

@@ -19,6 +19,7 @@ use gatehouse_core::clock::Clock;
 use gatehouse_core::gate::{GateLevel, GatePolicy};
 use gatehouse_core::id::{ApprovalId, HumanTaskId};
 use gatehouse_core::id::{EventId, TenantId, WorkflowId};
+use gatehouse_core::notify::Notification;
 use gatehouse_core::operator::{Operator, Role};
 use gatehouse_core::store::StoreError;
 pub use gatehouse_core::store::WorkflowStore;
@@ -32,6 +33,7 @@ use tokio::sync::{Notify, broadcast};
 
 use crate::action::{ActionCall, ActionError, ActionRegistry};
 use crate::breaker::BreakerRegistry;
+use crate::notify::review_request;
 use crate::retry::random_unit;
 use crate::stats::EngineStats;
 use crate::template::{OnFailure, Step, Template};
@@ -437,6 +439,7 @@ impl Engine {
                     history: vec![started],
                     approvals: Vec::new(),
                     tasks: Vec::new(),
+                    notifications: Vec::new(),
                 })
             })
             .collect()
@@ -556,6 +559,7 @@ impl Engine {
             history,
             approvals: Vec::new(),
             tasks: Vec::new(),
+            notifications: Vec::new(),
         })
     }
 
@@ -609,6 +613,7 @@ impl Engine {
             history: vec![entry],
             approvals: Vec::new(),
             tasks: Vec::new(),
+            notifications: Vec::new(),
         };
         self.store.complete_task(&task, &progress).await?;
         self.forget(task.instance_id);
@@ -701,6 +706,7 @@ impl Engine {
             history: vec![entry],
             approvals,
             tasks,
+            notifications: Vec::new(),
         };
         self.store.commit_progress(&[progress]).await?;
         self.forget(id);
@@ -1017,6 +1023,7 @@ impl Unreadable {
             history: vec![entry],
             approvals: Vec::new(),
             tasks: Vec::new(),
+            notifications: Vec::new(),
         }
     }
 }
@@ -1030,6 +1037,7 @@ struct Wave {
     history: Vec<HistoryEntry>,
     approvals: Vec<Approval>,
     tasks: Vec<HumanTask>,
+    notifications: Vec<Notification>,
     seq: i64,
     now: OffsetDateTime,
 }
@@ -1074,6 +1082,7 @@ impl Wave {
             changed: HashSet::new(),
             approvals: Vec::new(),
             tasks: Vec::new(),
+            notifications: Vec::new(),
             history: Vec::new(),
             seq,
             now,
@@ -1450,11 +1459,11 @@ impl Wave {
                     json!({ "attempt": call.attempt, "gate": level }),
                 );
                 if level == GateLevel::L1 {
-                    self.note(
-                        "notification.queued",
-                        Some(&id),
-                        json!({ "reason": "L1: executed, review requested" }),
-                    );
+                    // The review request is queued in this wave's commit.
+                    let (notification, note) =
+                        review_request(&self.instance, &call.step, &call.params, now);
+                    self.note("notification.queued", Some(&id), note);
+                    self.notifications.push(notification);
                 }
             }
             (true, Ok(_)) => {
@@ -1616,6 +1625,7 @@ impl Wave {
             history: self.history,
             approvals: self.approvals,
             tasks: self.tasks,
+            notifications: self.notifications,
         };
         (progress, all)
     }

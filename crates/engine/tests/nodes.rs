@@ -318,6 +318,7 @@ mod cases {
                 history: Vec::new(),
                 approvals: Vec::new(),
                 tasks: Vec::new(),
+                notifications: Vec::new(),
             }])
             .await
             .unwrap();

@@ -408,6 +408,7 @@ area = "client_onboarding"
             history: Vec::new(),
             approvals: Vec::new(),
             tasks: Vec::new(),
+            notifications: Vec::new(),
         };
         assert!(matches!(
             env.db.store.escalate_approval(&again, &progress).await,

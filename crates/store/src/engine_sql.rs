@@ -505,7 +505,9 @@ macro_rules! impl_engine_store {
 
                 // Approvals and human tasks created, escalated or cancelled
                 // by this progress (see `crate::gate_sql`).
-                Self::write_gates(conn, batch).await
+                Self::write_gates(conn, batch).await?;
+                // Notifications it queues (see `crate::notify_sql`).
+                Self::write_notifications(conn, batch).await
             }
         }
 

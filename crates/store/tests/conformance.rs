@@ -124,6 +124,7 @@ impl Case {
             history: vec![self.entry(instance.id, 1, "instance.started", None)],
             approvals: Vec::new(),
             tasks: Vec::new(),
+            notifications: Vec::new(),
         }
     }
 
@@ -163,6 +164,7 @@ impl Case {
             history: vec![],
             approvals: Vec::new(),
             tasks: Vec::new(),
+            notifications: Vec::new(),
         }
     }
 
@@ -305,6 +307,7 @@ impl Case {
             history: vec![self.entry(instance.id, seq, "gate.passed", Some("b-grant"))],
             approvals: Vec::new(),
             tasks: Vec::new(),
+            notifications: Vec::new(),
         }
     }
 }
@@ -1102,6 +1105,7 @@ mod cases {
                 history: vec![c.entry(v1.id, 2, "instance.waiting", None)],
                 approvals: Vec::new(),
                 tasks: Vec::new(),
+                notifications: Vec::new(),
             }])
             .await
             .unwrap();
@@ -1183,6 +1187,7 @@ mod cases {
             history: vec![c.entry(b.id, 2, "step.succeeded", Some("a-notify"))],
             approvals: Vec::new(),
             tasks: Vec::new(),
+            notifications: Vec::new(),
         };
         let fresh = c.instance(None, "offboard");
         let mut a_stale = c.next(&a);
@@ -1257,6 +1262,7 @@ mod cases {
                 history: vec![],
                 approvals: Vec::new(),
                 tasks: Vec::new(),
+                notifications: Vec::new(),
             }])
             .await
             .unwrap();
@@ -1282,6 +1288,7 @@ mod cases {
                 history: vec![],
                 approvals: Vec::new(),
                 tasks: Vec::new(),
+                notifications: Vec::new(),
             }])
             .await
             .unwrap();
@@ -1308,6 +1315,7 @@ mod cases {
                     history: vec![],
                     approvals: Vec::new(),
                     tasks: Vec::new(),
+                    notifications: Vec::new(),
                 },
                 Progress {
                     instance: v5,
@@ -1315,6 +1323,7 @@ mod cases {
                     history: vec![],
                     approvals: Vec::new(),
                     tasks: Vec::new(),
+                    notifications: Vec::new(),
                 },
             ])
             .await
@@ -1348,6 +1357,7 @@ mod cases {
                     history,
                     approvals: Vec::new(),
                     tasks: Vec::new(),
+                    notifications: Vec::new(),
                 }])
                 .await
                 .unwrap_err();
@@ -1371,6 +1381,7 @@ mod cases {
                 history: more.clone(),
                 approvals: Vec::new(),
                 tasks: Vec::new(),
+                notifications: Vec::new(),
             }])
             .await
             .unwrap();
@@ -1627,6 +1638,7 @@ mod cases {
                     history,
                     approvals: Vec::new(),
                     tasks: Vec::new(),
+                    notifications: Vec::new(),
                 }
             })
             .collect();
@@ -1657,6 +1669,7 @@ mod cases {
                 history: vec![c.entry(p.instance.id, 4, "instance.resumed", None)],
                 approvals: Vec::new(),
                 tasks: Vec::new(),
+                notifications: Vec::new(),
             })
             .collect();
         again[N - 1].instance.version = 1_000;
@@ -1710,6 +1723,7 @@ mod cases {
                 history: vec![c.entry(ours.id, 2, "step.succeeded", Some("a-notify"))],
                 approvals: Vec::new(),
                 tasks: Vec::new(),
+                notifications: Vec::new(),
             }])
             .await
             .unwrap();
@@ -1773,6 +1787,7 @@ mod cases {
                 history: vec![],
                 approvals: vec![escalated.clone()],
                 tasks: vec![task.clone()],
+                notifications: Vec::new(),
             }])
             .await
             .unwrap();
@@ -1820,6 +1835,7 @@ mod cases {
                     history: vec![c.entry(v1.id, 2, "sneaky", None)],
                     approvals,
                     tasks,
+                    notifications: Vec::new(),
                     ..Case::bare(&v4)
                 }])
                 .await
@@ -1858,6 +1874,7 @@ mod cases {
                 .commit_progress(&[Progress {
                     approvals,
                     tasks,
+                    notifications: Vec::new(),
                     ..Case::bare(&v4)
                 }])
                 .await
@@ -1877,6 +1894,7 @@ mod cases {
             .commit_progress(&[Progress {
                 approvals: vec![cancelled.clone()],
                 tasks: vec![dropped.clone()],
+                notifications: Vec::new(),
                 ..Case::bare(&v4)
             }])
             .await
@@ -1892,6 +1910,7 @@ mod cases {
             .commit_progress(&[Progress {
                 approvals: vec![cancelled.clone()],
                 tasks: vec![dropped.clone()],
+                notifications: Vec::new(),
                 ..Case::bare(&v5)
             }])
             .await
@@ -1906,6 +1925,7 @@ mod cases {
                 .commit_progress(&[Progress {
                     approvals,
                     tasks,
+                    notifications: Vec::new(),
                     ..Case::bare(&v6)
                 }])
                 .await
@@ -2317,6 +2337,7 @@ mod cases {
                 c.store
                     .commit_progress(&[Progress {
                         tasks: vec![task.clone()],
+                        notifications: Vec::new(),
                         ..Case::bare(&c.next(&instance))
                     }])
                     .await

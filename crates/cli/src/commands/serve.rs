@@ -35,6 +35,11 @@ pub async fn run(args: &ConfigArgs, serve: ServeArgs) -> Result<ExitCode, CliErr
     };
     let store = wiring::open_store(&config, schema).await?;
     let (app, _) = wiring::open_app(&config, store.clone()).await?;
+    let dispatcher = crate::notify::open_dispatcher(
+        &config,
+        store.clone(),
+        Arc::new(gatehouse_core::clock::SystemClock),
+    )?;
 
     let bootstrap = app.bootstrap().await?;
     let demo = if serve.demo {
@@ -113,6 +118,21 @@ pub async fn run(args: &ConfigArgs, serve: ServeArgs) -> Result<ExitCode, CliErr
         })
     };
 
+    // The notification dispatcher: sends queued L1 reviews; stops on the
+    // same signal (a send cut short is sent again after its lease).
+    let notify_worker = {
+        let mut stopping = stopping.clone();
+        tokio::spawn(async move {
+            tracing::info!("notification dispatcher started");
+            dispatcher
+                .run(async move {
+                    let _ = stopping.wait_for(|stop| *stop).await;
+                })
+                .await;
+            tracing::info!("notification dispatcher stopped");
+        })
+    };
+
     let state = ApiState {
         app: Arc::new(app),
         metrics: Arc::new(Metrics::new()),
@@ -131,6 +151,9 @@ pub async fn run(args: &ConfigArgs, serve: ServeArgs) -> Result<ExitCode, CliErr
     tracing::info!("stopped accepting requests; waiting for the engine's wave in flight");
     if let Err(err) = engine_worker.await {
         tracing::error!(%err, "the workflow engine task failed");
+    }
+    if let Err(err) = notify_worker.await {
+        tracing::error!(%err, "the notification dispatcher task failed");
     }
     tracing::info!("closing the database");
     store.close().await;

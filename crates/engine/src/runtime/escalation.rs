@@ -71,6 +71,7 @@ impl Engine {
                 history: vec![entry],
                 approvals: Vec::new(),
                 tasks: Vec::new(),
+                notifications: Vec::new(),
             };
             match self.store.escalate_approval(&approval, &progress).await {
                 Ok(()) => {

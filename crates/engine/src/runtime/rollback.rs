@@ -125,6 +125,7 @@ impl Engine {
             history: vec![entry],
             approvals: Vec::new(),
             tasks: Vec::new(),
+            notifications: Vec::new(),
         };
         self.store.commit_progress(&[progress]).await?;
         self.forget(id);

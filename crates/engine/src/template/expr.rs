@@ -243,7 +243,7 @@ pub fn render(params: &Value, ctx: &Value) -> Result<Value, RenderError> {
     render_at(params, ctx, "params")
 }
 
-fn render_at(value: &Value, ctx: &Value, at: &str) -> Result<Value, RenderError> {
+pub(crate) fn render_at(value: &Value, ctx: &Value, at: &str) -> Result<Value, RenderError> {
     match value {
         Value::String(text) => TextTemplate::parse(text)
             .map_err(|message| RenderError::Syntax {

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use gatehouse_core::DomainError;
 use gatehouse_core::gate::{self, GateLevel, ProcessArea};
+use gatehouse_core::notify::EmailAddress;
 use serde_json::Value;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
@@ -66,6 +67,7 @@ const STEP_KEYS: &[&str] = &[
     "needs",
     "wait",
     "wait_until",
+    "reviewer",
 ];
 /// What a timer step (`wait` or `wait_until`) may not have: it runs no action.
 const NOT_FOR_TIMERS: &[&str] = &["action", "params", "gate", "timeout", "retry", "compensate"];
@@ -181,6 +183,8 @@ struct RawStep {
     needs: Vec<(String, Range<usize>)>,
     /// `None` when written wrong; `Some(None)` for a step that acts.
     wait: Option<Option<Wait>>,
+    /// `None` when written wrong; `Some(None)` when absent.
+    reviewer: Option<Option<String>>,
     expressions: Vec<ExpressionSite>,
 }
 
@@ -751,6 +755,7 @@ impl Loader<'_> {
         let retry = self.retry(&fields);
         let compensate = self.compensate(&fields, &mut expressions);
         let needs = self.needs(&fields);
+        let reviewer = self.reviewer(&fields, &mut expressions);
 
         Some(RawStep {
             path: fields.path,
@@ -766,6 +771,7 @@ impl Loader<'_> {
             compensate,
             needs,
             wait,
+            reviewer,
             expressions,
         })
     }
@@ -843,6 +849,34 @@ impl Loader<'_> {
                 );
             }
         }
+    }
+
+    /// `reviewer`: who reviews the step when it runs at L1. An e-mail
+    /// address, or text with `{{ … }}` expressions that renders to one when
+    /// the step has run (so it may use the step's own output).
+    fn reviewer(
+        &mut self,
+        fields: &Fields<'_, '_>,
+        sites: &mut Vec<ExpressionSite>,
+    ) -> Option<Option<String>> {
+        let (text, span) = match self.string(fields, "reviewer", false) {
+            Got::Ok(text, span) => (text, span),
+            Got::Absent => return Some(None),
+            Got::Invalid => return None,
+        };
+        let field = fields.field("reviewer");
+        let text = text.trim().to_owned();
+        let errors = self.errors.len();
+        match TextTemplate::parse(&text) {
+            Ok(template) if template.paths().next().is_none() => {
+                if let Err(error) = EmailAddress::parse(&text) {
+                    self.report(&span, &field, reason(error));
+                }
+            }
+            Ok(_) => self.expressions(&text, span, &field, true, sites),
+            Err(message) => self.report(&span, &field, message),
+        }
+        (self.errors.len() == errors).then_some(Some(text))
     }
 
     fn action(&mut self, fields: &Fields<'_, '_>, key: &str) -> Option<ActionName> {
@@ -1379,6 +1413,7 @@ fn assemble_step(step: RawStep) -> Option<Step> {
             .map(|(id, _)| StepId::parse(&id).ok())
             .collect::<Option<Vec<_>>>()?,
         wait: step.wait?,
+        reviewer: step.reviewer?,
     })
 }
 

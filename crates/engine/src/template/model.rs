@@ -377,6 +377,12 @@ pub struct Step {
     /// back unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait: Option<Wait>,
+    /// Who reviews the step when it runs at L1: an e-mail address, or text
+    /// with `{{ … }}` expressions rendered once the step has run. Without
+    /// it the configured default reviewer is notified. (Absent from the
+    /// JSON of instances pinned before it existed, hence the default.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reviewer: Option<String>,
 }
 
 /// The action name a timer step carries: it names no implemented action,
@@ -455,6 +461,18 @@ impl Step {
     /// (see [`expr::render`]).
     pub fn render_params(&self, ctx: &Value) -> Result<Value, RenderError> {
         expr::render(&self.params, ctx)
+    }
+
+    /// The reviewer's address with every expression filled in from `ctx`,
+    /// if the step names one. The text is not checked to be an address
+    /// here; the caller parses it.
+    pub fn render_reviewer(&self, ctx: &Value) -> Option<Result<Value, RenderError>> {
+        let reviewer = self.reviewer.as_ref()?;
+        Some(expr::render_at(
+            &Value::String(reviewer.clone()),
+            ctx,
+            "reviewer",
+        ))
     }
 }
 

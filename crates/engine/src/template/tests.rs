@@ -1513,3 +1513,78 @@ proptest! {
         }
     }
 }
+
+// ----- reviewers of L1 steps ---------------------------------------------------
+
+#[test]
+fn a_reviewer_is_an_address_or_expressions_that_render_to_one() {
+    let step = |reviewer: &str| {
+        one_stage(&format!(
+            "[[stage.step]]\nid = \"a\"\ntitle = \"A\"\naction = \"kb.publish\"\nreviewer = {reviewer}\n"
+        ))
+    };
+    let fixed = load(&step("\"lead@msp.example\"")).unwrap();
+    let a = fixed.step("a").unwrap();
+    assert_eq!(a.reviewer.as_deref(), Some("lead@msp.example"));
+    assert_eq!(
+        a.render_reviewer(&json!({})),
+        Some(Ok(json!("lead@msp.example")))
+    );
+    // Its own output may be used: the reviewer is rendered after the step ran.
+    let own = load(&step("\"{{ steps.a.output.owner }}\"")).unwrap();
+    let ctx = json!({"steps": {"a": {"output": {"owner": "o@x.example"}}}});
+    assert_eq!(
+        own.step("a").unwrap().render_reviewer(&ctx),
+        Some(Ok(json!("o@x.example")))
+    );
+    let text = step("\"not an address\"");
+    only(
+        &text,
+        line_of(&text, "reviewer ="),
+        "stage[0].step[0].reviewer",
+        "not an e-mail address",
+    );
+    let text = step("\"{{ nowhere.x }}\"");
+    only(
+        &text,
+        line_of(&text, "reviewer ="),
+        "stage[0].step[0].reviewer",
+        "an expression starts with one of",
+    );
+    let text = step("\"{{ steps.ghost.output.x }}\"");
+    only(
+        &text,
+        line_of(&text, "reviewer ="),
+        "stage[0].step[0].reviewer",
+        "no step `ghost`",
+    );
+    let text = step("42");
+    only(
+        &text,
+        line_of(&text, "reviewer ="),
+        "stage[0].step[0].reviewer",
+        "must be a string",
+    );
+
+    // Pinned JSON without the field (instances started before it existed) still reads.
+    let mut pinned = serde_json::to_value(&fixed).unwrap();
+    assert_eq!(
+        pinned["stages"][0]["steps"][0]["reviewer"],
+        "lead@msp.example"
+    );
+    pinned["stages"][0]["steps"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("reviewer");
+    let old: Template = serde_json::from_value(pinned).unwrap();
+    assert_eq!(old.step("a").unwrap().reviewer, None);
+    let plain = load(&one_stage(
+        "[[stage.step]]\nid = \"a\"\ntitle = \"A\"\naction = \"kb.publish\"\n",
+    ))
+    .unwrap();
+    assert!(
+        serde_json::to_value(&plain).unwrap()["stages"][0]["steps"][0]
+            .get("reviewer")
+            .is_none()
+    );
+}
