@@ -7,10 +7,14 @@
 //! cannot give a test: fault knobs (to force outages and errors on demand)
 //! and side-effect counters (to assert how many calls actually took effect).
 //!
-//! Emulators so far: [`vault_transit`] (HashiCorp Vault's Transit engine).
+//! Emulators so far: [`vault_transit`] (HashiCorp Vault's Transit engine)
+//! and [`effects`] (a generic target that counts side effects by
+//! idempotency key, for the engine's exactly-once tests).
 //! PSA, RMM, Microsoft Graph and SCIM emulators are planned and will follow
 //! the same shape: `start`, `url`, fault setters, counters, `shutdown`.
 
+pub mod effects;
 pub mod vault_transit;
 
+pub use effects::{EffectsServer, KeyCounts};
 pub use vault_transit::{TransitOp, VaultTransitEmulator};
