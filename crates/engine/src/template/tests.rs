@@ -71,9 +71,13 @@ fn builtin_templates_load_and_use_exactly_the_builtin_actions() {
     let set = TemplateSet::builtin(&builtin_actions()).unwrap();
     assert_eq!(set.len(), 2);
     let used: BTreeSet<&str> = set.iter().flat_map(|t| t.actions()).collect();
+    let mut specific = builtin_actions();
+    for generic in GENERIC_ACTIONS {
+        assert!(specific.remove(generic), "{generic} is in the catalog");
+    }
     assert_eq!(
         used,
-        builtin_actions(),
+        specific,
         "builtin_actions() must list exactly what they use"
     );
     assert_eq!(
