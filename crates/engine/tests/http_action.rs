@@ -104,7 +104,9 @@ async fn post_to(url: &str, extra: Value) -> Result<Value, ActionError> {
     }
     action
         .run(ActionCall {
-            instance: "wf_01jd8x3k2q9f6v0c4m7r5t8w1y".parse::<WorkflowId>().unwrap(),
+            instance: "wf_01jd8x3k2q9f6v0c4m7r5t8w1y"
+                .parse::<WorkflowId>()
+                .unwrap(),
             tenant: None,
             step_id: "create-account",
             idempotency_key: KEY,

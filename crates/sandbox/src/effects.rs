@@ -139,12 +139,22 @@ impl EffectsServer {
 
     /// Effects performed, all keys together.
     pub fn effects(&self) -> u64 {
-        self.shared.lock().keys.values().map(|k| k.counts.effects).sum()
+        self.shared
+            .lock()
+            .keys
+            .values()
+            .map(|k| k.counts.effects)
+            .sum()
     }
 
     /// Requests that carried a key, all keys together.
     pub fn calls(&self) -> u64 {
-        self.shared.lock().keys.values().map(|k| k.counts.calls).sum()
+        self.shared
+            .lock()
+            .keys
+            .values()
+            .map(|k| k.counts.calls)
+            .sum()
     }
 
     /// The counts of one key (zero if never seen).
@@ -415,8 +425,13 @@ mod tests {
         post(&client, &url, Some("k"), json!({ "a": 1 })).await;
         let (status, _, body) = post(&client, &url, Some("k"), json!({ "a": 2 })).await;
         assert_eq!(status, 422, "{body}");
-        let (status, _, _) =
-            post(&client, &server.endpoint("other"), Some("k"), json!({ "a": 1 })).await;
+        let (status, _, _) = post(
+            &client,
+            &server.endpoint("other"),
+            Some("k"),
+            json!({ "a": 1 }),
+        )
+        .await;
         assert_eq!(status, 422);
         assert_eq!(
             server.counts("k"),
