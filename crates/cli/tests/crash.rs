@@ -203,9 +203,9 @@ async fn submit_all(
                     seen.instances.insert(key, ids);
                     break;
                 }
-                Ok((status, body)) => panic!("event {key}: {status} {body}"),
-                // Killed before it answered: send the same event again.
-                Err(_) => {
+                Ok((status, body)) if status < 500 => panic!("event {key}: {status} {body}"),
+                // Killed before it answered, or failed: send the same event again.
+                Ok(_) | Err(_) => {
                     seen.resent += 1;
                     assert!(
                         started.elapsed() < DRILL_LIMIT,
