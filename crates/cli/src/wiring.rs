@@ -7,6 +7,7 @@ use std::time::Duration;
 use gatehouse_core::clock::{Clock, SystemClock};
 use gatehouse_core::store::Store;
 use gatehouse_engine::action::{ActionRegistry, Noop};
+use gatehouse_engine::http_action::{self, HttpPost};
 use gatehouse_engine::runtime::{Engine, EngineConfig};
 use gatehouse_engine::template::{TemplateSet, builtin_actions};
 use gatehouse_server::App;
@@ -113,6 +114,8 @@ pub fn open_engine(
         .map_err(|e| CliError::Config(format!("workflow templates: {e}")))?;
     let mut actions = ActionRegistry::new();
     actions.register("sandbox.noop", Arc::new(Noop));
+    let http_post = HttpPost::new(clock.clone()).map_err(|e| CliError::Config(e.to_string()))?;
+    actions.register(http_action::NAME, Arc::new(http_post));
     Ok(Arc::new(Engine::new(
         store,
         Arc::new(templates),

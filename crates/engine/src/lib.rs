@@ -8,6 +8,7 @@
 
 pub mod action;
 pub mod breaker;
+pub mod http_action;
 pub mod notify;
 pub mod retry;
 pub mod runtime;

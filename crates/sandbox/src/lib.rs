@@ -8,16 +8,20 @@
 //! and side-effect counters (to assert how many calls actually took effect).
 //!
 //! Emulators so far: [`vault_transit`] (HashiCorp Vault's Transit engine),
-//! and two sinks for outbound notifications: [`smtp`] (an SMTP server that
-//! keeps the mail it accepts) and [`webhook`] (a receiver that records
-//! requests and answers with scripted statuses).
+//! [`effects`] (a generic target that counts side effects by idempotency
+//! key, for the engine's exactly-once tests), and two sinks for outbound
+//! notifications: [`smtp`] (an SMTP server that keeps the mail it accepts)
+//! and [`webhook`] (a receiver that records requests and answers with
+//! scripted statuses).
 //! PSA, RMM, Microsoft Graph and SCIM emulators are planned and will follow
 //! the same shape: `start`, `url`, fault setters, counters, `shutdown`.
 
+pub mod effects;
 pub mod smtp;
 pub mod vault_transit;
 pub mod webhook;
 
+pub use effects::{EffectsServer, KeyCounts};
 pub use smtp::{ReceivedMail, SmtpSink};
 pub use vault_transit::{TransitOp, VaultTransitEmulator};
 pub use webhook::{ReceivedHook, WebhookSink};

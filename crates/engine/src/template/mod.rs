@@ -94,7 +94,8 @@ impl Template {
     }
 }
 
-/// Every action name the built-in templates use, compensations included.
+/// Every action name the built-in templates use, compensations included,
+/// and the generic actions any template may use ([`GENERIC_ACTIONS`]).
 /// The engine must implement each of them; tests use this set as the catalog.
 pub fn builtin_actions() -> BTreeSet<&'static str> {
     [
@@ -132,5 +133,9 @@ pub fn builtin_actions() -> BTreeSet<&'static str> {
         "sandbox.noop",
     ]
     .into_iter()
+    .chain(GENERIC_ACTIONS)
     .collect()
 }
+
+/// Actions no built-in template uses but any template may: `http.post`.
+pub const GENERIC_ACTIONS: [&str; 1] = [crate::http_action::NAME];

@@ -71,9 +71,12 @@ fn builtin_templates_load_and_use_exactly_the_builtin_actions() {
     let set = TemplateSet::builtin(&builtin_actions()).unwrap();
     assert_eq!(set.len(), 2);
     let used: BTreeSet<&str> = set.iter().flat_map(|t| t.actions()).collect();
+    let mut specific = builtin_actions();
+    for generic in GENERIC_ACTIONS {
+        assert!(specific.remove(generic), "{generic} is in the catalog");
+    }
     assert_eq!(
-        used,
-        builtin_actions(),
+        used, specific,
         "builtin_actions() must list exactly what they use"
     );
     assert_eq!(
@@ -1471,6 +1474,19 @@ fn the_reference_pages_complete_example_loads() {
     );
     let won = json!({"payload": {"board": "Small business", "seats": 10}});
     assert!(template.is_triggered_by("psa.opportunity.won", &won));
+}
+
+#[test]
+fn the_reference_pages_http_post_example_loads() {
+    let template = Template::from_toml(
+        "example.toml",
+        &doc_example("http-post"),
+        &builtin_actions(),
+    )
+    .unwrap_or_else(|errors| panic!("{errors}"));
+    let step = template.step("open-ticket").unwrap();
+    assert_eq!(step.action.as_str(), crate::http_action::NAME);
+    assert_eq!(step.gate_level(&GatePolicy::new()).unwrap(), GateLevel::L0);
 }
 
 #[test]
