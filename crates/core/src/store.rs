@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::approval::{Approval, ApprovalState, Decision, HumanTask, TaskState};
+use crate::gate::GateSetting;
 use crate::id::{ApprovalId, EventId, HumanTaskId, OperatorId, TenantId, TokenId, WorkflowId};
 use crate::keys::{TenantKey, WrappedKey};
 use crate::operator::{ApiToken, Operator, OperatorName, TokenHash};
@@ -34,6 +35,9 @@ pub enum StoreError {
     /// A stored value does not parse back into its domain type.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The value breaks a domain rule, checked before any SQL runs.
+    #[error(transparent)]
+    Invalid(#[from] crate::error::DomainError),
     /// The database failed; `context` says what we were doing.
     #[error("database error while {context}: {source}")]
     Backend {
@@ -326,6 +330,19 @@ pub trait GateStore: Send + Sync {
     /// (`Stale("human task")` otherwise), then commits `progress`, which
     /// must be its instance's, as [`EngineStore::commit_progress`] does.
     async fn complete_task(&self, task: &HumanTask, progress: &Progress) -> StoreResult<()>;
+    /// The tenant's gate settings (the last change of each area it has
+    /// changed), in area-name order. [`GatePolicy::from_settings`] makes
+    /// them a policy.
+    ///
+    /// [`GatePolicy::from_settings`]: crate::gate::GatePolicy::from_settings
+    async fn gate_settings(&self, tenant: TenantId) -> StoreResult<Vec<GateSetting>>;
+    /// Stores `setting` as its tenant's setting for its area, replacing
+    /// the previous one (a level sets an override, none clears it). The
+    /// setting is checked first ([`GateSetting::check`]: a level below the
+    /// area's floor is `Invalid` and nothing is written). A deleted tenant
+    /// (its key destroyed) gives `NotFound("tenant")`; its settings are
+    /// destroyed with its key.
+    async fn put_gate_setting(&self, setting: &GateSetting) -> StoreResult<()>;
 }
 
 /// What the workflow engine needs: instances and their journal, approvals

@@ -8,6 +8,7 @@
 
 pub mod action;
 pub mod breaker;
+mod gates;
 pub mod retry;
 pub mod runtime;
 pub mod stats;

@@ -680,6 +680,7 @@ impl Engine {
             return Ok(0);
         }
         let mut waves = tokio::task::JoinSet::new();
+        let mut policies = crate::gates::TickPolicies::default();
         for id in due {
             let cached = self.hot().remove(&id);
             let (instance, steps) = match cached {
@@ -687,7 +688,8 @@ impl Engine {
                 None => self.store.get_instance(id).await?,
             };
             let due_at = instance.next_run_at.unwrap_or(now);
-            let wave = Wave::prepare(instance, steps, now)?;
+            let policy = policies.of(self.store.as_ref(), instance.tenant_id).await?;
+            let wave = Wave::prepare(instance, steps, policy, now)?;
             let actions = self.actions.clone();
             let breakers = self.breakers.clone();
             waves.spawn(async move {
@@ -774,6 +776,8 @@ struct Wave {
     tasks: Vec<HumanTask>,
     seq: i64,
     now: OffsetDateTime,
+    /// The tenant's gate policy, as read at the start of this tick.
+    policy: Arc<GatePolicy>,
 }
 
 /// What to run in this wave.
@@ -789,6 +793,7 @@ impl Wave {
     fn prepare(
         instance: Instance,
         steps: Vec<StepRun>,
+        policy: Arc<GatePolicy>,
         now: OffsetDateTime,
     ) -> Result<Self, EngineError> {
         let seq = (instance.version + 1) * HISTORY_STRIDE;
@@ -810,6 +815,7 @@ impl Wave {
             history: Vec::new(),
             seq,
             now,
+            policy,
         })
     }
 
@@ -869,11 +875,8 @@ impl Wave {
             if !matches!(state, StepState::Pending | StepState::Retrying) || !self.due(&id) {
                 continue;
             }
-            // Per-tenant gate policies come with the approvals; until then
-            // every area runs at its default level (never below it).
-            let level = step
-                .gate_level(&GatePolicy::default())
-                .unwrap_or(GateLevel::L3);
+            // The tenant's policy as it is now; never below the area's floor.
+            let level = step.gate_level(&self.policy).unwrap_or(GateLevel::L3);
             match level {
                 // An approved step runs with the parameters the approvers saw
                 // (or changed); it is not gated again.
@@ -1159,10 +1162,7 @@ impl Wave {
                 {
                     steps.insert(id.clone(), json!({ "output": output }));
                 }
-                let level = call
-                    .step
-                    .gate_level(&GatePolicy::default())
-                    .unwrap_or(GateLevel::L0);
+                let level = call.step.gate_level(&self.policy).unwrap_or(GateLevel::L0);
                 self.note(
                     "step.succeeded",
                     Some(&id),

@@ -267,6 +267,7 @@ mod cases {
             let concrete = path
                 .replace("{tenant}", tenant_id)
                 .replace("{name}", "psa.api-key")
+                .replace("{area}", "joiner_access")
                 .replace("{operator}", "op_01jd8x3k2q9f6v0c4m7r5t8w1y")
                 .replace("{token}", "tok_01jd8x3k2q9f6v0c4m7r5t8w1y")
                 .replace("{workflow}", "wf_01jd8x3k2q9f6v0c4m7r5t8w1y")
@@ -1371,6 +1372,209 @@ mod workflow_cases {
     }
 }
 
+/// Per-tenant gates over HTTP.
+mod gate_cases {
+    use super::*;
+
+    pub async fn tenant_gates_over_http(t: &TestApp) {
+        t.create_tenant("acme").await;
+        t.create_tenant("globex").await;
+        let (lead_id, lead) = t.operator("lea.lead", "lead").await;
+        let (_, tech) = t.operator("tom.tech", "technician").await;
+        let (_, auditor) = t.operator("ada.audit", "auditor").await;
+
+        // Everyone who reads tenants reads their gates: every area, at its default.
+        let (status, body) = t
+            .call(
+                Method::GET,
+                "/api/v1/tenants/acme/gates",
+                Some(&auditor),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let items = body["items"].as_array().unwrap();
+        assert_eq!(items.len(), 10);
+        let joiner = items.iter().find(|g| g["area"] == "joiner_access").unwrap();
+        assert_eq!(joiner["default"], "L1");
+        assert_eq!(joiner["floor"], "L0");
+        assert_eq!(joiner["override"], Value::Null);
+        assert_eq!(joiner["effective"], "L1");
+        assert_eq!(joiner["last_change"], Value::Null);
+
+        // Technicians and auditors change nothing.
+        let raise = || Some(json!({"level": "L2", "reason": "the client approves every joiner"}));
+        for who in [&tech, &auditor] {
+            let (status, body) = t
+                .call(
+                    Method::PUT,
+                    "/api/v1/tenants/acme/gates/joiner_access",
+                    Some(who),
+                    raise(),
+                )
+                .await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+            assert_eq!(
+                body["error"]["message"],
+                "this needs the admin or lead role"
+            );
+        }
+
+        // A lead raises an area; the answer and the list show it.
+        let (status, body) = t
+            .call(
+                Method::PUT,
+                "/api/v1/tenants/acme/gates/joiner_access",
+                Some(&lead),
+                raise(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["override"], "L2");
+        assert_eq!(body["effective"], "L2");
+        assert_eq!(body["last_change"]["set_by"], lead_id.as_str());
+        assert_eq!(
+            body["last_change"]["reason"],
+            "the client approves every joiner"
+        );
+        let (_, listed) = t
+            .admin(Method::GET, "/api/v1/tenants/acme/gates", None)
+            .await;
+        let joiner = listed["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["area"] == "joiner_access")
+            .unwrap();
+        assert_eq!(joiner, &body);
+
+        // Below the floor: 422 naming the floor, and nothing changes.
+        let (status, body) = t
+            .call(
+                Method::PUT,
+                "/api/v1/tenants/acme/gates/client_onboarding",
+                Some(&lead),
+                Some(json!({"level": "L1", "reason": "faster onboarding"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_error(&body, "invalid_input");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("floor is L2"), "{message}");
+        // Unknown areas, levels and missing reasons are refused too.
+        for (path, body) in [
+            (
+                "/api/v1/tenants/acme/gates/payroll",
+                json!({"level": "L2", "reason": "x"}),
+            ),
+            (
+                "/api/v1/tenants/acme/gates/revocation",
+                json!({"level": "L9", "reason": "x"}),
+            ),
+            (
+                "/api/v1/tenants/acme/gates/revocation",
+                json!({"level": "L2"}),
+            ),
+            (
+                "/api/v1/tenants/acme/gates/revocation",
+                json!({"level": "L2", "reason": "  "}),
+            ),
+        ] {
+            let (status, answer) = t.admin(Method::PUT, path, Some(body.clone())).await;
+            assert_eq!(
+                status,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{path} {body} {answer}"
+            );
+            assert_error(&answer, "invalid_input");
+        }
+        let (_, after) = t
+            .admin(Method::GET, "/api/v1/tenants/acme/gates", None)
+            .await;
+        assert_eq!(after, listed, "refused changes changed nothing");
+
+        // Another tenant is untouched; a missing one is not found.
+        let (_, other) = t
+            .admin(Method::GET, "/api/v1/tenants/globex/gates", None)
+            .await;
+        assert!(
+            other["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|g| g["override"].is_null()),
+            "{other}"
+        );
+        let (status, body) = t
+            .call(
+                Method::PUT,
+                "/api/v1/tenants/nobody/gates/joiner_access",
+                Some(&lead),
+                raise(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_error(&body, "tenant_not_found");
+
+        // The engine gates the tenant's steps by it: `test.plain` runs a
+        // documentation step (L0 by default), held for approval at L2.
+        let (status, _) = t
+            .call(
+                Method::PUT,
+                "/api/v1/tenants/acme/gates/documentation",
+                Some(&lead),
+                Some(json!({"level": "l2", "reason": "document reviews"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        for (tenant, key) in [("acme", "doc-1"), ("globex", "doc-2")] {
+            let (status, body) = t
+                .admin(
+                    Method::POST,
+                    "/api/v1/events",
+                    Some(json!({"type": "test.plain", "dedup_key": key, "tenant": tenant})),
+                )
+                .await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        }
+        t.settle().await;
+        let (_, waiting) = t
+            .admin(Method::GET, "/api/v1/workflows?state=waiting", None)
+            .await;
+        let (_, done) = t
+            .admin(Method::GET, "/api/v1/workflows?state=completed", None)
+            .await;
+        assert_eq!(waiting["items"].as_array().unwrap().len(), 1, "{waiting}");
+        assert_eq!(done["items"].as_array().unwrap().len(), 1, "{done}");
+        let (_, acme) = t.admin(Method::GET, "/api/v1/tenants/acme", None).await;
+        assert_eq!(waiting["items"][0]["tenant_id"], acme["id"]);
+
+        // Clearing returns the area to its default and keeps who and why.
+        let (status, body) = t
+            .call(
+                Method::DELETE,
+                "/api/v1/tenants/acme/gates/joiner_access",
+                Some(&lead),
+                Some(json!({"reason": "back to the standard"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["override"], Value::Null);
+        assert_eq!(body["effective"], "L1");
+        assert_eq!(body["last_change"]["level"], Value::Null);
+        assert_eq!(body["last_change"]["reason"], "back to the standard");
+        let (status, body) = t
+            .call(
+                Method::DELETE,
+                "/api/v1/tenants/acme/gates/joiner_access",
+                Some(&tech),
+                Some(json!({"reason": "x"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    }
+}
+
 macro_rules! api_tests {
     ($($case:ident $(($arg:expr))?),* $(,)?) => {
         mod sqlite {
@@ -1405,6 +1609,7 @@ macro_rules! api_tests {
 }
 
 use cases::*;
+use gate_cases::*;
 use workflow_cases::*;
 
 api_tests!(
@@ -1421,6 +1626,7 @@ api_tests!(
     health_readiness_metrics_and_request_ids,
     the_demo_seed_is_idempotent,
     random_bodies_never_cause_a_server_error(256),
+    tenant_gates_over_http,
 );
 
 /// The OpenAPI document is a contract: a change to it shows up in review.
