@@ -345,6 +345,27 @@ pub trait GateStore: Send + Sync {
     async fn put_gate_setting(&self, setting: &GateSetting) -> StoreResult<()>;
 }
 
+/// Approvals as `/metrics` shows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ApprovalStats {
+    /// Approvals waiting for decisions.
+    pub pending: u64,
+    /// When the oldest of them was opened.
+    pub oldest_pending_since: Option<OffsetDateTime>,
+    /// Decisions that changed the plan (verdict `modify`), ever.
+    pub overrides: u64,
+}
+
+/// Aggregates read when `/metrics` is scraped. Each is one or two cheap,
+/// indexed queries; none reads tenant data.
+#[async_trait]
+pub trait MetricsStore: Send + Sync {
+    /// Workflow instances counted by state; states without any are left out.
+    async fn count_instances_by_state(&self) -> StoreResult<Vec<(InstanceState, u64)>>;
+    /// Pending approvals, the oldest one's age and the override count.
+    async fn approval_stats(&self) -> StoreResult<ApprovalStats>;
+}
+
 /// What the workflow engine needs: instances and their journal, approvals
 /// and human tasks.
 pub trait WorkflowStore: EngineStore + GateStore {}
@@ -354,7 +375,7 @@ impl<T: EngineStore + GateStore + ?Sized> WorkflowStore for T {}
 /// Everything Gatehouse stores, behind one handle.
 #[async_trait]
 pub trait Store:
-    TenantStore + TenantKeyStore + SecretStore + OperatorStore + WorkflowStore + Debug
+    TenantStore + TenantKeyStore + SecretStore + OperatorStore + WorkflowStore + MetricsStore + Debug
 {
     /// Which engine this is.
     fn backend(&self) -> Backend;

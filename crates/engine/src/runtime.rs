@@ -249,6 +249,11 @@ impl Engine {
         &self.stats
     }
 
+    /// The circuit breakers of the connectors this node has called.
+    pub fn breakers(&self) -> &Arc<BreakerRegistry> {
+        &self.breakers
+    }
+
     /// Instances that reach a state where they stop (completed, compensated,
     /// parked, waiting for people), as this node commits them.
     pub fn subscribe(&self) -> broadcast::Receiver<(WorkflowId, InstanceState)> {
@@ -726,6 +731,12 @@ impl Engine {
         }
         let committed = self.clock.now();
         self.stats.record_commit(count as u64);
+        let retries = batch
+            .iter()
+            .flat_map(|p| &p.history)
+            .filter(|h| matches!(h.kind.as_str(), "step.retrying" | "compensation.retrying"))
+            .count();
+        self.stats.record_retries(retries as u64);
         for (calls, due_at) in timings {
             let latency = (committed - due_at).max(time::Duration::ZERO);
             self.stats

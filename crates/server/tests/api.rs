@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 /// `test.plain` starts one ungated step; `test.gated` prepares, then waits
 /// for an approval (client onboarding is gate L2) before it provisions.
 fn test_templates() -> Vec<Template> {
-    let catalog: std::collections::BTreeSet<&str> = ["sandbox.noop"].into();
+    let catalog: std::collections::BTreeSet<&str> = ["sandbox.noop", "sandbox.flaky"].into();
     let plain = r#"
 name = "plain"
 version = 1
@@ -71,10 +71,55 @@ action = "sandbox.noop"
 area = "client_onboarding"
 needs = ["prepare"]
 "#;
+    // `test.flaky` runs one step whose first attempt fails (retryable).
+    let flaky = r#"
+name = "flaky"
+version = 1
+title = "Flaky"
+area = "documentation"
+
+[[trigger]]
+event = "test.flaky"
+
+[[stage]]
+id = "run"
+title = "Run"
+
+[[stage.step]]
+id = "only"
+title = "Only step"
+action = "sandbox.flaky"
+retry = { max_attempts = 3, initial = "1s", max = "10s", multiplier = 2.0, jitter = 0.0 }
+"#;
     vec![
         Template::from_toml("test/plain.toml", plain, &catalog).unwrap(),
         Template::from_toml("test/gated.toml", gated, &catalog).unwrap(),
+        Template::from_toml("test/flaky.toml", flaky, &catalog).unwrap(),
     ]
+}
+
+/// Fails the first attempt of every idempotency key (retryable), then succeeds.
+#[derive(Default)]
+struct FlakyOnce(std::sync::Mutex<std::collections::HashSet<String>>);
+
+#[async_trait::async_trait]
+impl gatehouse_engine::action::Action for FlakyOnce {
+    async fn run(
+        &self,
+        call: gatehouse_engine::action::ActionCall<'_>,
+    ) -> Result<Value, gatehouse_engine::action::ActionError> {
+        if self
+            .0
+            .lock()
+            .unwrap()
+            .insert(call.idempotency_key.to_owned())
+        {
+            return Err(gatehouse_engine::action::ActionError::retryable(
+                "first attempt fails",
+            ));
+        }
+        Ok(json!({ "attempt": call.attempt }))
+    }
 }
 
 /// A running server and an admin token.
@@ -101,6 +146,7 @@ impl TestApp {
         let clock = Arc::new(FakeClock::default());
         let mut actions = ActionRegistry::new();
         actions.register("sandbox.noop", Arc::new(Noop));
+        actions.register("sandbox.flaky", Arc::new(FlakyOnce::default()));
         // The test drives the engine itself (`settle`): no worker runs.
         let engine = Arc::new(Engine::new(
             db.store.clone(),
@@ -1376,6 +1422,141 @@ mod workflow_cases {
 mod gate_cases {
     use super::*;
 
+    /// The value of the sample `series` (name and labels exactly as
+    /// rendered) in a Prometheus text exposition.
+    fn sample(text: &str, series: &str) -> f64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no `{series}` in:\n{text}"))
+            .parse()
+            .unwrap()
+    }
+
+    async fn scrape(t: &TestApp) -> String {
+        // As today: no token needed, and nothing about tenants in it.
+        let response = t
+            .http
+            .get(format!("{}/metrics", t.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let text = response.text().await.unwrap();
+        assert!(!text.contains("ten_"), "no tenant ids on /metrics:\n{text}");
+        text
+    }
+
+    pub async fn engine_metrics_on_the_metrics_endpoint(t: &TestApp) {
+        let before = scrape(t).await;
+        assert_eq!(
+            sample(&before, r#"gatehouse_workflow_instances{state="running"}"#),
+            0.0
+        );
+        assert_eq!(sample(&before, "gatehouse_steps_total"), 0.0);
+        assert_eq!(sample(&before, "gatehouse_approvals_pending"), 0.0);
+        assert_eq!(
+            sample(&before, "gatehouse_approval_oldest_pending_age_seconds"),
+            0.0
+        );
+
+        // A gated workflow stops at its approval; a flaky one retries once.
+        t.create_tenant("acme").await;
+        for (kind, key) in [("test.gated", "g-1"), ("test.flaky", "f-1")] {
+            let (status, body) = t
+                .admin(
+                    Method::POST,
+                    "/api/v1/events",
+                    Some(json!({"type": kind, "dedup_key": key, "tenant": "acme"})),
+                )
+                .await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        }
+        t.settle().await;
+        t.clock.advance(time::Duration::seconds(90));
+        t.settle().await;
+
+        let text = scrape(t).await;
+        assert_eq!(
+            sample(&text, r#"gatehouse_workflow_instances{state="waiting"}"#),
+            1.0
+        );
+        assert_eq!(
+            sample(&text, r#"gatehouse_workflow_instances{state="completed"}"#),
+            1.0
+        );
+        assert_eq!(
+            sample(&text, r#"gatehouse_workflow_instances{state="running"}"#),
+            0.0
+        );
+        // prepare, and the flaky step twice.
+        assert_eq!(sample(&text, "gatehouse_steps_total"), 3.0);
+        assert_eq!(sample(&text, "gatehouse_step_retries_total"), 1.0);
+        assert_eq!(sample(&text, "gatehouse_step_latency_seconds_count"), 3.0);
+        assert_eq!(
+            sample(&text, r#"gatehouse_step_latency_seconds_bucket{le="+Inf"}"#),
+            3.0
+        );
+        // The retry was due after 1 s and ran 89 s late (fake time).
+        assert_eq!(
+            sample(&text, r#"gatehouse_step_latency_seconds_bucket{le="60.0"}"#),
+            2.0
+        );
+        assert!(
+            sample(&text, "gatehouse_step_latency_seconds_sum") >= 89.0,
+            "{text}"
+        );
+        assert_eq!(sample(&text, "gatehouse_approvals_pending"), 1.0);
+        assert_eq!(
+            sample(&text, "gatehouse_approval_oldest_pending_age_seconds"),
+            90.0
+        );
+        assert_eq!(sample(&text, "gatehouse_approval_overrides_total"), 0.0);
+        // Both steps call the sandbox connector: one breaker, closed.
+        assert_eq!(
+            sample(
+                &text,
+                r#"gatehouse_breaker_state{breaker="sandbox",state="closed"}"#
+            ),
+            1.0
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"gatehouse_breaker_state{breaker="sandbox",state="open"}"#
+            ),
+            0.0
+        );
+
+        // A lead changes the plan as they approve it: an override.
+        let (_, lead) = t.operator("lea.lead", "lead").await;
+        let (_, pending) = t
+            .admin(Method::GET, "/api/v1/approvals?state=pending", None)
+            .await;
+        let approval = pending["items"][0]["id"].as_str().unwrap().to_owned();
+        let (status, body) = t
+            .call(
+                Method::POST,
+                &format!("/api/v1/approvals/{approval}/modify"),
+                Some(&lead),
+                Some(json!({"reason": "smaller scope", "params": {"scope": "mail"}})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        t.settle().await;
+        let text = scrape(t).await;
+        assert_eq!(sample(&text, "gatehouse_approval_overrides_total"), 1.0);
+        assert_eq!(sample(&text, "gatehouse_approvals_pending"), 0.0);
+        assert_eq!(
+            sample(&text, "gatehouse_approval_oldest_pending_age_seconds"),
+            0.0
+        );
+        assert_eq!(
+            sample(&text, r#"gatehouse_workflow_instances{state="completed"}"#),
+            2.0
+        );
+        assert_eq!(sample(&text, "gatehouse_steps_total"), 4.0);
+    }
+
     pub async fn tenant_gates_over_http(t: &TestApp) {
         t.create_tenant("acme").await;
         t.create_tenant("globex").await;
@@ -1627,6 +1808,7 @@ api_tests!(
     the_demo_seed_is_idempotent,
     random_bodies_never_cause_a_server_error(256),
     tenant_gates_over_http,
+    engine_metrics_on_the_metrics_endpoint,
 );
 
 /// The OpenAPI document is a contract: a change to it shows up in review.

@@ -97,6 +97,7 @@ impl SqliteStore {
 crate::sql::impl_store_traits!(SqliteStore);
 crate::engine_sql::impl_engine_store!(SqliteStore, sqlx::Sqlite);
 crate::gate_sql::impl_gate_store!(SqliteStore, sqlx::Sqlite);
+crate::metrics_sql::impl_metrics_store!(SqliteStore);
 
 #[async_trait::async_trait]
 impl Store for SqliteStore {

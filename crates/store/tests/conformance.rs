@@ -315,6 +315,7 @@ fn name(text: &str) -> SecretName {
 
 mod cases {
     pub use super::gate_setting_cases::*;
+    pub use super::metrics_cases::*;
     use super::*;
 
     pub async fn migrations_are_current_and_idempotent(c: &Case) {
@@ -2604,6 +2605,67 @@ mod gate_setting_cases {
     }
 }
 
+/// The aggregates `/metrics` reads.
+mod metrics_cases {
+    use super::*;
+
+    pub async fn metrics_count_instances_pending_approvals_and_overrides(c: &Case) {
+        assert!(c.store.count_instances_by_state().await.unwrap().is_empty());
+        assert_eq!(c.store.approval_stats().await.unwrap(), Default::default());
+
+        let tenant = c.insert("acme").await;
+        let mut batch = Vec::new();
+        for state in [
+            InstanceState::Running,
+            InstanceState::Running,
+            InstanceState::Completed,
+        ] {
+            let mut instance = c.instance(Some(tenant.id), "count");
+            instance.state = state;
+            if state.is_final() {
+                instance.next_run_at = None;
+            }
+            batch.push(c.start(&instance, &["a"]));
+        }
+        c.store.commit_progress(&batch).await.unwrap();
+        let (_, first) = c.waiting(Some(tenant.id), 1, "system").await;
+        let (_, second) = c.waiting(None, 2, "system").await;
+        assert!(first.created_at < second.created_at);
+
+        assert_eq!(
+            c.store.count_instances_by_state().await.unwrap(),
+            vec![
+                (InstanceState::Completed, 1),
+                (InstanceState::Running, 2),
+                (InstanceState::Waiting, 2),
+            ]
+        );
+        let stats = c.store.approval_stats().await.unwrap();
+        assert_eq!(stats.pending, 2);
+        assert_eq!(stats.oldest_pending_since, Some(first.created_at));
+        assert_eq!(stats.overrides, 0);
+
+        // A modifying decision settles the first: one override, one pending left.
+        let lead = c.staff("lea.lead", Role::Lead).await;
+        let (approval, decision) = c.decided(first.id, &lead, Verdict::Modify).await;
+        c.store
+            .record_decision(&approval, &decision, None)
+            .await
+            .unwrap();
+        // An approving one on the second (2 required) leaves it pending.
+        let other = c.staff("leo.lead", Role::Lead).await;
+        let (approval, decision) = c.decided(second.id, &other, Verdict::Approve).await;
+        c.store
+            .record_decision(&approval, &decision, None)
+            .await
+            .unwrap();
+        let stats = c.store.approval_stats().await.unwrap();
+        assert_eq!(stats.pending, 1);
+        assert_eq!(stats.oldest_pending_since, Some(second.created_at));
+        assert_eq!(stats.overrides, 1);
+    }
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -2670,4 +2732,5 @@ conformance!(
     a_task_is_completed_once,
     gate_settings_are_per_tenant_and_obey_floors,
     deleting_a_tenant_destroys_its_gate_settings,
+    metrics_count_instances_pending_approvals_and_overrides,
 );
