@@ -674,6 +674,123 @@ async fn events_start_workflows_seen_through_the_cli(backend: Backend) {
     );
 }
 
+async fn tenant_gates_through_the_cli(backend: Backend) {
+    let install = Install::new(&backend);
+    install.run(&["migrate"]).ok();
+    install
+        .run(&[
+            "tenant", "create", "acme", "--name", "Acme", "--region", "eu",
+        ])
+        .ok();
+    install
+        .run(&[
+            "tenant", "create", "globex", "--name", "Globex", "--region", "eu",
+        ])
+        .ok();
+
+    let table = install.run(&["tenant", "gates", "acme"]).ok();
+    assert!(table.stdout.starts_with("AREA"), "{}", table.stdout);
+    assert!(table.stdout.contains("joiner_access"), "{}", table.stdout);
+
+    let set = install
+        .run(&[
+            "tenant",
+            "gate",
+            "acme",
+            "joiner_access",
+            "L2",
+            "--reason",
+            "client approves joiners",
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(set["override"], "L2");
+    assert_eq!(set["effective"], "L2");
+    assert_eq!(set["last_change"]["set_by"], "system");
+
+    // Below the floor: refused with the error code and the floor named.
+    let below = install
+        .run(&[
+            "tenant",
+            "gate",
+            "acme",
+            "client_onboarding",
+            "L1",
+            "--reason",
+            "faster",
+        ])
+        .fails();
+    let message = below.error_message();
+    assert!(
+        message.contains("floor is l2") && message.contains("(invalid_input)"),
+        "{message}"
+    );
+    // A level or --clear, not both and not neither.
+    install
+        .run(&["tenant", "gate", "acme", "joiner_access", "--reason", "x"])
+        .fails();
+    install
+        .run(&[
+            "tenant",
+            "gate",
+            "acme",
+            "joiner_access",
+            "L2",
+            "--clear",
+            "--reason",
+            "x",
+        ])
+        .fails();
+
+    let gates = install
+        .run(&["tenant", "gates", "acme", "--json"])
+        .ok()
+        .json();
+    let gates = gates.as_array().expect("a JSON array");
+    assert_eq!(gates.len(), 10);
+    let joiner = gates.iter().find(|g| g["area"] == "joiner_access").unwrap();
+    assert_eq!(joiner["effective"], "L2");
+    let onboarding = gates
+        .iter()
+        .find(|g| g["area"] == "client_onboarding")
+        .unwrap();
+    assert_eq!(
+        onboarding["override"],
+        Value::Null,
+        "the refused change left nothing"
+    );
+    let other = install
+        .run(&["tenant", "gates", "globex", "--json"])
+        .ok()
+        .json();
+    assert!(
+        other
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|g| g["override"].is_null()),
+        "{other}"
+    );
+
+    let cleared = install
+        .run(&[
+            "tenant",
+            "gate",
+            "acme",
+            "joiner_access",
+            "--clear",
+            "--reason",
+            "back to the standard",
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(cleared["override"], Value::Null);
+    assert_eq!(cleared["effective"], "L1");
+    assert_eq!(cleared["last_change"]["reason"], "back to the standard");
+}
+
 async fn bench_store_prints_json_last(backend: Backend) {
     let install = Install::new(&backend);
     let run = install
@@ -795,6 +912,11 @@ mod sqlite {
     #[tokio::test]
     async fn bench_store_prints_json_last() {
         on_sqlite(super::bench_store_prints_json_last).await;
+    }
+
+    #[tokio::test]
+    async fn tenant_gates_through_the_cli() {
+        on_sqlite(super::tenant_gates_through_the_cli).await;
     }
 
     #[tokio::test]
@@ -977,6 +1099,11 @@ mod postgres {
     #[tokio::test]
     async fn bench_store_prints_json_last() {
         on_postgres("cli_bench", super::bench_store_prints_json_last).await;
+    }
+
+    #[tokio::test]
+    async fn tenant_gates_through_the_cli() {
+        on_postgres("cli_gates", super::tenant_gates_through_the_cli).await;
     }
 
     #[tokio::test]

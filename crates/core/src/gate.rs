@@ -353,6 +353,144 @@ pub fn resolve(
     }
 }
 
+/// The longest reason a gate change may carry, in characters.
+pub const MAX_GATE_REASON: usize = 2000;
+
+/// The last change of one process area's gate for one tenant: raised or
+/// lowered to `level`, or cleared back to the area's default (`level` is
+/// `None`), with who did it, when and why.
+///
+/// A tenant has at most one setting per area. A setting with a level is an
+/// override of the area's default; a cleared one keeps only the record of
+/// who returned the area to its default. [`GateSetting::check`] is the rule:
+/// a level never below the area's floor, and a reason of 1 to
+/// [`MAX_GATE_REASON`] characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct GateSetting {
+    /// The tenant.
+    pub tenant_id: crate::id::TenantId,
+    /// The process area.
+    pub area: ProcessArea,
+    /// The level set for the area, or `null` when it was returned to its default.
+    pub level: Option<GateLevel>,
+    /// Who changed it: an operator id, or `system` (the CLI).
+    pub set_by: String,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub set_at: time::OffsetDateTime,
+    /// Why, in the words of whoever changed it.
+    pub reason: String,
+}
+
+impl GateSetting {
+    /// A checked setting: see [`GateSetting::check`]. The reason is trimmed.
+    pub fn new(
+        tenant_id: crate::id::TenantId,
+        area: ProcessArea,
+        level: Option<GateLevel>,
+        set_by: &str,
+        reason: &str,
+        set_at: time::OffsetDateTime,
+    ) -> Result<Self, DomainError> {
+        let setting = Self {
+            tenant_id,
+            area,
+            level,
+            set_by: set_by.to_owned(),
+            set_at,
+            reason: reason.trim().to_owned(),
+        };
+        setting.check()?;
+        Ok(setting)
+    }
+
+    /// The rules every stored setting obeys: a level is never below its
+    /// area's floor (the same rule as [`GatePolicy::set`]); the reason has
+    /// 1 to [`MAX_GATE_REASON`] characters and no surrounding whitespace;
+    /// `set_by` is not empty.
+    pub fn check(&self) -> Result<(), DomainError> {
+        if let Some(level) = self.level {
+            GatePolicy::new().set(self.area, level)?;
+        }
+        let reason = self.reason.as_str();
+        if reason.is_empty() || reason != reason.trim() || reason.chars().count() > MAX_GATE_REASON
+        {
+            return Err(DomainError::invalid(
+                "reason",
+                format!("a gate change needs a reason of 1 to {MAX_GATE_REASON} characters"),
+            ));
+        }
+        if self.set_by.trim().is_empty() {
+            return Err(DomainError::invalid(
+                "set_by",
+                "a gate change must name who made it",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl GatePolicy {
+    /// The policy that a tenant's settings make: every setting with a level
+    /// is an override; cleared ones leave their area at its default. Fails
+    /// (naming the area and floor) if a setting is below its floor.
+    pub fn from_settings<'a>(
+        settings: impl IntoIterator<Item = &'a GateSetting>,
+    ) -> Result<Self, DomainError> {
+        let mut policy = Self::new();
+        for setting in settings {
+            if let Some(level) = setting.level {
+                policy.set(setting.area, level)?;
+            }
+        }
+        Ok(policy)
+    }
+}
+
+/// One process area's gate as a tenant has it: the area's default and
+/// floor, the tenant's override if any, the level its steps run at, and the
+/// last change (set or cleared), if there was one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct AreaGate {
+    /// The process area.
+    pub area: ProcessArea,
+    /// The area's level when no override is set.
+    pub default: GateLevel,
+    /// The lowest level the area may be set to.
+    pub floor: GateLevel,
+    /// The tenant's override, or `null` (the default applies).
+    #[serde(rename = "override")]
+    #[schema(rename = "override")]
+    pub override_level: Option<GateLevel>,
+    /// The level the area's steps run at for this tenant (a template's
+    /// explicit level may still raise a single step).
+    pub effective: GateLevel,
+    /// The last change of this area for this tenant, if any.
+    pub last_change: Option<GateSetting>,
+}
+
+impl AreaGate {
+    /// Every area, in [`ProcessArea::ALL`] order, as `settings` (one
+    /// tenant's) leave it.
+    pub fn all(settings: &[GateSetting]) -> Vec<AreaGate> {
+        ProcessArea::ALL
+            .into_iter()
+            .map(|area| {
+                let last = settings.iter().find(|s| s.area == area).cloned();
+                let override_level = last.as_ref().and_then(|s| s.level);
+                AreaGate {
+                    area,
+                    default: area.default_level(),
+                    floor: area.floor(),
+                    override_level,
+                    effective: override_level.unwrap_or_else(|| area.default_level()),
+                    last_change: last,
+                }
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -601,5 +739,86 @@ mod tests {
             );
         }
         assert_eq!(schema["additionalProperties"], false);
+    }
+
+    fn setting(
+        area: ProcessArea,
+        level: Option<GateLevel>,
+        reason: &str,
+    ) -> Result<GateSetting, DomainError> {
+        GateSetting::new(
+            crate::id::TenantId::generate(time::OffsetDateTime::UNIX_EPOCH),
+            area,
+            level,
+            "op_01jd8x3k2q9f6v0c4m7r5t8w1y",
+            reason,
+            time::OffsetDateTime::UNIX_EPOCH,
+        )
+    }
+
+    #[test]
+    fn a_setting_obeys_the_floor_and_needs_a_reason() {
+        let raised = setting(JoinerAccess, Some(L2), "  client asked for approvals  ").unwrap();
+        assert_eq!(raised.reason, "client asked for approvals");
+        let cleared = setting(ClientOnboarding, None, "back to default").unwrap();
+        let Err(DomainError::Invalid { field, reason }) =
+            setting(ClientOnboarding, Some(L1), "why not")
+        else {
+            panic!("a level below the floor was accepted");
+        };
+        assert_eq!(field, "gate");
+        assert!(reason.contains("floor is L2"), "{reason}");
+        for bad in ["", "   ", &"x".repeat(MAX_GATE_REASON + 1)] {
+            let Err(DomainError::Invalid { field, .. }) = setting(JoinerAccess, Some(L2), bad)
+            else {
+                panic!("reason {bad:?} was accepted");
+            };
+            assert_eq!(field, "reason");
+        }
+        let policy = GatePolicy::from_settings([&raised, &cleared]).unwrap();
+        assert_eq!(policy.effective(JoinerAccess), L2);
+        assert_eq!(policy.effective(ClientOnboarding), L2);
+        assert_eq!(policy.overrides().count(), 1);
+        let mut below = raised.clone();
+        below.area = Revocation;
+        below.level = Some(L0);
+        assert!(below.check().is_ok());
+        below.area = ElevatedAccess;
+        assert!(below.check().is_err());
+        assert!(GatePolicy::from_settings([&below]).is_err());
+    }
+
+    #[test]
+    fn area_gates_list_every_area_with_its_override_and_effective_level() {
+        let raised = setting(JoinerAccess, Some(L3), "audit season").unwrap();
+        let cleared = setting(Revocation, None, "no longer needed").unwrap();
+        let gates = AreaGate::all(&[raised.clone(), cleared.clone()]);
+        assert_eq!(gates.len(), ProcessArea::ALL.len());
+        for gate in &gates {
+            assert_eq!(gate.default, gate.area.default_level());
+            assert_eq!(gate.floor, gate.area.floor());
+            match gate.area {
+                JoinerAccess => {
+                    assert_eq!(gate.override_level, Some(L3));
+                    assert_eq!(gate.effective, L3);
+                    assert_eq!(gate.last_change.as_ref(), Some(&raised));
+                }
+                Revocation => {
+                    assert_eq!(gate.override_level, None);
+                    assert_eq!(gate.effective, L0);
+                    assert_eq!(gate.last_change.as_ref(), Some(&cleared));
+                }
+                _ => {
+                    assert_eq!(gate.override_level, None);
+                    assert_eq!(gate.effective, gate.default);
+                    assert_eq!(gate.last_change, None);
+                }
+            }
+        }
+        let json = serde_json::to_value(&gates[4]).unwrap();
+        assert_eq!(json["area"], "joiner_access");
+        assert_eq!(json["override"], "L3");
+        assert_eq!(json["effective"], "L3");
+        assert_eq!(json["last_change"]["reason"], "audit season");
     }
 }

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::approval::{Approval, ApprovalState, Decision, HumanTask, TaskState};
+use crate::gate::GateSetting;
 use crate::id::{
     ApprovalId, EventId, HumanTaskId, NotificationId, OperatorId, TenantId, TokenId, WorkflowId,
 };
@@ -37,6 +38,9 @@ pub enum StoreError {
     /// A stored value does not parse back into its domain type.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The value breaks a domain rule, checked before any SQL runs.
+    #[error(transparent)]
+    Invalid(#[from] crate::error::DomainError),
     /// The database failed; `context` says what we were doing.
     #[error("database error while {context}: {source}")]
     Backend {
@@ -380,6 +384,40 @@ pub trait GateStore: Send + Sync {
     /// (`Stale("human task")` otherwise), then commits `progress`, which
     /// must be its instance's, as [`EngineStore::commit_progress`] does.
     async fn complete_task(&self, task: &HumanTask, progress: &Progress) -> StoreResult<()>;
+    /// The tenant's gate settings (the last change of each area it has
+    /// changed), in area-name order. [`GatePolicy::from_settings`] makes
+    /// them a policy.
+    ///
+    /// [`GatePolicy::from_settings`]: crate::gate::GatePolicy::from_settings
+    async fn gate_settings(&self, tenant: TenantId) -> StoreResult<Vec<GateSetting>>;
+    /// Stores `setting` as its tenant's setting for its area, replacing
+    /// the previous one (a level sets an override, none clears it). The
+    /// setting is checked first ([`GateSetting::check`]: a level below the
+    /// area's floor is `Invalid` and nothing is written). A deleted tenant
+    /// (its key destroyed) gives `NotFound("tenant")`; its settings are
+    /// destroyed with its key.
+    async fn put_gate_setting(&self, setting: &GateSetting) -> StoreResult<()>;
+}
+
+/// Approvals as `/metrics` shows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ApprovalStats {
+    /// Approvals waiting for decisions.
+    pub pending: u64,
+    /// When the oldest of them was opened.
+    pub oldest_pending_since: Option<OffsetDateTime>,
+    /// Decisions that changed the plan (verdict `modify`), ever.
+    pub overrides: u64,
+}
+
+/// Aggregates read when `/metrics` is scraped. Each is one or two cheap,
+/// indexed queries; none reads tenant data.
+#[async_trait]
+pub trait MetricsStore: Send + Sync {
+    /// Workflow instances counted by state; states without any are left out.
+    async fn count_instances_by_state(&self) -> StoreResult<Vec<(InstanceState, u64)>>;
+    /// Pending approvals, the oldest one's age and the override count.
+    async fn approval_stats(&self) -> StoreResult<ApprovalStats>;
 }
 
 /// What the workflow engine needs: instances and their journal, approvals
@@ -459,6 +497,7 @@ pub trait Store:
     + OperatorStore
     + WorkflowStore
     + NotificationStore
+    + MetricsStore
     + Debug
 {
     /// Which engine this is.

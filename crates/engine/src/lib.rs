@@ -8,6 +8,7 @@
 
 pub mod action;
 pub mod breaker;
+mod gates;
 pub mod http_action;
 pub mod notify;
 pub mod retry;

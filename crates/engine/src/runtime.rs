@@ -288,6 +288,11 @@ impl Engine {
         &self.stats
     }
 
+    /// The circuit breakers of the connectors this node has called.
+    pub fn breakers(&self) -> &Arc<BreakerRegistry> {
+        &self.breakers
+    }
+
     /// Instances that reach a state where they stop (completed, compensated,
     /// parked, waiting for people), as this node commits them.
     pub fn subscribe(&self) -> broadcast::Receiver<(WorkflowId, InstanceState)> {
@@ -728,6 +733,7 @@ impl Engine {
             return Ok(0);
         }
         let mut waves = tokio::task::JoinSet::new();
+        let mut policies = crate::gates::TickPolicies::default();
         for (id, version) in due {
             // What this node holds is current only if nobody (another node,
             // a person's decision) committed since.
@@ -743,7 +749,8 @@ impl Engine {
                 }
             };
             let due_at = instance.next_run_at.unwrap_or(now);
-            let wave = match Wave::prepare(instance, steps, template, now) {
+            let policy = policies.of(self.store.as_ref(), instance.tenant_id).await?;
+            let wave = match Wave::prepare(instance, steps, template, policy, now) {
                 Ok(wave) => wave,
                 Err(unreadable) => {
                     // One broken instance must not stop the others: it is
@@ -829,6 +836,12 @@ impl Engine {
         }
         let committed = self.clock.now();
         self.stats.record_commit(count as u64);
+        let retries = batch
+            .iter()
+            .flat_map(|p| &p.history)
+            .filter(|h| matches!(h.kind.as_str(), "step.retrying" | "compensation.retrying"))
+            .count();
+        self.stats.record_retries(retries as u64);
         for (calls, due_at) in timings {
             let latency = (committed - due_at).max(time::Duration::ZERO);
             self.stats
@@ -1040,6 +1053,8 @@ struct Wave {
     notifications: Vec<Notification>,
     seq: i64,
     now: OffsetDateTime,
+    /// The tenant's gate policy, as read at the start of this tick.
+    policy: Arc<GatePolicy>,
 }
 
 /// What to run in this wave.
@@ -1058,6 +1073,7 @@ impl Wave {
         instance: Instance,
         steps: Vec<StepRun>,
         template: Option<Arc<Template>>,
+        policy: Arc<GatePolicy>,
         now: OffsetDateTime,
     ) -> Result<Self, Box<Unreadable>> {
         let seq = (instance.version + 1) * HISTORY_STRIDE;
@@ -1086,6 +1102,7 @@ impl Wave {
             history: Vec::new(),
             seq,
             now,
+            policy,
         })
     }
 
@@ -1158,11 +1175,8 @@ impl Wave {
                 self.timer(step, wait);
                 continue;
             }
-            // Per-tenant gate policies come with the approvals; until then
-            // every area runs at its default level (never below it).
-            let level = step
-                .gate_level(&GatePolicy::default())
-                .unwrap_or(GateLevel::L3);
+            // The tenant's policy as it is now; never below the area's floor.
+            let level = step.gate_level(&self.policy).unwrap_or(GateLevel::L3);
             match level {
                 // An approved step runs with the parameters the approvers saw
                 // (or changed); it is not gated again.
@@ -1449,10 +1463,7 @@ impl Wave {
                 {
                     steps.insert(id.clone(), json!({ "output": output }));
                 }
-                let level = call
-                    .step
-                    .gate_level(&GatePolicy::default())
-                    .unwrap_or(GateLevel::L0);
+                let level = call.step.gate_level(&self.policy).unwrap_or(GateLevel::L0);
                 self.note(
                     "step.succeeded",
                     Some(&id),

@@ -18,7 +18,22 @@ pub struct EngineStats {
     steps: AtomicU64,
     waves: AtomicU64,
     commits: AtomicU64,
+    retries: AtomicU64,
+    /// The sum of every recorded step latency, in microseconds.
+    latency_sum_micros: AtomicU64,
     latency: Mutex<Vec<u64>>,
+}
+
+/// The step-latency histogram folded into coarser buckets, for Prometheus.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatencyBuckets {
+    /// `(upper bound in seconds, steps in this bucket)`, not cumulative;
+    /// the last bound is `f64::MAX` (`+Inf`).
+    pub buckets: Vec<(f64, u64)>,
+    /// Steps recorded.
+    pub count: u64,
+    /// Their latencies added up, in seconds.
+    pub sum_seconds: f64,
 }
 
 impl Default for EngineStats {
@@ -27,6 +42,8 @@ impl Default for EngineStats {
             steps: AtomicU64::new(0),
             waves: AtomicU64::new(0),
             commits: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            latency_sum_micros: AtomicU64::new(0),
             latency: Mutex::new(vec![0; SUB * OCTAVES + 1]),
         }
     }
@@ -60,6 +77,8 @@ impl EngineStats {
         }
         self.steps.fetch_add(count, Ordering::Relaxed);
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.latency_sum_micros
+            .fetch_add(micros.saturating_mul(count), Ordering::Relaxed);
         let mut buckets = self.latency.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(slot) = buckets.get_mut(bucket(micros)) {
             *slot += count;
@@ -70,6 +89,47 @@ impl EngineStats {
     pub fn record_commit(&self, waves: u64) {
         self.waves.fetch_add(waves, Ordering::Relaxed);
         self.commits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records `count` retries scheduled after failed attempts (of steps
+    /// or of compensations).
+    pub fn record_retries(&self, count: u64) {
+        self.retries.fetch_add(count, Ordering::Relaxed);
+    }
+
+    /// Retries scheduled so far.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+
+    /// The latency histogram folded into buckets with the upper bounds
+    /// `bounds` (seconds, ascending), plus `+Inf`. A fine bucket is counted
+    /// in the first bound at or above its own upper bound, so a step is
+    /// never reported faster than it was (and at most one fine bucket,
+    /// about 9%, slower).
+    pub fn latency_buckets(&self, bounds: &[f64]) -> LatencyBuckets {
+        let fine = self
+            .latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut buckets: Vec<(f64, u64)> = bounds.iter().map(|b| (*b, 0)).collect();
+        buckets.push((f64::MAX, 0));
+        for (index, count) in fine.iter().enumerate().filter(|(_, c)| **c > 0) {
+            let upper = bucket_upper_micros(index) / 1e6;
+            let slot = buckets
+                .iter()
+                .position(|(bound, _)| upper <= *bound)
+                .unwrap_or(buckets.len() - 1);
+            if let Some((_, n)) = buckets.get_mut(slot) {
+                *n += count;
+            }
+        }
+        LatencyBuckets {
+            count: fine.iter().sum(),
+            sum_seconds: self.latency_sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            buckets,
+        }
     }
 
     /// Steps run so far.
@@ -110,6 +170,7 @@ impl EngineStats {
     pub fn reset_latency(&self) {
         let mut buckets = self.latency.lock().unwrap_or_else(|p| p.into_inner());
         buckets.iter_mut().for_each(|b| *b = 0);
+        self.latency_sum_micros.store(0, Ordering::Relaxed);
     }
 }
 
@@ -131,6 +192,23 @@ mod tests {
         stats.reset_latency();
         assert_eq!(stats.latency_quantile_ms(0.5), None);
         assert_eq!(stats.steps(), 100, "counters survive a histogram reset");
+    }
+
+    #[test]
+    fn folded_buckets_never_report_a_step_faster_than_it_was() {
+        let stats = EngineStats::default();
+        stats.record_steps(3, Duration::from_micros(900));
+        stats.record_steps(2, Duration::from_millis(20));
+        stats.record_steps(1, Duration::from_secs(100));
+        stats.record_retries(4);
+        let folded = stats.latency_buckets(&[0.001, 0.01, 0.1, 1.0]);
+        assert_eq!(folded.count, 6);
+        assert_eq!(
+            folded.buckets,
+            vec![(0.001, 3), (0.01, 0), (0.1, 2), (1.0, 0), (f64::MAX, 1)]
+        );
+        assert!((folded.sum_seconds - (0.0027 + 0.04 + 100.0)).abs() < 1e-9);
+        assert_eq!(stats.retries(), 4);
     }
 
     #[test]

@@ -222,6 +222,15 @@ impl GateStore for Crashy {
     async fn complete_task(&self, t: &HumanTask, p: &Progress) -> StoreResult<()> {
         self.inner.complete_task(t, p).await
     }
+    async fn gate_settings(
+        &self,
+        t: gatehouse_core::id::TenantId,
+    ) -> StoreResult<Vec<gatehouse_core::gate::GateSetting>> {
+        self.inner.gate_settings(t).await
+    }
+    async fn put_gate_setting(&self, s: &gatehouse_core::gate::GateSetting) -> StoreResult<()> {
+        self.inner.put_gate_setting(s).await
+    }
 }
 
 struct Env {
@@ -351,6 +360,7 @@ fn chain(on_failure: &str, n: usize) -> Template {
 }
 
 mod cases {
+    pub use super::gate_policy_cases::*;
     use super::*;
 
     pub async fn duplicate_deliveries_start_one_workflow(env: &Env) {
@@ -1080,6 +1090,151 @@ needs = ["isolate"]
     }
 }
 
+/// Per-tenant gate policies, read by the engine when a step runs.
+mod gate_policy_cases {
+    use super::*;
+    use gatehouse_core::gate::{GateLevel, GateSetting, ProcessArea};
+    use gatehouse_core::id::TenantId;
+    use gatehouse_core::keys::{TenantKey, WrappedKey};
+    use gatehouse_core::tenant::{Region, Tenant, TenantSlug, TenantState};
+
+    async fn tenant(env: &Env, slug: &str) -> TenantId {
+        let now = env.clock.now();
+        let tenant = Tenant::new(
+            TenantSlug::parse(slug).unwrap(),
+            DisplayName::parse(slug).unwrap(),
+            Region::parse("eu").unwrap(),
+            TenantState::Active,
+            now,
+        )
+        .unwrap();
+        let key = TenantKey {
+            tenant_id: tenant.id,
+            wrapped: WrappedKey {
+                kek_id: "local:1".into(),
+                ciphertext: slug.as_bytes().to_vec(),
+            },
+            created_at: now,
+            rewrapped_at: None,
+        };
+        env.db.store.insert_tenant(&tenant, &key).await.unwrap();
+        tenant.id
+    }
+
+    fn for_tenant(key: &str, tenant: TenantId) -> NewEvent {
+        NewEvent {
+            tenant_id: Some(tenant),
+            ..event(key)
+        }
+    }
+
+    pub async fn a_tenants_raised_gate_holds_its_step_while_another_tenant_runs_through(env: &Env) {
+        // `grant` is joiner access: L1 by default (runs, then notifies).
+        let body = r#"
+[[stage]]
+id = "one"
+title = "One"
+
+[[stage.step]]
+id = "prepare"
+title = "Prepare"
+action = "test.do"
+
+[[stage.step]]
+id = "grant"
+title = "Grant standard access"
+action = "test.do"
+area = "joiner_access"
+needs = ["prepare"]
+params = { value = "{{ event.payload.value }}" }
+"#;
+        let engine = env.engine(vec![template(1, "park", body)]);
+        let careful = tenant(env, "careful").await;
+        let relaxed = tenant(env, "relaxed").await;
+        let held = engine
+            .submit(for_tenant("joiner-1", careful), "op_test")
+            .await
+            .unwrap()
+            .instances[0];
+        let through = engine
+            .submit(for_tenant("joiner-2", relaxed), "op_test")
+            .await
+            .unwrap()
+            .instances[0];
+        // Raised after both instances started: the policy that counts is the
+        // one in force when the step runs.
+        let raised = GateSetting::new(
+            careful,
+            ProcessArea::JoinerAccess,
+            Some(GateLevel::L2),
+            "op_lead",
+            "the client approves every joiner",
+            env.clock.now(),
+        )
+        .unwrap();
+        env.db.store.put_gate_setting(&raised).await.unwrap();
+        env.settle(&engine).await;
+
+        let (instance, steps) = env.instance(held).await;
+        assert_eq!(instance.state, InstanceState::Waiting);
+        assert_eq!(steps["prepare"].state, StepState::Succeeded);
+        assert_eq!(steps["grant"].state, StepState::AwaitingApproval);
+        let approvals = env
+            .db
+            .store
+            .list_approvals(&ApprovalQuery {
+                instance: Some(held),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(approvals.len(), 1);
+        assert_eq!(approvals[0].step_id, "grant");
+        assert_eq!(approvals[0].tenant_id, Some(careful));
+        assert_eq!(approvals[0].plan["params"]["value"], "joiner-1");
+        assert!(
+            !env.target.calls().contains(&format!("{held}:grant")),
+            "a step held for approval never reaches the target"
+        );
+
+        let (instance, steps) = env.instance(through).await;
+        assert_eq!(instance.state, InstanceState::Completed);
+        assert_eq!(steps["grant"].state, StepState::Succeeded);
+        assert!(env.target.calls().contains(&format!("{through}:grant")));
+        let kinds = env.kinds(through).await;
+        assert!(
+            kinds.contains(&"notification.queued grant".to_owned()),
+            "{kinds:?}"
+        );
+        assert!(
+            !kinds.iter().any(|k| k.starts_with("approval.")),
+            "{kinds:?}"
+        );
+
+        // Cleared again: the next joiner of the careful tenant runs at the default.
+        let cleared = GateSetting::new(
+            careful,
+            ProcessArea::JoinerAccess,
+            None,
+            "op_lead",
+            "back to the standard",
+            env.clock.now(),
+        )
+        .unwrap();
+        env.db.store.put_gate_setting(&cleared).await.unwrap();
+        let next = engine
+            .submit(for_tenant("joiner-3", careful), "op_test")
+            .await
+            .unwrap()
+            .instances[0];
+        env.settle(&engine).await;
+        assert_eq!(env.instance(next).await.0.state, InstanceState::Completed);
+        // The one already waiting keeps waiting for its approval.
+        assert_eq!(env.instance(held).await.0.state, InstanceState::Waiting);
+    }
+}
+
 macro_rules! runtime_tests {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -1127,4 +1282,5 @@ runtime_tests!(
     a_rejection_compensates_or_cancels,
     a_human_task_is_done_by_a_person,
     cancelling_stops_everything_pending,
+    a_tenants_raised_gate_holds_its_step_while_another_tenant_runs_through,
 );

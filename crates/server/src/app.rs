@@ -25,6 +25,8 @@ use zeroize::Zeroizing;
 use crate::authz::{Permission, authorize};
 use crate::error::AppError;
 
+mod gates;
+
 /// The largest secret value accepted, in bytes.
 pub const MAX_SECRET_BYTES: usize = 16 * 1024;
 /// The most tenants one page lists.

@@ -35,6 +35,8 @@ pub enum Permission {
     CompleteTasks,
     /// Cancel workflow instances.
     CancelWorkflows,
+    /// Raise, lower (never below the floor) or clear a tenant's gate levels.
+    ManageGates,
 }
 
 impl Permission {
@@ -54,6 +56,7 @@ impl Permission {
             Self::DecideApprovals => &[Admin, Lead],
             Self::CompleteTasks => &[Admin, Lead, Technician],
             Self::CancelWorkflows => &[Admin, Lead],
+            Self::ManageGates => &[Admin, Lead],
         }
     }
 

@@ -173,6 +173,7 @@ impl From<StoreError> for AppError {
                 code: "conflict",
                 message,
             },
+            StoreError::Invalid(err) => err.into(),
             StoreError::Stale(what) => Self::Conflict {
                 code: "edit_conflict",
                 message: format!(

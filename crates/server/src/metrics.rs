@@ -1,7 +1,10 @@
 //! Prometheus metrics: requests by route and status, and a latency
 //! histogram by route. Routes are the matched templates
 //! (`/api/v1/tenants/{tenant}`), never raw paths, so label cardinality
-//! stays bounded whatever clients send.
+//! stays bounded whatever clients send. The engine's metrics are in
+//! [`engine`], read at scrape time.
+
+pub mod engine;
 
 use std::sync::Mutex;
 
@@ -29,6 +32,7 @@ pub struct Metrics {
     registry: Mutex<Registry>,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
+    engine: engine::EngineMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -64,10 +68,13 @@ impl Metrics {
             "HTTP request latency by route",
             latency.clone(),
         );
+        let engine = engine::EngineMetrics::default();
+        registry.register_collector(engine.collector());
         Self {
             registry: Mutex::new(registry),
             requests,
             latency,
+            engine,
         }
     }
 
@@ -86,6 +93,11 @@ impl Metrics {
                 route: route.into(),
             })
             .observe(seconds);
+    }
+
+    /// Reads the engine's metrics for the next [`Metrics::render`].
+    pub async fn refresh(&self, app: &crate::app::App) {
+        self.engine.refresh(app).await;
     }
 
     /// The metrics in the Prometheus text format.

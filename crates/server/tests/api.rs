@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 /// `test.plain` starts one ungated step; `test.gated` prepares, then waits
 /// for an approval (client onboarding is gate L2) before it provisions.
 fn test_templates() -> Vec<Template> {
-    let catalog: std::collections::BTreeSet<&str> = ["sandbox.noop"].into();
+    let catalog: std::collections::BTreeSet<&str> = ["sandbox.noop", "sandbox.flaky"].into();
     let plain = r#"
 name = "plain"
 version = 1
@@ -91,11 +91,56 @@ action = "sandbox.noop"
 gate = "L1"
 compensate = { action = "sandbox.noop" }
 "#;
+    // `test.flaky` runs one step whose first attempt fails (retryable).
+    let flaky = r#"
+name = "flaky"
+version = 1
+title = "Flaky"
+area = "documentation"
+
+[[trigger]]
+event = "test.flaky"
+
+[[stage]]
+id = "run"
+title = "Run"
+
+[[stage.step]]
+id = "only"
+title = "Only step"
+action = "sandbox.flaky"
+retry = { max_attempts = 3, initial = "1s", max = "10s", multiplier = 2.0, jitter = 0.0 }
+"#;
     vec![
         Template::from_toml("test/plain.toml", plain, &catalog).unwrap(),
         Template::from_toml("test/gated.toml", gated, &catalog).unwrap(),
         Template::from_toml("test/reviewed.toml", reviewed, &catalog).unwrap(),
+        Template::from_toml("test/flaky.toml", flaky, &catalog).unwrap(),
     ]
+}
+
+/// Fails the first attempt of every idempotency key (retryable), then succeeds.
+#[derive(Default)]
+struct FlakyOnce(std::sync::Mutex<std::collections::HashSet<String>>);
+
+#[async_trait::async_trait]
+impl gatehouse_engine::action::Action for FlakyOnce {
+    async fn run(
+        &self,
+        call: gatehouse_engine::action::ActionCall<'_>,
+    ) -> Result<Value, gatehouse_engine::action::ActionError> {
+        if self
+            .0
+            .lock()
+            .unwrap()
+            .insert(call.idempotency_key.to_owned())
+        {
+            return Err(gatehouse_engine::action::ActionError::retryable(
+                "first attempt fails",
+            ));
+        }
+        Ok(json!({ "attempt": call.attempt }))
+    }
 }
 
 /// A running server and an admin token.
@@ -122,6 +167,7 @@ impl TestApp {
         let clock = Arc::new(FakeClock::default());
         let mut actions = ActionRegistry::new();
         actions.register("sandbox.noop", Arc::new(Noop));
+        actions.register("sandbox.flaky", Arc::new(FlakyOnce::default()));
         // The test drives the engine itself (`settle`): no worker runs.
         let engine = Arc::new(Engine::new(
             db.store.clone(),
@@ -288,6 +334,7 @@ mod cases {
             let concrete = path
                 .replace("{tenant}", tenant_id)
                 .replace("{name}", "psa.api-key")
+                .replace("{area}", "joiner_access")
                 .replace("{operator}", "op_01jd8x3k2q9f6v0c4m7r5t8w1y")
                 .replace("{token}", "tok_01jd8x3k2q9f6v0c4m7r5t8w1y")
                 .replace("{workflow}", "wf_01jd8x3k2q9f6v0c4m7r5t8w1y")
@@ -1499,6 +1546,344 @@ mod rollback_cases {
     }
 }
 
+/// Per-tenant gates over HTTP.
+mod gate_cases {
+    use super::*;
+
+    /// The value of the sample `series` (name and labels exactly as
+    /// rendered) in a Prometheus text exposition.
+    fn sample(text: &str, series: &str) -> f64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no `{series}` in:\n{text}"))
+            .parse()
+            .unwrap()
+    }
+
+    async fn scrape(t: &TestApp) -> String {
+        // As today: no token needed, and nothing about tenants in it.
+        let response = t
+            .http
+            .get(format!("{}/metrics", t.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let text = response.text().await.unwrap();
+        assert!(!text.contains("ten_"), "no tenant ids on /metrics:\n{text}");
+        text
+    }
+
+    pub async fn engine_metrics_on_the_metrics_endpoint(t: &TestApp) {
+        let before = scrape(t).await;
+        assert_eq!(
+            sample(&before, r#"gatehouse_workflow_instances{state="running"}"#),
+            0.0
+        );
+        assert_eq!(sample(&before, "gatehouse_steps_total"), 0.0);
+        assert_eq!(sample(&before, "gatehouse_approvals_pending"), 0.0);
+        assert_eq!(
+            sample(&before, "gatehouse_approval_oldest_pending_age_seconds"),
+            0.0
+        );
+
+        // A gated workflow stops at its approval; a flaky one retries once.
+        t.create_tenant("acme").await;
+        for (kind, key) in [("test.gated", "g-1"), ("test.flaky", "f-1")] {
+            let (status, body) = t
+                .admin(
+                    Method::POST,
+                    "/api/v1/events",
+                    Some(json!({"type": kind, "dedup_key": key, "tenant": "acme"})),
+                )
+                .await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        }
+        t.settle().await;
+        t.clock.advance(time::Duration::seconds(90));
+        t.settle().await;
+
+        let text = scrape(t).await;
+        assert_eq!(
+            sample(&text, r#"gatehouse_workflow_instances{state="waiting"}"#),
+            1.0
+        );
+        assert_eq!(
+            sample(&text, r#"gatehouse_workflow_instances{state="completed"}"#),
+            1.0
+        );
+        assert_eq!(
+            sample(&text, r#"gatehouse_workflow_instances{state="running"}"#),
+            0.0
+        );
+        // prepare, and the flaky step twice.
+        assert_eq!(sample(&text, "gatehouse_steps_total"), 3.0);
+        assert_eq!(sample(&text, "gatehouse_step_retries_total"), 1.0);
+        assert_eq!(sample(&text, "gatehouse_step_latency_seconds_count"), 3.0);
+        assert_eq!(
+            sample(&text, r#"gatehouse_step_latency_seconds_bucket{le="+Inf"}"#),
+            3.0
+        );
+        // The retry was due after 1 s and ran 89 s late (fake time).
+        assert_eq!(
+            sample(&text, r#"gatehouse_step_latency_seconds_bucket{le="60.0"}"#),
+            2.0
+        );
+        assert!(
+            sample(&text, "gatehouse_step_latency_seconds_sum") >= 89.0,
+            "{text}"
+        );
+        assert_eq!(sample(&text, "gatehouse_approvals_pending"), 1.0);
+        assert_eq!(
+            sample(&text, "gatehouse_approval_oldest_pending_age_seconds"),
+            90.0
+        );
+        assert_eq!(sample(&text, "gatehouse_approval_overrides_total"), 0.0);
+        // Both steps call the sandbox connector: one breaker, closed.
+        assert_eq!(
+            sample(
+                &text,
+                r#"gatehouse_breaker_state{breaker="sandbox",state="closed"}"#
+            ),
+            1.0
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"gatehouse_breaker_state{breaker="sandbox",state="open"}"#
+            ),
+            0.0
+        );
+
+        // A lead changes the plan as they approve it: an override.
+        let (_, lead) = t.operator("lea.lead", "lead").await;
+        let (_, pending) = t
+            .admin(Method::GET, "/api/v1/approvals?state=pending", None)
+            .await;
+        let approval = pending["items"][0]["id"].as_str().unwrap().to_owned();
+        let (status, body) = t
+            .call(
+                Method::POST,
+                &format!("/api/v1/approvals/{approval}/modify"),
+                Some(&lead),
+                Some(json!({"reason": "smaller scope", "params": {"scope": "mail"}})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        t.settle().await;
+        let text = scrape(t).await;
+        assert_eq!(sample(&text, "gatehouse_approval_overrides_total"), 1.0);
+        assert_eq!(sample(&text, "gatehouse_approvals_pending"), 0.0);
+        assert_eq!(
+            sample(&text, "gatehouse_approval_oldest_pending_age_seconds"),
+            0.0
+        );
+        assert_eq!(
+            sample(&text, r#"gatehouse_workflow_instances{state="completed"}"#),
+            2.0
+        );
+        assert_eq!(sample(&text, "gatehouse_steps_total"), 4.0);
+    }
+
+    pub async fn tenant_gates_over_http(t: &TestApp) {
+        t.create_tenant("acme").await;
+        t.create_tenant("globex").await;
+        let (lead_id, lead) = t.operator("lea.lead", "lead").await;
+        let (_, tech) = t.operator("tom.tech", "technician").await;
+        let (_, auditor) = t.operator("ada.audit", "auditor").await;
+
+        // Everyone who reads tenants reads their gates: every area, at its default.
+        let (status, body) = t
+            .call(
+                Method::GET,
+                "/api/v1/tenants/acme/gates",
+                Some(&auditor),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let items = body["items"].as_array().unwrap();
+        assert_eq!(items.len(), 10);
+        let joiner = items.iter().find(|g| g["area"] == "joiner_access").unwrap();
+        assert_eq!(joiner["default"], "L1");
+        assert_eq!(joiner["floor"], "L0");
+        assert_eq!(joiner["override"], Value::Null);
+        assert_eq!(joiner["effective"], "L1");
+        assert_eq!(joiner["last_change"], Value::Null);
+
+        // Technicians and auditors change nothing.
+        let raise = || Some(json!({"level": "L2", "reason": "the client approves every joiner"}));
+        for who in [&tech, &auditor] {
+            let (status, body) = t
+                .call(
+                    Method::PUT,
+                    "/api/v1/tenants/acme/gates/joiner_access",
+                    Some(who),
+                    raise(),
+                )
+                .await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+            assert_eq!(
+                body["error"]["message"],
+                "this needs the admin or lead role"
+            );
+        }
+
+        // A lead raises an area; the answer and the list show it.
+        let (status, body) = t
+            .call(
+                Method::PUT,
+                "/api/v1/tenants/acme/gates/joiner_access",
+                Some(&lead),
+                raise(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["override"], "L2");
+        assert_eq!(body["effective"], "L2");
+        assert_eq!(body["last_change"]["set_by"], lead_id.as_str());
+        assert_eq!(
+            body["last_change"]["reason"],
+            "the client approves every joiner"
+        );
+        let (_, listed) = t
+            .admin(Method::GET, "/api/v1/tenants/acme/gates", None)
+            .await;
+        let joiner = listed["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["area"] == "joiner_access")
+            .unwrap();
+        assert_eq!(joiner, &body);
+
+        // Below the floor: 422 naming the floor, and nothing changes.
+        let (status, body) = t
+            .call(
+                Method::PUT,
+                "/api/v1/tenants/acme/gates/client_onboarding",
+                Some(&lead),
+                Some(json!({"level": "L1", "reason": "faster onboarding"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_error(&body, "invalid_input");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("floor is L2"), "{message}");
+        // Unknown areas, levels and missing reasons are refused too.
+        for (path, body) in [
+            (
+                "/api/v1/tenants/acme/gates/payroll",
+                json!({"level": "L2", "reason": "x"}),
+            ),
+            (
+                "/api/v1/tenants/acme/gates/revocation",
+                json!({"level": "L9", "reason": "x"}),
+            ),
+            (
+                "/api/v1/tenants/acme/gates/revocation",
+                json!({"level": "L2"}),
+            ),
+            (
+                "/api/v1/tenants/acme/gates/revocation",
+                json!({"level": "L2", "reason": "  "}),
+            ),
+        ] {
+            let (status, answer) = t.admin(Method::PUT, path, Some(body.clone())).await;
+            assert_eq!(
+                status,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{path} {body} {answer}"
+            );
+            assert_error(&answer, "invalid_input");
+        }
+        let (_, after) = t
+            .admin(Method::GET, "/api/v1/tenants/acme/gates", None)
+            .await;
+        assert_eq!(after, listed, "refused changes changed nothing");
+
+        // Another tenant is untouched; a missing one is not found.
+        let (_, other) = t
+            .admin(Method::GET, "/api/v1/tenants/globex/gates", None)
+            .await;
+        assert!(
+            other["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|g| g["override"].is_null()),
+            "{other}"
+        );
+        let (status, body) = t
+            .call(
+                Method::PUT,
+                "/api/v1/tenants/nobody/gates/joiner_access",
+                Some(&lead),
+                raise(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_error(&body, "tenant_not_found");
+
+        // The engine gates the tenant's steps by it: `test.plain` runs a
+        // documentation step (L0 by default), held for approval at L2.
+        let (status, _) = t
+            .call(
+                Method::PUT,
+                "/api/v1/tenants/acme/gates/documentation",
+                Some(&lead),
+                Some(json!({"level": "l2", "reason": "document reviews"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        for (tenant, key) in [("acme", "doc-1"), ("globex", "doc-2")] {
+            let (status, body) = t
+                .admin(
+                    Method::POST,
+                    "/api/v1/events",
+                    Some(json!({"type": "test.plain", "dedup_key": key, "tenant": tenant})),
+                )
+                .await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        }
+        t.settle().await;
+        let (_, waiting) = t
+            .admin(Method::GET, "/api/v1/workflows?state=waiting", None)
+            .await;
+        let (_, done) = t
+            .admin(Method::GET, "/api/v1/workflows?state=completed", None)
+            .await;
+        assert_eq!(waiting["items"].as_array().unwrap().len(), 1, "{waiting}");
+        assert_eq!(done["items"].as_array().unwrap().len(), 1, "{done}");
+        let (_, acme) = t.admin(Method::GET, "/api/v1/tenants/acme", None).await;
+        assert_eq!(waiting["items"][0]["tenant_id"], acme["id"]);
+
+        // Clearing returns the area to its default and keeps who and why.
+        let (status, body) = t
+            .call(
+                Method::DELETE,
+                "/api/v1/tenants/acme/gates/joiner_access",
+                Some(&lead),
+                Some(json!({"reason": "back to the standard"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["override"], Value::Null);
+        assert_eq!(body["effective"], "L1");
+        assert_eq!(body["last_change"]["level"], Value::Null);
+        assert_eq!(body["last_change"]["reason"], "back to the standard");
+        let (status, body) = t
+            .call(
+                Method::DELETE,
+                "/api/v1/tenants/acme/gates/joiner_access",
+                Some(&tech),
+                Some(json!({"reason": "x"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    }
+}
+
 macro_rules! api_tests {
     ($($case:ident $(($arg:expr))?),* $(,)?) => {
         mod sqlite {
@@ -1533,6 +1918,7 @@ macro_rules! api_tests {
 }
 
 use cases::*;
+use gate_cases::*;
 use rollback_cases::*;
 use workflow_cases::*;
 
@@ -1551,6 +1937,8 @@ api_tests!(
     health_readiness_metrics_and_request_ids,
     the_demo_seed_is_idempotent,
     random_bodies_never_cause_a_server_error(256),
+    tenant_gates_over_http,
+    engine_metrics_on_the_metrics_endpoint,
 );
 
 /// The OpenAPI document is a contract: a change to it shows up in review.

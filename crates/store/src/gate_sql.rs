@@ -34,6 +34,46 @@ use crate::engine_sql::{SortableTime, to_json};
 pub(crate) const APPROVAL_COLUMNS: &str = "id, instance_id, step_id, tenant_id, state, plan, required, approver_role, initiated_by, prepared_by, deadline, escalate_to, escalated_at, created_at, decided_at";
 pub(crate) const TASK_COLUMNS: &str = "id, instance_id, step_id, tenant_id, state, decision_support, outcome, evidence, completed_by, created_at, completed_at";
 
+pub(crate) const GATE_SETTING_COLUMNS: &str = "tenant_id, area, level, set_by, set_at, reason";
+
+/// A row of `tenant_gate_settings`.
+#[derive(sqlx::FromRow)]
+pub(crate) struct GateSettingRow {
+    tenant_id: String,
+    area: String,
+    level: Option<String>,
+    set_by: String,
+    set_at: time::OffsetDateTime,
+    reason: String,
+}
+
+impl TryFrom<GateSettingRow> for gatehouse_core::gate::GateSetting {
+    type Error = gatehouse_core::store::StoreError;
+
+    /// Parses a row back, and checks it again: a level below its area's
+    /// floor in the database is corrupt data, never a policy to apply.
+    fn try_from(row: GateSettingRow) -> Result<Self, Self::Error> {
+        use gatehouse_core::store::StoreError;
+        let corrupt = |column: &str, err: gatehouse_core::DomainError| {
+            StoreError::Corrupt(format!("tenant_gate_settings.{column}: {err}"))
+        };
+        let setting = Self {
+            tenant_id: row.tenant_id.parse().map_err(|e| corrupt("tenant_id", e))?,
+            area: row.area.parse().map_err(|e| corrupt("area", e))?,
+            level: row
+                .level
+                .map(|l| l.parse())
+                .transpose()
+                .map_err(|e| corrupt("level", e))?,
+            set_by: row.set_by,
+            set_at: row.set_at,
+            reason: row.reason,
+        };
+        setting.check().map_err(|e| corrupt("level", e))?;
+        Ok(setting)
+    }
+}
+
 /// `$1, …, $n`.
 fn placeholders(n: usize) -> String {
     (1..=n)
@@ -616,6 +656,54 @@ macro_rules! impl_gate_store {
                 Self::write_progress(&mut tx, std::slice::from_ref(progress)).await?;
                 Self::wake_workers(&mut tx).await?;
                 tx.commit().await.map_err(db_error("committing a completed human task"))
+            }
+
+            async fn gate_settings(
+                &self,
+                tenant: gatehouse_core::id::TenantId,
+            ) -> gatehouse_core::store::StoreResult<Vec<gatehouse_core::gate::GateSetting>> {
+                let text = format!(
+                    "SELECT {} FROM tenant_gate_settings WHERE tenant_id = $1 ORDER BY area",
+                    crate::gate_sql::GATE_SETTING_COLUMNS
+                );
+                let rows = sqlx::query_as::<_, crate::gate_sql::GateSettingRow>(&text)
+                    .bind(tenant.to_string())
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(crate::db_error("reading a tenant's gate settings"))?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn put_gate_setting(
+                &self,
+                setting: &gatehouse_core::gate::GateSetting,
+            ) -> gatehouse_core::store::StoreResult<()> {
+                use crate::engine_sql::{SortableTime, Violation, violation};
+                use gatehouse_core::store::StoreError;
+                // The domain's rule first: a level below the floor never reaches SQL.
+                setting.check()?;
+                let text = format!(
+                    "INSERT INTO tenant_gate_settings ({}) VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT (tenant_id, area) DO UPDATE SET
+                       level = excluded.level, set_by = excluded.set_by,
+                       set_at = excluded.set_at, reason = excluded.reason",
+                    crate::gate_sql::GATE_SETTING_COLUMNS
+                );
+                sqlx::query(&text)
+                    .bind(setting.tenant_id.to_string())
+                    .bind(setting.area.as_str())
+                    .bind(setting.level.map(|l| l.as_str()))
+                    .bind(setting.set_by.as_str())
+                    .bind(SortableTime(setting.set_at))
+                    .bind(setting.reason.as_str())
+                    .execute(&self.writer)
+                    .await
+                    .map_err(|err| match violation(&err) {
+                        // The tenant's key is destroyed (deleted) or never existed.
+                        Violation::ForeignKey => StoreError::NotFound("tenant"),
+                        _ => crate::db_error("storing a gate setting")(err),
+                    })?;
+                Ok(())
             }
         }
     };

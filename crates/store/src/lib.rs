@@ -11,6 +11,7 @@
 
 mod engine_sql;
 mod gate_sql;
+mod metrics_sql;
 mod notify_sql;
 mod postgres;
 mod rows;

@@ -116,6 +116,7 @@ crate::sql::impl_store_traits!(SqliteStore);
 crate::engine_sql::impl_engine_store!(SqliteStore, sqlx::Sqlite);
 crate::gate_sql::impl_gate_store!(SqliteStore, sqlx::Sqlite);
 crate::notify_sql::impl_notification_store!(SqliteStore, sqlx::Sqlite);
+crate::metrics_sql::impl_metrics_store!(SqliteStore);
 
 #[async_trait::async_trait]
 impl Store for SqliteStore {

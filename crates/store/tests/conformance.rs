@@ -317,6 +317,8 @@ fn name(text: &str) -> SecretName {
 }
 
 mod cases {
+    pub use super::gate_setting_cases::*;
+    pub use super::metrics_cases::*;
     use super::*;
 
     pub async fn migrations_are_current_and_idempotent(c: &Case) {
@@ -2615,6 +2617,241 @@ mod cases {
     }
 }
 
+/// Per-tenant gate settings (migration 0005).
+mod gate_setting_cases {
+    use super::*;
+    use gatehouse_core::DomainError;
+    use gatehouse_core::gate::{GateLevel, GatePolicy, GateSetting, ProcessArea};
+
+    fn setting(
+        c: &Case,
+        tenant: TenantId,
+        area: ProcessArea,
+        level: Option<GateLevel>,
+        reason: &str,
+    ) -> GateSetting {
+        // Sub-second times must round-trip exactly.
+        c.clock.advance(Duration::microseconds(1_234_567));
+        GateSetting::new(
+            tenant,
+            area,
+            level,
+            "op_01jd8x3k2q9f6v0c4m7r5t8w1y",
+            reason,
+            c.clock.now(),
+        )
+        .unwrap()
+    }
+
+    pub async fn gate_settings_are_per_tenant_and_obey_floors(c: &Case) {
+        let acme = c.insert("acme").await;
+        let globex = c.insert("globex").await;
+        assert!(c.store.gate_settings(acme.id).await.unwrap().is_empty());
+
+        let raised = setting(
+            c,
+            acme.id,
+            ProcessArea::JoinerAccess,
+            Some(GateLevel::L2),
+            "client wants approvals",
+        );
+        c.store.put_gate_setting(&raised).await.unwrap();
+        let onboarding = setting(
+            c,
+            acme.id,
+            ProcessArea::ClientOnboarding,
+            Some(GateLevel::L3),
+            "big client",
+        );
+        c.store.put_gate_setting(&onboarding).await.unwrap();
+        let other = setting(
+            c,
+            globex.id,
+            ProcessArea::Revocation,
+            Some(GateLevel::L1),
+            "review leavers",
+        );
+        c.store.put_gate_setting(&other).await.unwrap();
+
+        // In area-name order, each tenant only its own.
+        assert_eq!(
+            c.store.gate_settings(acme.id).await.unwrap(),
+            vec![onboarding.clone(), raised.clone()]
+        );
+        assert_eq!(
+            c.store.gate_settings(globex.id).await.unwrap(),
+            vec![other.clone()]
+        );
+
+        // Below the floor: refused by the domain rule before any SQL, nothing written.
+        let mut below = raised.clone();
+        below.area = ProcessArea::ElevatedAccess;
+        below.level = Some(GateLevel::L1);
+        match c.store.put_gate_setting(&below).await {
+            Err(StoreError::Invalid(DomainError::Invalid { field, reason })) => {
+                assert_eq!(field, "gate");
+                assert!(reason.contains("floor is L2"), "{reason}");
+            }
+            other => panic!("a level below the floor was not refused: {other:?}"),
+        }
+        // Overwriting an existing override with a level below its floor, too.
+        let mut lowered = onboarding.clone();
+        lowered.level = Some(GateLevel::L0);
+        assert!(matches!(
+            c.store.put_gate_setting(&lowered).await,
+            Err(StoreError::Invalid(_))
+        ));
+        let mut no_reason = raised.clone();
+        no_reason.reason = String::new();
+        assert!(matches!(
+            c.store.put_gate_setting(&no_reason).await,
+            Err(StoreError::Invalid(_))
+        ));
+        assert_eq!(
+            c.store.gate_settings(acme.id).await.unwrap(),
+            vec![onboarding.clone(), raised.clone()]
+        );
+
+        // Replacing and clearing: the last change is kept, with who and why.
+        let lowered = setting(
+            c,
+            acme.id,
+            ProcessArea::JoinerAccess,
+            Some(GateLevel::L0),
+            "trusted HR feed",
+        );
+        c.store.put_gate_setting(&lowered).await.unwrap();
+        let cleared = setting(
+            c,
+            acme.id,
+            ProcessArea::ClientOnboarding,
+            None,
+            "back to the standard",
+        );
+        c.store.put_gate_setting(&cleared).await.unwrap();
+        let stored = c.store.gate_settings(acme.id).await.unwrap();
+        assert_eq!(stored, vec![cleared.clone(), lowered.clone()]);
+        let policy = GatePolicy::from_settings(&stored).unwrap();
+        assert_eq!(policy.effective(ProcessArea::JoinerAccess), GateLevel::L0);
+        assert_eq!(
+            policy.effective(ProcessArea::ClientOnboarding),
+            GateLevel::L2
+        );
+        assert_eq!(policy.overrides().count(), 1);
+
+        // The other tenant never saw any of it.
+        assert_eq!(c.store.gate_settings(globex.id).await.unwrap(), vec![other]);
+        // A tenant that does not exist has nothing and can be given nothing.
+        let ghost = TenantId::generate(c.clock.now());
+        assert!(c.store.gate_settings(ghost).await.unwrap().is_empty());
+        let orphan = setting(
+            c,
+            ghost,
+            ProcessArea::JoinerAccess,
+            Some(GateLevel::L2),
+            "nobody",
+        );
+        assert!(matches!(
+            c.store.put_gate_setting(&orphan).await,
+            Err(StoreError::NotFound("tenant"))
+        ));
+    }
+
+    pub async fn deleting_a_tenant_destroys_its_gate_settings(c: &Case) {
+        let mut doomed = c.insert("doomed").await;
+        let kept = c.insert("kept").await;
+        for t in [&doomed, &kept] {
+            let s = setting(
+                c,
+                t.id,
+                ProcessArea::Revocation,
+                Some(GateLevel::L2),
+                "four eyes",
+            );
+            c.store.put_gate_setting(&s).await.unwrap();
+        }
+        doomed.state = TenantState::Deleted;
+        doomed.version += 1;
+        c.store.delete_tenant(&doomed).await.unwrap();
+        assert!(c.store.gate_settings(doomed.id).await.unwrap().is_empty());
+        // A late write (another node, a slow request) is refused.
+        let late = setting(
+            c,
+            doomed.id,
+            ProcessArea::JoinerAccess,
+            Some(GateLevel::L3),
+            "too late",
+        );
+        assert!(matches!(
+            c.store.put_gate_setting(&late).await,
+            Err(StoreError::NotFound("tenant"))
+        ));
+        assert!(c.store.gate_settings(doomed.id).await.unwrap().is_empty());
+        assert_eq!(c.store.gate_settings(kept.id).await.unwrap().len(), 1);
+    }
+}
+
+/// The aggregates `/metrics` reads.
+mod metrics_cases {
+    use super::*;
+
+    pub async fn metrics_count_instances_pending_approvals_and_overrides(c: &Case) {
+        assert!(c.store.count_instances_by_state().await.unwrap().is_empty());
+        assert_eq!(c.store.approval_stats().await.unwrap(), Default::default());
+
+        let tenant = c.insert("acme").await;
+        let mut batch = Vec::new();
+        for state in [
+            InstanceState::Running,
+            InstanceState::Running,
+            InstanceState::Completed,
+        ] {
+            let mut instance = c.instance(Some(tenant.id), "count");
+            instance.state = state;
+            if state.is_final() {
+                instance.next_run_at = None;
+            }
+            batch.push(c.start(&instance, &["a"]));
+        }
+        c.store.commit_progress(&batch).await.unwrap();
+        let (_, first) = c.waiting(Some(tenant.id), 1, "system").await;
+        let (_, second) = c.waiting(None, 2, "system").await;
+        assert!(first.created_at < second.created_at);
+
+        assert_eq!(
+            c.store.count_instances_by_state().await.unwrap(),
+            vec![
+                (InstanceState::Completed, 1),
+                (InstanceState::Running, 2),
+                (InstanceState::Waiting, 2),
+            ]
+        );
+        let stats = c.store.approval_stats().await.unwrap();
+        assert_eq!(stats.pending, 2);
+        assert_eq!(stats.oldest_pending_since, Some(first.created_at));
+        assert_eq!(stats.overrides, 0);
+
+        // A modifying decision settles the first: one override, one pending left.
+        let lead = c.staff("lea.lead", Role::Lead).await;
+        let (approval, decision) = c.decided(first.id, &lead, Verdict::Modify).await;
+        c.store
+            .record_decision(&approval, &decision, None)
+            .await
+            .unwrap();
+        // An approving one on the second (2 required) leaves it pending.
+        let other = c.staff("leo.lead", Role::Lead).await;
+        let (approval, decision) = c.decided(second.id, &other, Verdict::Approve).await;
+        c.store
+            .record_decision(&approval, &decision, None)
+            .await
+            .unwrap();
+        let stats = c.store.approval_stats().await.unwrap();
+        assert_eq!(stats.pending, 1);
+        assert_eq!(stats.oldest_pending_since, Some(second.created_at));
+        assert_eq!(stats.overrides, 1);
+    }
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -2682,4 +2919,7 @@ conformance!(
     overdue_approvals_are_filtered_and_ordered,
     approvals_and_tasks_list_by_filters_in_pages,
     a_task_is_completed_once,
+    gate_settings_are_per_tenant_and_obey_floors,
+    deleting_a_tenant_destroys_its_gate_settings,
+    metrics_count_instances_pending_approvals_and_overrides,
 );

@@ -3,6 +3,7 @@
 use std::io::Read;
 use std::process::ExitCode;
 
+use gatehouse_core::gate::{AreaGate, GateLevel, ProcessArea};
 use gatehouse_core::secret::SecretName;
 use gatehouse_core::tenant::{DisplayName, Region, Tenant, TenantAction, TenantSlug, TenantState};
 use gatehouse_server::app::{NewTenant, TenantChanges, TenantRef};
@@ -86,6 +87,35 @@ pub enum TenantCommand {
     /// Manage a tenant's secrets.
     #[command(subcommand)]
     Secret(SecretCommand),
+    /// Show every process area's gate for a tenant: default, floor,
+    /// override and the level its steps run at.
+    Gates {
+        /// Id or slug.
+        tenant: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set one process area's gate level for a tenant (never below the
+    /// area's floor), or clear it back to the default with --clear.
+    Gate {
+        /// Id or slug.
+        tenant: String,
+        /// Process area (client_onboarding, joiner_access, revocation, …).
+        area: String,
+        /// L0, L1, L2 or L3.
+        #[arg(required_unless_present = "clear", conflicts_with = "clear")]
+        level: Option<String>,
+        /// Return the area to its default level.
+        #[arg(long)]
+        clear: bool,
+        /// Why (kept with the setting).
+        #[arg(long)]
+        reason: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Secret subcommands.
@@ -127,6 +157,37 @@ fn print_tenants(tenants: &[Tenant]) {
         })
         .collect();
     print_table(&["ID", "SLUG", "STATE", "REGION", "NAME"], &rows);
+}
+
+fn print_gates(gates: &[AreaGate]) {
+    let rows: Vec<Vec<String>> = gates
+        .iter()
+        .map(|g| {
+            let change = g.last_change.as_ref();
+            vec![
+                g.area.to_string(),
+                g.default.to_string(),
+                g.floor.to_string(),
+                g.override_level
+                    .map_or_else(|| "-".to_owned(), |l| l.to_string()),
+                g.effective.to_string(),
+                change.map_or_else(String::new, |c| {
+                    format!("{} by {}: {}", c.set_at.date(), c.set_by, c.reason)
+                }),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "AREA",
+            "DEFAULT",
+            "FLOOR",
+            "OVERRIDE",
+            "EFFECTIVE",
+            "LAST CHANGE",
+        ],
+        &rows,
+    );
 }
 
 fn show(tenant: &Tenant, json: bool) -> Result<(), CliError> {
@@ -222,6 +283,37 @@ pub async fn run(args: &ConfigArgs, command: TenantCommand) -> Result<ExitCode, 
             transition(&app, &tenant, TenantAction::Delete).await?;
         }
         TenantCommand::Secret(command) => secret(&app, command).await?,
+        TenantCommand::Gates { tenant, json } => {
+            let (_, gates) = app.tenant_gates(&CLI, &TenantRef::parse(&tenant)).await?;
+            if json {
+                print_json(&gates)?;
+            } else {
+                print_gates(&gates);
+            }
+        }
+        TenantCommand::Gate {
+            tenant,
+            area,
+            level,
+            clear,
+            reason,
+            json,
+        } => {
+            let area: ProcessArea = area.parse()?;
+            let level = if clear {
+                None
+            } else {
+                level.map(|l| l.parse::<GateLevel>()).transpose()?
+            };
+            let gate = app
+                .set_tenant_gate(&CLI, &TenantRef::parse(&tenant), area, level, &reason)
+                .await?;
+            if json {
+                print_json(&gate)?;
+            } else {
+                print_gates(std::slice::from_ref(&gate));
+            }
+        }
     }
     app.store.close().await;
     Ok(ExitCode::SUCCESS)

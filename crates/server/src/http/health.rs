@@ -39,8 +39,9 @@ pub async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
     (status, axum::Json(body))
 }
 
-/// Prometheus metrics.
+/// Prometheus metrics. The engine's are read now, at scrape time.
 pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+    state.metrics.refresh(&state.app).await;
     (
         [(
             header::CONTENT_TYPE,

@@ -6,6 +6,7 @@
 //! every operation as a stranger.
 
 mod extract;
+mod gates;
 mod health;
 mod openapi;
 mod operators;
@@ -73,6 +74,8 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(tenants::offboard_tenant))
         .routes(routes!(tenants::list_secrets))
         .routes(routes!(tenants::put_secret, tenants::delete_secret))
+        .routes(routes!(gates::list_gates))
+        .routes(routes!(gates::set_gate, gates::clear_gate))
         .routes(routes!(operators::whoami))
         .routes(routes!(
             operators::list_operators,

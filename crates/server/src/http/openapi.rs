@@ -12,6 +12,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
     tags(
         (name = "tenants", description = "Client tenants and their lifecycle"),
         (name = "secrets", description = "Tenants' secrets, encrypted under each tenant's own key"),
+        (name = "gates", description = "Tenants' gate levels per process area: raised per tenant, never below the area's floor"),
         (name = "operators", description = "MSP staff accounts and API tokens"),
         (name = "workflows", description = "Events, workflow instances, approvals (gate L2) and human tasks (gate L3)"),
     )
