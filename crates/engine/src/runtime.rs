@@ -169,6 +169,11 @@ pub struct Engine {
     finished: broadcast::Sender<(WorkflowId, InstanceState)>,
     /// Concurrent submissions, committed together.
     submissions: Arc<Submissions>,
+    /// Set when work this node does not hold may have become due (a new
+    /// event, a decision, another node's signal): the next tick claims.
+    fresh_work: std::sync::atomic::AtomicBool,
+    /// When this node last claimed.
+    last_claim: std::sync::Mutex<Option<OffsetDateTime>>,
     /// Instances this node is driving, as it last committed them: the next
     /// wave starts from here instead of reading them back. The version
     /// check on commit still catches any other writer; a failed commit
@@ -182,7 +187,14 @@ struct Hot {
     instance: Instance,
     steps: Vec<StepRun>,
     template: Option<Arc<Template>>,
+    /// Until when this node's lease on it holds, as claimed; `None` for an
+    /// instance this node started but has not claimed yet.
+    leased_until: Option<OffsetDateTime>,
 }
+
+/// However busy a node is with the instances it holds, it claims (and so
+/// sees new and other nodes' work) at least this often.
+const CLAIM_EVERY: time::Duration = time::Duration::milliseconds(100);
 
 /// At most this many instances are kept hot; beyond it they are read back.
 const HOT_LIMIT: usize = 10_000;
@@ -246,6 +258,8 @@ impl Engine {
             stats: Arc::new(EngineStats::default()),
             finished: broadcast::channel(65_536).0,
             submissions,
+            fresh_work: std::sync::atomic::AtomicBool::new(true),
+            last_claim: std::sync::Mutex::new(None),
             hot: std::sync::Mutex::new(HashMap::new()),
         }
     }
@@ -254,7 +268,13 @@ impl Engine {
         self.hot.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn keep_hot(&self, instance: &Instance, steps: Vec<StepRun>, template: Option<Arc<Template>>) {
+    fn keep_hot(
+        &self,
+        instance: &Instance,
+        steps: Vec<StepRun>,
+        template: Option<Arc<Template>>,
+        leased_until: Option<OffsetDateTime>,
+    ) {
         let mut hot = self.hot();
         let runnable = matches!(
             instance.state,
@@ -270,11 +290,35 @@ impl Engine {
                     instance: instance.clone(),
                     steps,
                     template,
+                    leased_until,
                 },
             );
         } else {
             hot.remove(&instance.id);
         }
+    }
+
+    /// Work may be due that this node does not hold: claim on the next tick,
+    /// and wake the worker for it.
+    fn nudge(&self) {
+        self.fresh_work
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// The instances this node holds that are due at `now` and still safely
+    /// leased to it (at least half the lease left), at most `limit`.
+    fn hot_due(&self, now: OffsetDateTime, limit: usize) -> Vec<(WorkflowId, i64, OffsetDateTime)> {
+        let margin = time::Duration::try_from(self.config.lease / 2).unwrap_or(time::Duration::MAX);
+        self.hot()
+            .values()
+            .filter(|h| h.instance.next_run_at.is_some_and(|at| at <= now))
+            .filter_map(|h| {
+                let until = h.leased_until?;
+                (until - now >= margin).then_some((h.instance.id, h.instance.version, until))
+            })
+            .take(limit)
+            .collect()
     }
 
     /// Drops what this node holds about an instance, after something other
@@ -373,9 +417,9 @@ impl Engine {
     /// After new instances are committed: keep them hot and wake the worker.
     fn started(&self, started: &[Progress]) {
         for progress in started {
-            self.keep_hot(&progress.instance, progress.steps.clone(), None);
+            self.keep_hot(&progress.instance, progress.steps.clone(), None, None);
         }
-        self.wake.notify_one();
+        self.nudge();
     }
 
     fn answer(event: InboundEvent, duplicate: bool) -> Submitted {
@@ -485,7 +529,7 @@ impl Engine {
             .record_decision(&approval, &decision, progress.as_ref())
             .await?;
         self.forget(approval.instance_id);
-        self.wake.notify_one();
+        self.nudge();
         Ok(approval)
     }
 
@@ -622,7 +666,7 @@ impl Engine {
         };
         self.store.complete_task(&task, &progress).await?;
         self.forget(task.instance_id);
-        self.wake.notify_one();
+        self.nudge();
         Ok(task)
     }
 
@@ -725,16 +769,50 @@ impl Engine {
         let now = self.clock.now();
         let lease_until =
             now + time::Duration::try_from(self.config.lease).unwrap_or(time::Duration::MAX);
-        let due = self
-            .store
-            .claim_due(&self.config.node, now, lease_until, self.config.batch)
-            .await?;
+        let batch_size = usize::try_from(self.config.batch).unwrap_or(usize::MAX);
+        // What this node holds and has safely leased runs without a claim
+        // (a claim is a write, and a round trip); it claims when work it
+        // does not hold may be due, when it holds nothing due, and at
+        // least every `CLAIM_EVERY`.
+        let mut due = self.hot_due(now, batch_size);
+        let fresh = self
+            .fresh_work
+            .swap(false, std::sync::atomic::Ordering::AcqRel);
+        let stale_claim = {
+            let last = *self.last_claim.lock().unwrap_or_else(|p| p.into_inner());
+            last.is_none_or(|at| now - at >= CLAIM_EVERY || at > now)
+        };
+        if fresh || due.is_empty() || stale_claim {
+            *self.last_claim.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
+            let claimed = match self
+                .store
+                .claim_due(&self.config.node, now, lease_until, self.config.batch)
+                .await
+            {
+                Ok(claimed) => claimed,
+                Err(err) => {
+                    self.fresh_work
+                        .store(true, std::sync::atomic::Ordering::Release);
+                    return Err(err.into());
+                }
+            };
+            let held: HashSet<WorkflowId> = due.iter().map(|(id, _, _)| *id).collect();
+            due.extend(
+                claimed
+                    .into_iter()
+                    .filter(|(id, _)| !held.contains(id))
+                    .map(|(id, version)| (id, version, lease_until)),
+            );
+            due.truncate(batch_size);
+        }
         if due.is_empty() {
             return Ok(0);
         }
+        let leased: HashMap<WorkflowId, OffsetDateTime> =
+            due.iter().map(|(id, _, until)| (*id, *until)).collect();
         let mut waves = tokio::task::JoinSet::new();
         let mut policies = crate::gates::TickPolicies::default();
-        for (id, version) in due {
+        for (id, version, _) in due {
             // What this node holds is current only if nobody (another node,
             // a person's decision) committed since.
             let cached = self
@@ -832,7 +910,12 @@ impl Engine {
             after = std::mem::take(&mut keep);
         }
         for (progress, (all, template)) in batch.iter().zip(after) {
-            self.keep_hot(&progress.instance, all, template);
+            self.keep_hot(
+                &progress.instance,
+                all,
+                template,
+                leased.get(&progress.instance.id).copied(),
+            );
         }
         let committed = self.clock.now();
         self.stats.record_commit(count as u64);
@@ -890,6 +973,7 @@ impl Engine {
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(self.config.idle_poll) => {}
                 signal = next_signal(&mut listener) => {
+                    self.fresh_work.store(true, std::sync::atomic::Ordering::Release);
                     if let Err(err) = signal {
                         tracing::warn!(%err, "lost the subscription to other nodes' signals; polling only");
                         listener = None;

@@ -92,6 +92,22 @@ struct Env {
 
 impl Env {
     fn node(&self, name: &str, config: EngineConfig) -> Arc<Engine> {
+        self.node_on(self.db.store.clone(), name, config)
+    }
+
+    /// A node with a store (connection pool) of its own, as in another
+    /// process.
+    async fn separate_node(&self, name: &str, config: EngineConfig) -> Arc<Engine> {
+        let store = gatehouse_store::connect(&self.db.url).await.unwrap();
+        self.node_on(store, name, config)
+    }
+
+    fn node_on(
+        &self,
+        store: Arc<dyn gatehouse_engine::runtime::WorkflowStore>,
+        name: &str,
+        config: EngineConfig,
+    ) -> Arc<Engine> {
         let mut actions = ActionRegistry::new();
         actions.register(
             "test.count",
@@ -101,7 +117,7 @@ impl Env {
             }),
         );
         Arc::new(Engine::new(
-            self.db.store.clone(),
+            store,
             Arc::new(vec![chain()]),
             Arc::new(actions),
             self.clock.clone(),
@@ -165,7 +181,7 @@ mod cases {
         };
         let (a, b) = (
             env.node("node-a", config.clone()),
-            env.node("node-b", config),
+            env.separate_node("node-b", config).await,
         );
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut workers = tokio::task::JoinSet::new();
@@ -362,7 +378,7 @@ mod cases {
         // Let it find nothing and fall asleep (with its LISTEN in place).
         tokio::time::sleep(Duration::from_millis(300)).await;
         // An API node without a worker takes the event in.
-        let api = env.node("node-api", EngineConfig::default());
+        let api = env.separate_node("node-api", EngineConfig::default()).await;
         env.submit(&api, "deal-1").await;
         env.wait_completed(1).await;
         let _ = stop.send(());

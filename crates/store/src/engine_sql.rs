@@ -547,7 +547,7 @@ macro_rules! impl_engine_store {
                 if Self::insert_event(&mut tx, event).await? {
                     Self::write_progress(&mut tx, started).await?;
                     if !started.is_empty() {
-                        Self::wake_workers(&mut tx).await?;
+                        self.wake_workers(&mut tx).await?;
                     }
                     tx.commit().await.map_err(db_error("committing a submitted event"))?;
                     return Ok((event.clone(), true));
@@ -586,7 +586,7 @@ macro_rules! impl_engine_store {
                 }
                 Self::write_progress(&mut tx, &started).await?;
                 if !started.is_empty() {
-                    Self::wake_workers(&mut tx).await?;
+                    self.wake_workers(&mut tx).await?;
                 }
                 tx.commit().await.map_err(db_error("committing submitted events"))?;
                 Ok(answers)
@@ -628,7 +628,7 @@ macro_rules! impl_engine_store {
                 }
                 Self::write_progress(&mut tx, started).await?;
                 if !started.is_empty() {
-                    Self::wake_workers(&mut tx).await?;
+                    self.wake_workers(&mut tx).await?;
                 }
                 tx.commit().await.map_err(db_error("committing a routed event"))
             }
@@ -806,14 +806,26 @@ macro_rules! impl_engine_store {
                      RETURNING id, version, next_run_at",
                     Self::CLAIM_LOCK
                 );
+                // A lease need not survive a crash of the database: one
+                // lost makes another node take the instance sooner, and the
+                // version check on commit still refuses a second writer. So
+                // the claim does not wait for its commit to be flushed.
+                let mut tx = self.writer.begin().await.map_err(crate::db_error("starting a transaction"))?;
+                if let Some(relaxed) = Self::RELAXED_COMMIT {
+                    sqlx::query(relaxed)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(crate::db_error("relaxing a claim's commit"))?;
+                }
                 let mut rows: Vec<(String, i64, Option<time::OffsetDateTime>)> = sqlx::query_as(&text)
                     .bind(node)
                     .bind(SortableTime(lease_until))
                     .bind(SortableTime(now))
                     .bind(i64::from(limit))
-                    .fetch_all(&self.writer)
+                    .fetch_all(&mut *tx)
                     .await
                     .map_err(crate::db_error("claiming due workflow instances"))?;
+                tx.commit().await.map_err(crate::db_error("committing a claim"))?;
                 // RETURNING does not keep the subquery's order.
                 rows.sort_by(|a, b| (a.2, &a.0).cmp(&(b.2, &b.0)));
                 rows.into_iter()

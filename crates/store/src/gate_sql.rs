@@ -486,7 +486,7 @@ macro_rules! impl_gate_store {
 
                 if let Some(progress) = progress {
                     Self::write_progress(&mut tx, std::slice::from_ref(progress)).await?;
-                    Self::wake_workers(&mut tx).await?;
+                    self.wake_workers(&mut tx).await?;
                 }
                 tx.commit().await.map_err(db_error("committing a decision"))
             }
@@ -654,7 +654,7 @@ macro_rules! impl_gate_store {
                     });
                 }
                 Self::write_progress(&mut tx, std::slice::from_ref(progress)).await?;
-                Self::wake_workers(&mut tx).await?;
+                self.wake_workers(&mut tx).await?;
                 tx.commit().await.map_err(db_error("committing a completed human task"))
             }
 

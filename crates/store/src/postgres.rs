@@ -21,6 +21,10 @@ pub struct PgStore {
     pub(crate) writer: PgPool,
     /// The schema this store was confined to, if any (tests, benchmarks).
     schema: Option<String>,
+    /// This store's name in `NOTIFY` payloads, so that its own listener
+    /// ignores the signals its own commits send (the engine in this process
+    /// wakes itself without a round trip through the database).
+    origin: std::sync::Arc<str>,
 }
 
 impl PgStore {
@@ -65,8 +69,14 @@ impl PgStore {
     }
 
     async fn connect_with(options: PgConnectOptions, schema: Option<String>) -> StoreResult<Self> {
+        // No ping before each use of a pooled connection (sqlx's default):
+        // it costs a round trip per transaction on the engine's hot path. A
+        // connection that died fails its statement instead, which callers
+        // handle like any database error (the engine retries on its next
+        // tick), and the pool then replaces it.
         let pool = PgPoolOptions::new()
             .max_connections(16)
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(db_error("connecting to PostgreSQL"))?;
@@ -74,6 +84,7 @@ impl PgStore {
             writer: pool.clone(),
             pool,
             schema,
+            origin: uuid_suffix().into(),
         })
     }
 
@@ -118,12 +129,15 @@ fn uuid_suffix() -> String {
 impl PgStore {
     /// Concurrent claims skip rows another node is claiming.
     const CLAIM_LOCK: &'static str = " FOR UPDATE SKIP LOCKED";
+    /// A claim's commit returns without waiting for the WAL flush.
+    const RELAXED_COMMIT: Option<&'static str> = Some("SET LOCAL synchronous_commit TO OFF");
 
     /// Announces, at commit, that work may be due: every node's engine
     /// listening on [`WORK_CHANNEL`] wakes and claims what it can.
-    async fn wake_workers(conn: &mut sqlx::PgConnection) -> StoreResult<()> {
-        sqlx::query("SELECT pg_notify($1, '')")
+    async fn wake_workers(&self, conn: &mut sqlx::PgConnection) -> StoreResult<()> {
+        sqlx::query("SELECT pg_notify($1, $2)")
             .bind(WORK_CHANNEL)
+            .bind(&*self.origin)
             .execute(conn)
             .await
             .map_err(db_error("announcing due work"))?;
@@ -139,7 +153,10 @@ impl PgStore {
             .listen(WORK_CHANNEL)
             .await
             .map_err(db_error("listening for due work"))?;
-        Ok(Some(Box::new(PgWorkListener(listener))))
+        Ok(Some(Box::new(PgWorkListener {
+            listener,
+            origin: self.origin.clone(),
+        })))
     }
 
     /// Nothing to do after a tenant's key is destroyed: dead tuples are
@@ -152,16 +169,25 @@ impl PgStore {
 /// `recv` after it drops; signals sent meanwhile are lost, which the engine's
 /// idle poll covers.
 #[derive(Debug)]
-struct PgWorkListener(PgListener);
+struct PgWorkListener {
+    listener: PgListener,
+    /// Signals with this payload came from this store's own commits.
+    origin: std::sync::Arc<str>,
+}
 
 #[async_trait::async_trait]
 impl WorkListener for PgWorkListener {
     async fn recv(&mut self) -> StoreResult<()> {
-        self.0
-            .recv()
-            .await
-            .map(drop)
-            .map_err(db_error("waiting for due work"))
+        loop {
+            let signal = self
+                .listener
+                .recv()
+                .await
+                .map_err(db_error("waiting for due work"))?;
+            if signal.payload() != &*self.origin {
+                return Ok(());
+            }
+        }
     }
 }
 

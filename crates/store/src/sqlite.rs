@@ -97,10 +97,12 @@ impl SqliteStore {
 impl SqliteStore {
     /// One writer at a time: claims cannot race.
     const CLAIM_LOCK: &'static str = "";
+    /// `synchronous = NORMAL` in WAL mode: commits do not wait for a flush.
+    const RELAXED_COMMIT: Option<&'static str> = None;
 
     /// Nothing to announce: one process owns the database, and its engine
     /// wakes itself.
-    async fn wake_workers(_conn: &mut sqlx::SqliteConnection) -> StoreResult<()> {
+    async fn wake_workers(&self, _conn: &mut sqlx::SqliteConnection) -> StoreResult<()> {
         Ok(())
     }
 

@@ -129,7 +129,7 @@ impl Engine {
         };
         self.store.commit_progress(&[progress]).await?;
         self.forget(id);
-        self.wake.notify_one();
+        self.nudge();
         Ok((instance, run))
     }
 }
