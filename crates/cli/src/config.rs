@@ -255,12 +255,12 @@ impl Config {
                 None => default_node_id(),
             },
             lease_secs: match parse_env("GATEHOUSE_LEASE_SECS")?.or(file.lease_secs) {
-                Some(0) => {
-                    return Err(CliError::Config(
-                        "lease_secs must be at least 1 second".into(),
-                    ));
+                Some(secs @ 1..=86_400) => secs,
+                Some(secs) => {
+                    return Err(CliError::Config(format!(
+                        "lease_secs must be 1 to 86400 seconds (a day), not {secs}"
+                    )));
                 }
-                Some(secs) => secs,
                 None => 300,
             },
             key_provider: args.key_provider.or(file.key_provider).unwrap_or_default(),

@@ -8,6 +8,7 @@
 //! engine depend on storage without depending on SQL.
 
 pub mod approval;
+pub mod audit;
 pub mod clock;
 pub mod error;
 pub mod gate;

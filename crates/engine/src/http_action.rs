@@ -86,6 +86,9 @@ impl HttpPost {
 }
 
 /// The URL without its query, fragment or credentials: safe to show.
+/// The largest answer read from a target.
+pub const MAX_ANSWER_BYTES: usize = 1 << 20;
+
 fn shown(url: &Url) -> String {
     let mut safe = url.clone();
     safe.set_query(None);
@@ -185,12 +188,26 @@ impl Action for HttpPost {
             .and_then(|v| parse_retry_after(v, self.clock.now()));
         // A 2xx whose body is lost is retried: the target acted, and the
         // next attempt (same key) gets its stored answer.
-        let text = response.text().await.map_err(|e| {
-            ActionError::retryable(format!(
-                "POST {target}: {status}: reading the answer failed: {}",
-                e.without_url()
-            ))
-        })?;
+        let mut response = response;
+        let mut body = Vec::new();
+        loop {
+            let chunk = response.chunk().await.map_err(|e| {
+                ActionError::retryable(format!(
+                    "POST {target}: {status}: reading the answer failed: {}",
+                    e.without_url()
+                ))
+            })?;
+            let Some(chunk) = chunk else { break };
+            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+                // The answer becomes the step's output, kept in the
+                // workflow's context: a target must not be able to fill it.
+                return Err(ActionError::permanent(format!(
+                    "POST {target}: {status}: the answer is larger than {MAX_ANSWER_BYTES} bytes"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let text = String::from_utf8_lossy(&body);
         if status.is_success() {
             return Ok(serde_json::from_str(&text)
                 .unwrap_or_else(|_| json!({ "status": status.as_u16() })));

@@ -169,11 +169,6 @@ pub struct Engine {
     finished: broadcast::Sender<(WorkflowId, InstanceState)>,
     /// Concurrent submissions, committed together.
     submissions: Arc<Submissions>,
-    /// Set when work this node does not hold may have become due (a new
-    /// event, a decision, another node's signal): the next tick claims.
-    fresh_work: std::sync::atomic::AtomicBool,
-    /// When this node last claimed.
-    last_claim: std::sync::Mutex<Option<OffsetDateTime>>,
     /// Instances this node is driving, as it last committed them: the next
     /// wave starts from here instead of reading them back. The version
     /// check on commit still catches any other writer; a failed commit
@@ -187,14 +182,9 @@ struct Hot {
     instance: Instance,
     steps: Vec<StepRun>,
     template: Option<Arc<Template>>,
-    /// Until when this node's lease on it holds, as claimed; `None` for an
-    /// instance this node started but has not claimed yet.
-    leased_until: Option<OffsetDateTime>,
+    /// When this node committed it.
+    committed_at: OffsetDateTime,
 }
-
-/// However busy a node is with the instances it holds, it claims (and so
-/// sees new and other nodes' work) at least this often.
-const CLAIM_EVERY: time::Duration = time::Duration::milliseconds(100);
 
 /// At most this many instances are kept hot; beyond it they are read back.
 const HOT_LIMIT: usize = 10_000;
@@ -258,8 +248,6 @@ impl Engine {
             stats: Arc::new(EngineStats::default()),
             finished: broadcast::channel(65_536).0,
             submissions,
-            fresh_work: std::sync::atomic::AtomicBool::new(true),
-            last_claim: std::sync::Mutex::new(None),
             hot: std::sync::Mutex::new(HashMap::new()),
         }
     }
@@ -273,9 +261,15 @@ impl Engine {
         instance: &Instance,
         steps: Vec<StepRun>,
         template: Option<Arc<Template>>,
-        leased_until: Option<OffsetDateTime>,
+        committed_at: OffsetDateTime,
     ) {
         let mut hot = self.hot();
+        if hot.len() >= HOT_LIMIT {
+            // Entries this node has not run for a lease's length were taken
+            // over by another node (or wait far ahead): make room.
+            let lease = time::Duration::try_from(self.config.lease).unwrap_or(time::Duration::MAX);
+            hot.retain(|_, h| committed_at - h.committed_at < lease);
+        }
         let runnable = matches!(
             instance.state,
             InstanceState::Running | InstanceState::Compensating
@@ -290,7 +284,7 @@ impl Engine {
                     instance: instance.clone(),
                     steps,
                     template,
-                    leased_until,
+                    committed_at,
                 },
             );
         } else {
@@ -298,27 +292,9 @@ impl Engine {
         }
     }
 
-    /// Work may be due that this node does not hold: claim on the next tick,
-    /// and wake the worker for it.
+    /// Work may be due: wake the worker.
     fn nudge(&self) {
-        self.fresh_work
-            .store(true, std::sync::atomic::Ordering::Release);
         self.wake.notify_one();
-    }
-
-    /// The instances this node holds that are due at `now` and still safely
-    /// leased to it (at least half the lease left), at most `limit`.
-    fn hot_due(&self, now: OffsetDateTime, limit: usize) -> Vec<(WorkflowId, i64, OffsetDateTime)> {
-        let margin = time::Duration::try_from(self.config.lease / 2).unwrap_or(time::Duration::MAX);
-        self.hot()
-            .values()
-            .filter(|h| h.instance.next_run_at.is_some_and(|at| at <= now))
-            .filter_map(|h| {
-                let until = h.leased_until?;
-                (until - now >= margin).then_some((h.instance.id, h.instance.version, until))
-            })
-            .take(limit)
-            .collect()
     }
 
     /// Drops what this node holds about an instance, after something other
@@ -414,11 +390,9 @@ impl Engine {
         (started, ids, outcome)
     }
 
-    /// After new instances are committed: keep them hot and wake the worker.
-    fn started(&self, started: &[Progress]) {
-        for progress in started {
-            self.keep_hot(&progress.instance, progress.steps.clone(), None, None);
-        }
+    /// After new instances are committed: wake the worker. They are not
+    /// kept hot: whichever node claims them reads them once.
+    fn started(&self, _started: &[Progress]) {
         self.nudge();
     }
 
@@ -697,6 +671,18 @@ impl Engine {
             }
             .into());
         }
+        // A rollback a reviewer asked for must finish: cancelling now would
+        // leave its compensation half done and never run again.
+        if let Some(undoing) = steps.iter().find(|s| s.state == StepState::Compensating) {
+            return Err(gatehouse_core::DomainError::Invalid {
+                field: "workflow",
+                reason: format!(
+                    "step `{}` is being rolled back; cancel the workflow once its compensation has finished",
+                    undoing.step_id
+                ),
+            }
+            .into());
+        }
         let mut approvals = self
             .store
             .list_approvals(&gatehouse_core::store::ApprovalQuery {
@@ -767,52 +753,26 @@ impl Engine {
     /// commits them together. Returns how many instances it advanced.
     pub async fn tick(&self) -> Result<usize, EngineError> {
         let now = self.clock.now();
-        let lease_until =
-            now + time::Duration::try_from(self.config.lease).unwrap_or(time::Duration::MAX);
-        let batch_size = usize::try_from(self.config.batch).unwrap_or(usize::MAX);
-        // What this node holds and has safely leased runs without a claim
-        // (a claim is a write, and a round trip); it claims when work it
-        // does not hold may be due, when it holds nothing due, and at
-        // least every `CLAIM_EVERY`.
-        let mut due = self.hot_due(now, batch_size);
-        let fresh = self
-            .fresh_work
-            .swap(false, std::sync::atomic::Ordering::AcqRel);
-        let stale_claim = {
-            let last = *self.last_claim.lock().unwrap_or_else(|p| p.into_inner());
-            last.is_none_or(|at| now - at >= CLAIM_EVERY || at > now)
-        };
-        if fresh || due.is_empty() || stale_claim {
-            *self.last_claim.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
-            let claimed = match self
-                .store
-                .claim_due(&self.config.node, now, lease_until, self.config.batch)
-                .await
-            {
-                Ok(claimed) => claimed,
-                Err(err) => {
-                    self.fresh_work
-                        .store(true, std::sync::atomic::Ordering::Release);
-                    return Err(err.into());
-                }
-            };
-            let held: HashSet<WorkflowId> = due.iter().map(|(id, _, _)| *id).collect();
-            due.extend(
-                claimed
-                    .into_iter()
-                    .filter(|(id, _)| !held.contains(id))
-                    .map(|(id, version)| (id, version, lease_until)),
-            );
-            due.truncate(batch_size);
-        }
+        // A lease too long to represent is as good as a day longer than
+        // any wave.
+        let lease_until = time::Duration::try_from(self.config.lease)
+            .ok()
+            .and_then(|lease| now.checked_add(lease))
+            .unwrap_or_else(|| now + time::Duration::days(1));
+        // Every tick claims: the claim renews this node's leases to their
+        // full length and reports each instance's stored version, so an
+        // instance changed by anyone else since (a cancellation, a
+        // decision, another node) is read back before any action runs.
+        let due = self
+            .store
+            .claim_due(&self.config.node, now, lease_until, self.config.batch)
+            .await?;
         if due.is_empty() {
             return Ok(0);
         }
-        let leased: HashMap<WorkflowId, OffsetDateTime> =
-            due.iter().map(|(id, _, until)| (*id, *until)).collect();
         let mut waves = tokio::task::JoinSet::new();
         let mut policies = crate::gates::TickPolicies::default();
-        for (id, version, _) in due {
+        for (id, version) in due {
             // What this node holds is current only if nobody (another node,
             // a person's decision) committed since.
             let cached = self
@@ -910,12 +870,7 @@ impl Engine {
             after = std::mem::take(&mut keep);
         }
         for (progress, (all, template)) in batch.iter().zip(after) {
-            self.keep_hot(
-                &progress.instance,
-                all,
-                template,
-                leased.get(&progress.instance.id).copied(),
-            );
+            self.keep_hot(&progress.instance, all, template, now);
         }
         let committed = self.clock.now();
         self.stats.record_commit(count as u64);
@@ -973,7 +928,6 @@ impl Engine {
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(self.config.idle_poll) => {}
                 signal = next_signal(&mut listener) => {
-                    self.fresh_work.store(true, std::sync::atomic::Ordering::Release);
                     if let Err(err) = signal {
                         tracing::warn!(%err, "lost the subscription to other nodes' signals; polling only");
                         listener = None;
@@ -1055,6 +1009,21 @@ impl Submissions {
     }
 
     async fn flush(&self) {
+        // Should this task die (a panic in the store), the next submission
+        // must start a new commit, and the callers waiting on this one must
+        // hear that it failed rather than wait for ever.
+        struct Unstick<'a>(&'a Submissions);
+        impl Drop for Unstick<'_> {
+            fn drop(&mut self) {
+                let mut queue = self.0.queue();
+                if queue.flushing {
+                    queue.flushing = false;
+                    // Dropping the reply senders answers each caller with an error.
+                    queue.pending.clear();
+                }
+            }
+        }
+        let _unstick = Unstick(self);
         loop {
             let batch = {
                 let mut queue = self.queue();
@@ -1263,8 +1232,11 @@ impl Wave {
             let level = step.gate_level(&self.policy).unwrap_or(GateLevel::L3);
             match level {
                 // An approved step runs with the parameters the approvers saw
-                // (or changed); it is not gated again.
-                GateLevel::L2 if self.approved_params(&id).is_some() => {
+                // (or changed); it is not gated again, even if the tenant's
+                // level was lowered since. (Raised to L3 since: a person acts.)
+                GateLevel::L0 | GateLevel::L1 | GateLevel::L2
+                    if self.approved_params(&id).is_some() =>
+                {
                     let params = self.approved_params(&id).cloned().unwrap_or_default();
                     calls.push(self.forward_call(step, params));
                 }

@@ -84,6 +84,10 @@ async fn target() -> SocketAddr {
             post(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response() }),
         )
         .route(
+            "/huge",
+            post(|| async { "x".repeat(gatehouse_engine::http_action::MAX_ANSWER_BYTES + 1) }),
+        )
+        .route(
             "/moved",
             post(|| async { (StatusCode::FOUND, [(header::LOCATION, "/ok")]) }),
         );
@@ -200,5 +204,16 @@ async fn other_errors_are_permanent_with_the_status_and_an_excerpt() {
     match post_to(&format!("{base}/moved"), json!({})).await {
         Err(ActionError::Permanent { message }) => assert!(message.contains("302"), "{message}"),
         other => panic!("a redirect is not followed: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_answer_larger_than_the_limit_fails_the_step() {
+    let addr = target().await;
+    match post_to(&format!("http://{addr}/huge"), json!({})).await {
+        Err(ActionError::Permanent { message }) => {
+            assert!(message.contains("larger than"), "{message}");
+        }
+        other => panic!("expected a permanent error, got {other:?}"),
     }
 }

@@ -354,6 +354,29 @@ mod cases {
         );
     }
 
+    pub async fn a_cancellation_by_another_process_stops_the_next_step(env: &Env) {
+        let worker = env.node("node-a", EngineConfig::default());
+        let id = env.submit(&worker, "deal-1").await;
+        // One wave: s0 runs, and the worker now holds the instance.
+        assert_eq!(worker.tick().await.unwrap(), 1);
+        // Someone cancels it through another process (which cannot tell
+        // this worker to forget it).
+        let api = env.separate_node("node-api", EngineConfig::default()).await;
+        api.cancel(id, "op_test", "the client withdrew")
+            .await
+            .unwrap();
+        while worker.tick().await.unwrap() > 0 {}
+        let calls = env.counter.calls.lock().unwrap().clone();
+        let keys: Vec<&String> = calls.keys().collect();
+        assert_eq!(
+            keys,
+            [&format!("{id}:s0")],
+            "no step ran after the cancellation"
+        );
+        let (instance, _) = env.db.store.get_instance(id).await.unwrap();
+        assert_eq!(instance.state, InstanceState::Cancelled);
+    }
+
     /// PostgreSQL only: a node sleeping in its idle poll is woken by a
     /// `NOTIFY` from another process's commit, not by its timer.
     pub async fn another_nodes_event_wakes_a_sleeping_node(env: &Env) {
@@ -418,6 +441,7 @@ macro_rules! node_tests {
 }
 
 node_tests!(sqlite:
+    a_cancellation_by_another_process_stops_the_next_step,
     a_stale_instance_does_not_hold_back_the_rest_of_its_batch,
     an_unreadable_template_parks_its_instance_only,
     two_nodes_share_the_work_and_never_run_a_step_twice,
@@ -426,6 +450,7 @@ node_tests!(sqlite:
 );
 
 node_tests!(postgres:
+    a_cancellation_by_another_process_stops_the_next_step,
     a_stale_instance_does_not_hold_back_the_rest_of_its_batch,
     an_unreadable_template_parks_its_instance_only,
     two_nodes_share_the_work_and_never_run_a_step_twice,

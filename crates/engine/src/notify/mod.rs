@@ -148,10 +148,53 @@ fn summarize(value: &Value, depth: usize) -> Value {
         Value::Object(map) => Value::Object(
             map.iter()
                 .take(MAX_ITEMS)
-                .map(|(k, v)| (k.clone(), summarize(v, depth + 1)))
+                .map(|(k, v)| {
+                    let shown = if sensitive(k) {
+                        Value::String("[redacted]".into())
+                    } else {
+                        summarize(v, depth + 1)
+                    };
+                    (k.clone(), shown)
+                })
                 .collect(),
         ),
+        Value::String(text) if text.starts_with("http://") || text.starts_with("https://") => {
+            Value::String(without_secrets(text))
+        }
         other => other.clone(),
+    }
+}
+
+/// Parameters whose values a review request never shows, whatever the
+/// action: credentials and the headers that carry them.
+fn sensitive(key: &str) -> bool {
+    const WORDS: [&str; 10] = [
+        "header",
+        "authorization",
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "api_key",
+        "apikey",
+        "credential",
+        "cookie",
+    ];
+    let key = key.to_ascii_lowercase();
+    WORDS.iter().any(|word| key.contains(word))
+}
+
+/// A URL without its query, fragment and user info, which may hold keys.
+fn without_secrets(text: &str) -> String {
+    match reqwest::Url::parse(text) {
+        Ok(mut url) => {
+            url.set_query(None);
+            url.set_fragment(None);
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.to_string()
+        }
+        Err(_) => "[a URL]".to_owned(),
     }
 }
 
@@ -450,5 +493,29 @@ async fn attempt(
             Outcome::Retry(now + delay, error)
         }
         None => Outcome::Failed(format!("gave up after {attempts} attempts: {error}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn review_requests_never_show_credentials() {
+        let params = json!({
+            "url": "https://user:pw@api.example/hook?key=s3cret#frag",
+            "headers": { "Authorization": "Bearer abc" },
+            "body": { "name": "Zoë", "api_token": "t0k3n", "nested": { "Password": "x" } },
+        });
+        let shown = summarize(&params, 0);
+        let text = shown.to_string();
+        for secret in ["s3cret", "Bearer abc", "t0k3n", "\"x\"", "pw@", "frag"] {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
+        assert_eq!(shown["url"], "https://api.example/hook");
+        assert_eq!(shown["headers"], "[redacted]");
+        assert_eq!(shown["body"]["name"], "Zoë");
+        assert_eq!(shown["body"]["nested"]["Password"], "[redacted]");
     }
 }

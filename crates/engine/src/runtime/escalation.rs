@@ -42,7 +42,15 @@ impl Engine {
             if !approval.is_overdue(now) || !approval.escalate(now) {
                 continue;
             }
-            let (mut instance, _) = self.store.get_instance(approval.instance_id).await?;
+            // One approval that cannot be escalated (its instance unreadable)
+            // must not hold back the others: it is logged and skipped.
+            let (mut instance, _) = match self.store.get_instance(approval.instance_id).await {
+                Ok(found) => found,
+                Err(err) => {
+                    tracing::error!(approval = %approval.id, %err, "cannot escalate an overdue approval: its workflow is unreadable");
+                    continue;
+                }
+            };
             instance.version += 1;
             instance.updated_at = now;
             let mut seq = instance.version * HISTORY_STRIDE;
@@ -82,6 +90,13 @@ impl Engine {
                 // sees it afresh if it is still overdue.
                 Err(StoreError::Stale(what)) => {
                     tracing::debug!(approval = %approval.id, what, "escalation skipped: changed meanwhile");
+                }
+                Err(
+                    err @ (StoreError::Corrupt(_)
+                    | StoreError::NotFound(_)
+                    | StoreError::Conflict(_)),
+                ) => {
+                    tracing::error!(approval = %approval.id, %err, "cannot escalate an overdue approval; the others go on");
                 }
                 Err(err) => return Err(err.into()),
             }

@@ -1,0 +1,149 @@
+//! What the audit log records, before it has a place in a log.
+//!
+//! Every change that must be provable writes an [`AuditRecord`] into the
+//! audit outbox **in the same transaction as the change itself** (the
+//! store does it for workflow history, events and the other changes it
+//! knows). The sequencer later gives each record its index in its log,
+//! seals the tenant's details, and appends the leaf to the Merkle tree (see
+//! `docs/audit.md`). A record therefore exists if and only if its change
+//! was committed.
+//!
+//! There is one log per tenant and one system log for what concerns no
+//! single tenant (see `docs/audit.md`, "One log or one per tenant").
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use crate::id::TenantId;
+use crate::workflow::{HistoryEntry, InboundEvent, Instance};
+
+/// The log of records that concern no single tenant.
+pub const SYSTEM_LOG: &str = "system";
+
+/// One provable fact: who did what to which subject, when, with details.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditRecord {
+    /// When it happened.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// The tenant it concerns; its log. `None`: the system log.
+    pub tenant_id: Option<TenantId>,
+    /// Who: an operator id, `system`, or a source such as `api`.
+    pub actor: String,
+    /// What: dotted, such as `workflow.step.succeeded` or `event.received`.
+    pub action: String,
+    /// The id of what it was done to (an instance, an event, a tenant, …).
+    pub subject: String,
+    /// Everything else. For a tenant's record these are sealed under the
+    /// tenant's key before they enter the log; the leaf commits to the
+    /// ciphertext.
+    pub details: Value,
+}
+
+impl AuditRecord {
+    /// The name of the log the record belongs to: the tenant's id, or
+    /// [`SYSTEM_LOG`].
+    pub fn log(&self) -> String {
+        self.tenant_id
+            .map_or_else(|| SYSTEM_LOG.to_owned(), |t| t.to_string())
+    }
+
+    /// The record of one workflow transition (a step run, a gate decision,
+    /// a compensation, …): the history entry, with its instance and
+    /// template.
+    pub fn of_history(entry: &HistoryEntry, instance: &Instance) -> Self {
+        Self {
+            at: entry.at,
+            tenant_id: instance.tenant_id,
+            actor: entry.actor.clone(),
+            action: format!("workflow.{}", entry.kind),
+            subject: entry.instance_id.to_string(),
+            details: json!({
+                "template": instance.template,
+                "template_version": instance.template_version,
+                "step": entry.step_id,
+                "history_seq": entry.seq,
+                "detail": entry.detail,
+            }),
+        }
+    }
+
+    /// The record of an event taken into the inbox, with what it started.
+    pub fn of_event(event: &InboundEvent) -> Self {
+        Self {
+            at: event.received_at,
+            tenant_id: event.tenant_id,
+            actor: event.source.as_str().to_owned(),
+            action: "event.received".to_owned(),
+            subject: event.id.to_string(),
+            details: json!({
+                "type": event.kind.as_str(),
+                "dedup_key": event.dedup_key.as_str(),
+                "outcome": event.outcome,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::{EventId, WorkflowId};
+    use crate::workflow::{DedupKey, EventKind, EventSource, InstanceState};
+
+    #[test]
+    fn records_go_to_their_tenants_log_or_the_system_log() {
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let tenant = TenantId::generate(now);
+        let event = InboundEvent {
+            id: EventId::generate(now),
+            tenant_id: Some(tenant),
+            source: EventSource::parse("psa.connectwise").unwrap(),
+            kind: EventKind::parse("psa.opportunity.won").unwrap(),
+            dedup_key: DedupKey::parse("deal-1").unwrap(),
+            payload: json!({"secret": "not recorded"}),
+            received_at: now,
+            outcome: Some(json!({"instances": []})),
+        };
+        let record = AuditRecord::of_event(&event);
+        assert_eq!(record.log(), tenant.to_string());
+        assert_eq!(record.action, "event.received");
+        assert_eq!(record.actor, "psa.connectwise");
+        assert!(
+            record.details.get("payload").is_none(),
+            "the payload stays in the inbox"
+        );
+
+        let instance = Instance {
+            id: WorkflowId::generate(now),
+            tenant_id: None,
+            template: "t".into(),
+            template_version: 2,
+            definition: json!({}),
+            state: InstanceState::Running,
+            context: json!({}),
+            started_by: None,
+            created_by: "system".into(),
+            created_at: now,
+            updated_at: now,
+            next_run_at: None,
+            version: 1,
+        };
+        let entry = HistoryEntry {
+            instance_id: instance.id,
+            seq: 7,
+            at: now,
+            kind: "approval.approved".into(),
+            step_id: Some("grant".into()),
+            actor: "op_x".into(),
+            detail: json!({"reason": "ok"}),
+        };
+        let record = AuditRecord::of_history(&entry, &instance);
+        assert_eq!(record.log(), SYSTEM_LOG);
+        assert_eq!(record.action, "workflow.approval.approved");
+        assert_eq!(record.actor, "op_x");
+        assert_eq!(record.details["step"], "grant");
+        assert_eq!(record.details["history_seq"], 7);
+    }
+}
