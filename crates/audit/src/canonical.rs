@@ -17,11 +17,13 @@
 //! shortest round-trip formatting gives the digits, ECMAScript's rules the
 //! layout; RFC 8785 Appendix B passes). Integers are the common case and
 //! print as their digits, which is what ECMAScript prints for every integer
-//! of magnitude ≤ 2^53. An integer beyond that is **rejected**
-//! ([`CanonicalError::IntegerOutOfRange`]) instead of being rounded to a
-//! double: silently changing a value that goes into an audit record is worse
-//! than a clear error. Store such values (and any secret-looking ids) as
-//! strings.
+//! of magnitude ≤ 2^53. A larger integer that is exactly a double (2^60,
+//! or the digits a large double prints as) is printed as that double
+//! (`1152921504606847000` for 2^60: same value, ECMAScript's digits). One
+//! that is not exactly a double (2^53 + 1) is **rejected**
+//! ([`CanonicalError::IntegerOutOfRange`]) instead of being rounded:
+//! silently changing a value that goes into an audit record is worse than a
+//! clear error. Store such values (large ids, counters) as strings.
 //!
 //! Nesting is limited to [`MAX_DEPTH`] levels so a hostile value cannot
 //! exhaust the stack.
@@ -42,7 +44,7 @@ const MAX_EXACT_INTEGER: u64 = 1 << 53;
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum CanonicalError {
     #[error(
-        "integer {0} is outside ±2^53 and would lose precision as an RFC 8785 number; store it as a string"
+        "integer {0} is not exactly an IEEE 754 double and would change value as an RFC 8785 number; store it as a string"
     )]
     IntegerOutOfRange(String),
     #[error("number {0} is not a finite IEEE 754 double")]
@@ -182,24 +184,37 @@ fn write_string(s: &str, out: &mut String) {
 
 fn write_number(n: &Number, out: &mut String) -> Result<(), CanonicalError> {
     if let Some(u) = n.as_u64() {
-        if u > MAX_EXACT_INTEGER {
-            return Err(CanonicalError::IntegerOutOfRange(u.to_string()));
+        if u <= MAX_EXACT_INTEGER {
+            let _ = write!(out, "{u}");
+            return Ok(());
         }
-        let _ = write!(out, "{u}");
-        return Ok(());
+        // A larger integer is fine if it *is* a double (2^60, or what a
+        // large double prints as); otherwise it would change value.
+        let f = u as f64;
+        if f < TWO_POW_64 && f as u64 == u {
+            return write_double(f, out);
+        }
+        return Err(CanonicalError::IntegerOutOfRange(u.to_string()));
     }
     if let Some(i) = n.as_i64() {
-        if i.unsigned_abs() > MAX_EXACT_INTEGER {
-            return Err(CanonicalError::IntegerOutOfRange(i.to_string()));
+        if i.unsigned_abs() <= MAX_EXACT_INTEGER {
+            let _ = write!(out, "{i}");
+            return Ok(());
         }
-        let _ = write!(out, "{i}");
-        return Ok(());
+        let f = i as f64;
+        if (-TWO_POW_63..TWO_POW_63).contains(&f) && f as i64 == i {
+            return write_double(f, out);
+        }
+        return Err(CanonicalError::IntegerOutOfRange(i.to_string()));
     }
     match n.as_f64() {
         Some(f) => write_double(f, out),
         None => Err(CanonicalError::NotFinite(n.to_string())),
     }
 }
+
+const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
+const TWO_POW_64: f64 = 18_446_744_073_709_551_616.0;
 
 /// Writes a double as ECMAScript's `Number.prototype.toString` does
 /// (ECMA-262 §6.1.6.1.20, `Number::toString` with radix 10).
@@ -220,6 +235,7 @@ pub fn write_double(value: f64, out: &mut String) -> Result<(), CanonicalError> 
     let (mantissa, exponent) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
     let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
     let exponent: i32 = exponent.parse().unwrap_or(0);
+    let digits = ties_to_even(value.abs(), digits, exponent);
     let k = digits.len() as i32;
     // value = digits × 10^(n − k)
     let n = exponent + 1;
@@ -247,4 +263,63 @@ pub fn write_double(value: f64, out: &mut String) -> Result<(), CanonicalError> 
         let _ = write!(out, "e{sign}{}", e.unsigned_abs());
     }
     Ok(())
+}
+
+/// ECMAScript picks, among the shortest digit strings that round-trip, the
+/// one closest to the exact value and, on a tie, the one with an even last
+/// digit; Rust's shortest formatting rounds such ties up
+/// (1424953923781206.25 → `…06.3`, where ECMAScript prints `…06.2`).
+///
+/// A tie means the exact decimal expansion continues with `5000…` right
+/// after the shortest digits. A double's expansion has at most 767
+/// significant digits, so 770 digits are exact.
+fn ties_to_even(value: f64, digits: String, exponent: i32) -> String {
+    let exact = format!("{value:.770e}");
+    let Some((mantissa, exact_exponent)) = exact.split_once('e') else {
+        return digits;
+    };
+    if exact_exponent.parse::<i32>().ok() != Some(exponent) {
+        return digits;
+    }
+    let all: Vec<u8> = mantissa.bytes().filter(u8::is_ascii_digit).collect();
+    let k = digits.len();
+    let Some((&first_dropped, rest)) = all.get(k..).and_then(<[u8]>::split_first) else {
+        return digits;
+    };
+    if first_dropped != b'5' || rest.iter().any(|&d| d != b'0') {
+        return digits;
+    }
+    // A tie between the truncated digits and the truncated digits + 1.
+    let lower: Vec<u8> = all[..k].to_vec();
+    let mut upper = lower.clone();
+    let mut carry = true;
+    for d in upper.iter_mut().rev() {
+        if *d == b'9' {
+            *d = b'0';
+        } else {
+            *d += 1;
+            carry = false;
+            break;
+        }
+    }
+    if carry {
+        return digits;
+    }
+    let even = match lower.last() {
+        Some(d) if (d - b'0') % 2 == 0 => lower,
+        _ => upper,
+    };
+    let Ok(even) = String::from_utf8(even) else {
+        return digits;
+    };
+    if even == digits {
+        return digits;
+    }
+    // Take the even candidate only if it still reads back as the value.
+    let (head, tail) = even.split_at(1);
+    let candidate = format!("{head}.{tail}e{exponent}");
+    match candidate.parse::<f64>() {
+        Ok(back) if back == value => even,
+        _ => digits,
+    }
 }
