@@ -306,7 +306,7 @@ fn ties_to_even(value: f64, digits: String, exponent: i32) -> String {
         return digits;
     }
     let even = match lower.last() {
-        Some(d) if (d - b'0') % 2 == 0 => lower,
+        Some(d) if (d - b'0').is_multiple_of(2) => lower,
         _ => upper,
     };
     let Ok(even) = String::from_utf8(even) else {

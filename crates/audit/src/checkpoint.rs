@@ -105,7 +105,12 @@ impl Checkpoint {
 
     /// The note text that gets signed.
     pub fn body(&self) -> String {
-        let mut text = format!("{}\n{}\n{}\n", self.origin, self.size, self.root.to_base64());
+        let mut text = format!(
+            "{}\n{}\n{}\n",
+            self.origin,
+            self.size,
+            self.root.to_base64()
+        );
         for line in &self.extensions {
             text.push_str(line);
             text.push('\n');

@@ -123,7 +123,9 @@ impl KeyId {
         h.update([b'\n', signature_type]);
         h.update(public_key);
         let digest = h.finalize();
-        Self(u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]))
+        Self(u32::from_be_bytes([
+            digest[0], digest[1], digest[2], digest[3],
+        ]))
     }
 
     fn parse_hex(text: &str) -> Option<Self> {
@@ -384,7 +386,9 @@ impl VerifierKey {
             key_id: self.key_id,
         };
         let signature = Signature::from_slice(signature).map_err(|_| bad())?;
-        self.key.verify_strict(message, &signature).map_err(|_| bad())
+        self.key
+            .verify_strict(message, &signature)
+            .map_err(|_| bad())
     }
 }
 

@@ -129,7 +129,9 @@ impl Frontier {
     /// The frontier's subtrees with their hashes, largest first (what a
     /// store would persist to restore it).
     pub fn nodes(&self) -> impl Iterator<Item = (NodeId, Hash)> + '_ {
-        Self::plan(self.size).into_iter().zip(self.nodes.iter().copied())
+        Self::plan(self.size)
+            .into_iter()
+            .zip(self.nodes.iter().copied())
     }
 }
 

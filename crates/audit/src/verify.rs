@@ -120,7 +120,11 @@ pub enum Mismatch {
     #[error(
         "{at} covers {size} entries, not more than the {previous} of the checkpoint before it (a copied or reordered checkpoint)"
     )]
-    CheckpointNotGrowing { at: CheckpointRef, size: u64, previous: u64 },
+    CheckpointNotGrowing {
+        at: CheckpointRef,
+        size: u64,
+        previous: u64,
+    },
     #[error(
         "{at} signs root {signed} for the first {size} entries, but they hash to {computed}: an entry in {since}..{size} was changed, inserted, removed or reordered"
     )]
@@ -133,7 +137,9 @@ pub enum Mismatch {
         /// change is at an index in `since..size`.
         since: u64,
     },
-    #[error("{at} covers {size} entries, but the log holds only {log_size}: entry {log_size} onward is missing")]
+    #[error(
+        "{at} covers {size} entries, but the log holds only {log_size}: entry {log_size} onward is missing"
+    )]
     CheckpointBeyondLog {
         at: CheckpointRef,
         size: u64,
@@ -155,7 +161,9 @@ impl Mismatch {
             | Self::CheckpointRootMismatch { at, .. }
             | Self::CheckpointBeyondLog { at, .. } => Some(Position::Checkpoint(*at)),
             Self::CheckpointMissing { expected, .. } => {
-                Some(Position::Checkpoint(CheckpointRef::Stored { seq: *expected }))
+                Some(Position::Checkpoint(CheckpointRef::Stored {
+                    seq: *expected,
+                }))
             }
         }
     }

@@ -1,5 +1,12 @@
 //! RFC 8785 canonical JSON: the RFC's own examples, and properties.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests fail loudly"
+)]
+
 use gatehouse_audit::canonical::{self, CanonicalError, MAX_DEPTH};
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -125,7 +132,11 @@ fn integers_print_as_digits_and_refuse_to_lose_precision() {
         canonical::to_string(&json!([1u64 << 60, -(1i64 << 60), i64::MIN])).unwrap(),
         "[1152921504606847000,-1152921504606847000,-9223372036854776000]"
     );
-    for big in [json!(9007199254740993u64), json!(-9007199254740993i64), json!(u64::MAX)] {
+    for big in [
+        json!(9007199254740993u64),
+        json!(-9007199254740993i64),
+        json!(u64::MAX),
+    ] {
         match canonical::to_vec(&json!({ "n": big })) {
             Err(CanonicalError::IntegerOutOfRange(text)) => assert_eq!(text, big.to_string()),
             other => panic!("expected IntegerOutOfRange, got {other:?}"),

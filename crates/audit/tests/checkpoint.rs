@@ -1,6 +1,13 @@
 //! Signed notes and checkpoints: interoperability with the Go
 //! `sumdb/note` test vector, and a clear error for every malformation.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests fail loudly"
+)]
+
 use gatehouse_audit::checkpoint::{self, CheckpointError};
 use gatehouse_audit::{
     Checkpoint, Ed25519Signer, Hash, KeyId, KeyName, NoteError, SignedNote, Signer, VerifierKey,
@@ -9,7 +16,8 @@ use gatehouse_audit::{
 
 // The example key and note of golang.org/x/mod/sumdb/note.
 const GO_VERIFIER: &str = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW";
-const GO_SIGNER: &str = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz";
+const GO_SIGNER: &str =
+    "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz";
 const GO_TEXT: &str = "If you think cryptography is the answer to your problem,\n\
                        then you don't know what your problem is.\n";
 const GO_SIG: &str = "— PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n";
@@ -35,7 +43,10 @@ fn go_note_verifies_and_keys_round_trip() {
     let signer = Ed25519Signer::parse(GO_SIGNER).unwrap();
     assert_eq!(signer.to_signer_key().as_str(), GO_SIGNER);
     assert_eq!(signer.verifier_key(), key);
-    assert!(!format!("{signer:?}").contains("AYEK"), "Debug must not show the key");
+    assert!(
+        !format!("{signer:?}").contains("AYEK"),
+        "Debug must not show the key"
+    );
 }
 
 #[tokio::test]
@@ -99,7 +110,10 @@ fn malformed_notes_are_rejected_with_reasons() {
     let cases: Vec<(String, NoteError)> = vec![
         (GO_TEXT.to_owned(), NoteError::MissingSeparator),
         (format!("{GO_TEXT}\n"), NoteError::NoSignatures),
-        (format!("{GO_TEXT}\n{sig}"), NoteError::SignaturesNotTerminated),
+        (
+            format!("{GO_TEXT}\n{sig}"),
+            NoteError::SignaturesNotTerminated,
+        ),
         (
             format!("{GO_TEXT}\n- PeterNeumann AAAA\n"),
             NoteError::SignatureLineStart { line: 1 },
@@ -156,7 +170,9 @@ fn note_verification_follows_the_spec() {
     // A known key's signature over different text rejects the note.
     let forged = go_note().replace("answer", "question");
     assert_eq!(
-        SignedNote::parse(&forged).unwrap().verify(&[key.clone()]),
+        SignedNote::parse(&forged)
+            .unwrap()
+            .verify(std::slice::from_ref(&key)),
         Err(NoteError::BadSignature {
             name: "PeterNeumann".into(),
             key_id: KeyId(0xc74f20a3),
@@ -228,19 +244,40 @@ async fn checkpoints_sign_and_open() {
 fn malformed_checkpoint_bodies_are_rejected_with_reasons() {
     let root = Hash::from_bytes([9; 32]).to_base64();
     let cases: Vec<(String, CheckpointError)> = vec![
-        (format!("o\n1\n{root}"), CheckpointError::Note(NoteError::TextNotTerminated)),
+        (
+            format!("o\n1\n{root}"),
+            CheckpointError::Note(NoteError::TextNotTerminated),
+        ),
         ("o\n1\n".to_owned(), CheckpointError::TooFewLines(2)),
         (format!("\n1\n{root}\n"), CheckpointError::Origin),
-        (format!("o\n01\n{root}\n"), CheckpointError::Size("01".into())),
-        (format!("o\n-1\n{root}\n"), CheckpointError::Size("-1".into())),
-        (format!("o\n\n{root}\n"), CheckpointError::Size(String::new())),
+        (
+            format!("o\n01\n{root}\n"),
+            CheckpointError::Size("01".into()),
+        ),
+        (
+            format!("o\n-1\n{root}\n"),
+            CheckpointError::Size("-1".into()),
+        ),
+        (
+            format!("o\n\n{root}\n"),
+            CheckpointError::Size(String::new()),
+        ),
         (
             format!("o\n18446744073709551616\n{root}\n"),
             CheckpointError::Size("18446744073709551616".into()),
         ),
-        ("o\n1\nAAAA\n".to_owned(), CheckpointError::Root(gatehouse_audit::HashError::Length(3))),
-        ("o\n1\n%%%\n".to_owned(), CheckpointError::Root(gatehouse_audit::HashError::Base64)),
-        (format!("o\n1\n{root}\next\n\n"), CheckpointError::EmptyExtension(2)),
+        (
+            "o\n1\nAAAA\n".to_owned(),
+            CheckpointError::Root(gatehouse_audit::HashError::Length(3)),
+        ),
+        (
+            "o\n1\n%%%\n".to_owned(),
+            CheckpointError::Root(gatehouse_audit::HashError::Base64),
+        ),
+        (
+            format!("o\n1\n{root}\next\n\n"),
+            CheckpointError::EmptyExtension(2),
+        ),
     ];
     for (text, expected) in cases {
         assert_eq!(Checkpoint::parse_body(&text), Err(expected), "{text:?}");
