@@ -17,11 +17,11 @@
 //! shortest round-trip formatting gives the digits, ECMAScript's rules the
 //! layout; RFC 8785 Appendix B passes). Integers are the common case and
 //! print as their digits, which is what ECMAScript prints for every integer
-//! of magnitude ≤ 2^53. A larger integer that is exactly a double (2^60,
-//! or the digits a large double prints as) is printed as that double
-//! (`1152921504606847000` for 2^60: same value, ECMAScript's digits). One
-//! that is not exactly a double (2^53 + 1) is **rejected**
-//! ([`CanonicalError::IntegerOutOfRange`]) instead of being rounded:
+//! of magnitude ≤ 2^53. A larger integer is accepted only if the double
+//! nearest to it prints as the same digits (`8540040102681085000`, which is
+//! how a large double prints). Otherwise (2^53 + 1, or 2^60, which prints
+//! as `1152921504606847000`) it is **rejected**
+//! ([`CanonicalError::IntegerOutOfRange`]) instead of being rewritten:
 //! silently changing a value that goes into an audit record is worse than a
 //! clear error. Store such values (large ids, counters) as strings.
 //!
@@ -44,7 +44,7 @@ const MAX_EXACT_INTEGER: u64 = 1 << 53;
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum CanonicalError {
     #[error(
-        "integer {0} is not exactly an IEEE 754 double and would change value as an RFC 8785 number; store it as a string"
+        "integer {0} is beyond ±2^53 and its RFC 8785 form (the nearest double) would state a different value; store it as a string"
     )]
     IntegerOutOfRange(String),
     #[error("number {0} is not a finite IEEE 754 double")]
@@ -188,24 +188,14 @@ fn write_number(n: &Number, out: &mut String) -> Result<(), CanonicalError> {
             let _ = write!(out, "{u}");
             return Ok(());
         }
-        // A larger integer is fine if it *is* a double (2^60, or what a
-        // large double prints as); otherwise it would change value.
-        let f = u as f64;
-        if f < TWO_POW_64 && f as u64 == u {
-            return write_double(f, out);
-        }
-        return Err(CanonicalError::IntegerOutOfRange(u.to_string()));
+        return write_large_integer(u.to_string(), u as f64, out);
     }
     if let Some(i) = n.as_i64() {
         if i.unsigned_abs() <= MAX_EXACT_INTEGER {
             let _ = write!(out, "{i}");
             return Ok(());
         }
-        let f = i as f64;
-        if (-TWO_POW_63..TWO_POW_63).contains(&f) && f as i64 == i {
-            return write_double(f, out);
-        }
-        return Err(CanonicalError::IntegerOutOfRange(i.to_string()));
+        return write_large_integer(i.to_string(), i as f64, out);
     }
     match n.as_f64() {
         Some(f) => write_double(f, out),
@@ -213,8 +203,23 @@ fn write_number(n: &Number, out: &mut String) -> Result<(), CanonicalError> {
     }
 }
 
-const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
-const TWO_POW_64: f64 = 18_446_744_073_709_551_616.0;
+/// An integer beyond ±2^53 is a JSON number like any other: its value is the
+/// nearest double (`nearest`, what `as f64` gives). It is accepted only when
+/// that double prints as the very same digits, so the canonical text never
+/// states a different integer than the one given.
+fn write_large_integer(
+    digits: String,
+    nearest: f64,
+    out: &mut String,
+) -> Result<(), CanonicalError> {
+    let mut text = String::new();
+    write_double(nearest, &mut text)?;
+    if text != digits {
+        return Err(CanonicalError::IntegerOutOfRange(digits));
+    }
+    out.push_str(&text);
+    Ok(())
+}
 
 /// Writes a double as ECMAScript's `Number.prototype.toString` does
 /// (ECMA-262 §6.1.6.1.20, `Number::toString` with radix 10).

@@ -402,3 +402,62 @@ proptest! {
         }
     }
 }
+
+/// A store-like source that counts the subtree hashes it is asked for.
+struct Counting<'a> {
+    tree: &'a MemoryTree,
+    asked: std::cell::Cell<usize>,
+}
+
+impl NodeSource for Counting<'_> {
+    type Error = ProofError;
+    fn nodes(&self, ids: &[NodeId]) -> Result<Vec<Hash>, ProofError> {
+        self.asked.set(self.asked.get() + ids.len());
+        self.tree.nodes(ids)
+    }
+}
+
+/// Proofs from a store read O(log² n) subtree hashes, never the leaves.
+#[test]
+fn proofs_from_a_source_read_few_nodes() {
+    let n = 100_003u64;
+    let mut tree = MemoryTree::new();
+    for i in 0..n {
+        tree.push(leaf_hash(&i.to_be_bytes())).unwrap();
+    }
+    let source = Counting {
+        tree: &tree,
+        asked: std::cell::Cell::new(0),
+    };
+    let bound = 17 * 17; // log2(100 003) < 17
+    for (index, size) in [(0, n), (n - 1, n), (54_321, n), (99_999, 100_000)] {
+        source.asked.set(0);
+        let proof = gatehouse_audit::tree::inclusion_proof(&source, index, size).unwrap();
+        assert!(source.asked.get() <= bound, "{} nodes", source.asked.get());
+        verify_inclusion(
+            &tree.leaf(index).unwrap(),
+            index,
+            size,
+            &proof,
+            &tree.root_at(size).unwrap(),
+        )
+        .unwrap();
+    }
+    for (old, new) in [(1, n), (65_537, n), (99_999, 100_001)] {
+        source.asked.set(0);
+        let proof = gatehouse_audit::tree::consistency_proof(&source, old, new).unwrap();
+        assert!(source.asked.get() <= bound, "{} nodes", source.asked.get());
+        verify_consistency(
+            old,
+            new,
+            &tree.root_at(old).unwrap(),
+            &tree.root_at(new).unwrap(),
+            &proof,
+        )
+        .unwrap();
+    }
+    source.asked.set(0);
+    let root = gatehouse_audit::tree::root_at(&source, n).unwrap();
+    assert_eq!(root, tree.root());
+    assert_eq!(source.asked.get(), n.count_ones() as usize);
+}
