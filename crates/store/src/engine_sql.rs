@@ -388,18 +388,12 @@ macro_rules! impl_engine_store {
                 &self,
                 event: &gatehouse_core::workflow::InboundEvent,
             ) -> gatehouse_core::store::StoreResult<gatehouse_core::workflow::InboundEvent> {
-                let text = format!(
-                    "SELECT {} FROM inbox_events WHERE source = $1 AND dedup_key = $2",
-                    crate::engine_sql::EVENT_COLUMNS
-                );
-                sqlx::query_as::<_, crate::rows::InboundEventRow>(&text)
-                    .bind(event.source.as_str())
-                    .bind(event.dedup_key.as_str())
-                    .fetch_optional(&self.writer)
+                let mut conn = self
+                    .writer
+                    .acquire()
                     .await
-                    .map_err(crate::db_error("reading an event"))?
-                    .ok_or(gatehouse_core::store::StoreError::NotFound("event"))?
-                    .try_into()
+                    .map_err(crate::db_error("acquiring a connection"))?;
+                Self::event_by_key_on(&mut conn, event).await
             }
 
             /// Writes a batch of progress on `conn`, inside the caller's
