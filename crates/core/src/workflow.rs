@@ -406,3 +406,18 @@ pub struct Progress {
     /// are about, so a recorded L1 step always has its review request.
     pub notifications: Vec<Notification>,
 }
+
+impl Progress {
+    /// A change of `instance`: its changed step runs and history entries,
+    /// with no approvals, tasks or notifications.
+    pub fn new(instance: Instance, steps: Vec<StepRun>, history: Vec<HistoryEntry>) -> Self {
+        Self {
+            instance,
+            steps,
+            history,
+            approvals: Vec::new(),
+            tasks: Vec::new(),
+            notifications: Vec::new(),
+        }
+    }
+}

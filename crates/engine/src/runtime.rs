@@ -616,28 +616,15 @@ impl Engine {
         }
         instance.state = InstanceState::Running;
         instance.next_run_at = Some(now);
-        instance.version += 1;
-        instance.updated_at = now;
-        let mut seq = instance.version * HISTORY_STRIDE;
-        let mut entry = history(
-            &instance,
-            &mut seq,
+        let entry = next_version(
+            &mut instance,
             now,
             "human_task.completed",
             Some(&task.step_id),
-            json!({
-                "task": task.id, "by": operator.id, "evidence": evidence,
-            }),
+            &operator.id.to_string(),
+            json!({ "task": task.id, "by": operator.id, "evidence": evidence }),
         );
-        entry.actor = operator.id.to_string();
-        let progress = Progress {
-            instance,
-            steps: vec![run],
-            history: vec![entry],
-            approvals: Vec::new(),
-            tasks: Vec::new(),
-            notifications: Vec::new(),
-        };
+        let progress = Progress::new(instance, vec![run], vec![entry]);
         self.store.complete_task(&task, &progress).await?;
         self.forget(task.instance_id);
         self.nudge();
@@ -723,25 +710,18 @@ impl Engine {
             .collect();
         instance.state = InstanceState::Cancelled;
         instance.next_run_at = None;
-        instance.version += 1;
-        instance.updated_at = now;
-        let mut seq = instance.version * HISTORY_STRIDE;
-        let mut entry = history(
-            &instance,
-            &mut seq,
+        let entry = next_version(
+            &mut instance,
             now,
             "instance.cancelled",
             None,
+            actor,
             json!({ "by": actor, "reason": reason }),
         );
-        entry.actor = actor.to_owned();
         let progress = Progress {
-            instance: instance.clone(),
-            steps: changed,
-            history: vec![entry],
             approvals,
             tasks,
-            notifications: Vec::new(),
+            ..Progress::new(instance.clone(), changed, vec![entry])
         };
         self.store.commit_progress(&[progress]).await?;
         self.forget(id);
@@ -1054,6 +1034,25 @@ impl Submissions {
             }
         }
     }
+}
+
+/// Moves `instance` to its next version at `now` and returns the one
+/// history entry that says why, by `actor`: for the changes people (or the
+/// escalation sweep) make outside a wave.
+fn next_version(
+    instance: &mut Instance,
+    now: OffsetDateTime,
+    kind: &str,
+    step: Option<&str>,
+    actor: &str,
+    detail: Value,
+) -> HistoryEntry {
+    instance.version += 1;
+    instance.updated_at = now;
+    let mut seq = instance.version * HISTORY_STRIDE;
+    let mut entry = history(instance, &mut seq, now, kind, step, detail);
+    entry.actor = actor.to_owned();
+    entry
 }
 
 /// An instance whose pinned template cannot be read back (corrupt data, or

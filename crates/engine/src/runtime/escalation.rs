@@ -18,7 +18,7 @@ use gatehouse_core::workflow::Progress;
 use serde_json::json;
 use time::OffsetDateTime;
 
-use super::{Engine, EngineError, HISTORY_STRIDE, history};
+use super::{Engine, EngineError, SYSTEM, next_version};
 
 /// How often the worker loop sweeps for overdue approvals.
 pub const ESCALATION_INTERVAL: time::Duration = time::Duration::seconds(5);
@@ -51,9 +51,6 @@ impl Engine {
                     continue;
                 }
             };
-            instance.version += 1;
-            instance.updated_at = now;
-            let mut seq = instance.version * HISTORY_STRIDE;
             let (kind, detail) = match approval.escalate_to {
                 Some(to) => (
                     "approval.escalated",
@@ -64,23 +61,16 @@ impl Engine {
                     json!({ "approval": approval.id, "role": from, "deadline": approval.deadline.map(|d| d.unix_timestamp()) }),
                 ),
             };
-            let entry = history(
-                &instance,
-                &mut seq,
+            let entry = next_version(
+                &mut instance,
                 now,
                 kind,
                 Some(&approval.step_id),
+                SYSTEM,
                 detail,
             );
             let id = instance.id;
-            let progress = Progress {
-                instance,
-                steps: Vec::new(),
-                history: vec![entry],
-                approvals: Vec::new(),
-                tasks: Vec::new(),
-                notifications: Vec::new(),
-            };
+            let progress = Progress::new(instance, Vec::new(), vec![entry]);
             match self.store.escalate_approval(&approval, &progress).await {
                 Ok(()) => {
                     escalated += 1;

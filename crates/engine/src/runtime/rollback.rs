@@ -19,7 +19,7 @@ use gatehouse_core::id::WorkflowId;
 use gatehouse_core::workflow::{Instance, InstanceState, Progress, StepRun, StepState};
 use serde_json::json;
 
-use super::{Call, Engine, EngineError, HISTORY_STRIDE, Wave, history};
+use super::{Call, Engine, EngineError, Wave, next_version};
 use crate::template::Template;
 
 fn refused(reason: String) -> EngineError {
@@ -107,26 +107,15 @@ impl Engine {
         let was = instance.state;
         instance.state = InstanceState::Running;
         instance.next_run_at = Some(now);
-        instance.version += 1;
-        instance.updated_at = now;
-        let mut seq = instance.version * HISTORY_STRIDE;
-        let mut entry = history(
-            &instance,
-            &mut seq,
+        let entry = next_version(
+            &mut instance,
             now,
             "step.rollback_requested",
             Some(step),
+            actor,
             json!({ "by": actor, "reason": reason, "instance_was": was }),
         );
-        entry.actor = actor.to_owned();
-        let progress = Progress {
-            instance: instance.clone(),
-            steps: vec![run.clone()],
-            history: vec![entry],
-            approvals: Vec::new(),
-            tasks: Vec::new(),
-            notifications: Vec::new(),
-        };
+        let progress = Progress::new(instance.clone(), vec![run.clone()], vec![entry]);
         self.store.commit_progress(&[progress]).await?;
         self.forget(id);
         self.nudge();
