@@ -81,7 +81,7 @@ pub fn export(input: &ExportInput, options: &ExportOptions) -> Result<Document, 
     check_unique_leaves(input)?;
     let oscal_version = value(&options.oscal_version)
         .filter(|v| *v == options.oscal_version)
-        .ok_or_else(|| ExportError::InvalidOption {
+        .ok_or(ExportError::InvalidOption {
             option: "oscal_version",
         })?;
     let checkpoints = Checkpoints::new(&input.checkpoints)?;
@@ -1010,7 +1010,7 @@ impl Mapper<'_> {
                 Some(done) if done <= deadline => (
                     true,
                     format!(
-                        "Access was revoked at {} , within the SLA ending {due}.",
+                        "Access was revoked at {}, within the SLA ending {due}.",
                         datetime(done, "revocation completed")?
                     ),
                 ),

@@ -12,13 +12,24 @@ use time::{OffsetDateTime, UtcOffset};
 use crate::ExportError;
 
 /// Folds `text` onto one line: every control character (line breaks, tabs)
-/// becomes a space, and the ends are trimmed. Empty text gives `fallback`.
+/// and the line and paragraph separators become a space, and the ends are
+/// trimmed of white space. Empty text gives `fallback`.
+///
+/// The schema's patterns are ECMA-262 regular expressions, whose `.` does
+/// not match U+2028 and U+2029 and whose `\s` also matches U+FEFF; Rust's
+/// `trim` keeps U+FEFF, so it is trimmed here too.
 pub(crate) fn line(text: &str, fallback: &str) -> String {
     let folded: String = text
         .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .map(|c| {
+            if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
+                ' '
+            } else {
+                c
+            }
+        })
         .collect();
-    let trimmed = folded.trim();
+    let trimmed = folded.trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
     if trimmed.is_empty() {
         fallback.to_owned()
     } else {
@@ -83,6 +94,8 @@ mod tests {
         assert_eq!(line(" \n ", "x"), "x");
         assert_eq!(value("\u{85}"), None);
         assert_eq!(value(" é \u{2028}"), Some("é".to_owned()));
+        assert_eq!(value("\u{feff}a\u{2029}b\u{feff}"), Some("a b".to_owned()));
+        assert_eq!(value("\u{feff}"), None);
     }
 
     #[test]
