@@ -86,6 +86,65 @@ impl AuditRecord {
     }
 }
 
+/// A SHA-256 hash in the audit log (a leaf or a subtree root).
+pub type AuditHash = [u8; 32];
+
+/// One sequenced entry of a log, as stored: its index, the clear columns
+/// for browsing, the leaf (RFC 8785 canonical JSON) and its leaf hash
+/// (`SHA-256(0x00 ‖ leaf)`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// Its index in its log (0, 1, 2, …).
+    pub idx: u64,
+    /// When the change happened.
+    pub at: OffsetDateTime,
+    /// Who did it.
+    pub actor: String,
+    /// What was done.
+    pub action: String,
+    /// To what.
+    pub subject: String,
+    /// The canonical JSON the leaf hash is computed from.
+    pub leaf: String,
+    /// `SHA-256(0x00 ‖ leaf)`.
+    pub leaf_hash: AuditHash,
+}
+
+/// A completed perfect subtree of a log's Merkle tree: `level` 0 is a leaf,
+/// level `l` covers leaves `index << l .. (index + 1) << l`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditNode {
+    /// Height of the subtree.
+    pub level: u8,
+    /// Its position among the subtrees of that height.
+    pub index: u64,
+    /// Its hash.
+    pub hash: AuditHash,
+}
+
+/// Where a log stands: its size and the subtrees of its frontier, largest
+/// first (what `gatehouse_audit::Frontier::restore` takes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditHead {
+    /// Entries appended so far.
+    pub size: u64,
+    /// One node per set bit of `size`, largest first.
+    pub frontier: Vec<AuditNode>,
+}
+
+/// A checkpoint (a signed note) of a log at a size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditCheckpoint {
+    /// The log.
+    pub log: String,
+    /// The tree size it signs.
+    pub size: u64,
+    /// The signed note, as issued.
+    pub note: String,
+    /// When it was stored.
+    pub created_at: OffsetDateTime,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::approval::{Approval, ApprovalState, Decision, HumanTask, TaskState};
+use crate::audit::{AuditCheckpoint, AuditEntry, AuditHash, AuditHead, AuditNode, AuditRecord};
 use crate::gate::GateSetting;
 use crate::id::{
     ApprovalId, EventId, HumanTaskId, NotificationId, OperatorId, TenantId, TokenId, WorkflowId,
@@ -488,6 +489,44 @@ pub trait NotificationStore: Send + Sync {
     -> StoreResult<Vec<Notification>>;
 }
 
+/// The audit log's storage (docs/audit.md, "Storage"). Records enter the
+/// outbox with the changes they record (`commit_progress`, `submit_event`,
+/// …); a sequencer takes them in outbox order, gives each its index in its
+/// log and appends entries and Merkle nodes with [`AuditStore::append_audit`].
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Up to `limit` outbox records, oldest first, with their outbox ids.
+    async fn pending_audit(&self, limit: u32) -> StoreResult<Vec<(i64, AuditRecord)>>;
+    /// In one transaction: moves `log` from `expected_size` to
+    /// `expected_size + entries.len()` (`Stale("audit log")` if its size is
+    /// another: a second sequencer appended meanwhile), stores `entries`
+    /// (whose indexes must run on from `expected_size`) and the completed
+    /// subtrees `nodes`, and deletes the outbox records `consumed`
+    /// (`Stale("audit outbox")` if one is gone).
+    async fn append_audit(
+        &self,
+        log: &str,
+        expected_size: u64,
+        entries: &[AuditEntry],
+        nodes: &[AuditNode],
+        consumed: &[i64],
+    ) -> StoreResult<()>;
+    /// The log's size and frontier (size 0 for a log never appended to).
+    async fn audit_head(&self, log: &str) -> StoreResult<AuditHead>;
+    /// The hashes of the subtrees `(level, index)`, in the order asked; one
+    /// not stored is `NotFound("audit node")`.
+    async fn audit_nodes(&self, log: &str, ids: &[(u8, u64)]) -> StoreResult<Vec<AuditHash>>;
+    /// Up to `limit` entries from index `from` on, in index order.
+    async fn audit_entries(&self, log: &str, from: u64, limit: u32)
+    -> StoreResult<Vec<AuditEntry>>;
+    /// Stores a checkpoint; a second one of the same size is a `Conflict`.
+    async fn put_checkpoint(&self, checkpoint: &AuditCheckpoint) -> StoreResult<()>;
+    /// The log's checkpoints by size.
+    async fn list_checkpoints(&self, log: &str) -> StoreResult<Vec<AuditCheckpoint>>;
+    /// Every log with its size, by name.
+    async fn audit_logs(&self) -> StoreResult<Vec<(String, u64)>>;
+}
+
 /// Everything Gatehouse stores, behind one handle.
 #[async_trait]
 pub trait Store:
@@ -498,6 +537,7 @@ pub trait Store:
     + WorkflowStore
     + NotificationStore
     + MetricsStore
+    + AuditStore
     + Debug
 {
     /// Which engine this is.

@@ -9,6 +9,7 @@
 //!   status and stable `code` are decided in one place.
 
 pub mod app;
+pub mod audit;
 pub mod authz;
 pub mod demo;
 pub mod error;

@@ -110,7 +110,7 @@ pub(crate) fn update_chunks<'a>(instances: &[&'a Instance]) -> Vec<Vec<&'a Insta
 }
 
 /// `($1, …, $width), ($width+1, …), …` for `rows` rows.
-fn values_list(rows: usize, width: usize) -> String {
+pub(crate) fn values_list(rows: usize, width: usize) -> String {
     let mut sql = String::with_capacity(rows * width * 6);
     for row in 0..rows {
         if row > 0 {
@@ -497,6 +497,8 @@ macro_rules! impl_engine_store {
                     })?;
                 }
 
+                // One audit record per history entry (see `crate::audit_sql`).
+                Self::write_audit_history(conn, batch).await?;
                 // Approvals and human tasks created, escalated or cancelled
                 // by this progress (see `crate::gate_sql`).
                 Self::write_gates(conn, batch).await?;
@@ -511,15 +513,14 @@ macro_rules! impl_engine_store {
                 &self,
                 event: &gatehouse_core::workflow::InboundEvent,
             ) -> gatehouse_core::store::StoreResult<(gatehouse_core::workflow::InboundEvent, bool)> {
-                let mut conn = self
-                    .writer
-                    .acquire()
-                    .await
-                    .map_err(crate::db_error("acquiring a connection"))?;
-                if Self::insert_event(&mut conn, event).await? {
+                let mut tx = self.writer.begin().await.map_err(crate::db_error("starting a transaction"))?;
+                if Self::insert_event(&mut tx, event).await? {
+                    let record = gatehouse_core::audit::AuditRecord::of_event(event);
+                    Self::write_audit_records(&mut tx, &[record]).await?;
+                    tx.commit().await.map_err(crate::db_error("committing an event"))?;
                     return Ok((event.clone(), true));
                 }
-                drop(conn);
+                drop(tx);
                 // A duplicate: answer with the event stored first.
                 Ok((self.event_by_key(event).await?, false))
             }
@@ -539,6 +540,8 @@ macro_rules! impl_engine_store {
                 }
                 let mut tx = self.writer.begin().await.map_err(db_error("starting a transaction"))?;
                 if Self::insert_event(&mut tx, event).await? {
+                    let record = gatehouse_core::audit::AuditRecord::of_event(event);
+                    Self::write_audit_records(&mut tx, &[record]).await?;
                     Self::write_progress(&mut tx, started).await?;
                     if !started.is_empty() {
                         self.wake_workers(&mut tx).await?;
@@ -568,8 +571,10 @@ macro_rules! impl_engine_store {
                 let mut tx = self.writer.begin().await.map_err(db_error("starting a transaction"))?;
                 let mut answers = Vec::with_capacity(batch.len());
                 let mut started = Vec::new();
+                let mut records = Vec::new();
                 for (event, progress) in batch {
                     if Self::insert_event(&mut tx, event).await? {
+                        records.push(gatehouse_core::audit::AuditRecord::of_event(event));
                         started.extend(progress.iter().cloned());
                         answers.push((event.clone(), true));
                     } else {
@@ -578,6 +583,7 @@ macro_rules! impl_engine_store {
                         answers.push((Self::event_by_key_on(&mut tx, event).await?, false));
                     }
                 }
+                Self::write_audit_records(&mut tx, &records).await?;
                 Self::write_progress(&mut tx, &started).await?;
                 if !started.is_empty() {
                     self.wake_workers(&mut tx).await?;

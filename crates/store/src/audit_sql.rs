@@ -1,0 +1,480 @@
+//! The SQL behind the audit log, written once for both back ends in the way
+//! of [`crate::sql`]: the outbox rows written with each change
+//! (`write_audit_records`, called by `write_progress` and the event inserts
+//! of [`crate::engine_sql`]) and `AuditStore` for the sequencer, proofs and
+//! checkpoints. See docs/audit.md, "Storage".
+//!
+//! Hashes are stored as lowercase hex text on both back ends; timestamps as
+//! [`SortableTime`]; details as JSON text.
+
+use gatehouse_audit::{Frontier, Hash, NodeId};
+use gatehouse_core::audit::{AuditHash, AuditRecord};
+use gatehouse_core::store::{StoreError, StoreResult};
+use sqlx::query::Query;
+use sqlx::{Database, Encode, Type};
+
+use crate::engine_sql::{SortableTime, to_json, values_list};
+
+pub(crate) const OUTBOX_COLUMNS: &str = "log, at, tenant_id, actor, action, subject, details";
+const OUTBOX_WIDTH: usize = 7;
+pub(crate) const ENTRY_COLUMNS: &str = "idx, at, actor, action, subject, leaf, leaf_hash";
+/// The entry columns plus the log.
+const ENTRY_WIDTH: usize = 8;
+const NODE_WIDTH: usize = 4;
+
+pub(crate) fn insert_outbox_sql(rows: usize) -> String {
+    format!(
+        "INSERT INTO audit_outbox ({OUTBOX_COLUMNS}) VALUES {}",
+        values_list(rows, OUTBOX_WIDTH)
+    )
+}
+
+pub(crate) fn insert_entries_sql(rows: usize) -> String {
+    format!(
+        "INSERT INTO audit_entries (log, {ENTRY_COLUMNS}) VALUES {}",
+        values_list(rows, ENTRY_WIDTH)
+    )
+}
+
+pub(crate) fn insert_nodes_sql(rows: usize) -> String {
+    format!(
+        "INSERT INTO audit_nodes (log, level, idx, hash) VALUES {}",
+        values_list(rows, NODE_WIDTH)
+    )
+}
+
+/// `$first, $first+1, …` for `count` parameters.
+pub(crate) fn params(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `(level = $a AND idx = $b) OR …` for `count` node ids, from `$first` on.
+pub(crate) fn node_filter(first: usize, count: usize) -> String {
+    (0..count)
+        .map(|i| {
+            format!(
+                "(level = ${} AND idx = ${})",
+                first + 2 * i,
+                first + 2 * i + 1
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" OR ")
+}
+
+/// Binds an outbox record's 7 columns, in [`OUTBOX_COLUMNS`] order.
+pub(crate) fn bind_outbox<'q, DB>(
+    query: Query<'q, DB, <DB as Database>::Arguments<'q>>,
+    record: &AuditRecord,
+) -> StoreResult<Query<'q, DB, <DB as Database>::Arguments<'q>>>
+where
+    DB: Database,
+    String: Encode<'q, DB> + Type<DB>,
+    Option<String>: Encode<'q, DB> + Type<DB>,
+    SortableTime: Encode<'q, DB> + Type<DB>,
+{
+    Ok(query
+        .bind(record.log())
+        .bind(SortableTime(record.at))
+        .bind(record.tenant_id.map(|t| t.to_string()))
+        .bind(record.actor.clone())
+        .bind(record.action.clone())
+        .bind(record.subject.clone())
+        .bind(to_json(&record.details)?))
+}
+
+pub(crate) fn to_hex(hash: &AuditHash) -> String {
+    Hash::from_bytes(*hash).to_hex()
+}
+
+pub(crate) fn from_hex(column: &str, text: &str) -> StoreResult<AuditHash> {
+    Hash::from_hex(text)
+        .map(|h| *h.as_bytes())
+        .map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+pub(crate) fn to_i64(what: &str, value: u64) -> StoreResult<i64> {
+    i64::try_from(value).map_err(|_| StoreError::Conflict(format!("{what} {value} is too large")))
+}
+
+pub(crate) fn to_u64(column: &str, value: i64) -> StoreResult<u64> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{column}: {value} is negative")))
+}
+
+/// The `(level, index)` pairs of the frontier of a tree of `size` leaves,
+/// largest first.
+pub(crate) fn frontier_plan(size: u64) -> Vec<(u8, u64)> {
+    Frontier::plan(size)
+        .into_iter()
+        .map(|NodeId { level, index }| (level, index))
+        .collect()
+}
+
+/// An outbox row as read.
+pub(crate) type OutboxRow = (
+    i64,
+    String,
+    time::OffsetDateTime,
+    Option<String>,
+    String,
+    String,
+    String,
+    String,
+);
+
+pub(crate) fn outbox_record(row: OutboxRow) -> StoreResult<(i64, AuditRecord)> {
+    let (id, _log, at, tenant_id, actor, action, subject, details) = row;
+    let tenant_id = tenant_id
+        .map(|t| t.parse())
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(format!("audit_outbox.tenant_id: {e}")))?;
+    let details = serde_json::from_str(&details)
+        .map_err(|e| StoreError::Corrupt(format!("audit_outbox.details: {e}")))?;
+    Ok((
+        id,
+        AuditRecord {
+            at,
+            tenant_id,
+            actor,
+            action,
+            subject,
+            details,
+        },
+    ))
+}
+
+/// An entry row as read.
+pub(crate) type EntryRow = (
+    i64,
+    time::OffsetDateTime,
+    String,
+    String,
+    String,
+    String,
+    String,
+);
+
+pub(crate) fn entry(row: EntryRow) -> StoreResult<gatehouse_core::audit::AuditEntry> {
+    let (idx, at, actor, action, subject, leaf, leaf_hash) = row;
+    Ok(gatehouse_core::audit::AuditEntry {
+        idx: to_u64("audit_entries.idx", idx)?,
+        at,
+        actor,
+        action,
+        subject,
+        leaf,
+        leaf_hash: from_hex("audit_entries.leaf_hash", &leaf_hash)?,
+    })
+}
+
+macro_rules! impl_audit_store {
+    ($store:ty, $db:ty) => {
+        impl $store {
+            /// Queues `records` in the audit outbox on `conn`, inside the
+            /// caller's transaction: one statement per [`MAX_ROWS`] records.
+            async fn write_audit_records(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                records: &[gatehouse_core::audit::AuditRecord],
+            ) -> gatehouse_core::store::StoreResult<()> {
+                use crate::audit_sql as sql;
+                for chunk in records.chunks(crate::engine_sql::MAX_ROWS) {
+                    let text = sql::insert_outbox_sql(chunk.len());
+                    let mut query = sqlx::query(&text);
+                    for record in chunk {
+                        query = sql::bind_outbox(query, record)?;
+                    }
+                    query
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(crate::db_error("queueing audit records"))?;
+                }
+                Ok(())
+            }
+
+            /// The audit records of a batch of progress: one per history
+            /// entry.
+            async fn write_audit_history(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                batch: &[gatehouse_core::workflow::Progress],
+            ) -> gatehouse_core::store::StoreResult<()> {
+                let records: Vec<gatehouse_core::audit::AuditRecord> = batch
+                    .iter()
+                    .flat_map(|p| {
+                        p.history
+                            .iter()
+                            .map(|e| gatehouse_core::audit::AuditRecord::of_history(e, &p.instance))
+                    })
+                    .collect();
+                Self::write_audit_records(conn, &records).await
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl gatehouse_core::store::AuditStore for $store {
+            async fn pending_audit(
+                &self,
+                limit: u32,
+            ) -> gatehouse_core::store::StoreResult<Vec<(i64, gatehouse_core::audit::AuditRecord)>> {
+                let text = format!(
+                    "SELECT id, {} FROM audit_outbox ORDER BY id LIMIT $1",
+                    crate::audit_sql::OUTBOX_COLUMNS
+                );
+                let rows: Vec<crate::audit_sql::OutboxRow> = sqlx::query_as(&text)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.writer)
+                    .await
+                    .map_err(crate::db_error("reading the audit outbox"))?;
+                rows.into_iter().map(crate::audit_sql::outbox_record).collect()
+            }
+
+            async fn append_audit(
+                &self,
+                log: &str,
+                expected_size: u64,
+                entries: &[gatehouse_core::audit::AuditEntry],
+                nodes: &[gatehouse_core::audit::AuditNode],
+                consumed: &[i64],
+            ) -> gatehouse_core::store::StoreResult<()> {
+                use crate::audit_sql as sql;
+                use crate::engine_sql::{MAX_ROWS, SortableTime};
+                use gatehouse_core::store::StoreError;
+                for (offset, entry) in entries.iter().enumerate() {
+                    if expected_size.checked_add(offset as u64) != Some(entry.idx) {
+                        return Err(StoreError::Conflict(format!(
+                            "audit entry {} does not follow on from size {expected_size}",
+                            entry.idx
+                        )));
+                    }
+                }
+                let new_size = expected_size
+                    .checked_add(entries.len() as u64)
+                    .ok_or_else(|| StoreError::Conflict("the audit log is full".to_owned()))?;
+                let expected = sql::to_i64("audit log size", expected_size)?;
+                let new_size = sql::to_i64("audit log size", new_size)?;
+                let mut tx = self.writer.begin().await.map_err(crate::db_error("starting a transaction"))?;
+                // The compare-and-set on the log's size: a concurrent
+                // sequencer's append makes this one stale.
+                let done = if expected == 0 {
+                    sqlx::query(
+                        "INSERT INTO audit_logs (log, size) VALUES ($1, $2)
+                         ON CONFLICT (log) DO UPDATE SET size = excluded.size WHERE audit_logs.size = 0",
+                    )
+                    .bind(log)
+                    .bind(new_size)
+                    .execute(&mut *tx)
+                    .await
+                } else {
+                    sqlx::query("UPDATE audit_logs SET size = $1 WHERE log = $2 AND size = $3")
+                        .bind(new_size)
+                        .bind(log)
+                        .bind(expected)
+                        .execute(&mut *tx)
+                        .await
+                }
+                .map_err(crate::db_error("moving an audit log's size"))?;
+                if done.rows_affected() != 1 {
+                    return Err(StoreError::Stale("audit log"));
+                }
+                for chunk in entries.chunks(MAX_ROWS) {
+                    let text = sql::insert_entries_sql(chunk.len());
+                    let mut query = sqlx::query(&text);
+                    for entry in chunk {
+                        query = query
+                            .bind(log)
+                            .bind(sql::to_i64("audit entry index", entry.idx)?)
+                            .bind(SortableTime(entry.at))
+                            .bind(entry.actor.as_str())
+                            .bind(entry.action.as_str())
+                            .bind(entry.subject.as_str())
+                            .bind(entry.leaf.as_str())
+                            .bind(sql::to_hex(&entry.leaf_hash));
+                    }
+                    query
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(crate::db_error("appending audit entries"))?;
+                }
+                for chunk in nodes.chunks(MAX_ROWS) {
+                    let text = sql::insert_nodes_sql(chunk.len());
+                    let mut query = sqlx::query(&text);
+                    for node in chunk {
+                        query = query
+                            .bind(log)
+                            .bind(i64::from(node.level))
+                            .bind(sql::to_i64("audit node index", node.index)?)
+                            .bind(sql::to_hex(&node.hash));
+                    }
+                    query.execute(&mut *tx).await.map_err(|err| match crate::engine_sql::violation(&err) {
+                        crate::engine_sql::Violation::Unique => {
+                            StoreError::Conflict("an audit node is stored already".to_owned())
+                        }
+                        _ => crate::db_error("storing audit nodes")(err),
+                    })?;
+                }
+                for chunk in consumed.chunks(MAX_ROWS) {
+                    let text = format!(
+                        "DELETE FROM audit_outbox WHERE id IN ({})",
+                        sql::params(1, chunk.len())
+                    );
+                    let mut query = sqlx::query(&text);
+                    for id in chunk {
+                        query = query.bind(*id);
+                    }
+                    let done = query
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(crate::db_error("consuming audit records"))?;
+                    if usize::try_from(done.rows_affected()).ok() != Some(chunk.len()) {
+                        return Err(StoreError::Stale("audit outbox"));
+                    }
+                }
+                tx.commit().await.map_err(crate::db_error("committing audit entries"))
+            }
+
+            async fn audit_head(
+                &self,
+                log: &str,
+            ) -> gatehouse_core::store::StoreResult<gatehouse_core::audit::AuditHead> {
+                let size: Option<(i64,)> = sqlx::query_as("SELECT size FROM audit_logs WHERE log = $1")
+                    .bind(log)
+                    .fetch_optional(&self.writer)
+                    .await
+                    .map_err(crate::db_error("reading an audit log's size"))?;
+                let size = match size {
+                    Some((size,)) => crate::audit_sql::to_u64("audit_logs.size", size)?,
+                    None => 0,
+                };
+                let plan = crate::audit_sql::frontier_plan(size);
+                let hashes = self.audit_nodes(log, &plan).await?;
+                Ok(gatehouse_core::audit::AuditHead {
+                    size,
+                    frontier: plan
+                        .into_iter()
+                        .zip(hashes)
+                        .map(|((level, index), hash)| gatehouse_core::audit::AuditNode { level, index, hash })
+                        .collect(),
+                })
+            }
+
+            async fn audit_nodes(
+                &self,
+                log: &str,
+                ids: &[(u8, u64)],
+            ) -> gatehouse_core::store::StoreResult<Vec<gatehouse_core::audit::AuditHash>> {
+                use crate::audit_sql as sql;
+                use std::collections::HashMap;
+                let mut found: HashMap<(u8, u64), gatehouse_core::audit::AuditHash> = HashMap::new();
+                for chunk in ids.chunks(crate::engine_sql::MAX_ROWS) {
+                    let text = format!(
+                        "SELECT level, idx, hash FROM audit_nodes WHERE log = $1 AND ({})",
+                        sql::node_filter(2, chunk.len())
+                    );
+                    let mut query = sqlx::query_as::<_, (i64, i64, String)>(&text).bind(log);
+                    for (level, index) in chunk {
+                        query = query.bind(i64::from(*level)).bind(sql::to_i64("audit node index", *index)?);
+                    }
+                    let rows = query
+                        .fetch_all(&self.writer)
+                        .await
+                        .map_err(crate::db_error("reading audit nodes"))?;
+                    for (level, idx, hash) in rows {
+                        let level = u8::try_from(level).map_err(|_| {
+                            gatehouse_core::store::StoreError::Corrupt(format!("audit_nodes.level: {level}"))
+                        })?;
+                        let idx = sql::to_u64("audit_nodes.idx", idx)?;
+                        found.insert((level, idx), sql::from_hex("audit_nodes.hash", &hash)?);
+                    }
+                }
+                ids.iter()
+                    .map(|id| {
+                        found
+                            .get(id)
+                            .copied()
+                            .ok_or(gatehouse_core::store::StoreError::NotFound("audit node"))
+                    })
+                    .collect()
+            }
+
+            async fn audit_entries(
+                &self,
+                log: &str,
+                from: u64,
+                limit: u32,
+            ) -> gatehouse_core::store::StoreResult<Vec<gatehouse_core::audit::AuditEntry>> {
+                let text = format!(
+                    "SELECT {} FROM audit_entries WHERE log = $1 AND idx >= $2 ORDER BY idx LIMIT $3",
+                    crate::audit_sql::ENTRY_COLUMNS
+                );
+                let rows: Vec<crate::audit_sql::EntryRow> = sqlx::query_as(&text)
+                    .bind(log)
+                    .bind(crate::audit_sql::to_i64("audit entry index", from)?)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(crate::db_error("reading audit entries"))?;
+                rows.into_iter().map(crate::audit_sql::entry).collect()
+            }
+
+            async fn put_checkpoint(
+                &self,
+                checkpoint: &gatehouse_core::audit::AuditCheckpoint,
+            ) -> gatehouse_core::store::StoreResult<()> {
+                use gatehouse_core::store::StoreError;
+                sqlx::query("INSERT INTO audit_checkpoints (log, size, note, created_at) VALUES ($1, $2, $3, $4)")
+                    .bind(checkpoint.log.as_str())
+                    .bind(crate::audit_sql::to_i64("checkpoint size", checkpoint.size)?)
+                    .bind(checkpoint.note.as_str())
+                    .bind(crate::engine_sql::SortableTime(checkpoint.created_at))
+                    .execute(&self.writer)
+                    .await
+                    .map_err(|err| match crate::engine_sql::violation(&err) {
+                        crate::engine_sql::Violation::Unique => StoreError::Conflict(format!(
+                            "audit log `{}` has a checkpoint of size {} already",
+                            checkpoint.log, checkpoint.size
+                        )),
+                        crate::engine_sql::Violation::ForeignKey => StoreError::NotFound("audit log"),
+                        crate::engine_sql::Violation::Other => crate::db_error("storing a checkpoint")(err),
+                    })?;
+                Ok(())
+            }
+
+            async fn list_checkpoints(
+                &self,
+                log: &str,
+            ) -> gatehouse_core::store::StoreResult<Vec<gatehouse_core::audit::AuditCheckpoint>> {
+                let rows: Vec<(String, i64, String, time::OffsetDateTime)> = sqlx::query_as(
+                    "SELECT log, size, note, created_at FROM audit_checkpoints WHERE log = $1 ORDER BY size",
+                )
+                .bind(log)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(crate::db_error("listing checkpoints"))?;
+                rows.into_iter()
+                    .map(|(log, size, note, created_at)| {
+                        Ok(gatehouse_core::audit::AuditCheckpoint {
+                            log,
+                            size: crate::audit_sql::to_u64("audit_checkpoints.size", size)?,
+                            note,
+                            created_at,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn audit_logs(&self) -> gatehouse_core::store::StoreResult<Vec<(String, u64)>> {
+                let rows: Vec<(String, i64)> = sqlx::query_as("SELECT log, size FROM audit_logs ORDER BY log")
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(crate::db_error("listing audit logs"))?;
+                rows.into_iter()
+                    .map(|(log, size)| Ok((log, crate::audit_sql::to_u64("audit_logs.size", size)?)))
+                    .collect()
+            }
+        }
+    };
+}
+
+pub(crate) use impl_audit_store;
