@@ -397,6 +397,58 @@ async fn killed_at_random_every_effect_happens_once(backend: Backend) {
         }
     }
 
+    // The audit trail survived the kills too: once the sequencer of the
+    // last server has caught up, every event and every workflow transition
+    // committed has exactly one entry, and each log verifies.
+    let store = gatehouse_store::connect(&install.database_url())
+        .await
+        .unwrap();
+    let caught_up = Instant::now();
+    while !store.pending_audit(1).await.unwrap().is_empty() {
+        assert!(
+            caught_up.elapsed() < FINISH_LIMIT,
+            "the audit sequencer did not catch up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut transitions = 0;
+    for id in &started {
+        let history = store.instance_history(id.parse().unwrap()).await.unwrap();
+        transitions += history.len();
+    }
+    let mut audited = BTreeMap::<String, usize>::new();
+    let mut entries = 0;
+    for (log, size) in store.audit_logs().await.unwrap() {
+        let stored = store.audit_entries(&log, 0, u32::MAX).await.unwrap();
+        assert_eq!(stored.len() as u64, size, "log {log}");
+        entries += stored.len();
+        let leaves = stored.iter().map(|e| {
+            Ok::<_, std::convert::Infallible>(gatehouse_audit::StoredEntry {
+                index: e.idx,
+                leaf: gatehouse_audit::EntryLeaf::Body {
+                    bytes: e.leaf.clone().into_bytes(),
+                    stored_hash: Some(gatehouse_audit::Hash::from_bytes(e.leaf_hash)),
+                },
+            })
+        });
+        let options = gatehouse_audit::VerifyOptions::new(&log, &[]);
+        gatehouse_audit::verify_log(leaves, &[], &[], &options, |_| {})
+            .unwrap_or_else(|e| panic!("log {log} does not verify: {e}"));
+        for entry in &stored {
+            let leaf: Value = serde_json::from_str(&entry.leaf).unwrap();
+            let key = format!("{} {}", entry.subject, leaf["details"]["history_seq"]);
+            *audited.entry(key).or_default() += 1;
+        }
+    }
+    assert_eq!(
+        entries,
+        INSTANCES + transitions,
+        "one entry per accepted event and per workflow transition"
+    );
+    let twice: Vec<_> = audited.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(twice.is_empty(), "recorded more than once: {twice:?}");
+    store.close().await;
+
     let stopped = server.terminate();
     assert!(stopped.status.success(), "{}", stopped.stderr);
     effects.shutdown().await;

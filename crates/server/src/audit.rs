@@ -48,6 +48,9 @@ pub enum SequencerError {
     },
 }
 
+/// Records sequenced per run of [`Sequencer::run`].
+pub const SEQUENCE_BATCH: u32 = 4096;
+
 /// Appends outbox records to their logs.
 pub struct Sequencer {
     store: Arc<dyn AuditStore>,
@@ -68,6 +71,33 @@ impl Sequencer {
         Self {
             store,
             frontiers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Sequences until `shutdown` completes: a batch at a time while records
+    /// are waiting, then every `idle` when the outbox is empty. A failed run
+    /// is logged and retried; records stay queued until appended.
+    pub async fn run(
+        &self,
+        idle: std::time::Duration,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(shutdown);
+        loop {
+            let appended = match self.run_once(SEQUENCE_BATCH).await {
+                Ok(n) => n,
+                Err(err) => {
+                    tracing::error!(%err, "audit sequencing failed; retrying");
+                    0
+                }
+            };
+            if appended > 0 {
+                continue;
+            }
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = tokio::time::sleep(idle) => {}
+            }
         }
     }
 

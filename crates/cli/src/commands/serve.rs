@@ -133,6 +133,22 @@ pub async fn run(args: &ConfigArgs, serve: ServeArgs) -> Result<ExitCode, CliErr
         })
     };
 
+    // The audit sequencer: appends the records every change queued (in its
+    // own transaction) to their logs; stops on the same signal.
+    let audit_worker = {
+        let mut stopping = stopping.clone();
+        let sequencer = gatehouse_server::audit::Sequencer::new(store.clone());
+        tokio::spawn(async move {
+            tracing::info!("audit sequencer started");
+            sequencer
+                .run(std::time::Duration::from_secs(1), async move {
+                    let _ = stopping.wait_for(|stop| *stop).await;
+                })
+                .await;
+            tracing::info!("audit sequencer stopped");
+        })
+    };
+
     let state = ApiState {
         app: Arc::new(app),
         metrics: Arc::new(Metrics::new()),
@@ -154,6 +170,9 @@ pub async fn run(args: &ConfigArgs, serve: ServeArgs) -> Result<ExitCode, CliErr
     }
     if let Err(err) = notify_worker.await {
         tracing::error!(%err, "the notification dispatcher task failed");
+    }
+    if let Err(err) = audit_worker.await {
+        tracing::error!(%err, "the audit sequencer task failed");
     }
     tracing::info!("closing the database");
     store.close().await;

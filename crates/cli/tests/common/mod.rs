@@ -133,6 +133,18 @@ impl Install {
         self.dir.path()
     }
 
+    /// The database the installation's commands use.
+    #[allow(
+        dead_code,
+        reason = "not every test binary that includes this module reads the database"
+    )]
+    pub fn database_url(&self) -> String {
+        match &self.backend.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.path("gatehouse.db").display()),
+        }
+    }
+
     /// A file in the data directory.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
