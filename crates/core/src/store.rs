@@ -498,6 +498,7 @@ pub trait Store:
     + WorkflowStore
     + NotificationStore
     + MetricsStore
+    + crate::audit_key::AuditKeyStore
     + Debug
 {
     /// Which engine this is.
