@@ -99,6 +99,7 @@ struct FileConfig {
     smtp_port: Option<u16>,
     smtp_from: Option<String>,
     notify_default_reviewer: Option<String>,
+    audit_key_name: Option<String>,
 }
 
 /// The settings in force.
@@ -153,6 +154,9 @@ pub struct Config {
     pub smtp_from: Option<String>,
     /// Who reviews L1 steps that name no `reviewer`.
     pub notify_default_reviewer: Option<String>,
+    /// The audit log's signing key name (C2SP note key name, also the
+    /// checkpoints' origin), fixed when the key is created.
+    pub audit_key_name: String,
 }
 
 impl std::fmt::Debug for Config {
@@ -291,6 +295,9 @@ impl Config {
             smtp_from: env("GATEHOUSE_SMTP_FROM").or(file.smtp_from),
             notify_default_reviewer: env("GATEHOUSE_NOTIFY_DEFAULT_REVIEWER")
                 .or(file.notify_default_reviewer),
+            audit_key_name: env("GATEHOUSE_AUDIT_KEY_NAME")
+                .or(file.audit_key_name)
+                .unwrap_or_else(|| "gatehouse.local/audit".into()),
             data_dir,
             database_url,
         })

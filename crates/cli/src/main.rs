@@ -47,6 +47,9 @@ enum Command {
     /// Manage key-encryption keys.
     #[command(subcommand)]
     Keys(commands::keys::KeysCommand),
+    /// The audit log: its public key.
+    #[command(subcommand)]
+    Audit(commands::audit::AuditCommand),
     /// Submit events to the workflow engine.
     #[command(subcommand)]
     Events(commands::workflows::EventsCommand),
@@ -115,6 +118,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Tenant(command) => commands::tenant::run(&cli.config, command).await,
         Command::Operator(command) => commands::operator::run(&cli.config, command).await,
         Command::Keys(command) => commands::keys::run(&cli.config, command).await,
+        Command::Audit(command) => commands::audit::run(&cli.config, command).await,
         Command::Events(command) => commands::workflows::run_events(&cli.config, command).await,
         Command::Workflows(command) => {
             commands::workflows::run_workflows(&cli.config, command).await

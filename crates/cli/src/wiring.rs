@@ -136,8 +136,25 @@ pub async fn open_app(config: &Config, store: Arc<dyn Store>) -> Result<(App, bo
         provider,
         store.clone(),
         Duration::from_secs(config.key_cache_ttl_secs),
-    );
+    )
+    .with_audit_keys(store.clone());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let engine = open_engine(config, store.clone(), clock.clone())?;
-    Ok((App::new(store, Arc::new(keyring), clock, engine), created))
+    let signer = open_audit_signer(config, &keyring, store.as_ref(), clock.as_ref()).await?;
+    let app = App::new(store, Arc::new(keyring), clock, engine).with_audit_signer(signer);
+    Ok((app, created))
+}
+
+/// The audit log's signing key: unwrapped, or created on first start.
+async fn open_audit_signer(
+    config: &Config,
+    keyring: &Keyring,
+    store: &dyn Store,
+    clock: &dyn Clock,
+) -> Result<Arc<gatehouse_vault::AuditSigner>, CliError> {
+    let name = gatehouse_audit::KeyName::parse(&config.audit_key_name)
+        .map_err(|e| CliError::Config(format!("audit_key_name: {e}")))?;
+    let signer =
+        gatehouse_vault::AuditSigner::open(keyring.provider().as_ref(), store, name, clock).await?;
+    Ok(Arc::new(signer))
 }

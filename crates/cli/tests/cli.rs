@@ -124,6 +124,52 @@ async fn serve_bootstraps_prints_a_working_token_and_stops_on_sigterm(backend: B
     assert!(!second.stderr.contains(&token), "{}", second.stderr);
 }
 
+// ----- audit signing key ---------------------------------------------------
+
+async fn the_audit_public_key_survives_kek_rotation(backend: Backend) {
+    let install = Install::new(&backend);
+    install.run(&["migrate"]).ok();
+    let first = install.run(&["audit", "public-key"]).ok();
+    let verifier = first.stdout.trim().to_owned();
+    let parsed = gatehouse_audit::VerifierKey::parse(&verifier)
+        .unwrap_or_else(|e| panic!("{verifier:?} is a C2SP verifier key: {e}"));
+    assert_eq!(parsed.name().as_str(), "gatehouse.local/audit");
+    // Every later process unwraps the same key.
+    assert_eq!(
+        install.run(&["audit", "public-key"]).ok().stdout.trim(),
+        verifier
+    );
+
+    let status = install.run(&["keys", "status"]).ok();
+    assert!(
+        status
+            .stdout
+            .contains("local:1: audit signing key gatehouse.local/audit (active)"),
+        "{}",
+        status.stdout
+    );
+    let rotated = install.run(&["keys", "rotate", "--retire"]).ok();
+    assert!(
+        rotated.stdout.contains("rewrapped 1 audit signing keys")
+            && rotated.stdout.contains("retired: local:1"),
+        "{}",
+        rotated.stdout
+    );
+    let status = install.run(&["keys", "status"]).ok();
+    assert!(
+        status
+            .stdout
+            .contains("local:2: audit signing key gatehouse.local/audit (active)"),
+        "{}",
+        status.stdout
+    );
+    // Only local:2 is left in the key file, and the key still unwraps.
+    let json = install.run(&["audit", "public-key", "--json"]).ok();
+    let body: Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(body["verifier_key"], verifier.as_str());
+    assert_eq!(body["key_id"], parsed.key_id().to_string());
+}
+
 // ----- 2. migrate and tenants ----------------------------------------------
 
 async fn migrate_then_tenant_lifecycle_through_the_cli(backend: Backend) {
@@ -900,6 +946,11 @@ mod sqlite {
     }
 
     #[tokio::test]
+    async fn the_audit_public_key_survives_kek_rotation() {
+        on_sqlite(super::the_audit_public_key_survives_kek_rotation).await;
+    }
+
+    #[tokio::test]
     async fn secrets_via_stdin_survive_key_rotation() {
         on_sqlite(super::secrets_via_stdin_survive_key_rotation).await;
     }
@@ -1089,6 +1140,15 @@ mod postgres {
     #[tokio::test]
     async fn secrets_via_stdin_survive_key_rotation() {
         on_postgres("cli_secrets", super::secrets_via_stdin_survive_key_rotation).await;
+    }
+
+    #[tokio::test]
+    async fn the_audit_public_key_survives_kek_rotation() {
+        on_postgres(
+            "cli_audit_key",
+            super::the_audit_public_key_survives_kek_rotation,
+        )
+        .await;
     }
 
     #[tokio::test]

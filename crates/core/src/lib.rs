@@ -9,6 +9,7 @@
 
 pub mod approval;
 pub mod audit;
+pub mod audit_key;
 pub mod clock;
 pub mod error;
 pub mod gate;

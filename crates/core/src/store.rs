@@ -538,6 +538,7 @@ pub trait Store:
     + NotificationStore
     + MetricsStore
     + AuditStore
+    + crate::audit_key::AuditKeyStore
     + Debug
 {
     /// Which engine this is.

@@ -25,6 +25,8 @@ use zeroize::Zeroizing;
 use crate::authz::{Permission, authorize};
 use crate::error::AppError;
 
+mod audit_key;
+pub use audit_key::AuditPublicKey;
 mod gates;
 
 /// The largest secret value accepted, in bytes.
@@ -183,6 +185,8 @@ pub struct App {
     /// The workflow engine (whether its worker runs here is the caller's
     /// choice: `serve` runs it, CLI commands only call it).
     pub engine: Arc<Engine>,
+    /// The audit log's checkpoint signer (see [`App::with_audit_signer`]).
+    pub audit_signer: Option<Arc<gatehouse_vault::AuditSigner>>,
 }
 
 impl App {
@@ -198,6 +202,7 @@ impl App {
             keyring,
             clock,
             engine,
+            audit_signer: None,
         }
     }
 

@@ -176,12 +176,18 @@ impl TestApp {
             clock.clone(),
             EngineConfig::default(),
         ));
-        let app = Arc::new(App::new(
-            db.store.clone(),
-            Arc::new(keyring),
-            clock.clone(),
-            engine,
-        ));
+        let signer = gatehouse_vault::AuditSigner::open(
+            keyring.provider().as_ref(),
+            db.store.as_ref(),
+            gatehouse_audit::KeyName::parse("gatehouse.test/audit").unwrap(),
+            clock.as_ref(),
+        )
+        .await
+        .unwrap();
+        let app = Arc::new(
+            App::new(db.store.clone(), Arc::new(keyring), clock.clone(), engine)
+                .with_audit_signer(Arc::new(signer)),
+        );
         let (_, secret) = app
             .bootstrap()
             .await
@@ -330,6 +336,7 @@ mod cases {
         let paths = doc["paths"].as_object().unwrap();
         assert!(paths.len() >= 10, "the document lists the API");
         let mut checked = 0;
+        let mut public = Vec::new();
         for (path, operations) in paths {
             let concrete = path
                 .replace("{tenant}", tenant_id)
@@ -345,8 +352,15 @@ mod cases {
                 !concrete.contains('{'),
                 "a path parameter of {path} is not covered by this test"
             );
-            for method in operations.as_object().unwrap().keys() {
+            for (method, operation) in operations.as_object().unwrap() {
                 let method: Method = method.to_uppercase().parse().unwrap();
+                // `security: [{}]`: public by design (the audit public key).
+                if operation["security"] == json!([{}]) {
+                    let (status, body) = t.call(method, &concrete, None, None).await;
+                    assert_eq!(status, StatusCode::OK, "public {path}: {body}");
+                    public.push(path.clone());
+                    continue;
+                }
                 for token in [None, Some("gth_not-a-real-token"), Some("")] {
                     let mut request = t
                         .http
@@ -368,6 +382,7 @@ mod cases {
             }
         }
         assert!(checked >= 16, "checked {checked} operations");
+        assert_eq!(public, vec!["/api/v1/audit/public-key".to_owned()]);
         // Nothing a stranger sent changed anything.
         let (_, list) = t.admin(Method::GET, "/api/v1/tenants", None).await;
         assert_eq!(list["items"].as_array().unwrap().len(), 1);
@@ -1043,6 +1058,37 @@ mod cases {
         assert_eq!(names, vec!["admin", "lea.lead"]);
         // A second bootstrap does nothing.
         assert!(t.app.bootstrap().await.unwrap().is_none());
+    }
+
+    pub async fn the_audit_public_key_is_served_without_a_token(t: &TestApp) {
+        let (status, body) = t
+            .call(Method::GET, "/api/v1/audit/public-key", None, None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["name"], "gatehouse.test/audit");
+        assert_eq!(body["algorithm"], "ed25519");
+        // The verifier string is what the audit library trusts, and the
+        // other fields are its parts.
+        let verifier =
+            gatehouse_audit::VerifierKey::parse(body["verifier_key"].as_str().unwrap()).unwrap();
+        assert_eq!(body["key_id"], verifier.key_id().to_string());
+        use base64::Engine as _;
+        let public_key = base64::engine::general_purpose::STANDARD
+            .decode(body["public_key"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(public_key, verifier.public_key());
+        // A checkpoint the node signs verifies with it.
+        let signer = t.app.audit_signer.clone().unwrap();
+        let root = gatehouse_audit::Hash::from_bytes([3; 32]);
+        let note = gatehouse_audit::Checkpoint::new("gatehouse.test/audit", 5, root)
+            .unwrap()
+            .sign(signer.as_ref())
+            .await
+            .unwrap()
+            .to_string();
+        assert!(
+            gatehouse_audit::checkpoint::open(&note, &[verifier], "gatehouse.test/audit").is_ok()
+        );
     }
 
     pub async fn health_readiness_metrics_and_request_ids(t: &TestApp) {
@@ -1927,6 +1973,7 @@ api_tests!(
     approvals_gate_steps_with_separation_of_duties,
     a_reviewer_rolls_back_a_step_over_http,
     every_api_route_refuses_strangers,
+    the_audit_public_key_is_served_without_a_token,
     expired_revoked_and_disabled_credentials_stop_working,
     tenant_lifecycle_over_http,
     tenants_list_in_pages,

@@ -9,6 +9,7 @@
 //! Open a store with [`connect`]: `sqlite://path/to/file.db` or
 //! `postgres://user@host/db`.
 
+mod audit_key_sql;
 mod audit_sql;
 mod engine_sql;
 mod gate_sql;

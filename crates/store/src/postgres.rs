@@ -197,6 +197,7 @@ crate::gate_sql::impl_gate_store!(PgStore, sqlx::Postgres);
 crate::notify_sql::impl_notification_store!(PgStore, sqlx::Postgres);
 crate::metrics_sql::impl_metrics_store!(PgStore);
 crate::audit_sql::impl_audit_store!(PgStore, sqlx::Postgres);
+crate::audit_key_sql::impl_audit_key_store!(PgStore);
 
 #[async_trait::async_trait]
 impl Store for PgStore {

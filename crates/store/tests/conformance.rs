@@ -2850,6 +2850,65 @@ mod metrics_cases {
         assert_eq!(stats.oldest_pending_since, Some(second.created_at));
         assert_eq!(stats.overrides, 1);
     }
+    pub async fn one_audit_signing_key_is_active_and_rewraps_by_cas(c: &Case) {
+        use gatehouse_core::audit_key::AuditSigningKey;
+        assert!(matches!(
+            c.store.active_audit_key().await,
+            Err(StoreError::NotFound("audit signing key"))
+        ));
+        assert!(c.store.list_audit_keys().await.unwrap().is_empty());
+        let key = AuditSigningKey {
+            name: "gatehouse.example/audit".into(),
+            public_key: [7; 32],
+            wrapped: WrappedKey {
+                kek_id: "local:1".into(),
+                ciphertext: vec![1; 60],
+            },
+            created_at: c.clock.now(),
+            rewrapped_at: None,
+            retired_at: None,
+        };
+        c.store.insert_audit_key(&key).await.unwrap();
+        assert_eq!(c.store.active_audit_key().await.unwrap(), key);
+        // A second node creating the first key at the same time loses.
+        let other = AuditSigningKey {
+            public_key: [8; 32],
+            ..key.clone()
+        };
+        assert!(matches!(
+            c.store.insert_audit_key(&other).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(c.store.list_audit_keys().await.unwrap(), vec![key.clone()]);
+
+        let new = WrappedKey {
+            kek_id: "local:2".into(),
+            ciphertext: vec![2; 60],
+        };
+        c.clock.advance(Duration::seconds(3));
+        let at = c.clock.now();
+        c.store
+            .rewrap_audit_key(&key.public_key, "local:1", &new, at)
+            .await
+            .unwrap();
+        let stored = c.store.active_audit_key().await.unwrap();
+        assert_eq!(
+            (stored.wrapped, stored.rewrapped_at),
+            (new.clone(), Some(at))
+        );
+        assert!(matches!(
+            c.store
+                .rewrap_audit_key(&key.public_key, "local:1", &new, at)
+                .await,
+            Err(StoreError::Stale("audit signing key"))
+        ));
+        assert!(matches!(
+            c.store
+                .rewrap_audit_key(&[9; 32], "local:2", &new, at)
+                .await,
+            Err(StoreError::NotFound("audit signing key"))
+        ));
+    }
 }
 
 macro_rules! conformance {
@@ -2922,4 +2981,5 @@ conformance!(
     gate_settings_are_per_tenant_and_obey_floors,
     deleting_a_tenant_destroys_its_gate_settings,
     metrics_count_instances_pending_approvals_and_overrides,
+    one_audit_signing_key_is_active_and_rewraps_by_cas,
 );

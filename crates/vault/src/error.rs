@@ -35,6 +35,15 @@ pub enum VaultError {
     /// The operating system could not supply randomness or encryption failed.
     #[error("crypto failure: {0}")]
     Crypto(String),
+    /// The stored audit signing key has another name than the configured
+    /// one (the name is part of the key id auditors trust).
+    #[error("the audit signing key is named `{stored}`, but `{configured}` is configured")]
+    AuditKeyName {
+        /// The name stored with the key.
+        stored: String,
+        /// The name asked for.
+        configured: String,
+    },
     /// Reading or writing wrapped keys failed.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -4,6 +4,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use gatehouse_core::audit_key::AuditKeyStore;
 use gatehouse_core::clock::Clock;
 use gatehouse_core::id::TenantId;
 use gatehouse_core::keys::TenantKey;
@@ -19,6 +20,7 @@ const ROTATION_PAGE: u32 = 500;
 pub struct Keyring {
     provider: Arc<dyn KeyProvider>,
     keys: Arc<dyn TenantKeyStore>,
+    audit_keys: Option<Arc<dyn AuditKeyStore>>,
     ttl: Duration,
     cache: Mutex<HashMap<TenantId, (DataKey, Instant)>>,
 }
@@ -52,6 +54,8 @@ pub struct RotationReport {
     pub already_current: u64,
     /// Data keys destroyed (tenant deleted) while the rotation ran.
     pub vanished: u64,
+    /// Audit log signing keys rewrapped under it.
+    pub audit_keys_rewrapped: u64,
     /// Old KEK versions removed from the provider afterwards.
     pub retired: Vec<String>,
 }
@@ -67,9 +71,17 @@ impl Keyring {
         Self {
             provider,
             keys,
+            audit_keys: None,
             ttl,
             cache: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Also rewraps the audit log's signing keys from `keys` when rotating
+    /// the KEK (and keeps the KEKs they use from being retired).
+    pub fn with_audit_keys(mut self, keys: Arc<dyn AuditKeyStore>) -> Self {
+        self.audit_keys = Some(keys);
+        self
     }
 
     /// The provider holding the KEKs.
@@ -170,6 +182,7 @@ impl Keyring {
             rewrapped: 0,
             already_current: 0,
             vanished: 0,
+            audit_keys_rewrapped: 0,
             retired: Vec::new(),
         };
         let mut state = RotationProgress {
@@ -178,13 +191,39 @@ impl Keyring {
         };
         self.sweep(&active, clock, &mut report, &mut state, progress, true)
             .await?;
+        let mut in_use = BTreeSet::new();
+        if let Some(audit_keys) = &self.audit_keys {
+            in_use.extend(
+                crate::audit_signer::rewrap_audit_keys(
+                    self.provider.as_ref(),
+                    audit_keys,
+                    &active,
+                    clock,
+                    &mut report,
+                    &mut state,
+                )
+                .await?,
+            );
+        }
         if retire {
             // A node that wrapped a new tenant's key under the old KEK just
             // before the rotation may have stored it after the sweep listed
             // the keys: sweep again before deciding what is unused.
             self.sweep(&active, clock, &mut report, &mut state, progress, false)
                 .await?;
-            let mut in_use = BTreeSet::new();
+            if let Some(audit_keys) = &self.audit_keys {
+                in_use.extend(
+                    crate::audit_signer::rewrap_audit_keys(
+                        self.provider.as_ref(),
+                        audit_keys,
+                        &active,
+                        clock,
+                        &mut report,
+                        &mut state,
+                    )
+                    .await?,
+                );
+            }
             let mut after = None;
             loop {
                 let page = self.keys.list_tenant_keys(after, ROTATION_PAGE).await?;

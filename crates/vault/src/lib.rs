@@ -18,6 +18,7 @@
 //! TTL) and zeroed when dropped; the TTL is how long another node may still
 //! open a deleted tenant's data.
 
+mod audit_signer;
 mod data_key;
 mod error;
 mod keyring;
@@ -25,6 +26,7 @@ mod local;
 mod provider;
 mod transit;
 
+pub use audit_signer::{AUDIT_KEY_OWNER, AuditSigner};
 pub use data_key::{DataKey, SEALED_OVERHEAD};
 pub use error::VaultError;
 pub use keyring::{Keyring, RotationProgress, RotationReport};

@@ -40,6 +40,10 @@ pub async fn run(args: &ConfigArgs, command: KeysCommand) -> Result<ExitCode, Cl
                 "active KEK: {}; rewrapped {} data keys ({} already current, {} deleted meanwhile)",
                 report.active_kek, report.rewrapped, report.already_current, report.vanished
             );
+            println!(
+                "rewrapped {} audit signing keys",
+                report.audit_keys_rewrapped
+            );
             if retire {
                 if report.retired.is_empty() {
                     println!("no KEK versions to retire");
@@ -67,6 +71,17 @@ pub async fn run(args: &ConfigArgs, command: KeysCommand) -> Result<ExitCode, Cl
             }
             for (kek, count) in by_kek {
                 println!("  {kek}: {count} data keys");
+            }
+            for key in app.store.list_audit_keys().await? {
+                let state = if key.retired_at.is_some() {
+                    "retired"
+                } else {
+                    "active"
+                };
+                println!(
+                    "  {}: audit signing key {} ({state})",
+                    key.wrapped.kek_id, key.name
+                );
             }
         }
     }

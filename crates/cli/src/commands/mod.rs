@@ -1,5 +1,6 @@
 //! The subcommands.
 
+pub mod audit;
 pub mod keys;
 pub mod operator;
 pub mod serve;

@@ -5,6 +5,7 @@
 //! the OpenAPI document by construction; tests walk that document to call
 //! every operation as a stranger.
 
+mod audit;
 mod extract;
 mod gates;
 mod health;
@@ -98,6 +99,7 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(workflows::list_tasks))
         .routes(routes!(workflows::get_task))
         .routes(routes!(workflows::complete_task))
+        .routes(routes!(audit::public_key))
 }
 
 /// The whole HTTP application.

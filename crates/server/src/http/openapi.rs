@@ -7,13 +7,14 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Gatehouse API", description = "The control plane for managed service providers. Every route needs `Authorization: Bearer <token>`."),
+    info(title = "Gatehouse API", description = "The control plane for managed service providers. Every route needs `Authorization: Bearer <token>`, except the audit log's public key."),
     modifiers(&BearerAuth),
     tags(
         (name = "tenants", description = "Client tenants and their lifecycle"),
         (name = "secrets", description = "Tenants' secrets, encrypted under each tenant's own key"),
         (name = "gates", description = "Tenants' gate levels per process area: raised per tenant, never below the area's floor"),
         (name = "operators", description = "MSP staff accounts and API tokens"),
+        (name = "audit", description = "The audit log: its public key needs no token"),
         (name = "workflows", description = "Events, workflow instances, approvals (gate L2) and human tasks (gate L3)"),
     )
 )]

@@ -1,0 +1,36 @@
+//! `gatehouse audit …`: the audit log.
+
+use std::process::ExitCode;
+
+use super::open;
+use crate::CliError;
+use crate::config::ConfigArgs;
+
+/// Audit log subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum AuditCommand {
+    /// Print the C2SP verifier key auditors check checkpoints with
+    /// (`<name>+<key ID>+<base64>`); creates the signing key on first use.
+    PublicKey {
+        /// Print the JSON served at /api/v1/audit/public-key instead.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs an audit subcommand.
+pub async fn run(args: &ConfigArgs, command: AuditCommand) -> Result<ExitCode, CliError> {
+    let (_, app) = open(args).await?;
+    match command {
+        AuditCommand::PublicKey { json } => {
+            let key = app.audit_public_key()?;
+            if json {
+                super::print_json(&key)?;
+            } else {
+                println!("{}", key.verifier_key);
+            }
+        }
+    }
+    app.store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
