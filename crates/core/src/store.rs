@@ -266,6 +266,11 @@ pub trait EngineStore: Send + Sync {
         lease_until: OffsetDateTime,
         limit: u32,
     ) -> StoreResult<Vec<(WorkflowId, i64)>>;
+    /// The stored version of each of `ids` that still exists and can run
+    /// (running or compensating): a node checks the instances it holds in
+    /// memory against it before running them, so a change made elsewhere (a
+    /// cancellation, a decision, another node) is never acted past.
+    async fn runnable_versions(&self, ids: &[WorkflowId]) -> StoreResult<Vec<(WorkflowId, i64)>>;
     /// Gives up every lease `node` holds (a clean shutdown), so other nodes
     /// need not wait for them to expire. Returns how many were held.
     async fn release_leases(&self, node: &str) -> StoreResult<u64>;

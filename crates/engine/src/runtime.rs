@@ -169,6 +169,11 @@ pub struct Engine {
     finished: broadcast::Sender<(WorkflowId, InstanceState)>,
     /// Concurrent submissions, committed together.
     submissions: Arc<Submissions>,
+    /// Set when work this node does not hold may have become due (a new
+    /// event, a decision, another node's signal): the next tick claims.
+    fresh_work: std::sync::atomic::AtomicBool,
+    /// When this node last claimed.
+    last_claim: std::sync::Mutex<Option<OffsetDateTime>>,
     /// Instances this node is driving, as it last committed them: the next
     /// wave starts from here instead of reading them back. The version
     /// check on commit still catches any other writer; a failed commit
@@ -184,7 +189,13 @@ struct Hot {
     template: Option<Arc<Template>>,
     /// When this node committed it.
     committed_at: OffsetDateTime,
+    /// Until when this node's lease on it holds, as last claimed.
+    leased_until: OffsetDateTime,
 }
+
+/// However busy a node is with the instances it holds, it claims (and so
+/// renews its leases and sees new work) at least this often.
+const CLAIM_EVERY: time::Duration = time::Duration::milliseconds(100);
 
 /// At most this many instances are kept hot; beyond it they are read back.
 const HOT_LIMIT: usize = 10_000;
@@ -248,6 +259,8 @@ impl Engine {
             stats: Arc::new(EngineStats::default()),
             finished: broadcast::channel(65_536).0,
             submissions,
+            fresh_work: std::sync::atomic::AtomicBool::new(true),
+            last_claim: std::sync::Mutex::new(None),
             hot: std::sync::Mutex::new(HashMap::new()),
         }
     }
@@ -262,6 +275,7 @@ impl Engine {
         steps: Vec<StepRun>,
         template: Option<Arc<Template>>,
         committed_at: OffsetDateTime,
+        leased_until: OffsetDateTime,
     ) {
         let mut hot = self.hot();
         if hot.len() >= HOT_LIMIT {
@@ -285,6 +299,7 @@ impl Engine {
                     steps,
                     template,
                     committed_at,
+                    leased_until,
                 },
             );
         } else {
@@ -294,7 +309,33 @@ impl Engine {
 
     /// Work may be due: wake the worker.
     fn nudge(&self) {
+        self.fresh_work
+            .store(true, std::sync::atomic::Ordering::Release);
         self.wake.notify_one();
+    }
+
+    /// The instances this node holds that are due at `now` and still leased
+    /// to it for at least half a lease, earliest due first, at most `limit`.
+    fn hot_due(&self, now: OffsetDateTime, limit: usize) -> Vec<(WorkflowId, i64, OffsetDateTime)> {
+        let margin = time::Duration::try_from(self.config.lease / 2).unwrap_or(time::Duration::MAX);
+        let mut due: Vec<(OffsetDateTime, WorkflowId, i64, OffsetDateTime)> = self
+            .hot()
+            .values()
+            .filter_map(|h| {
+                let at = h.instance.next_run_at.filter(|at| *at <= now)?;
+                (h.leased_until - now >= margin).then_some((
+                    at,
+                    h.instance.id,
+                    h.instance.version,
+                    h.leased_until,
+                ))
+            })
+            .collect();
+        due.sort_unstable_by_key(|(at, id, _, _)| (*at, *id));
+        due.into_iter()
+            .take(limit)
+            .map(|(_, id, version, until)| (id, version, until))
+            .collect()
     }
 
     /// Drops what this node holds about an instance, after something other
@@ -390,9 +431,16 @@ impl Engine {
         (started, ids, outcome)
     }
 
-    /// After new instances are committed: wake the worker. They are not
-    /// kept hot: whichever node claims them reads them once.
-    fn started(&self, _started: &[Progress]) {
+    /// After new instances are committed: keep them (unleased: the worker
+    /// claims them first, and the claim's version check decides whether this
+    /// copy is still current) and wake the worker. An instance another node
+    /// runs instead is evicted once the hot set is full and it is older than
+    /// a lease.
+    fn started(&self, started: &[Progress]) {
+        for progress in started {
+            let at = progress.instance.created_at;
+            self.keep_hot(&progress.instance, progress.steps.clone(), None, at, at);
+        }
         self.nudge();
     }
 
@@ -739,20 +787,71 @@ impl Engine {
             .ok()
             .and_then(|lease| now.checked_add(lease))
             .unwrap_or_else(|| now + time::Duration::days(1));
-        // Every tick claims: the claim renews this node's leases to their
-        // full length and reports each instance's stored version, so an
-        // instance changed by anyone else since (a cancellation, a
-        // decision, another node) is read back before any action runs.
-        let due = self
-            .store
-            .claim_due(&self.config.node, now, lease_until, self.config.batch)
-            .await?;
+        // A tick claims (a write) when work this node does not hold may be
+        // due, when it holds nothing due, and at least every `CLAIM_EVERY`;
+        // the claim renews its leases and reports each instance's stored
+        // version. Otherwise it runs the instances it holds under a live
+        // lease, after one read of their stored versions. Either way an
+        // instance that anyone else changed (a cancellation, a decision,
+        // another node) is read back before any of its actions runs.
+        let batch_size = usize::try_from(self.config.batch).unwrap_or(usize::MAX);
+        let held = self.hot_due(now, batch_size);
+        let fresh = self
+            .fresh_work
+            .swap(false, std::sync::atomic::Ordering::AcqRel);
+        let claim_due_now = {
+            let mut last = self.last_claim.lock().unwrap_or_else(|p| p.into_inner());
+            let due = fresh
+                || held.is_empty()
+                || last.is_none_or(|at| now - at >= CLAIM_EVERY || at > now);
+            if due {
+                *last = Some(now);
+            }
+            due
+        };
+        let due: Vec<(WorkflowId, i64, OffsetDateTime)> = if claim_due_now {
+            match self
+                .store
+                .claim_due(&self.config.node, now, lease_until, self.config.batch)
+                .await
+            {
+                Ok(claimed) => claimed
+                    .into_iter()
+                    .map(|(id, version)| (id, version, lease_until))
+                    .collect(),
+                Err(err) => {
+                    self.fresh_work
+                        .store(true, std::sync::atomic::Ordering::Release);
+                    return Err(err.into());
+                }
+            }
+        } else {
+            let ids: Vec<WorkflowId> = held.iter().map(|(id, _, _)| *id).collect();
+            let stored: HashMap<WorkflowId, i64> = self
+                .store
+                .runnable_versions(&ids)
+                .await?
+                .into_iter()
+                .collect();
+            let mut hot = self.hot();
+            held.into_iter()
+                .filter(|(id, version, _)| {
+                    let current = stored.get(id) == Some(version);
+                    if !current {
+                        hot.remove(id);
+                    }
+                    current
+                })
+                .collect()
+        };
         if due.is_empty() {
             return Ok(0);
         }
+        let leased: HashMap<WorkflowId, OffsetDateTime> =
+            due.iter().map(|(id, _, until)| (*id, *until)).collect();
         let mut waves = tokio::task::JoinSet::new();
         let mut policies = crate::gates::TickPolicies::default();
-        for (id, version) in due {
+        for (id, version, _) in due {
             // What this node holds is current only if nobody (another node,
             // a person's decision) committed since.
             let cached = self
@@ -850,7 +949,8 @@ impl Engine {
             after = std::mem::take(&mut keep);
         }
         for (progress, (all, template)) in batch.iter().zip(after) {
-            self.keep_hot(&progress.instance, all, template, now);
+            let until = leased.get(&progress.instance.id).copied().unwrap_or(now);
+            self.keep_hot(&progress.instance, all, template, now, until);
         }
         let committed = self.clock.now();
         self.stats.record_commit(count as u64);
@@ -908,6 +1008,7 @@ impl Engine {
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(self.config.idle_poll) => {}
                 signal = next_signal(&mut listener) => {
+                    self.fresh_work.store(true, std::sync::atomic::Ordering::Release);
                     if let Err(err) = signal {
                         tracing::warn!(%err, "lost the subscription to other nodes' signals; polling only");
                         listener = None;

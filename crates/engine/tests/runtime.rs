@@ -164,6 +164,9 @@ impl EngineStore for Crashy {
     ) -> StoreResult<Vec<(WorkflowId, i64)>> {
         self.inner.claim_due(node, now, until, l).await
     }
+    async fn runnable_versions(&self, ids: &[WorkflowId]) -> StoreResult<Vec<(WorkflowId, i64)>> {
+        self.inner.runnable_versions(ids).await
+    }
     async fn release_leases(&self, node: &str) -> StoreResult<u64> {
         self.inner.release_leases(node).await
     }

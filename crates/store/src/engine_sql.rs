@@ -838,6 +838,36 @@ macro_rules! impl_engine_store {
                     .collect()
             }
 
+            async fn runnable_versions(
+                &self,
+                ids: &[gatehouse_core::id::WorkflowId],
+            ) -> gatehouse_core::store::StoreResult<Vec<(gatehouse_core::id::WorkflowId, i64)>> {
+                let mut found = Vec::with_capacity(ids.len());
+                for chunk in ids.chunks(crate::engine_sql::MAX_ROWS) {
+                    let placeholders: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
+                    let text = format!(
+                        "SELECT id, version FROM workflow_instances
+                         WHERE state IN ('running', 'compensating') AND id IN ({})",
+                        placeholders.join(", ")
+                    );
+                    let mut query = sqlx::query_as::<_, (String, i64)>(&text);
+                    for id in chunk {
+                        query = query.bind(id.to_string());
+                    }
+                    let rows = query
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(crate::db_error("reading workflow versions"))?;
+                    for (id, version) in rows {
+                        let id = id.parse().map_err(|e| {
+                            gatehouse_core::store::StoreError::Corrupt(format!("workflow_instances.id: {e}"))
+                        })?;
+                        found.push((id, version));
+                    }
+                }
+                Ok(found)
+            }
+
             async fn release_leases(&self, node: &str) -> gatehouse_core::store::StoreResult<u64> {
                 let done = sqlx::query(
                     "UPDATE workflow_instances SET lease_owner = NULL, lease_until = NULL

@@ -856,6 +856,29 @@ mod cases {
         assert_eq!(mine, [(due[0], 2)]);
     }
 
+    pub async fn runnable_versions_report_only_running_instances(c: &Case) {
+        let running = c.instance(None, "onboard");
+        let mut waiting = c.instance(None, "onboard");
+        waiting.state = InstanceState::Waiting;
+        let mut done = c.instance(None, "onboard");
+        done.state = InstanceState::Completed;
+        let batch: Vec<Progress> = [&running, &waiting, &done]
+            .into_iter()
+            .map(|i| c.start(i, &[]))
+            .collect();
+        c.store.commit_progress(&batch).await.unwrap();
+        let next = c.next(&running);
+        c.store.commit_progress(&[Case::bare(&next)]).await.unwrap();
+        let ghost = WorkflowId::generate(c.clock.now());
+        let found = c
+            .store
+            .runnable_versions(&[running.id, waiting.id, done.id, ghost])
+            .await
+            .unwrap();
+        assert_eq!(found, [(running.id, 2)]);
+        assert!(c.store.runnable_versions(&[]).await.unwrap().is_empty());
+    }
+
     pub async fn concurrent_claims_never_overlap(c: &Case) {
         let now = c.clock.now();
         let batch: Vec<Progress> = (0..120)
@@ -2959,6 +2982,7 @@ conformance!(
     submitting_a_batch_of_events_commits_them_together,
     due_instances_are_claimed_with_leases,
     concurrent_claims_never_overlap,
+    runnable_versions_report_only_running_instances,
     routing_an_event_is_atomic,
     unrouted_events_are_listed_oldest_first,
     progress_inserts_and_updates_with_version_checks,
