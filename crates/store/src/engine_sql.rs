@@ -809,23 +809,17 @@ macro_rules! impl_engine_store {
                 // A lease need not survive a crash of the database: one
                 // lost makes another node take the instance sooner, and the
                 // version check on commit still refuses a second writer. So
-                // the claim does not wait for its commit to be flushed.
-                let mut tx = self.writer.begin().await.map_err(crate::db_error("starting a transaction"))?;
-                if let Some(relaxed) = Self::RELAXED_COMMIT {
-                    sqlx::query(relaxed)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(crate::db_error("relaxing a claim's commit"))?;
-                }
+                // the claim does not wait for its commit to be flushed: it
+                // runs, in one statement, on connections set up for that
+                // (`claimer`).
                 let mut rows: Vec<(String, i64, Option<time::OffsetDateTime>)> = sqlx::query_as(&text)
                     .bind(node)
                     .bind(SortableTime(lease_until))
                     .bind(SortableTime(now))
                     .bind(i64::from(limit))
-                    .fetch_all(&mut *tx)
+                    .fetch_all(&self.claimer)
                     .await
                     .map_err(crate::db_error("claiming due workflow instances"))?;
-                tx.commit().await.map_err(crate::db_error("committing a claim"))?;
                 // RETURNING does not keep the subquery's order.
                 rows.sort_by(|a, b| (a.2, &a.0).cmp(&(b.2, &b.0)));
                 rows.into_iter()

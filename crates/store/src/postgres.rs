@@ -19,6 +19,8 @@ pub struct PgStore {
     pub(crate) pool: PgPool,
     /// The same pool: PostgreSQL handles concurrent writers itself.
     pub(crate) writer: PgPool,
+    /// Connections with `synchronous_commit = off`, for lease claims only.
+    pub(crate) claimer: PgPool,
     /// The schema this store was confined to, if any (tests, benchmarks).
     schema: Option<String>,
     /// This store's name in `NOTIFY` payloads, so that its own listener
@@ -77,11 +79,21 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .test_before_acquire(false)
-            .connect_with(options)
+            .connect_with(options.clone())
+            .await
+            .map_err(db_error("connecting to PostgreSQL"))?;
+        // The engine's claims: one statement each, whose commit does not
+        // wait for the WAL flush (see `claim_due`). Two connections: claims
+        // are short and one node claims at a time.
+        let claimer = PgPoolOptions::new()
+            .max_connections(2)
+            .test_before_acquire(false)
+            .connect_with(options.options([("synchronous_commit", "off")]))
             .await
             .map_err(db_error("connecting to PostgreSQL"))?;
         Ok(Self {
             writer: pool.clone(),
+            claimer,
             pool,
             schema,
             origin: uuid_suffix().into(),
@@ -115,6 +127,7 @@ impl PgStore {
     /// Closes the connection pool.
     pub async fn close_pool(&self) {
         self.pool.close().await;
+        self.claimer.close().await;
     }
 }
 
@@ -129,8 +142,6 @@ fn uuid_suffix() -> String {
 impl PgStore {
     /// Concurrent claims skip rows another node is claiming.
     const CLAIM_LOCK: &'static str = " FOR UPDATE SKIP LOCKED";
-    /// A claim's commit returns without waiting for the WAL flush.
-    const RELAXED_COMMIT: Option<&'static str> = Some("SET LOCAL synchronous_commit TO OFF");
 
     /// Announces, at commit, that work may be due: every node's engine
     /// listening on [`WORK_CHANNEL`] wakes and claims what it can.
@@ -246,5 +257,6 @@ impl Store for PgStore {
 
     async fn close(&self) {
         self.pool.close().await;
+        self.claimer.close().await;
     }
 }

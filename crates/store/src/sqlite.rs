@@ -26,6 +26,9 @@ pub struct SqliteStore {
     /// The one writer connection: SQLite admits one writer at a time, and
     /// queueing in the pool is far cheaper than sleeping in the busy handler.
     pub(crate) writer: SqlitePool,
+    /// Where lease claims run: the writer (its commits do not wait for a
+    /// flush anyway, with `synchronous = NORMAL` in WAL mode).
+    pub(crate) claimer: SqlitePool,
 }
 
 impl SqliteStore {
@@ -57,6 +60,7 @@ impl SqliteStore {
             // An in-memory database exists per connection: share the one.
             return Ok(Self {
                 pool: writer.clone(),
+                claimer: writer.clone(),
                 writer,
             });
         }
@@ -65,7 +69,11 @@ impl SqliteStore {
             .connect_with(options.create_if_missing(false))
             .await
             .map_err(db_error("opening the SQLite database"))?;
-        Ok(Self { pool, writer })
+        Ok(Self {
+            pool,
+            claimer: writer.clone(),
+            writer,
+        })
     }
 }
 
@@ -97,8 +105,6 @@ impl SqliteStore {
 impl SqliteStore {
     /// One writer at a time: claims cannot race.
     const CLAIM_LOCK: &'static str = "";
-    /// `synchronous = NORMAL` in WAL mode: commits do not wait for a flush.
-    const RELAXED_COMMIT: Option<&'static str> = None;
 
     /// Nothing to announce: one process owns the database, and its engine
     /// wakes itself.
