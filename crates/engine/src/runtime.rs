@@ -504,14 +504,7 @@ impl Engine {
                 let started = history(&instance, &mut seq, now, "instance.started", None, json!({
                     "template": template.name.as_str(), "version": template.version, "event": event.id, "actor": actor,
                 }));
-                Some(Progress {
-                    instance,
-                    steps,
-                    history: vec![started],
-                    approvals: Vec::new(),
-                    tasks: Vec::new(),
-                    notifications: Vec::new(),
-                })
+                Some(Progress::new(instance, steps, vec![started]))
             })
             .collect()
     }
@@ -624,14 +617,7 @@ impl Engine {
                 entry
             })
             .collect();
-        Ok(Progress {
-            instance,
-            steps: changed,
-            history,
-            approvals: Vec::new(),
-            tasks: Vec::new(),
-            notifications: Vec::new(),
-        })
+        Ok(Progress::new(instance, changed, history))
     }
 
     /// Records the outcome of a human task (L3): the person did the work;
@@ -1183,14 +1169,7 @@ impl Unreadable {
         instance.next_run_at = None;
         instance.version += 1;
         instance.updated_at = now;
-        Progress {
-            instance,
-            steps: Vec::new(),
-            history: vec![entry],
-            approvals: Vec::new(),
-            tasks: Vec::new(),
-            notifications: Vec::new(),
-        }
+        Progress::new(instance, Vec::new(), vec![entry])
     }
 }
 

@@ -155,6 +155,12 @@ pub(crate) fn insert_history_sql(rows: usize) -> String {
     )
 }
 
+/// A workflow id read back from the database.
+pub(crate) fn workflow_id(text: &str) -> StoreResult<gatehouse_core::id::WorkflowId> {
+    text.parse()
+        .map_err(|e| StoreError::Corrupt(format!("workflow_instances.id: {e}")))
+}
+
 /// A JSON value as stored.
 pub(crate) fn to_json(value: &Value) -> StoreResult<String> {
     serde_json::to_string(value).map_err(|e| StoreError::Backend {
@@ -776,11 +782,7 @@ macro_rules! impl_engine_store {
                 .await
                 .map_err(crate::db_error("finding due workflow instances"))?;
                 rows.into_iter()
-                    .map(|(id,)| {
-                        id.parse().map_err(|e| {
-                            gatehouse_core::store::StoreError::Corrupt(format!("workflow_instances.id: {e}"))
-                        })
-                    })
+                    .map(|(id,)| crate::engine_sql::workflow_id(&id))
                     .collect()
             }
 
@@ -823,12 +825,7 @@ macro_rules! impl_engine_store {
                 // RETURNING does not keep the subquery's order.
                 rows.sort_by(|a, b| (a.2, &a.0).cmp(&(b.2, &b.0)));
                 rows.into_iter()
-                    .map(|(id, version, _)| {
-                        let id = id.parse().map_err(|e| {
-                            gatehouse_core::store::StoreError::Corrupt(format!("workflow_instances.id: {e}"))
-                        })?;
-                        Ok((id, version))
-                    })
+                    .map(|(id, version, _)| Ok((crate::engine_sql::workflow_id(&id)?, version)))
                     .collect()
             }
 
@@ -853,10 +850,7 @@ macro_rules! impl_engine_store {
                         .await
                         .map_err(crate::db_error("reading workflow versions"))?;
                     for (id, version) in rows {
-                        let id = id.parse().map_err(|e| {
-                            gatehouse_core::store::StoreError::Corrupt(format!("workflow_instances.id: {e}"))
-                        })?;
-                        found.push((id, version));
+                        found.push((crate::engine_sql::workflow_id(&id)?, version));
                     }
                 }
                 Ok(found)
