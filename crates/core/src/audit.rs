@@ -21,6 +21,20 @@ use crate::workflow::{HistoryEntry, InboundEvent, Instance};
 /// The log of records that concern no single tenant.
 pub const SYSTEM_LOG: &str = "system";
 
+/// The origin (C2SP checkpoint first line) of `log` under the signing key
+/// named `key_name`: `<key name>/<log>`, such as
+/// `gatehouse.example/audit/ten_01h…` or `gatehouse.example/audit/system`.
+pub fn log_origin(key_name: &str, log: &str) -> String {
+    format!("{key_name}/{log}")
+}
+
+/// The sealing context of a tenant entry's details (see
+/// `gatehouse_vault::Keyring::seal`): binds the ciphertext to its index, so
+/// sealed details cannot be moved to another entry.
+pub fn details_context(idx: u64) -> String {
+    format!("audit:{idx}")
+}
+
 /// One provable fact: who did what to which subject, when, with details.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AuditRecord {

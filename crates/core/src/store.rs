@@ -500,6 +500,11 @@ pub trait NotificationStore: Send + Sync {
 /// log and appends entries and Merkle nodes with [`AuditStore::append_audit`].
 #[async_trait]
 pub trait AuditStore: Send + Sync {
+    /// Queues `records` in the audit outbox in a transaction of their own,
+    /// for facts that change nothing else the store holds (an export, a
+    /// benchmark's synthetic load). A change the store holds must queue its
+    /// record in its own transaction instead.
+    async fn queue_audit(&self, records: &[AuditRecord]) -> StoreResult<()>;
     /// Up to `limit` outbox records, oldest first, with their outbox ids.
     async fn pending_audit(&self, limit: u32) -> StoreResult<Vec<(i64, AuditRecord)>>;
     /// In one transaction: moves `log` from `expected_size` to

@@ -214,6 +214,21 @@ macro_rules! impl_audit_store {
 
         #[async_trait::async_trait]
         impl gatehouse_core::store::AuditStore for $store {
+            async fn queue_audit(
+                &self,
+                records: &[gatehouse_core::audit::AuditRecord],
+            ) -> gatehouse_core::store::StoreResult<()> {
+                let mut tx = self
+                    .writer
+                    .begin()
+                    .await
+                    .map_err(crate::db_error("queueing audit records"))?;
+                Self::write_audit_records(&mut tx, records).await?;
+                tx.commit()
+                    .await
+                    .map_err(crate::db_error("queueing audit records"))
+            }
+
             async fn pending_audit(
                 &self,
                 limit: u32,
