@@ -37,6 +37,11 @@ pub enum Permission {
     CancelWorkflows,
     /// Raise, lower (never below the floor) or clear a tenant's gate levels.
     ManageGates,
+    /// Browse the audit log, fetch proofs, verify it, export it as OSCAL.
+    ReadAudit,
+    /// Have a checkpoint of an audit log signed now (harmless: it only
+    /// signs what is already there).
+    IssueCheckpoints,
 }
 
 impl Permission {
@@ -57,6 +62,8 @@ impl Permission {
             Self::CompleteTasks => &[Admin, Lead, Technician],
             Self::CancelWorkflows => &[Admin, Lead],
             Self::ManageGates => &[Admin, Lead],
+            Self::ReadAudit => &[Admin, Lead, Auditor],
+            Self::IssueCheckpoints => &[Admin, Lead, Auditor],
         }
     }
 
