@@ -26,6 +26,7 @@ use crate::authz::{Permission, authorize};
 use crate::error::AppError;
 
 mod audit_key;
+mod audit_log;
 pub use audit_key::AuditPublicKey;
 mod gates;
 
