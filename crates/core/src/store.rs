@@ -535,6 +535,160 @@ pub trait AuditStore: Send + Sync {
     async fn list_checkpoints(&self, log: &str) -> StoreResult<Vec<AuditCheckpoint>>;
     /// Every log with its size, by name.
     async fn audit_logs(&self) -> StoreResult<Vec<(String, u64)>>;
+    /// The log's size, or `None` for a log never appended to.
+    async fn audit_log_size(&self, log: &str) -> StoreResult<Option<u64>>;
+    /// One entry; `NotFound("audit entry")` if the log has none at `idx`.
+    async fn audit_entry(&self, log: &str, idx: u64) -> StoreResult<AuditEntry>;
+    /// Up to `limit` entries matching `filter`, ordered by time, then log,
+    /// then index, starting after `after` (the last row of the previous
+    /// page). One index range scan per page (migration 0009).
+    async fn list_audit_entries(
+        &self,
+        filter: &AuditFilter,
+        after: Option<&AuditCursor>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditRow>>;
+    /// Up to `limit` leaves from index `from` on, in index order: only what
+    /// verification reads.
+    async fn audit_leaves(&self, log: &str, from: u64, limit: u32) -> StoreResult<Vec<AuditLeaf>>;
+    /// The log's checkpoint of exactly `size`, if one is stored.
+    async fn audit_checkpoint(&self, log: &str, size: u64) -> StoreResult<Option<AuditCheckpoint>>;
+}
+
+/// Which audit entries to list. Every field narrows the result; `None`
+/// matches everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Only this log (a tenant id, or `system`).
+    pub log: Option<String>,
+    /// Only entries by this actor (exact).
+    pub actor: Option<String>,
+    /// Only these actions.
+    pub action: Option<ActionFilter>,
+    /// Only entries at or after this time.
+    pub since: Option<OffsetDateTime>,
+    /// Only entries before this time (half-open: `since <= at < until`).
+    pub until: Option<OffsetDateTime>,
+}
+
+/// An action filter: `workflow.step.succeeded` matches that action only;
+/// `workflow.*` matches every action that starts with `workflow.`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActionFilter {
+    /// This action exactly.
+    Exact(String),
+    /// Every action starting with this text, which ends with `.`.
+    Prefix(String),
+}
+
+impl ActionFilter {
+    /// Reads `action` or `prefix.*`. A `*` anywhere else, or an empty
+    /// action, is refused.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if let Some(prefix) = text.strip_suffix(".*") {
+            if prefix.is_empty() || prefix.contains('*') {
+                return Err(format!(
+                    "action filter `{text}`: a prefix is `word.*`, such as `workflow.*`"
+                ));
+            }
+            return Ok(Self::Prefix(format!("{prefix}.")));
+        }
+        if text.is_empty() || text.contains('*') {
+            return Err(format!(
+                "action filter `{text}`: give an action such as `event.received`, or a prefix such as `workflow.*`"
+            ));
+        }
+        Ok(Self::Exact(text.to_owned()))
+    }
+}
+
+impl std::fmt::Display for ActionFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Exact(action) => f.write_str(action),
+            Self::Prefix(prefix) => write!(f, "{prefix}*"),
+        }
+    }
+}
+
+/// Where a page of audit entries ends: the sort key of its last row. Opaque
+/// to clients (URL-safe base64 of `<unix microseconds>:<index>:<log>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditCursor {
+    /// The last row's time.
+    pub at: OffsetDateTime,
+    /// The last row's log.
+    pub log: String,
+    /// The last row's index.
+    pub idx: u64,
+}
+
+impl AuditCursor {
+    /// The cursor after `row`.
+    pub fn after(row: &AuditRow) -> Self {
+        Self {
+            at: row.entry.at,
+            log: row.log.clone(),
+            idx: row.entry.idx,
+        }
+    }
+
+    /// The opaque text handed to clients.
+    pub fn encode(&self) -> String {
+        use base64::Engine as _;
+        let micros = self.at.unix_timestamp_nanos() / 1_000;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(format!("{micros}:{}:{}", self.idx, self.log))
+    }
+
+    /// Reads a cursor made by [`AuditCursor::encode`].
+    pub fn decode(text: &str) -> Result<Self, String> {
+        use base64::Engine as _;
+        let bad = || "the cursor is not one this server issued".to_owned();
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text.trim())
+            .map_err(|_| bad())?;
+        let text = String::from_utf8(bytes).map_err(|_| bad())?;
+        let mut parts = text.splitn(3, ':');
+        let (Some(micros), Some(idx), Some(log)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad());
+        };
+        let micros: i128 = micros.parse().map_err(|_| bad())?;
+        let at = OffsetDateTime::from_unix_timestamp_nanos(micros.saturating_mul(1_000))
+            .map_err(|_| bad())?;
+        let idx = idx.parse().map_err(|_| bad())?;
+        if log.is_empty() {
+            return Err(bad());
+        }
+        Ok(Self {
+            at,
+            log: log.to_owned(),
+            idx,
+        })
+    }
+}
+
+/// An entry as listed: with the log it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRow {
+    /// Its log (a tenant id, or `system`).
+    pub log: String,
+    /// The entry.
+    pub entry: AuditEntry,
+}
+
+/// What verification reads of an entry: its index, its leaf bytes and the
+/// leaf hash stored beside them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditLeaf {
+    /// The index the row records.
+    pub idx: u64,
+    /// The canonical JSON.
+    pub leaf: String,
+    /// The stored `SHA-256(0x00 ‖ leaf)`.
+    pub leaf_hash: AuditHash,
 }
 
 /// Everything Gatehouse stores, behind one handle.

@@ -9,7 +9,9 @@
 
 use gatehouse_audit::{Frontier, Hash, NodeId};
 use gatehouse_core::audit::{AuditHash, AuditRecord};
-use gatehouse_core::store::{StoreError, StoreResult};
+use gatehouse_core::store::{
+    ActionFilter, AuditFilter, AuditLeaf, AuditRow, StoreError, StoreResult,
+};
 use sqlx::query::Query;
 use sqlx::{Database, Encode, Type};
 
@@ -170,8 +172,112 @@ pub(crate) fn entry(row: EntryRow) -> StoreResult<gatehouse_core::audit::AuditEn
     })
 }
 
+/// The `SELECT` of a page of [`AuditStore::list_audit_entries`]: the
+/// filters present, the cursor and the limit become numbered parameters,
+/// bound by the caller in this order: log, actor, action (one value, or
+/// the two bounds of a prefix), since, until, the cursor's (at, log, idx)
+/// (its log only without a log filter), the limit. `collate` makes `log` and `action` compare bytewise.
+///
+/// [`AuditStore::list_audit_entries`]: gatehouse_core::store::AuditStore::list_audit_entries
+pub(crate) fn list_entries_sql(filter: &AuditFilter, cursor: bool, collate: &str) -> String {
+    let mut clauses = Vec::new();
+    let mut n = 0usize;
+    let mut next = || {
+        n += 1;
+        n
+    };
+    if filter.log.is_some() {
+        clauses.push(format!("log{collate} = ${}", next()));
+    }
+    if filter.actor.is_some() {
+        clauses.push(format!("actor = ${}", next()));
+    }
+    match &filter.action {
+        Some(ActionFilter::Exact(_)) => clauses.push(format!("action{collate} = ${}", next())),
+        Some(ActionFilter::Prefix(_)) => {
+            let (low, high) = (next(), next());
+            clauses.push(format!(
+                "action{collate} >= ${low} AND action{collate} < ${high}"
+            ));
+        }
+        None => {}
+    }
+    if filter.since.is_some() {
+        clauses.push(format!("at >= ${}", next()));
+    }
+    if filter.until.is_some() {
+        clauses.push(format!("at < ${}", next()));
+    }
+    // A row value, which both engines turn into an index range. Within one
+    // log the cursor's log is that log, so (at, idx) keeps the range on the
+    // (log, at, idx) index; its log is then not bound.
+    if cursor {
+        if filter.log.is_some() {
+            let (at, idx) = (next(), next());
+            clauses.push(format!("(at, idx) > (${at}, ${idx})"));
+        } else {
+            let (at, log, idx) = (next(), next(), next());
+            clauses.push(format!("(at, log{collate}, idx) > (${at}, ${log}, ${idx})"));
+        }
+    }
+    let filter = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    };
+    format!(
+        "SELECT log, {ENTRY_COLUMNS} FROM audit_entries {filter} \
+         ORDER BY at, log{collate}, idx LIMIT ${}",
+        next()
+    )
+}
+
+/// The exclusive upper bound of the actions starting with `prefix` (which
+/// ends with `.`): the same text with its last byte raised by one, so
+/// `workflow.` ≤ action < `workflow/`.
+pub(crate) fn prefix_end(prefix: &str) -> String {
+    match prefix.strip_suffix('.') {
+        Some(stem) => format!("{stem}/"),
+        None => format!("{prefix}\u{10FFFF}"),
+    }
+}
+
+/// A listed row as read: the log, then an [`EntryRow`].
+pub(crate) type ListedRow = (
+    String,
+    i64,
+    time::OffsetDateTime,
+    String,
+    String,
+    String,
+    String,
+    String,
+);
+
+pub(crate) fn listed(row: ListedRow) -> StoreResult<AuditRow> {
+    let (log, idx, at, actor, action, subject, leaf, leaf_hash) = row;
+    Ok(AuditRow {
+        log,
+        entry: entry((idx, at, actor, action, subject, leaf, leaf_hash))?,
+    })
+}
+
+/// A leaf row as read for verification.
+pub(crate) type LeafRow = (i64, String, String);
+
+pub(crate) fn leaf(row: LeafRow) -> StoreResult<AuditLeaf> {
+    let (idx, leaf, leaf_hash) = row;
+    Ok(AuditLeaf {
+        idx: to_u64("audit_entries.idx", idx)?,
+        leaf,
+        leaf_hash: from_hex("audit_entries.leaf_hash", &leaf_hash)?,
+    })
+}
+
 macro_rules! impl_audit_store {
-    ($store:ty, $db:ty) => {
+    // `$collate`: how text columns compare bytewise (`""` on SQLite,
+    // ` COLLATE "C"` on PostgreSQL), as the indexes of migration 0009 do.
+    ($store:ty, $db:ty, $collate:literal) => {
         impl $store {
             /// Queues `records` in the audit outbox on `conn`, inside the
             /// caller's transaction: one statement per [`MAX_ROWS`] records.
@@ -487,6 +593,122 @@ macro_rules! impl_audit_store {
                 rows.into_iter()
                     .map(|(log, size)| Ok((log, crate::audit_sql::to_u64("audit_logs.size", size)?)))
                     .collect()
+            }
+
+            async fn audit_log_size(&self, log: &str) -> gatehouse_core::store::StoreResult<Option<u64>> {
+                let size: Option<(i64,)> = sqlx::query_as("SELECT size FROM audit_logs WHERE log = $1")
+                    .bind(log)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(crate::db_error("reading an audit log's size"))?;
+                size.map(|(size,)| crate::audit_sql::to_u64("audit_logs.size", size)).transpose()
+            }
+
+            async fn audit_entry(
+                &self,
+                log: &str,
+                idx: u64,
+            ) -> gatehouse_core::store::StoreResult<gatehouse_core::audit::AuditEntry> {
+                let text = format!(
+                    "SELECT {} FROM audit_entries WHERE log = $1 AND idx = $2",
+                    crate::audit_sql::ENTRY_COLUMNS
+                );
+                let row: Option<crate::audit_sql::EntryRow> = sqlx::query_as(&text)
+                    .bind(log)
+                    .bind(crate::audit_sql::to_i64("audit entry index", idx)?)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(crate::db_error("reading an audit entry"))?;
+                row.map(crate::audit_sql::entry)
+                    .transpose()?
+                    .ok_or(gatehouse_core::store::StoreError::NotFound("audit entry"))
+            }
+
+            async fn list_audit_entries(
+                &self,
+                filter: &gatehouse_core::store::AuditFilter,
+                after: Option<&gatehouse_core::store::AuditCursor>,
+                limit: u32,
+            ) -> gatehouse_core::store::StoreResult<Vec<gatehouse_core::store::AuditRow>> {
+                use crate::audit_sql as sql;
+                use crate::engine_sql::SortableTime;
+                use gatehouse_core::store::ActionFilter;
+                let text = sql::list_entries_sql(filter, after.is_some(), $collate);
+                let mut query = sqlx::query_as::<_, sql::ListedRow>(&text);
+                if let Some(log) = &filter.log {
+                    query = query.bind(log.as_str());
+                }
+                if let Some(actor) = &filter.actor {
+                    query = query.bind(actor.as_str());
+                }
+                match &filter.action {
+                    Some(ActionFilter::Exact(action)) => query = query.bind(action.as_str()),
+                    Some(ActionFilter::Prefix(prefix)) => {
+                        query = query.bind(prefix.as_str()).bind(sql::prefix_end(prefix));
+                    }
+                    None => {}
+                }
+                if let Some(since) = filter.since {
+                    query = query.bind(SortableTime(since));
+                }
+                if let Some(until) = filter.until {
+                    query = query.bind(SortableTime(until));
+                }
+                if let Some(cursor) = after {
+                    query = query.bind(SortableTime(cursor.at));
+                    if filter.log.is_none() {
+                        query = query.bind(cursor.log.as_str());
+                    }
+                    query = query.bind(sql::to_i64("audit cursor index", cursor.idx)?);
+                }
+                let rows = query
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(crate::db_error("listing audit entries"))?;
+                rows.into_iter().map(sql::listed).collect()
+            }
+
+            async fn audit_leaves(
+                &self,
+                log: &str,
+                from: u64,
+                limit: u32,
+            ) -> gatehouse_core::store::StoreResult<Vec<gatehouse_core::store::AuditLeaf>> {
+                let rows: Vec<crate::audit_sql::LeafRow> = sqlx::query_as(
+                    "SELECT idx, leaf, leaf_hash FROM audit_entries WHERE log = $1 AND idx >= $2 ORDER BY idx LIMIT $3",
+                )
+                .bind(log)
+                .bind(crate::audit_sql::to_i64("audit entry index", from)?)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(crate::db_error("reading audit leaves"))?;
+                rows.into_iter().map(crate::audit_sql::leaf).collect()
+            }
+
+            async fn audit_checkpoint(
+                &self,
+                log: &str,
+                size: u64,
+            ) -> gatehouse_core::store::StoreResult<Option<gatehouse_core::audit::AuditCheckpoint>> {
+                let row: Option<(String, i64, String, time::OffsetDateTime)> = sqlx::query_as(
+                    "SELECT log, size, note, created_at FROM audit_checkpoints WHERE log = $1 AND size = $2",
+                )
+                .bind(log)
+                .bind(crate::audit_sql::to_i64("checkpoint size", size)?)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(crate::db_error("reading a checkpoint"))?;
+                row.map(|(log, size, note, created_at)| {
+                    Ok(gatehouse_core::audit::AuditCheckpoint {
+                        log,
+                        size: crate::audit_sql::to_u64("audit_checkpoints.size", size)?,
+                        note,
+                        created_at,
+                    })
+                })
+                .transpose()
             }
         }
     };

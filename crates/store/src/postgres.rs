@@ -207,7 +207,7 @@ crate::engine_sql::impl_engine_store!(PgStore, sqlx::Postgres);
 crate::gate_sql::impl_gate_store!(PgStore, sqlx::Postgres);
 crate::notify_sql::impl_notification_store!(PgStore, sqlx::Postgres);
 crate::metrics_sql::impl_metrics_store!(PgStore);
-crate::audit_sql::impl_audit_store!(PgStore, sqlx::Postgres);
+crate::audit_sql::impl_audit_store!(PgStore, sqlx::Postgres, " COLLATE \"C\"");
 crate::audit_key_sql::impl_audit_key_store!(PgStore);
 
 #[async_trait::async_trait]

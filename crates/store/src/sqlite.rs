@@ -125,7 +125,7 @@ crate::engine_sql::impl_engine_store!(SqliteStore, sqlx::Sqlite);
 crate::gate_sql::impl_gate_store!(SqliteStore, sqlx::Sqlite);
 crate::notify_sql::impl_notification_store!(SqliteStore, sqlx::Sqlite);
 crate::metrics_sql::impl_metrics_store!(SqliteStore);
-crate::audit_sql::impl_audit_store!(SqliteStore, sqlx::Sqlite);
+crate::audit_sql::impl_audit_store!(SqliteStore, sqlx::Sqlite, "");
 crate::audit_key_sql::impl_audit_key_store!(SqliteStore);
 
 #[async_trait::async_trait]
