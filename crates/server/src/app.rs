@@ -27,7 +27,12 @@ use crate::error::AppError;
 
 mod audit_key;
 mod audit_log;
+mod audit_read;
 pub use audit_key::AuditPublicKey;
+pub use audit_read::{
+    AuditEntryView, AuditLogView, AuditQuery, AuditVerification, ConsistencyProof, InclusionProof,
+    MAX_AUDIT_PAGE, MismatchView,
+};
 mod gates;
 
 /// The largest secret value accepted, in bytes.

@@ -10,6 +10,7 @@
 
 pub mod app;
 pub mod audit;
+pub mod audit_verify;
 pub mod authz;
 pub mod demo;
 pub mod error;

@@ -6,6 +6,7 @@
 //! every operation as a stranger.
 
 mod audit;
+mod audit_read;
 mod extract;
 mod gates;
 mod health;
@@ -100,6 +101,12 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(workflows::get_task))
         .routes(routes!(workflows::complete_task))
         .routes(routes!(audit::public_key))
+        .routes(routes!(audit_read::list_entries))
+        .routes(routes!(audit_read::list_logs))
+        .routes(routes!(audit_read::get_entry))
+        .routes(routes!(audit_read::inclusion_proof))
+        .routes(routes!(audit_read::consistency_proof))
+        .routes(routes!(audit_read::verify_log))
 }
 
 /// The whole HTTP application.

@@ -14,7 +14,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
         (name = "secrets", description = "Tenants' secrets, encrypted under each tenant's own key"),
         (name = "gates", description = "Tenants' gate levels per process area: raised per tenant, never below the area's floor"),
         (name = "operators", description = "MSP staff accounts and API tokens"),
-        (name = "audit", description = "The audit log: its public key needs no token"),
+        (name = "audit", description = "The audit log: browsing, proofs and verification (role auditor, lead or admin); its public key needs no token"),
         (name = "workflows", description = "Events, workflow instances, approvals (gate L2) and human tasks (gate L3)"),
     )
 )]
