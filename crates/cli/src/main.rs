@@ -47,7 +47,7 @@ enum Command {
     /// Manage key-encryption keys.
     #[command(subcommand)]
     Keys(commands::keys::KeysCommand),
-    /// The audit log: its public key.
+    /// The audit log: browse entries, proofs, verification, its public key.
     #[command(subcommand)]
     Audit(commands::audit::AuditCommand),
     /// Submit events to the workflow engine.
