@@ -202,6 +202,7 @@ async fn browse_prove_and_verify_then_catch_tampering() -> TestResult {
         .run(&[
             "audit",
             "verify",
+            "--canonical",
             "--checkpoint",
             kept_file.to_str().ok_or("path")?,
         ])

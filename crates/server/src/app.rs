@@ -31,7 +31,7 @@ mod audit_read;
 pub use audit_key::AuditPublicKey;
 pub use audit_read::{
     AuditEntryView, AuditLogView, AuditQuery, AuditVerification, ConsistencyProof, InclusionProof,
-    MAX_AUDIT_PAGE, MismatchView,
+    MAX_AUDIT_PAGE, MismatchView, VerifyRequest,
 };
 mod gates;
 

@@ -38,13 +38,15 @@ pub struct VerifyStoredOptions {
 
 impl VerifyStoredOptions {
     /// Verification against `keys` under `origin`, no kept checkpoints,
-    /// canonical form checked, progress every 100 000 entries.
+    /// progress every 100 000 entries, canonical form not checked: the
+    /// tree and the checkpoints commit to the bytes whatever their form,
+    /// and parsing every entry doubles the cost.
     pub fn new(origin: impl Into<String>, keys: Vec<VerifierKey>) -> Self {
         Self {
             origin: origin.into(),
             keys,
             kept: Vec::new(),
-            check_canonical: true,
+            check_canonical: false,
             progress_every: 100_000,
         }
     }

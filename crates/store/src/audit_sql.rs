@@ -262,6 +262,21 @@ pub(crate) fn listed(row: ListedRow) -> StoreResult<AuditRow> {
     })
 }
 
+/// Up to `$3` leaves of log `$1` from index `$2` on, one row each: what
+/// verification reads.
+pub(crate) const LEAVES_SQL: &str = "SELECT idx, leaf, leaf_hash FROM audit_entries \
+     WHERE log = $1 AND idx >= $2 ORDER BY idx LIMIT $3";
+
+/// The same leaves as [`LEAVES_SQL`], packed into one text value: every
+/// entry as `<idx> <leaf hash> <leaf length in bytes> <leaf>`, in index
+/// order (read back by [`unpack_leaves`]). SQLite hands rows to sqlx one by
+/// one through a worker thread, which costs more than hashing them; one
+/// value per page reads a million entries several times faster.
+pub(crate) const PACKED_LEAVES_SQL: &str = "SELECT group_concat(\
+     idx || ' ' || leaf_hash || ' ' || octet_length(leaf) || ' ' || leaf, '' ORDER BY idx) \
+     FROM (SELECT idx, leaf, leaf_hash FROM audit_entries \
+     WHERE log = $1 AND idx >= $2 ORDER BY idx LIMIT $3)";
+
 /// A leaf row as read for verification.
 pub(crate) type LeafRow = (i64, String, String);
 
@@ -272,6 +287,34 @@ pub(crate) fn leaf(row: LeafRow) -> StoreResult<AuditLeaf> {
         leaf,
         leaf_hash: from_hex("audit_entries.leaf_hash", &leaf_hash)?,
     })
+}
+
+/// Reads the text [`PACKED_LEAVES_SQL`] returns.
+pub(crate) fn unpack_leaves(packed: &str) -> StoreResult<Vec<AuditLeaf>> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("audit_entries (packed page): {what}"));
+    let mut leaves = Vec::new();
+    let mut rest = packed;
+    while !rest.is_empty() {
+        let (idx, tail) = rest.split_once(' ').ok_or_else(|| corrupt("no index"))?;
+        let idx: u64 = idx.parse().map_err(|_| corrupt("index"))?;
+        let (hash, tail) = tail
+            .split_once(' ')
+            .ok_or_else(|| corrupt("no leaf hash"))?;
+        let (len, tail) = tail
+            .split_once(' ')
+            .ok_or_else(|| corrupt("no leaf length"))?;
+        let len: usize = len.parse().map_err(|_| corrupt("leaf length"))?;
+        let leaf = tail
+            .get(..len)
+            .ok_or_else(|| corrupt("leaf shorter than its length"))?;
+        leaves.push(AuditLeaf {
+            idx,
+            leaf: leaf.to_owned(),
+            leaf_hash: from_hex("audit_entries.leaf_hash", hash)?,
+        });
+        rest = &tail[len..];
+    }
+    Ok(leaves)
 }
 
 macro_rules! impl_audit_store {
@@ -675,16 +718,7 @@ macro_rules! impl_audit_store {
                 from: u64,
                 limit: u32,
             ) -> gatehouse_core::store::StoreResult<Vec<gatehouse_core::store::AuditLeaf>> {
-                let rows: Vec<crate::audit_sql::LeafRow> = sqlx::query_as(
-                    "SELECT idx, leaf, leaf_hash FROM audit_entries WHERE log = $1 AND idx >= $2 ORDER BY idx LIMIT $3",
-                )
-                .bind(log)
-                .bind(crate::audit_sql::to_i64("audit entry index", from)?)
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(crate::db_error("reading audit leaves"))?;
-                rows.into_iter().map(crate::audit_sql::leaf).collect()
+                self.read_audit_leaves(log, from, limit).await
             }
 
             async fn audit_checkpoint(

@@ -30,6 +30,25 @@ pub struct PgStore {
 }
 
 impl PgStore {
+    /// `AuditStore::audit_leaves`: one row per entry.
+    async fn read_audit_leaves(
+        &self,
+        log: &str,
+        from: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<gatehouse_core::store::AuditLeaf>> {
+        let rows: Vec<crate::audit_sql::LeafRow> = sqlx::query_as(crate::audit_sql::LEAVES_SQL)
+            .bind(log)
+            .bind(crate::audit_sql::to_i64("audit entry index", from)?)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(crate::db_error("reading audit leaves"))?;
+        rows.into_iter().map(crate::audit_sql::leaf).collect()
+    }
+}
+
+impl PgStore {
     /// Connects to the database at `url`.
     pub async fn connect(url: &str) -> StoreResult<Self> {
         let options =

@@ -32,6 +32,26 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// `AuditStore::audit_leaves`: one packed value per page (see
+    /// [`crate::audit_sql::PACKED_LEAVES_SQL`]).
+    async fn read_audit_leaves(
+        &self,
+        log: &str,
+        from: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<gatehouse_core::store::AuditLeaf>> {
+        let (packed,): (Option<String>,) = sqlx::query_as(crate::audit_sql::PACKED_LEAVES_SQL)
+            .bind(log)
+            .bind(crate::audit_sql::to_i64("audit entry index", from)?)
+            .bind(i64::from(limit))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error("reading audit leaves"))?;
+        packed.map_or_else(|| Ok(Vec::new()), |p| crate::audit_sql::unpack_leaves(&p))
+    }
+}
+
+impl SqliteStore {
     /// Opens (creating if needed, with its directory) the database at `url`,
     /// such as `sqlite://gatehouse-data/gatehouse.db`.
     pub async fn connect(url: &str) -> StoreResult<Self> {

@@ -245,6 +245,56 @@ mod cases {
     }
 }
 
+/// On SQLite, every filtered page (but an action prefix) is a range scan
+/// of an index in sort order: no table scan, no sort. The statements have
+/// the shapes `list_audit_entries` builds.
+#[tokio::test]
+async fn sqlite_pages_are_index_range_scans() -> TestResult {
+    let db = gatehouse_store::testing::TestDatabase::sqlite().await?;
+    fill(&db.store, 5).await?;
+    let pool = sqlx::SqlitePool::connect(&db.url).await?;
+    let select = "SELECT log, idx, at, actor, action, subject, leaf, leaf_hash FROM audit_entries";
+    let cases = [
+        (
+            "(at, log, idx) > ($1, $2, $3) ORDER BY at, log, idx",
+            "audit_entries_by_time",
+        ),
+        (
+            "log = $1 AND (at, idx) > ($2, $3) ORDER BY at, log, idx",
+            "audit_entries_by_log_time",
+        ),
+        (
+            "actor = $1 AND (at, log, idx) > ($2, $3, $4) ORDER BY at, log, idx",
+            "audit_entries_by_actor",
+        ),
+        (
+            "action = $1 AND at >= $2 AND at < $3 ORDER BY at, log, idx",
+            "audit_entries_by_action",
+        ),
+    ];
+    for (filter, index) in cases {
+        let text = format!("EXPLAIN QUERY PLAN {select} WHERE {filter} LIMIT 100");
+        let mut query = sqlx::query_as::<_, (i64, i64, i64, String)>(&text);
+        for _ in 0..filter.matches('$').count() {
+            query = query.bind("x");
+        }
+        let rows = query.fetch_all(&pool).await?;
+        let plan: Vec<&str> = rows.iter().map(|r| r.3.as_str()).collect();
+        assert!(
+            plan.iter()
+                .any(|step| step.starts_with("SEARCH") && step.contains(index)),
+            "{filter}: {plan:?}"
+        );
+        assert!(
+            !plan.iter().any(|step| step.contains("TEMP B-TREE")),
+            "{filter}: {plan:?}"
+        );
+    }
+    pool.close().await;
+    db.cleanup().await;
+    Ok(())
+}
+
 macro_rules! browse_tests {
     ($($case:ident),* $(,)?) => {
         mod sqlite {

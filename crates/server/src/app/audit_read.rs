@@ -142,7 +142,7 @@ pub struct AuditVerification {
     pub log: String,
     /// Whether everything matched.
     pub verified: bool,
-    /// Entries replayed (up to the mismatch, if any).
+    /// Entries verified (0 when a mismatch stopped verification).
     pub entries: u64,
     /// The root of the whole log, hex (when verified).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -207,6 +207,16 @@ impl MismatchView {
             _ => "the log".to_owned(),
         }
     }
+}
+
+/// What to verify a stored log against, beyond its own checkpoints.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyRequest {
+    /// Checkpoint notes of this log kept outside the database.
+    pub kept: Vec<String>,
+    /// Also check that every entry is canonical JSON (RFC 8785); about
+    /// twice as slow.
+    pub check_canonical: bool,
 }
 
 fn log_not_found(log: &str) -> AppError {
@@ -320,6 +330,19 @@ impl App {
             .ok_or_else(|| log_not_found(log))
     }
 
+    /// The hashes of the subtrees `ids`, in one query. Every subtree a
+    /// proof within the log's size needs is stored, so a missing one is a
+    /// damaged log, not a bad request.
+    async fn proof_nodes(&self, log: &str, ids: &[(u8, u64)]) -> Result<Vec<Hash>, AppError> {
+        match self.store.audit_nodes(log, ids).await {
+            Ok(hashes) => Ok(hashes.into_iter().map(Hash::from_bytes).collect()),
+            Err(StoreError::NotFound(_)) => Err(AppError::Internal(format!(
+                "audit log `{log}` lacks a Merkle subtree its size implies; run `gatehouse audit verify`"
+            ))),
+            Err(err) => Err(err.into()),
+        }
+    }
+
     /// Checks that `size` is within the log of `current` entries.
     fn within(log: &str, size: u64, current: u64) -> Result<(), AppError> {
         if size > current {
@@ -349,13 +372,7 @@ impl App {
         let mut ids = vec![(0u8, index)];
         ids.extend(plan.nodes().iter().map(|n| (n.level, n.index)));
         ids.extend(root_plan.nodes().iter().map(|n| (n.level, n.index)));
-        let hashes: Vec<Hash> = self
-            .store
-            .audit_nodes(&log, &ids)
-            .await?
-            .into_iter()
-            .map(Hash::from_bytes)
-            .collect();
+        let hashes = self.proof_nodes(&log, &ids).await?;
         let (leaf, rest) = hashes
             .split_first()
             .ok_or_else(|| AppError::Internal("the store returned no leaf hash".into()))?;
@@ -397,13 +414,7 @@ impl App {
             .iter()
             .map(|n: &NodeId| (n.level, n.index))
             .collect();
-        let hashes: Vec<Hash> = self
-            .store
-            .audit_nodes(&log, &ids)
-            .await?
-            .into_iter()
-            .map(Hash::from_bytes)
-            .collect();
+        let hashes = self.proof_nodes(&log, &ids).await?;
         let (path, roots) = hashes.split_at(plan.nodes().len());
         let (old_hashes, new_hashes) = roots.split_at(old_plan.nodes().len());
         let proof = plan.assemble(path).map_err(internal_proof)?;
@@ -432,13 +443,13 @@ impl App {
     }
 
     /// Verifies the stored log `log_spec` names against its checkpoints
-    /// and the checkpoint notes in `kept`, under this node's signing key.
-    /// A mismatch is a result (`verified: false`), not an error.
+    /// and `request`'s kept checkpoints, under this node's signing key. A
+    /// mismatch is a result (`verified: false`), not an error.
     pub async fn verify_audit_log(
         &self,
         actor: &Actor,
         log_spec: &str,
-        kept: Vec<String>,
+        request: VerifyRequest,
         progress: impl FnMut(Progress) + Send + 'static,
     ) -> Result<AuditVerification, AppError> {
         let log = self.audit_log_of(actor, log_spec).await?;
@@ -447,7 +458,8 @@ impl App {
         })?;
         let origin = log_origin(signer.key_name().as_str(), &log);
         let mut options = VerifyStoredOptions::new(origin, vec![signer.verifier_key()]);
-        options.kept = kept;
+        options.kept = request.kept;
+        options.check_canonical = request.check_canonical;
         match verify_stored(self.store.as_ref(), &log, options, progress).await {
             Ok(report) => Ok(AuditVerification {
                 log,
@@ -460,10 +472,7 @@ impl App {
                 mismatch: None,
             }),
             Err(VerifyStoredError::Mismatch(mismatch)) => Ok(AuditVerification {
-                entries: match mismatch.position() {
-                    Some(Position::Entry(idx)) => idx,
-                    _ => 0,
-                },
+                entries: 0,
                 log,
                 verified: false,
                 root: None,

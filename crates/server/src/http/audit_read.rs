@@ -14,6 +14,7 @@ use super::ApiState;
 use super::extract::{ApiPath, ApiQuery, Auth};
 use crate::app::{
     AuditEntryView, AuditLogView, AuditQuery, AuditVerification, ConsistencyProof, InclusionProof,
+    VerifyRequest,
 };
 use crate::error::{AppError, ErrorBody};
 
@@ -219,7 +220,7 @@ pub async fn verify_log(
 ) -> Result<axum::Json<AuditVerification>, AppError> {
     state
         .app
-        .verify_audit_log(&actor, &log, Vec::new(), |_| {})
+        .verify_audit_log(&actor, &log, VerifyRequest::default(), |_| {})
         .await
         .map(axum::Json)
 }
