@@ -290,6 +290,25 @@ async fn sqlite_pages_are_index_range_scans() -> TestResult {
             "{filter}: {plan:?}"
         );
     }
+    // The nodes of a proof: one primary-key lookup each.
+    let text = "EXPLAIN QUERY PLAN SELECT level, idx, hash FROM audit_nodes WHERE \
+        (log = $1 AND level = $2 AND idx = $3) OR (log = $1 AND level = $4 AND idx = $5)";
+    let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(text)
+        .bind("system")
+        .bind(0_i64)
+        .bind(1_i64)
+        .bind(2_i64)
+        .bind(0_i64)
+        .fetch_all(&pool)
+        .await?;
+    let plan: Vec<&str> = rows.iter().map(|r| r.3.as_str()).collect();
+    assert!(
+        plan.iter()
+            .filter(|s| s.contains("(log=? AND level=? AND idx=?)"))
+            .count()
+            == 2,
+        "{plan:?}"
+    );
     pool.close().await;
     db.cleanup().await;
     Ok(())
