@@ -270,15 +270,27 @@ pub(crate) fn listed(row: ListedRow) -> StoreResult<AuditRow> {
 pub(crate) const LEAVES_SQL: &str = "SELECT idx, leaf, leaf_hash FROM audit_entries \
      WHERE log = $1 AND idx >= $2 ORDER BY idx LIMIT $3";
 
-/// The same leaves as [`LEAVES_SQL`], packed into one text value: every
-/// entry as `<idx> <leaf hash> <leaf length in bytes> <leaf>`, in index
-/// order (read back by [`unpack_leaves`]). SQLite hands rows to sqlx one by
-/// one through a worker thread, which costs more than hashing them; one
-/// value per page reads a million entries several times faster.
-pub(crate) const PACKED_LEAVES_SQL: &str = "SELECT group_concat(\
-     idx || ' ' || leaf_hash || ' ' || octet_length(leaf) || ' ' || leaf, '' ORDER BY idx) \
+/// The same leaves as [`LEAVES_SQL`], packed into one row of four text
+/// values: the indexes (space-separated), the leaf hashes (64 hex digits
+/// each), the leaves' lengths in bytes (space-separated) and the leaves
+/// end to end (read back by [`unpack_leaves`]). SQLite hands rows to sqlx
+/// one by one through a worker thread, which costs more than hashing them;
+/// one row per page reads a million entries about twice as fast, in half
+/// the CPU. The four aggregates see the rows in the same order, whatever it
+/// is; [`unpack_leaves`] puts them in index order.
+pub(crate) const PACKED_LEAVES_SQL: &str = "SELECT group_concat(idx, ' '), \
+     group_concat(leaf_hash, ''), group_concat(octet_length(leaf), ' '), group_concat(leaf, '') \
      FROM (SELECT idx, leaf, leaf_hash FROM audit_entries \
      WHERE log = $1 AND idx >= $2 ORDER BY idx LIMIT $3)";
+
+/// A packed page as read: see [`PACKED_LEAVES_SQL`]; all `None` when the
+/// page is empty.
+pub(crate) type PackedLeaves = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
 
 /// A leaf row as read for verification.
 pub(crate) type LeafRow = (i64, String, String);
@@ -292,32 +304,41 @@ pub(crate) fn leaf(row: LeafRow) -> StoreResult<AuditLeaf> {
     })
 }
 
-/// Reads the text [`PACKED_LEAVES_SQL`] returns.
-pub(crate) fn unpack_leaves(packed: &str) -> StoreResult<Vec<AuditLeaf>> {
+/// Reads the row [`PACKED_LEAVES_SQL`] returns, in index order.
+pub(crate) fn unpack_leaves(packed: PackedLeaves) -> StoreResult<Vec<AuditLeaf>> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("audit_entries (packed page): {what}"));
-    let mut leaves = Vec::new();
-    let mut rest = packed;
-    while !rest.is_empty() {
-        let (idx, tail) = rest.split_once(' ').ok_or_else(|| corrupt("no index"))?;
+    let (Some(indexes), Some(hashes), Some(lengths), Some(leaves)) = packed else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    let mut hashes = hashes.as_str();
+    let mut leaves = leaves.as_str();
+    let mut lengths = lengths.split(' ');
+    for idx in indexes.split(' ') {
         let idx: u64 = idx.parse().map_err(|_| corrupt("index"))?;
-        let (hash, tail) = tail
-            .split_once(' ')
-            .ok_or_else(|| corrupt("no leaf hash"))?;
-        let (len, tail) = tail
-            .split_once(' ')
-            .ok_or_else(|| corrupt("no leaf length"))?;
-        let len: usize = len.parse().map_err(|_| corrupt("leaf length"))?;
-        let leaf = tail
+        let hash = hashes.get(..64).ok_or_else(|| corrupt("leaf hash"))?;
+        hashes = &hashes[64..];
+        let len: usize = lengths
+            .next()
+            .and_then(|l| l.parse().ok())
+            .ok_or_else(|| corrupt("leaf length"))?;
+        let leaf = leaves
             .get(..len)
             .ok_or_else(|| corrupt("leaf shorter than its length"))?;
-        leaves.push(AuditLeaf {
+        leaves = &leaves[len..];
+        out.push(AuditLeaf {
             idx,
             leaf: leaf.to_owned(),
             leaf_hash: from_hex("audit_entries.leaf_hash", hash)?,
         });
-        rest = &tail[len..];
     }
-    Ok(leaves)
+    if !hashes.is_empty() || !leaves.is_empty() || lengths.next().is_some() {
+        return Err(corrupt("more hashes, lengths or leaves than indexes"));
+    }
+    if !out.is_sorted_by_key(|l| l.idx) {
+        out.sort_unstable_by_key(|l| l.idx);
+    }
+    Ok(out)
 }
 
 macro_rules! impl_audit_store {
@@ -757,16 +778,28 @@ pub(crate) use impl_audit_store;
 mod tests {
     use super::*;
 
+    fn pack(rows: &[(u64, &str, &str)]) -> PackedLeaves {
+        let join = |f: &dyn Fn(&(u64, &str, &str)) -> String, sep: &str| {
+            Some(rows.iter().map(f).collect::<Vec<_>>().join(sep))
+        };
+        (
+            join(&|r| r.0.to_string(), " "),
+            join(&|r| r.1.to_owned(), ""),
+            join(&|r| r.2.len().to_string(), " "),
+            join(&|r| r.2.to_owned(), ""),
+        )
+    }
+
     #[test]
     fn packed_pages_unpack_whatever_the_leaves_hold() -> StoreResult<()> {
-        let hash = "ab".repeat(32);
-        let leaves = [r#"{"a":"x y"}"#, r#"{"name":"Zoë 3 7 "}"#, ""];
-        let packed: String = leaves
-            .iter()
-            .enumerate()
-            .map(|(i, leaf)| format!("{} {hash} {} {leaf}", i + 5, leaf.len()))
-            .collect();
-        let unpacked = unpack_leaves(&packed)?;
+        let (a, b) = ("ab".repeat(32), "cd".repeat(32));
+        let leaves = [r#"{"a":"x y"}"#, r#"{"name":"Zoë 3 7 "}"#, "{}"];
+        // Out of order, as an aggregate may see them.
+        let unpacked = unpack_leaves(pack(&[
+            (6, &b, leaves[1]),
+            (5, &a, leaves[0]),
+            (7, &a, leaves[2]),
+        ]))?;
         assert_eq!(
             unpacked
                 .iter()
@@ -774,18 +807,27 @@ mod tests {
                 .collect::<Vec<_>>(),
             [(5, leaves[0]), (6, leaves[1]), (7, leaves[2])]
         );
-        assert!(unpacked.iter().all(|l| l.leaf_hash == [0xab; 32]));
-        assert!(unpack_leaves("")?.is_empty());
+        assert_eq!(unpacked[1].leaf_hash, [0xcd; 32]);
+        assert!(unpack_leaves((None, None, None, None))?.is_empty());
+        let good = pack(&[(5, &a, "Zoë")]);
+        let some = |s: &str| Some(s.to_owned());
         for corrupt in [
-            "5",
-            &format!("x {hash} 1 a"),
-            &format!("5 {hash} 9 short"),
-            "5 nothex 1 a",
+            (some("x"), good.1.clone(), good.2.clone(), good.3.clone()),
+            (good.0.clone(), some("abcd"), good.2.clone(), good.3.clone()),
+            (
+                good.0.clone(),
+                some(&"zz".repeat(32)),
+                good.2.clone(),
+                good.3.clone(),
+            ),
+            (good.0.clone(), good.1.clone(), some("9"), good.3.clone()),
             // The length ends inside a multi-byte character.
-            &format!("5 {hash} 3 Zoë"),
+            (good.0.clone(), good.1.clone(), some("3"), good.3.clone()),
+            (good.0.clone(), good.1.clone(), some("4 1"), good.3.clone()),
+            (good.0.clone(), good.1.clone(), good.2.clone(), some("Zoë!")),
         ] {
             assert!(
-                matches!(unpack_leaves(corrupt), Err(StoreError::Corrupt(_))),
+                matches!(unpack_leaves(corrupt.clone()), Err(StoreError::Corrupt(_))),
                 "{corrupt:?}"
             );
         }

@@ -32,7 +32,7 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// `AuditStore::audit_leaves`: one packed value per page (see
+    /// `AuditStore::audit_leaves`: one packed row per page (see
     /// [`crate::audit_sql::PACKED_LEAVES_SQL`]).
     async fn read_audit_leaves(
         &self,
@@ -40,14 +40,15 @@ impl SqliteStore {
         from: u64,
         limit: u32,
     ) -> StoreResult<Vec<gatehouse_core::store::AuditLeaf>> {
-        let (packed,): (Option<String>,) = sqlx::query_as(crate::audit_sql::PACKED_LEAVES_SQL)
-            .bind(log)
-            .bind(crate::audit_sql::to_i64("audit entry index", from)?)
-            .bind(i64::from(limit))
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db_error("reading audit leaves"))?;
-        packed.map_or_else(|| Ok(Vec::new()), |p| crate::audit_sql::unpack_leaves(&p))
+        let packed: crate::audit_sql::PackedLeaves =
+            sqlx::query_as(crate::audit_sql::PACKED_LEAVES_SQL)
+                .bind(log)
+                .bind(crate::audit_sql::to_i64("audit entry index", from)?)
+                .bind(i64::from(limit))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db_error("reading audit leaves"))?;
+        crate::audit_sql::unpack_leaves(packed)
     }
 }
 
