@@ -51,6 +51,9 @@ pub struct BenchArgs {
     /// Entries appended to the measured log (audit).
     #[arg(long, default_value_t = 1_000_000)]
     entries: u64,
+    /// Entries in the log exported as OSCAL (audit).
+    #[arg(long, default_value_t = 100_000)]
+    oscal_entries: u64,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -138,6 +141,7 @@ pub async fn run(args: &ConfigArgs, bench: BenchArgs) -> Result<ExitCode, CliErr
         Scenario::Audit => {
             let audit = crate::bench_audit::AuditBench {
                 entries: bench.entries,
+                oscal_entries: bench.oscal_entries,
             };
             crate::bench_audit::measure(store.clone(), scratch.path(), &audit).await
         }

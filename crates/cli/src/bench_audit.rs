@@ -14,7 +14,8 @@
 //!    signature and root checked.
 //! 3. **Inclusion proofs** for 1,000 random entries against the log's
 //!    current size, each fetched from the store and verified.
-//! 4. **OSCAL export** of a second tenant whose log holds 100,000 entries:
+//! 4. **OSCAL export** of a second tenant whose log holds 100,000 entries
+//!    (`--oscal-entries`):
 //!    read, unsealed, mapped to runs and serialized.
 
 use std::sync::Arc;
@@ -39,8 +40,6 @@ use crate::bench::{peak_rss_mb, progress};
 const COMMIT: usize = 256;
 /// Facts per workflow run.
 const RUN_FACTS: u64 = 10;
-/// Entries in the exported tenant's log.
-const OSCAL_ENTRIES: u64 = 100_000;
 /// Inclusion proofs measured.
 const PROOFS: usize = 1_000;
 
@@ -49,6 +48,8 @@ const PROOFS: usize = 1_000;
 pub struct AuditBench {
     /// Entries appended to the measured log.
     pub entries: u64,
+    /// Entries in the exported tenant's log (whole runs of ten).
+    pub oscal_entries: u64,
 }
 
 /// The ten facts of one run, in log order, as the engine records them.
@@ -160,9 +161,12 @@ pub async fn measure(
     scratch: &std::path::Path,
     bench: &AuditBench,
 ) -> Result<Value, CliError> {
-    if bench.entries == 0 {
-        return Err(CliError::Usage("--entries must be at least 1".into()));
+    if bench.entries == 0 || bench.oscal_entries < RUN_FACTS {
+        return Err(CliError::Usage(format!(
+            "--entries must be at least 1 and --oscal-entries at least {RUN_FACTS}"
+        )));
     }
+    let oscal_entries = bench.oscal_entries / RUN_FACTS * RUN_FACTS;
     store.migrate().await?;
     let (provider, _) = LocalKeyFile::open_or_create(&scratch.join("kek.json"))?;
     let keyring = Arc::new(Keyring::new(
@@ -248,7 +252,7 @@ pub async fn measure(
         &sequencer,
         tenants[1],
         operator.id,
-        OSCAL_ENTRIES,
+        oscal_entries,
         "oscal tenant appends",
     )
     .await?;
@@ -263,10 +267,10 @@ pub async fn measure(
     let bytes = serde_json::to_vec(&document).map_err(|e| CliError::Usage(e.to_string()))?;
     let export_elapsed = started.elapsed();
     let runs = document.assessment_results.results.len();
-    if runs as u64 != OSCAL_ENTRIES / RUN_FACTS {
+    if runs as u64 != oscal_entries / RUN_FACTS {
         return Err(CliError::Usage(format!(
             "the export holds {runs} runs, expected {}",
-            OSCAL_ENTRIES / RUN_FACTS
+            oscal_entries / RUN_FACTS
         )));
     }
 
@@ -281,7 +285,7 @@ pub async fn measure(
         "proofs": PROOFS,
         "proof_p50_ms": ms(p(0.50)),
         "proof_p99_ms": ms(p(0.99)),
-        "oscal_entries": OSCAL_ENTRIES,
+        "oscal_entries": oscal_entries,
         "oscal_runs": runs,
         "oscal_bytes": bytes.len(),
         "oscal_export_secs": export_elapsed.as_secs_f64(),
