@@ -27,8 +27,10 @@ use crate::error::AppError;
 
 mod audit_key;
 mod audit_log;
+mod checkpoints;
 mod oscal;
 pub use audit_key::AuditPublicKey;
+pub use checkpoints::{CheckpointView, Issued};
 pub use oscal::{Fact, assemble, parse_instant};
 mod gates;
 

@@ -347,7 +347,8 @@ mod cases {
                 .replace("{workflow}", "wf_01jd8x3k2q9f6v0c4m7r5t8w1y")
                 .replace("{approval}", "apr_01jd8x3k2q9f6v0c4m7r5t8w1y")
                 .replace("{task}", "tsk_01jd8x3k2q9f6v0c4m7r5t8w1y")
-                .replace("{step}", "only");
+                .replace("{step}", "only")
+                .replace("{log}", "system");
             assert!(
                 !concrete.contains('{'),
                 "a path parameter of {path} is not covered by this test"

@@ -34,6 +34,39 @@ impl std::fmt::Debug for Keyring {
     }
 }
 
+/// One tenant's data key, for sealing and opening many values without
+/// asking the keyring each time (see [`Keyring::sealer`]). Values are
+/// interchangeable with [`Keyring::seal`] and [`Keyring::open`]. Hold it
+/// only for the work at hand: it keeps the key past the cache's TTL, and
+/// past the tenant's deletion.
+#[derive(Debug, Clone)]
+pub struct TenantSealer {
+    tenant: TenantId,
+    key: DataKey,
+}
+
+impl TenantSealer {
+    /// The tenant whose key this is.
+    pub fn tenant(&self) -> TenantId {
+        self.tenant
+    }
+
+    /// Associated data binding a value to its tenant and purpose.
+    fn aad(&self, context: &str) -> Vec<u8> {
+        format!("gatehouse/v1\u{0}{}\u{0}{context}", self.tenant).into_bytes()
+    }
+
+    /// Seals `plaintext`; opening needs the same `context`.
+    pub fn seal(&self, context: &str, plaintext: &[u8]) -> Result<Vec<u8>, VaultError> {
+        self.key.seal(&self.aad(context), plaintext)
+    }
+
+    /// Opens a value sealed for this tenant with the same `context`.
+    pub fn open(&self, context: &str, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+        self.key.open(&self.aad(context), sealed)
+    }
+}
+
 /// Where a KEK rotation stands, for progress displays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RotationProgress {
@@ -130,11 +163,6 @@ impl Keyring {
         Ok(key)
     }
 
-    /// Associated data binding a value to its tenant and purpose.
-    fn aad(tenant: TenantId, context: &str) -> Vec<u8> {
-        format!("gatehouse/v1\u{0}{tenant}\u{0}{context}").into_bytes()
-    }
-
     /// Seals `plaintext` for `tenant`; `context` names what it is
     /// (`secret:ninjaone.client-secret`), and opening needs the same context.
     pub async fn seal(
@@ -143,9 +171,7 @@ impl Keyring {
         context: &str,
         plaintext: &[u8],
     ) -> Result<Vec<u8>, VaultError> {
-        self.data_key(tenant)
-            .await?
-            .seal(&Self::aad(tenant, context), plaintext)
+        self.sealer(tenant).await?.seal(context, plaintext)
     }
 
     /// Opens a value sealed by [`Keyring::seal`] with the same tenant and context.
@@ -155,9 +181,17 @@ impl Keyring {
         context: &str,
         sealed: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, VaultError> {
-        self.data_key(tenant)
-            .await?
-            .open(&Self::aad(tenant, context), sealed)
+        self.sealer(tenant).await?.open(context, sealed)
+    }
+
+    /// `tenant`'s data key, fetched once for many values: bulk work (the
+    /// audit sequencer, exports) seals and opens without a lookup per value.
+    /// `KeyDestroyed` if the tenant was deleted.
+    pub async fn sealer(&self, tenant: TenantId) -> Result<TenantSealer, VaultError> {
+        Ok(TenantSealer {
+            tenant,
+            key: self.data_key(tenant).await?,
+        })
     }
 
     /// Drops the cached data key of `tenant` (after deleting it).

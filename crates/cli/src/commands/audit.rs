@@ -2,7 +2,10 @@
 
 use std::process::ExitCode;
 
-use super::open;
+use gatehouse_server::App;
+use gatehouse_server::app::Issued;
+
+use super::{CLI, open};
 use crate::CliError;
 use crate::config::ConfigArgs;
 
@@ -18,6 +21,13 @@ pub enum AuditCommand {
     },
     /// Export a tenant's audit facts (OSCAL assessment results).
     Export(super::audit_export::ExportArgs),
+    /// Sign a checkpoint of a log at its current size now (or reuse its
+    /// latest one if nothing was appended since) and print the signed note,
+    /// the file `audit verify --checkpoint` takes.
+    Checkpoint {
+        /// The log: `system`, a tenant id or a tenant slug.
+        log: String,
+    },
 }
 
 /// Runs an audit subcommand.
@@ -33,7 +43,22 @@ pub async fn run(args: &ConfigArgs, command: AuditCommand) -> Result<ExitCode, C
             }
         }
         AuditCommand::Export(export) => super::audit_export::run(&app, export).await?,
+        AuditCommand::Checkpoint { log } => checkpoint(&app, &log).await?,
     }
     app.store.close().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `gatehouse audit checkpoint LOG`: the note on standard output (so it can
+/// be redirected to a file), what was done on standard error.
+async fn checkpoint(app: &App, log: &str) -> Result<(), CliError> {
+    let issued = app.issue_checkpoint(&CLI, log).await?;
+    let what = match issued {
+        Issued::New(_) => "signed a new checkpoint",
+        Issued::Latest(_) => "nothing appended since the latest checkpoint; reusing it",
+    };
+    let checkpoint = issued.into_checkpoint();
+    eprintln!("{what}: log {}, size {}", checkpoint.log, checkpoint.size);
+    print!("{}", checkpoint.note);
+    Ok(())
 }

@@ -102,6 +102,8 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(workflows::complete_task))
         .routes(routes!(audit::public_key))
         .routes(routes!(oscal::export_oscal))
+        .routes(routes!(audit::list_checkpoints, audit::issue_checkpoint))
+        .routes(routes!(audit::latest_checkpoint))
 }
 
 /// The whole HTTP application.
