@@ -170,6 +170,56 @@ async fn the_audit_public_key_survives_kek_rotation(backend: Backend) {
     assert_eq!(body["key_id"], parsed.key_id().to_string());
 }
 
+async fn audit_checkpoints_from_serve_and_the_cli(backend: Backend) {
+    let install = Install::new(&backend);
+    install.run(&["migrate"]).ok();
+    // Nothing sequenced yet (only `serve` runs the sequencer).
+    let empty = install.run(&["audit", "checkpoint", "system"]).fails();
+    assert!(
+        empty.error_message().contains("has no entries yet"),
+        "{}",
+        empty.stderr
+    );
+    let unknown = install.run(&["audit", "checkpoint", "nobody"]).fails();
+    assert!(unknown.error_message().contains("nobody"), "{}", unknown.stderr);
+    install
+        .run(&["events", "submit", "--type", "test.nobody", "--key", "n-1"])
+        .ok();
+
+    // `serve` appends the record and, on its first idle pass, signs the
+    // system log, which has no checkpoint yet.
+    let mut server = install.serve(&[]).await;
+    let token = server.bootstrap_token();
+    let path = "/api/v1/audit/logs/system/checkpoints";
+    let mut listed = server.get(path, Some(&token)).await;
+    for _ in 0..300 {
+        if listed.body.as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        listed = server.get(path, Some(&token)).await;
+    }
+    assert_eq!(listed.status, 200, "{:?}", listed.body);
+    let signed = listed.body[0].clone();
+    assert_eq!(signed["log"], "system", "{signed}");
+    let stopped = server.terminate();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+
+    // Nothing appended since: the CLI prints that same note.
+    let again = install.run(&["audit", "checkpoint", "system"]).ok();
+    assert_eq!(again.stdout, signed["note"].as_str().unwrap());
+    assert!(again.stderr.contains("reusing it"), "{}", again.stderr);
+    let verifier = install.run(&["audit", "public-key"]).ok().stdout;
+    let key = gatehouse_audit::VerifierKey::parse(verifier.trim()).unwrap();
+    let (checkpoint, _) = gatehouse_audit::checkpoint::open(
+        &again.stdout,
+        &[key],
+        "gatehouse.local/audit/system",
+    )
+    .unwrap();
+    assert_eq!(checkpoint.size(), signed["size"].as_u64().unwrap());
+}
+
 // ----- 2. migrate and tenants ----------------------------------------------
 
 async fn migrate_then_tenant_lifecycle_through_the_cli(backend: Backend) {
@@ -951,6 +1001,11 @@ mod sqlite {
     }
 
     #[tokio::test]
+    async fn audit_checkpoints_from_serve_and_the_cli() {
+        on_sqlite(super::audit_checkpoints_from_serve_and_the_cli).await;
+    }
+
+    #[tokio::test]
     async fn secrets_via_stdin_survive_key_rotation() {
         on_sqlite(super::secrets_via_stdin_survive_key_rotation).await;
     }
@@ -1147,6 +1202,15 @@ mod postgres {
         on_postgres(
             "cli_audit_key",
             super::the_audit_public_key_survives_kek_rotation,
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn audit_checkpoints_from_serve_and_the_cli() {
+        on_postgres(
+            "cli_audit_checkpoints",
+            super::audit_checkpoints_from_serve_and_the_cli,
         )
         .await;
     }
