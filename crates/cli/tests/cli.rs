@@ -181,7 +181,11 @@ async fn audit_checkpoints_from_serve_and_the_cli(backend: Backend) {
         empty.stderr
     );
     let unknown = install.run(&["audit", "checkpoint", "nobody"]).fails();
-    assert!(unknown.error_message().contains("nobody"), "{}", unknown.stderr);
+    assert!(
+        unknown.error_message().contains("nobody"),
+        "{}",
+        unknown.stderr
+    );
     install
         .run(&["events", "submit", "--type", "test.nobody", "--key", "n-1"])
         .ok();
@@ -211,12 +215,9 @@ async fn audit_checkpoints_from_serve_and_the_cli(backend: Backend) {
     assert!(again.stderr.contains("reusing it"), "{}", again.stderr);
     let verifier = install.run(&["audit", "public-key"]).ok().stdout;
     let key = gatehouse_audit::VerifierKey::parse(verifier.trim()).unwrap();
-    let (checkpoint, _) = gatehouse_audit::checkpoint::open(
-        &again.stdout,
-        &[key],
-        "gatehouse.local/audit/system",
-    )
-    .unwrap();
+    let (checkpoint, _) =
+        gatehouse_audit::checkpoint::open(&again.stdout, &[key], "gatehouse.local/audit/system")
+            .unwrap();
     assert_eq!(checkpoint.size(), signed["size"].as_u64().unwrap());
 }
 

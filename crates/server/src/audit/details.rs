@@ -7,12 +7,15 @@
 //! fetch the tenant's key once with `Keyring::sealer` and call
 //! [`open_details_with`] for each leaf, which does no I/O.
 
+use std::borrow::Cow;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use gatehouse_core::audit::details_context;
 use gatehouse_core::id::TenantId;
 use gatehouse_vault::{Keyring, TenantSealer, VaultError};
-use serde_json::{Map, Value};
+use serde::Deserialize;
+use serde_json::Value;
 
 /// The leaf member holding a tenant entry's sealed details (base64).
 pub const SEALED: &str = "sealed";
@@ -82,34 +85,47 @@ fn leaf_error(what: impl Into<String>) -> DetailsError {
     DetailsError::Leaf(what.into())
 }
 
+/// The members of a leaf that say where its details are; the others are
+/// skipped without being kept.
+#[derive(Deserialize)]
+struct Fields<'a> {
+    #[serde(borrow)]
+    log: Option<Cow<'a, str>>,
+    idx: Option<u64>,
+    #[serde(borrow)]
+    tenant_id: Option<Cow<'a, str>>,
+    /// `Some(Null)` for `"details": null`, `None` when absent.
+    #[serde(default, deserialize_with = "present")]
+    details: Option<Value>,
+    #[serde(borrow)]
+    sealed: Option<Cow<'a, str>>,
+    details_withheld: Option<String>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
 fn parse(entry_leaf: &str) -> Result<Parsed, DetailsError> {
-    let mut entry: Map<String, Value> =
+    let fields: Fields<'_> =
         serde_json::from_str(entry_leaf).map_err(|e| leaf_error(e.to_string()))?;
-    if let Some(details) = entry.remove(DETAILS) {
+    if let Some(details) = fields.details {
         return Ok(Parsed::Done(Details::Clear(details)));
     }
-    if let Some(reason) = entry.get(WITHHELD) {
-        let reason = reason
-            .as_str()
-            .ok_or_else(|| leaf_error(format!("`{WITHHELD}` is not a string")))?;
-        return Ok(Parsed::Done(Details::Withheld(reason.to_owned())));
+    if let Some(reason) = fields.details_withheld {
+        return Ok(Parsed::Done(Details::Withheld(reason)));
     }
-    let sealed = entry
-        .get(SEALED)
-        .and_then(Value::as_str)
+    let sealed = fields
+        .sealed
         .ok_or_else(|| leaf_error(format!("no `{DETAILS}`, `{SEALED}` or `{WITHHELD}`")))?;
     let sealed = BASE64
-        .decode(sealed)
+        .decode(sealed.as_bytes())
         .map_err(|e| leaf_error(format!("`{SEALED}` is not base64: {e}")))?;
-    let idx = entry
-        .get("idx")
-        .and_then(Value::as_u64)
-        .ok_or_else(|| leaf_error("no `idx`"))?;
-    let tenant_text = entry
-        .get("tenant_id")
-        .and_then(Value::as_str)
+    let idx = fields.idx.ok_or_else(|| leaf_error("no `idx`"))?;
+    let tenant_text = fields
+        .tenant_id
         .ok_or_else(|| leaf_error("sealed details without a `tenant_id`"))?;
-    if entry.get("log").and_then(Value::as_str) != Some(tenant_text) {
+    if fields.log.as_deref() != Some(&*tenant_text) {
         return Err(leaf_error("sealed details outside their tenant's log"));
     }
     let tenant = tenant_text
