@@ -442,6 +442,33 @@ mod cases {
             error(fresh.seal(stranger, &ctx, b"x").await),
             VaultError::KeyDestroyed(id) if id == stranger
         ));
+        assert!(matches!(
+            fresh.sealer(stranger).await,
+            Err(VaultError::KeyDestroyed(id)) if id == stranger
+        ));
+
+        // A tenant's sealer (one key fetch for many values) is
+        // interchangeable with the keyring, and as bound.
+        let sealer = fresh.sealer(a).await.unwrap();
+        assert_eq!(sealer.tenant(), a);
+        assert_eq!(
+            sealer.open(&ctx, &sealed_a).unwrap().as_slice(),
+            DISTINCTIVE
+        );
+        let by_sealer = sealer.seal(&ctx, DISTINCTIVE).unwrap();
+        assert_eq!(
+            fresh.open(a, &ctx, &by_sealer).await.unwrap().as_slice(),
+            DISTINCTIVE
+        );
+        assert!(matches!(
+            sealer.open("audit:1", &by_sealer),
+            Err(VaultError::Decrypt(_))
+        ));
+        assert!(matches!(
+            fresh.sealer(b).await.unwrap().open(&ctx, &by_sealer),
+            Err(VaultError::Decrypt(_))
+        ));
+        assert!(format!("{sealer:?}").contains("DataKey(<redacted>)"));
     }
 
     pub async fn plaintext_never_reaches_the_sqlite_file(env: &Env) {
