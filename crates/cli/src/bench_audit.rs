@@ -83,19 +83,48 @@ fn run_records(tenant: TenantId, operator: OperatorId, at: OffsetDateTime) -> Ve
             json!({"type": "psa.opportunity.won", "dedup_key": format!("deal-{event}"),
                    "outcome": {"instances": [wf]}}),
         ),
-        step(1, "instance.started", "system", None, json!({"template": "bench-onboarding",
-            "version": 1, "event": event, "actor": "system"})),
-        step(2, "approval.requested", "system", Some("m365"), json!({"approval": approval, "gate": "L2"})),
-        step(3, "approval.approved", &op, Some("m365"), json!({"approval": approval, "by": op,
-            "reason": "plan checked against the signed SOW", "override": false})),
+        step(
+            1,
+            "instance.started",
+            "system",
+            None,
+            json!({"template": "bench-onboarding",
+            "version": 1, "event": event, "actor": "system"}),
+        ),
+        step(
+            2,
+            "approval.requested",
+            "system",
+            Some("m365"),
+            json!({"approval": approval, "gate": "L2"}),
+        ),
+        step(
+            3,
+            "approval.approved",
+            &op,
+            Some("m365"),
+            json!({"approval": approval, "by": op,
+            "reason": "plan checked against the signed SOW", "override": false}),
+        ),
     ];
     for (i, id) in ["m365", "rmm", "docs", "psa"].into_iter().enumerate() {
-        records.push(step(4 + i as u64, "step.succeeded", "system", Some(id),
-            json!({"attempt": 1, "gate": "L2", "action": format!("bench.{id}")})));
+        records.push(step(
+            4 + i as u64,
+            "step.succeeded",
+            "system",
+            Some(id),
+            json!({"attempt": 1, "gate": "L2", "action": format!("bench.{id}")}),
+        ));
     }
-    records.push(step(8, "notification.queued", "system", Some("psa"), json!({
+    records.push(step(
+        8,
+        "notification.queued",
+        "system",
+        Some("psa"),
+        json!({
         "reason": "L1: executed, review requested",
-        "notification": NotificationId::generate(at), "recipient": "the default reviewer"})));
+        "notification": NotificationId::generate(at), "recipient": "the default reviewer"}),
+    ));
     records.push(step(9, "instance.completed", "system", None, json!({})));
     records
 }
@@ -136,7 +165,11 @@ async fn append(
             .await
             .map_err(|e| CliError::Usage(format!("sequencing: {e}")))?;
         appended += n as u64;
-        progress(label, appended.min(u64::from(u32::MAX)) as u32, entries as u32);
+        progress(
+            label,
+            appended.min(u64::from(u32::MAX)) as u32,
+            entries as u32,
+        );
         if n == 0 {
             if let Some(p) = producing.as_ref()
                 && p.is_finished()
@@ -206,7 +239,23 @@ pub async fn measure(
         store.backend().as_str(),
         bench.entries
     );
-    let sequencer = gatehouse_server::audit::Sequencer::new(store.clone());
+    // As `serve` runs it: sealing the tenant's details, signing a
+    // checkpoint every 1,000 entries.
+    let name = gatehouse_audit::KeyName::parse("gatehouse.bench/audit")
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let signer = gatehouse_vault::AuditSigner::open(
+        keyring.provider().as_ref(),
+        store.as_ref(),
+        name,
+        clock.as_ref(),
+    )
+    .await?;
+    let sequencer = gatehouse_server::audit::Sequencer::new(store.clone(), keyring.clone())
+        .with_checkpoints(
+            Arc::new(signer),
+            clock.clone(),
+            gatehouse_server::audit::CheckpointPolicy::default(),
+        );
 
     // 1. Appends.
     let append_elapsed = append(

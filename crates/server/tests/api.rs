@@ -1992,7 +1992,8 @@ mod oscal_cases {
             .await;
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
         t.settle().await;
-        let sequencer = gatehouse_server::audit::Sequencer::new(t.app.store.clone());
+        let sequencer =
+            gatehouse_server::audit::Sequencer::new(t.app.store.clone(), t.app.keyring.clone());
         while sequencer.run_once(4096).await.unwrap() > 0 {}
 
         let path = "/api/v1/tenants/acme/audit/oscal";

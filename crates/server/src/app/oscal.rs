@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use gatehouse_audit::Checkpoint;
 use gatehouse_core::GateLevel;
 use gatehouse_core::approval::Verdict;
-use gatehouse_core::id::OperatorId;
+use gatehouse_core::id::{OperatorId, TenantId};
 use gatehouse_core::operator::Operator;
 use gatehouse_core::store::StoreError;
 use gatehouse_core::workflow::InstanceState;
@@ -20,11 +20,13 @@ use gatehouse_oscal::{
     ExportOptions, GateDecision, HumanTaskCompleted, NotificationSent, OperatorRef, Outcome,
     Period, RunEntry, StepExecuted, TenantRef as OscalTenant, Trigger, WorkflowRun,
 };
+use gatehouse_vault::{TenantSealer, VaultError};
 use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::{Actor, App, TenantRef};
+use crate::audit::{Details, open_details_with};
 use crate::authz::{Permission, authorize};
 use crate::error::AppError;
 
@@ -69,7 +71,7 @@ impl App {
         }
         let tenant = self.find_tenant(tenant).await?;
         let log = tenant.id.to_string();
-        let facts = self.read_facts(&log).await?;
+        let facts = self.read_facts(tenant.id).await?;
         let operators = self.operators_in(&facts).await?;
         let runs = assemble(&facts, &operators, period);
         let checkpoints = self
@@ -94,19 +96,26 @@ impl App {
             .map_err(|err| AppError::Internal(format!("the OSCAL export failed: {err}")))
     }
 
-    /// Every workflow and event entry of `log`, details opened.
-    async fn read_facts(&self, log: &str) -> Result<Vec<Fact>, AppError> {
+    /// Every workflow and event entry of `tenant`'s log, details opened
+    /// with its key (fetched once; none if the tenant was deleted).
+    async fn read_facts(&self, tenant: TenantId) -> Result<Vec<Fact>, AppError> {
+        let log = tenant.to_string();
+        let sealer = match self.keyring.sealer(tenant).await {
+            Ok(sealer) => Some(sealer),
+            Err(VaultError::KeyDestroyed(_)) => None,
+            Err(err) => return Err(err.into()),
+        };
         let mut facts = Vec::new();
         let mut from = 0;
         loop {
-            let page = self.store.audit_entries(log, from, EXPORT_PAGE).await?;
+            let page = self.store.audit_entries(&log, from, EXPORT_PAGE).await?;
             let full = page.len() == EXPORT_PAGE as usize;
             for entry in page {
                 from = entry.idx + 1;
                 if !(entry.action.starts_with("workflow.") || entry.action == "event.received") {
                     continue;
                 }
-                let details = leaf_details(&entry.leaf)?;
+                let details = leaf_details(sealer.as_ref(), &entry.leaf)?;
                 facts.push(Fact {
                     idx: entry.idx,
                     at: entry.at,
@@ -458,14 +467,16 @@ fn operator_ref(operator: &Operator) -> OperatorRef {
     }
 }
 
-/// PLACEHOLDER until sealing lands: the clear details of a leaf.
-fn leaf_details(leaf: &str) -> Result<Value, AppError> {
-    let mut value: Value = serde_json::from_str(leaf)
-        .map_err(|err| AppError::Internal(format!("an audit leaf is not JSON: {err}")))?;
-    Ok(value
-        .get_mut("details")
-        .map(Value::take)
-        .unwrap_or(Value::Null))
+/// The details of a leaf: in clear or opened; `Null` if they are withheld
+/// or their key is destroyed.
+fn leaf_details(sealer: Option<&TenantSealer>, leaf: &str) -> Result<Value, AppError> {
+    match open_details_with(sealer, leaf) {
+        Ok(Details::Clear(details) | Details::Opened(details)) => Ok(details),
+        Ok(Details::Withheld(_) | Details::KeyDestroyed) => Ok(Value::Null),
+        Err(err) => Err(AppError::Internal(format!(
+            "an audit entry's details cannot be read: {err}"
+        ))),
+    }
 }
 
 #[cfg(test)]
