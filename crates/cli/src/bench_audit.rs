@@ -147,7 +147,7 @@ async fn append(
             let mut pending: Vec<AuditRecord> = Vec::with_capacity(COMMIT + RUN_FACTS as usize);
             while queued < entries {
                 while pending.len() < COMMIT {
-                    pending.extend(run_records(tenant, operator, OffsetDateTime::now_utc()));
+                    pending.extend(run_records(tenant, operator, SystemClock.now()));
                 }
                 let take = pending.len().min(COMMIT).min((entries - queued) as usize);
                 let batch: Vec<AuditRecord> = pending.drain(..take).collect();
