@@ -274,6 +274,42 @@ mod tests {
     use crate::workflow::{DedupKey, EventKind, EventSource, InstanceState};
 
     #[test]
+    fn provenance_names_the_token_or_the_system_reason() {
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let token = TokenId::generate(now);
+        let operator = Provenance {
+            actor: "op_x".into(),
+            token: Some(token),
+            reason: None,
+            at: now,
+        };
+        let tenant = TenantId::generate(now);
+        let record = operator.record(
+            Some(tenant),
+            action::GATE_SET,
+            "joiner_access",
+            json!({"area": "joiner_access"}),
+        );
+        assert_eq!(record.log(), tenant.to_string());
+        assert_eq!(
+            (record.actor.as_str(), record.action.as_str()),
+            ("op_x", "gate.set")
+        );
+        assert_eq!(
+            record.details,
+            json!({"area": "joiner_access", "token": token.to_string()})
+        );
+
+        let later = now + time::Duration::seconds(5);
+        let system = Provenance::system("local cli", now).at(later);
+        let record = system.record(None, action::KEK_ROTATED, "local:2", json!({}));
+        assert_eq!(record.log(), SYSTEM_LOG);
+        assert_eq!(record.at, later);
+        assert_eq!(record.actor, "system");
+        assert_eq!(record.details, json!({"system_reason": "local cli"}));
+    }
+
+    #[test]
     fn records_go_to_their_tenants_log_or_the_system_log() {
         let now = OffsetDateTime::UNIX_EPOCH;
         let tenant = TenantId::generate(now);

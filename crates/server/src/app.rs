@@ -285,7 +285,11 @@ impl App {
         let (token, secret) = ApiToken::issue(operator.id, "bootstrap", None, now)?;
         let by = Provenance::system("bootstrap", now);
         let audit = [operator_created(&by, &operator), token_issued(&by, &token)];
-        match self.store.bootstrap_operator(&operator, &token, &audit).await {
+        match self
+            .store
+            .bootstrap_operator(&operator, &token, &audit)
+            .await
+        {
             Ok(true) => Ok(Some((operator, secret))),
             Ok(false) => Ok(None),
             // An operator named `admin` exists though nobody bootstrapped:

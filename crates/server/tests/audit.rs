@@ -85,7 +85,7 @@ impl Harness {
             created_at: now,
             rewrapped_at: None,
         };
-        store.insert_tenant(&tenant, &key).await.unwrap();
+        store.insert_tenant(&tenant, &key, &[]).await.unwrap();
         let engine = Engine::new(
             store.clone(),
             Arc::new(templates),

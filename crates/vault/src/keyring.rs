@@ -286,13 +286,7 @@ impl Keyring {
                 );
                 match self
                     .keys
-                    .rewrap_tenant_key(
-                        record.tenant_id,
-                        &record.wrapped.kek_id,
-                        &new,
-                        at,
-                        &[audit],
-                    )
+                    .rewrap_tenant_key(record.tenant_id, &record.wrapped.kek_id, &new, at, &[audit])
                     .await
                 {
                     Ok(()) => {
