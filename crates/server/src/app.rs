@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use gatehouse_core::approval::ApprovalState;
 use gatehouse_core::approval::{Approval, HumanTask, TaskState, Verdict};
-use gatehouse_core::audit::{Provenance, action};
+use gatehouse_core::audit::{Provenance, action as audit_action};
 use gatehouse_core::clock::Clock;
 use gatehouse_core::id::{ApprovalId, HumanTaskId, OperatorId, TenantId, TokenId, WorkflowId};
 use gatehouse_core::operator::{ApiToken, Operator, OperatorName, Role, TokenSecret};
@@ -343,7 +343,7 @@ impl App {
             // The system log holds no tenant-sensitive data: no display name.
             by.record(
                 None,
-                action::TENANT_CREATED,
+                audit_action::TENANT_CREATED,
                 tenant.id,
                 json!({
                     "slug": tenant.slug.as_str(),
@@ -353,7 +353,7 @@ impl App {
             ),
             by.record(
                 Some(tenant.id),
-                action::TENANT_CREATED,
+                audit_action::TENANT_CREATED,
                 tenant.id,
                 json!({
                     "slug": tenant.slug.as_str(),
@@ -364,7 +364,7 @@ impl App {
             ),
             by.record(
                 Some(tenant.id),
-                action::KEY_CREATED,
+                audit_action::KEY_CREATED,
                 tenant.id,
                 json!({"kek": key.wrapped.kek_id}),
             ),
@@ -457,7 +457,7 @@ impl App {
         }
         let audit = actor.provenance(current.updated_at).record(
             Some(current.id),
-            action::TENANT_UPDATED,
+            audit_action::TENANT_UPDATED,
             current.id,
             json!({"before": was, "after": now, "version": current.version}),
         );
@@ -485,20 +485,20 @@ impl App {
             "from": from.as_str(),
             "to": current.state.as_str(),
         });
+        let (log, name) = match action {
+            TenantAction::Activate => (Some(current.id), audit_action::TENANT_ACTIVATED),
+            TenantAction::Suspend => (Some(current.id), audit_action::TENANT_SUSPENDED),
+            TenantAction::Offboard => (Some(current.id), audit_action::TENANT_OFFBOARDED),
+            // In the system log: the tenant's own log is unreadable once its
+            // key is shredded, and the deletion must stay provable.
+            TenantAction::Delete => (None, audit_action::TENANT_DELETED),
+        };
+        let audit = by.record(log, name, current.id, details);
         if action == TenantAction::Delete {
-            // In the system log: the tenant's own log is unreadable once
-            // its key is shredded, and the deletion must stay provable.
-            let audit = by.record(None, action::TENANT_DELETED, current.id, details);
             self.store.delete_tenant(&current, &[audit]).await?;
             self.keyring.forget(current.id);
             tracing::warn!(tenant = %current.id, slug = %current.slug, "tenant deleted; its data key is destroyed");
         } else {
-            let name = match action {
-                TenantAction::Activate => action::TENANT_ACTIVATED,
-                TenantAction::Suspend => action::TENANT_SUSPENDED,
-                TenantAction::Offboard | TenantAction::Delete => action::TENANT_OFFBOARDED,
-            };
-            let audit = by.record(Some(current.id), name, current.id, details);
             self.store.update_tenant(&current, &[audit]).await?;
             tracing::info!(tenant = %current.id, state = %current.state, "tenant {}", action.as_str());
         }
@@ -537,7 +537,7 @@ impl App {
         // The name only: never the value, nor anything derived from it.
         let audit = actor.provenance(now).record(
             Some(tenant.id),
-            action::SECRET_SET,
+            audit_action::SECRET_SET,
             name,
             json!({"name": name.as_str(), "value": "set (not recorded)"}),
         );
@@ -573,7 +573,7 @@ impl App {
         let tenant = self.find_tenant(tenant).await?;
         let audit = actor.provenance(self.now()).record(
             Some(tenant.id),
-            action::SECRET_DELETED,
+            audit_action::SECRET_DELETED,
             name,
             json!({"name": name.as_str()}),
         );
@@ -720,7 +720,7 @@ impl App {
         let now = self.now();
         let audit = actor.provenance(now).record(
             None,
-            action::TOKEN_REVOKED,
+            audit_action::TOKEN_REVOKED,
             token,
             json!({"operator": found.operator_id.to_string()}),
         );
@@ -743,9 +743,9 @@ impl App {
             });
         }
         let name = if disabled {
-            action::OPERATOR_DISABLED
+            audit_action::OPERATOR_DISABLED
         } else {
-            action::OPERATOR_ENABLED
+            audit_action::OPERATOR_ENABLED
         };
         let audit = actor
             .provenance(self.now())
@@ -778,7 +778,7 @@ impl App {
         // Each rewrap recorded itself; this records the rotation as a whole.
         let audit = by.at(self.now()).record(
             None,
-            action::KEK_ROTATED,
+            audit_action::KEK_ROTATED,
             &report.active_kek,
             json!({
                 "rewrapped": report.rewrapped,
@@ -1054,7 +1054,7 @@ fn actor_name(actor: &Actor) -> String {
 fn operator_created(by: &Provenance, operator: &Operator) -> gatehouse_core::audit::AuditRecord {
     by.record(
         None,
-        action::OPERATOR_CREATED,
+        audit_action::OPERATOR_CREATED,
         operator.id,
         json!({"role": operator.role.as_str()}),
     )
@@ -1065,7 +1065,7 @@ fn operator_created(by: &Provenance, operator: &Operator) -> gatehouse_core::aud
 fn token_issued(by: &Provenance, token: &ApiToken) -> gatehouse_core::audit::AuditRecord {
     by.record(
         None,
-        action::TOKEN_ISSUED,
+        audit_action::TOKEN_ISSUED,
         token.id,
         json!({
             "operator": token.operator_id.to_string(),
