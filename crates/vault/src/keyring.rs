@@ -35,6 +35,16 @@ impl std::fmt::Debug for Keyring {
     }
 }
 
+/// What a rotation rewraps to, and who is recorded as doing it.
+struct Target<'a> {
+    /// The KEK made active.
+    active: &'a str,
+    /// The time of each rewrap.
+    clock: &'a dyn Clock,
+    /// Who rotates.
+    by: &'a Provenance,
+}
+
 /// Where a KEK rotation stands, for progress displays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RotationProgress {
@@ -196,7 +206,12 @@ impl Keyring {
             seen: 0,
             rewrapped: 0,
         };
-        self.sweep(&active, clock, by, &mut report, &mut state, progress, true)
+        let target = Target {
+            active: &active,
+            clock,
+            by,
+        };
+        self.sweep(&target, &mut report, &mut state, progress, true)
             .await?;
         let mut in_use = BTreeSet::new();
         if let Some(audit_keys) = &self.audit_keys {
@@ -217,7 +232,7 @@ impl Keyring {
             // A node that wrapped a new tenant's key under the old KEK just
             // before the rotation may have stored it after the sweep listed
             // the keys: sweep again before deciding what is unused.
-            self.sweep(&active, clock, by, &mut report, &mut state, progress, false)
+            self.sweep(&target, &mut report, &mut state, progress, false)
                 .await?;
             if let Some(audit_keys) = &self.audit_keys {
                 in_use.extend(
@@ -250,9 +265,7 @@ impl Keyring {
     /// it still had to rewrap.
     async fn sweep(
         &self,
-        active: &str,
-        clock: &dyn Clock,
-        by: &Provenance,
+        target: &Target<'_>,
         report: &mut RotationReport,
         state: &mut RotationProgress,
         progress: &mut (dyn FnMut(RotationProgress) + Send),
@@ -267,7 +280,7 @@ impl Keyring {
                 if first {
                     state.seen += 1;
                 }
-                if record.wrapped.kek_id == *active {
+                if record.wrapped.kek_id == target.active {
                     if first {
                         report.already_current += 1;
                     }
@@ -277,8 +290,8 @@ impl Keyring {
                     .provider
                     .rewrap(record.tenant_id, &record.wrapped)
                     .await?;
-                let at = clock.now();
-                let audit = by.at(at).record(
+                let at = target.clock.now();
+                let audit = target.by.at(at).record(
                     Some(record.tenant_id),
                     action::KEY_REWRAPPED,
                     record.tenant_id,
