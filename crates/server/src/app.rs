@@ -446,20 +446,21 @@ impl App {
         }
         current.version += 1;
         current.updated_at = self.now();
-        let (mut was, mut now) = (serde_json::Map::new(), serde_json::Map::new());
+        // The changed fields only, before and after.
+        let (mut old, mut new) = (serde_json::Map::new(), serde_json::Map::new());
         if before.display_name != current.display_name {
-            was.insert("display_name".into(), before.display_name.as_str().into());
-            now.insert("display_name".into(), current.display_name.as_str().into());
+            old.insert("display_name".into(), before.display_name.as_str().into());
+            new.insert("display_name".into(), current.display_name.as_str().into());
         }
         if before.region != current.region {
-            was.insert("region".into(), before.region.as_str().into());
-            now.insert("region".into(), current.region.as_str().into());
+            old.insert("region".into(), before.region.as_str().into());
+            new.insert("region".into(), current.region.as_str().into());
         }
         let audit = actor.provenance(current.updated_at).record(
             Some(current.id),
             audit_action::TENANT_UPDATED,
             current.id,
-            json!({"before": was, "after": now, "version": current.version}),
+            json!({"before": old, "after": new, "version": current.version}),
         );
         self.store.update_tenant(&current, &[audit]).await?;
         Ok(current)

@@ -319,9 +319,57 @@ async fn a_workflow_and_every_api_mutation_leave_their_entries(s: &Server) -> Te
     s.expect(
         StatusCode::OK,
         PUT,
+        "/api/v1/tenants/acme/secrets/old.key",
+        admin,
+        Some(json!({"value": "hunter3-not-in-the-log"})),
+    )
+    .await?;
+    s.expect(
+        StatusCode::NO_CONTENT,
+        DELETE,
+        "/api/v1/tenants/acme/secrets/old.key",
+        admin,
+        None,
+    )
+    .await?;
+    s.expect(
+        StatusCode::OK,
+        PUT,
         "/api/v1/tenants/acme/gates/joiner_access",
         admin,
         Some(json!({"level": "L2", "reason": "the client approves every joiner"})),
+    )
+    .await?;
+    s.expect(
+        StatusCode::OK,
+        DELETE,
+        "/api/v1/tenants/acme/gates/joiner_access",
+        admin,
+        Some(json!({"reason": "back to the default"})),
+    )
+    .await?;
+    s.expect(
+        StatusCode::OK,
+        Method::PATCH,
+        "/api/v1/tenants/acme",
+        admin,
+        Some(json!({"display_name": "Acme Corporation"})),
+    )
+    .await?;
+
+    // The lead disabled (twice: the second changes nothing, records
+    // nothing) and enabled again.
+    let disable = format!("/api/v1/operators/{lead_id}/disable");
+    s.expect(StatusCode::NO_CONTENT, POST, &disable, admin, None)
+        .await?;
+    s.expect(StatusCode::NO_CONTENT, POST, &disable, admin, None)
+        .await?;
+    s.expect(
+        StatusCode::NO_CONTENT,
+        POST,
+        &format!("/api/v1/operators/{lead_id}/enable"),
+        admin,
+        None,
     )
     .await?;
 
@@ -350,6 +398,33 @@ async fn a_workflow_and_every_api_mutation_leave_their_entries(s: &Server) -> Te
         .call(GET, "/api/v1/me", &text(&issued, "/token")?, None)
         .await?;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // A second tenant through its whole lifecycle (deleted further down).
+    let globex = s
+        .expect(
+            StatusCode::CREATED,
+            POST,
+            "/api/v1/tenants",
+            admin,
+            Some(json!({
+                "slug": "globex",
+                "display_name": "Globex",
+                "region": "us",
+                "state": "provisioning",
+            })),
+        )
+        .await?;
+    let globex_id = text(&globex, "/id")?;
+    for step in ["activate", "suspend", "offboard"] {
+        s.expect(
+            StatusCode::OK,
+            POST,
+            &format!("/api/v1/tenants/globex/{step}"),
+            admin,
+            None,
+        )
+        .await?;
+    }
 
     // The workflow: submitted by the admin, approved by the lead, then the
     // provisioning step rolled back by the lead.
@@ -412,17 +487,30 @@ async fn a_workflow_and_every_api_mutation_leave_their_entries(s: &Server) -> Te
         .as_array()
         .ok_or_else(|| format!("no history: {detail}"))?;
 
+    // The sequencer runs while the tenant still has its key (as it does
+    // every second in `serve`); then the tenant is deleted.
+    let sequencer = Sequencer::new(s.app.store.clone());
+    while sequencer.run_once(1000).await? > 0 {}
+    s.expect(
+        StatusCode::OK,
+        DELETE,
+        &format!("/api/v1/tenants/{globex_id}"),
+        admin,
+        None,
+    )
+    .await?;
+
     // The KEK rotation, as `gatehouse keys rotate` does it.
     let report = s
         .app
         .rotate_keys(&Actor::System("local cli"), false, &mut |_| {})
         .await?;
 
-    // Sequence everything, then read both logs.
-    let sequencer = Sequencer::new(s.app.store.clone());
+    // Sequence everything, then read the logs.
     while sequencer.run_once(1000).await? > 0 {}
     let system = s.entries(SYSTEM_LOG).await?;
     let tenant_log = s.entries(&tenant_id).await?;
+    let globex_log = s.entries(&globex_id).await?;
 
     // --- The system log ---------------------------------------------------
     let expected_system = vec![
@@ -432,8 +520,12 @@ async fn a_workflow_and_every_api_mutation_leave_their_entries(s: &Server) -> Te
         row(&admin_id, "operator.created", &lead_id),
         row(&admin_id, "operator.token.issued", &lead_token_id),
         row(&admin_id, "tenant.created", &tenant_id),
+        row(&admin_id, "operator.disabled", &lead_id),
+        row(&admin_id, "operator.enabled", &lead_id),
         row(&admin_id, "operator.token.issued", &laptop),
         row(&admin_id, "operator.token.revoked", &laptop),
+        row(&admin_id, "tenant.created", &globex_id),
+        row(&admin_id, "tenant.deleted", &globex_id),
         row("system", "audit.key.rewrapped", KEY_NAME),
         row("system", "keys.kek.rotated", &report.active_kek),
     ];
@@ -449,15 +541,26 @@ async fn a_workflow_and_every_api_mutation_leave_their_entries(s: &Server) -> Te
     assert!(
         !system
             .iter()
-            .any(|e| e.leaf.contains("Acme Corp") || e.leaf.contains("Lea Lead")),
+            .any(|e| ["Acme Corp", "Globex", "Lea Lead", "lea.lead"]
+                .iter()
+                .any(|name| e.leaf.contains(name))),
         "no display names in the clear system log"
     );
     assert!(
         !system
             .iter()
             .chain(&tenant_log)
-            .any(|e| e.leaf.contains("hunter2")),
+            .chain(&globex_log)
+            .any(|e| e.leaf.contains("hunter")),
         "never a secret's value"
+    );
+    assert_eq!(
+        details(&system, "tenant.deleted", &globex_id)?,
+        json!({"slug": "globex", "from": "offboarding", "to": "deleted", "token": admin_token})
+    );
+    assert_eq!(
+        details(&system, "operator.disabled", &lead_id)?,
+        json!({"token": admin_token})
     );
     assert_eq!(
         details(&system, "operator.created", &lead_id)?,
@@ -483,27 +586,42 @@ async fn a_workflow_and_every_api_mutation_leave_their_entries(s: &Server) -> Te
     assert_eq!(rewrapped["to_kek"], json!(report.active_kek), "{rewrapped}");
     assert_ne!(rewrapped["from_kek"], rewrapped["to_kek"], "{rewrapped}");
 
-    // --- The tenant's log -------------------------------------------------
-    // Its first entry is its creation; the API's mutations follow in order.
+    // --- The tenants' logs -----------------------------------------------
+    // The deleted tenant's log: its lifecycle, in order (its deletion is in
+    // the system log).
     assert_eq!(
-        rows(&tenant_log[..4.min(tenant_log.len())]),
+        rows(&globex_log),
         vec![
-            row(&admin_id, "tenant.created", &tenant_id),
-            row(&admin_id, "key.created", &tenant_id),
-            row(&admin_id, "tenant.secret.set", "psa.api-key"),
-            row(&admin_id, "gate.set", "joiner_access"),
+            row(&admin_id, "tenant.created", &globex_id),
+            row(&admin_id, "key.created", &globex_id),
+            row(&admin_id, "tenant.activated", &globex_id),
+            row(&admin_id, "tenant.suspended", &globex_id),
+            row(&admin_id, "tenant.offboarded", &globex_id),
         ]
     );
-    // Then the event, one entry per workflow transition, and the rewrap:
-    // exactly these, nothing else.
-    let mut expected_tenant = vec![
+    // The first entry of a tenant's log is its creation; the API's
+    // mutations follow in order.
+    let mutations = vec![
         row(&admin_id, "tenant.created", &tenant_id),
         row(&admin_id, "key.created", &tenant_id),
         row(&admin_id, "tenant.secret.set", "psa.api-key"),
+        row(&admin_id, "tenant.secret.set", "old.key"),
+        row(&admin_id, "tenant.secret.deleted", "old.key"),
         row(&admin_id, "gate.set", "joiner_access"),
+        row(&admin_id, "gate.cleared", "joiner_access"),
+        row(&admin_id, "tenant.updated", &tenant_id),
+    ];
+    assert_eq!(
+        rows(&tenant_log[..mutations.len().min(tenant_log.len())]),
+        mutations
+    );
+    // Then the event, one entry per workflow transition, and the rewrap:
+    // exactly these, nothing else.
+    let mut expected_tenant = mutations.clone();
+    expected_tenant.extend([
         row("psa.connectwise", "event.received", &event_id),
         row("system", "key.rewrapped", &tenant_id),
-    ];
+    ]);
     for entry in history {
         expected_tenant.push(row(
             &text(entry, "/actor")?,
