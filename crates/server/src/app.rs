@@ -28,7 +28,9 @@ use crate::error::AppError;
 
 mod audit_key;
 mod audit_log;
+mod oscal;
 pub use audit_key::AuditPublicKey;
+pub use oscal::{Fact, assemble, parse_instant};
 mod gates;
 
 /// The largest secret value accepted, in bytes.

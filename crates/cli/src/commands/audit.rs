@@ -16,6 +16,8 @@ pub enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Export a tenant's audit facts (OSCAL assessment results).
+    Export(super::audit_export::ExportArgs),
 }
 
 /// Runs an audit subcommand.
@@ -30,6 +32,7 @@ pub async fn run(args: &ConfigArgs, command: AuditCommand) -> Result<ExitCode, C
                 println!("{}", key.verifier_key);
             }
         }
+        AuditCommand::Export(export) => super::audit_export::run(&app, export).await?,
     }
     app.store.close().await;
     Ok(ExitCode::SUCCESS)

@@ -11,6 +11,7 @@ mod gates;
 mod health;
 mod openapi;
 mod operators;
+mod oscal;
 mod tenants;
 mod workflows;
 
@@ -100,6 +101,7 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(workflows::get_task))
         .routes(routes!(workflows::complete_task))
         .routes(routes!(audit::public_key))
+        .routes(routes!(oscal::export_oscal))
 }
 
 /// The whole HTTP application.
