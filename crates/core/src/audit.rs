@@ -92,7 +92,9 @@ pub struct Provenance {
     pub actor: String,
     /// The API token the operator authenticated with.
     pub token: Option<TokenId>,
-    /// Why `system` acts (`None` for operators).
+    /// Why `system` acts, or how an operator acted without a token (a
+    /// local administrator at the CLI, on their behalf); `None` for an
+    /// operator's token.
     pub reason: Option<String>,
     /// When.
     pub at: OffsetDateTime,

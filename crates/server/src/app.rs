@@ -70,7 +70,10 @@ impl Actor {
             Self::Operator { operator, token } => Provenance {
                 actor: operator.id.to_string(),
                 token: *token,
-                reason: None,
+                // No token: a local administrator acts for the operator.
+                reason: token
+                    .is_none()
+                    .then(|| "local cli, as the operator".to_owned()),
                 at,
             },
             Self::System(reason) => Provenance::system(reason, at),
