@@ -19,7 +19,7 @@ use gatehouse_core::clock::{Clock, FakeClock};
 use gatehouse_core::id::TenantId;
 use gatehouse_core::operator::{OperatorName, Role};
 use gatehouse_core::store::Store;
-use gatehouse_core::tenant::{DisplayName, Region, TenantAction, TenantSlug, TenantState};
+use gatehouse_core::tenant::{DisplayName, Region, Tenant, TenantAction, TenantSlug, TenantState};
 use gatehouse_core::workflow::{DedupKey, EventKind, EventSource};
 use gatehouse_engine::action::{ActionRegistry, Noop};
 use gatehouse_engine::runtime::{Engine, EngineConfig, NewEvent};
@@ -107,17 +107,17 @@ impl Harness {
             Arc::new(engine),
         )
         .with_audit_signer(Arc::new(signer));
-        let tenant = app
-            .create_tenant(
-                &SYSTEM,
-                NewTenant {
-                    slug: TenantSlug::parse("acme")?,
-                    display_name: DisplayName::parse("Acme Ltd")?,
-                    region: Region::parse("eu")?,
-                    state: TenantState::Active,
-                },
-            )
-            .await?;
+        // The tenant is stored without the records `create_tenant` queues,
+        // so that each test's logs hold only what the test itself records.
+        let tenant = Tenant::new(
+            TenantSlug::parse("acme")?,
+            DisplayName::parse("Acme Ltd")?,
+            Region::parse("eu")?,
+            TenantState::Active,
+            clock.now(),
+        )?;
+        let key = app.keyring.new_tenant_key(tenant.id, clock.as_ref()).await?;
+        store.insert_tenant(&tenant, &key, &[]).await?;
         Ok(Self {
             store,
             clock,
@@ -330,6 +330,7 @@ async fn tenant_details_are_sealed_and_bound_to_their_entry(store: Arc<dyn Store
         .await?
         .into_iter()
         .map(|(_, r)| r)
+        .filter(|r| r.tenant_id == Some(h.tenant))
         .collect();
     drain(&h.sequencer(None)?, 1000).await?;
     let (entries, _) = h.verify(&h.tenant.to_string()).await?;
@@ -391,7 +392,11 @@ async fn a_shredded_tenants_log_verifies_and_later_records_are_withheld(
     h.workflow(Some(h.tenant), "deal-1").await?;
     let sequencer = h.sequencer(Some(policy(1000, 60)?))?;
     drain(&sequencer, 1000).await?;
-    assert_eq!(sequencer.sign_due_checkpoints().await?, 1, "the tenant log");
+    assert_eq!(
+        sequencer.sign_due_checkpoints().await?,
+        2,
+        "the tenant log, and the system log (the signing key's creation)"
+    );
     let (before, root) = h.verify(&log).await?;
 
     // Deleting the tenant destroys its key, as `tenant delete` does.
@@ -426,8 +431,13 @@ async fn a_shredded_tenants_log_verifies_and_later_records_are_withheld(
             details: json!({ "note": secret }),
         }])
         .await?;
-    assert_eq!(sequencer.run_once(1000).await?, 1);
+    // With the offboarding (its log; withheld too, since the key went
+    // before it was sequenced) and the deletion (the system log).
+    assert_eq!(sequencer.run_once(1000).await?, 3);
     let (entries, _) = h.verify(&log).await?;
+    let offboarded = leaf_json(&entries[entries.len() - 2])?;
+    assert_eq!(offboarded["action"], "tenant.offboarded");
+    assert_eq!(offboarded["details_withheld"], KEY_DESTROYED);
     let last = entries.last().ok_or("no entries")?;
     assert!(!last.leaf.contains(secret), "{}", last.leaf);
     let leaf = leaf_json(last)?;
@@ -562,9 +572,10 @@ async fn checkpoints_on_demand_are_idempotent(store: Arc<dyn Store>) -> TestResu
         h.app.issue_checkpoint(&SYSTEM, &log).await?,
         Issued::Latest(first.clone())
     );
-    // The sequencer knows nothing is due for that size either.
+    // The sequencer knows nothing is due for that size either (it signs
+    // only the system log, which holds the signing key's creation).
     h.clock.advance(time::Duration::seconds(3600));
-    assert_eq!(sequencer.sign_due_checkpoints().await?, 0);
+    assert_eq!(sequencer.sign_due_checkpoints().await?, 1);
     assert_eq!(h.checkpoints(&log).await?.len(), 1);
 
     // The sequencer signs the next size; asking then returns its checkpoint.
