@@ -888,6 +888,103 @@ async fn tenant_gates_through_the_cli(backend: Backend) {
     assert_eq!(cleared["last_change"]["reason"], "back to the standard");
 }
 
+async fn audit_export_writes_a_tenants_oscal_document(backend: Backend) {
+    let install = Install::new(&backend);
+    install.run(&["migrate"]).ok();
+    install
+        .run(&[
+            "tenant", "create", "acme", "--name", "Acme Ltd", "--region", "eu",
+        ])
+        .ok();
+    let submitted = install
+        .run(&[
+            "events",
+            "submit",
+            "--type",
+            "psa.opportunity.won",
+            "--key",
+            "opp-42",
+            "--tenant",
+            "acme",
+            "--payload",
+            r#"{"psa": "connectwise", "company": {"id": "42", "name": "Acme Ltd", "slug": "acme", "region": "eu"}}"#,
+            "--json",
+        ])
+        .ok()
+        .json();
+    let instance = submitted["instances"][0].as_str().unwrap().to_owned();
+
+    // No `serve` ran: the export appends the queued records itself.
+    let out = install.path("acme.json");
+    let out_arg = out.to_str().unwrap();
+    let run = install
+        .run(&[
+            "audit", "export", "--format", "oscal", "--tenant", "acme", "--out", out_arg,
+        ])
+        .ok();
+    assert!(run.stderr.contains("queued audit record"), "{}", run.stderr);
+    let doc: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let results = doc["assessment-results"]["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1, "{doc}");
+    assert!(
+        results[0]["title"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("run {instance}")),
+        "{}",
+        results[0]["title"]
+    );
+    assert!(!install.path("acme.json.partial").exists());
+
+    // To standard output, for a period with no runs.
+    let none = install
+        .run(&[
+            "audit",
+            "export",
+            "--tenant",
+            "acme",
+            "--since",
+            "2999-01-01T00:00:00Z",
+            "--out",
+            "-",
+        ])
+        .ok();
+    let doc: Value = serde_json::from_str(none.stdout.trim()).unwrap();
+    assert_eq!(
+        doc["assessment-results"]["results"][0]["title"],
+        "No workflow runs in the period"
+    );
+
+    // Bad input names what is wrong and writes nothing.
+    let bad = install.path("bad.json");
+    let failed = install
+        .run(&[
+            "audit",
+            "export",
+            "--tenant",
+            "acme",
+            "--until",
+            "yesterday",
+            "--out",
+            bad.to_str().unwrap(),
+        ])
+        .fails();
+    assert!(
+        failed.error_message().contains("--until"),
+        "{}",
+        failed.error_message()
+    );
+    assert!(!bad.exists());
+    let failed = install
+        .run(&["audit", "export", "--tenant", "nope", "--out", "-"])
+        .fails();
+    assert!(
+        failed.error_message().contains("tenant_not_found"),
+        "{}",
+        failed.error_message()
+    );
+}
+
 async fn bench_store_prints_json_last(backend: Backend) {
     let install = Install::new(&backend);
     let run = install
@@ -1019,6 +1116,11 @@ mod sqlite {
     #[tokio::test]
     async fn bench_store_prints_json_last() {
         on_sqlite(super::bench_store_prints_json_last).await;
+    }
+
+    #[tokio::test]
+    async fn audit_export_writes_a_tenants_oscal_document() {
+        on_sqlite(super::audit_export_writes_a_tenants_oscal_document).await;
     }
 
     #[tokio::test]
@@ -1224,6 +1326,15 @@ mod postgres {
     #[tokio::test]
     async fn bench_store_prints_json_last() {
         on_postgres("cli_bench", super::bench_store_prints_json_last).await;
+    }
+
+    #[tokio::test]
+    async fn audit_export_writes_a_tenants_oscal_document() {
+        on_postgres(
+            "cli_oscal",
+            super::audit_export_writes_a_tenants_oscal_document,
+        )
+        .await;
     }
 
     #[tokio::test]

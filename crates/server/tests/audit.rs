@@ -116,7 +116,10 @@ impl Harness {
             TenantState::Active,
             clock.now(),
         )?;
-        let key = app.keyring.new_tenant_key(tenant.id, clock.as_ref()).await?;
+        let key = app
+            .keyring
+            .new_tenant_key(tenant.id, clock.as_ref())
+            .await?;
         store.insert_tenant(&tenant, &key, &[]).await?;
         Ok(Self {
             store,

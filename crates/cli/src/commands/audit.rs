@@ -32,7 +32,7 @@ pub enum AuditCommand {
 
 /// Runs an audit subcommand.
 pub async fn run(args: &ConfigArgs, command: AuditCommand) -> Result<ExitCode, CliError> {
-    let (_, app) = open(args).await?;
+    let (config, app) = open(args).await?;
     match command {
         AuditCommand::PublicKey { json } => {
             let key = app.audit_public_key()?;
@@ -42,7 +42,7 @@ pub async fn run(args: &ConfigArgs, command: AuditCommand) -> Result<ExitCode, C
                 println!("{}", key.verifier_key);
             }
         }
-        AuditCommand::Export(export) => super::audit_export::run(&app, export).await?,
+        AuditCommand::Export(export) => super::audit_export::run(&config, &app, export).await?,
         AuditCommand::Checkpoint { log } => checkpoint(&app, &log).await?,
     }
     app.store.close().await;

@@ -9,6 +9,7 @@ use gatehouse_server::app::{TenantRef, parse_instant};
 
 use super::CLI;
 use crate::CliError;
+use crate::config::Config;
 
 /// The export formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -38,9 +39,26 @@ pub struct ExportArgs {
     pub out: PathBuf,
 }
 
-/// Runs the export.
-pub async fn run(app: &App, args: ExportArgs) -> Result<(), CliError> {
+/// Runs the export. Records still queued in the outbox (no `serve` is
+/// sequencing them, say) are appended to their logs first, so the export
+/// holds every committed fact; this is safe beside a running `serve`.
+pub async fn run(config: &Config, app: &App, args: ExportArgs) -> Result<(), CliError> {
     let ExportFormat::Oscal = args.format;
+    let sequencer = crate::wiring::open_sequencer(config, app)?;
+    let mut caught_up = 0;
+    loop {
+        let appended = sequencer
+            .run_once(gatehouse_server::audit::SEQUENCE_BATCH)
+            .await
+            .map_err(|e| CliError::Usage(format!("appending queued audit records: {e}")))?;
+        if appended == 0 {
+            break;
+        }
+        caught_up += appended;
+    }
+    if caught_up > 0 {
+        eprintln!("appended {caught_up} queued audit record(s) to their logs first");
+    }
     let period = Period {
         since: args
             .since
