@@ -48,6 +48,12 @@ pub struct BenchArgs {
     /// Steps per workflow (engine).
     #[arg(long, default_value_t = 3)]
     steps: u32,
+    /// Entries appended to the measured log (audit).
+    #[arg(long, default_value_t = 1_000_000)]
+    entries: u64,
+    /// Entries in the log exported as OSCAL (audit).
+    #[arg(long, default_value_t = 100_000)]
+    oscal_entries: u64,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -56,6 +62,8 @@ enum Scenario {
     Store,
     /// Workflows of L0 no-op steps, journaled like any others.
     Engine,
+    /// The audit log: appends, verification, inclusion proofs, OSCAL export.
+    Audit,
 }
 
 /// Peak resident memory of this process, in MiB (Linux `VmHWM`).
@@ -130,6 +138,13 @@ pub async fn run(args: &ConfigArgs, bench: BenchArgs) -> Result<ExitCode, CliErr
     let result = match bench.scenario {
         Scenario::Store => measure_store(store.clone(), scratch.path(), &bench).await,
         Scenario::Engine => crate::bench_engine::measure(store.clone(), &bench.engine_args()).await,
+        Scenario::Audit => {
+            let audit = crate::bench_audit::AuditBench {
+                entries: bench.entries,
+                oscal_entries: bench.oscal_entries,
+            };
+            crate::bench_audit::measure(store.clone(), scratch.path(), &audit).await
+        }
     };
     store.close().await;
     // The throw-away schema goes whether the run succeeded or not.

@@ -3,6 +3,7 @@
 //! in `docs/configuration.md` lists every setting.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -100,6 +101,8 @@ struct FileConfig {
     smtp_from: Option<String>,
     notify_default_reviewer: Option<String>,
     audit_key_name: Option<String>,
+    audit_checkpoint_entries: Option<u64>,
+    audit_checkpoint_secs: Option<u64>,
 }
 
 /// The settings in force.
@@ -157,6 +160,12 @@ pub struct Config {
     /// The audit log's signing key name (C2SP note key name, also the
     /// checkpoints' origin), fixed when the key is created.
     pub audit_key_name: String,
+    /// The sequencer signs a checkpoint of a log once it grew by this many
+    /// entries since its latest one (at least 1).
+    pub audit_checkpoint_entries: NonZeroU64,
+    /// … or when its latest checkpoint is this many seconds old and it grew
+    /// (at least 1).
+    pub audit_checkpoint_secs: NonZeroU64,
 }
 
 impl std::fmt::Debug for Config {
@@ -298,10 +307,27 @@ impl Config {
             audit_key_name: env("GATEHOUSE_AUDIT_KEY_NAME")
                 .or(file.audit_key_name)
                 .unwrap_or_else(|| "gatehouse.local/audit".into()),
+            audit_checkpoint_entries: at_least_one(
+                "audit_checkpoint_entries",
+                parse_env("GATEHOUSE_AUDIT_CHECKPOINT_ENTRIES")?
+                    .or(file.audit_checkpoint_entries)
+                    .unwrap_or(1000),
+            )?,
+            audit_checkpoint_secs: at_least_one(
+                "audit_checkpoint_secs",
+                parse_env("GATEHOUSE_AUDIT_CHECKPOINT_SECS")?
+                    .or(file.audit_checkpoint_secs)
+                    .unwrap_or(60),
+            )?,
             data_dir,
             database_url,
         })
     }
+}
+
+/// A setting that must be at least 1.
+fn at_least_one(name: &str, value: u64) -> Result<NonZeroU64, CliError> {
+    NonZeroU64::new(value).ok_or_else(|| CliError::Config(format!("{name} must be at least 1")))
 }
 
 /// A node id: 1 to 128 printable ASCII characters without spaces.
@@ -350,6 +376,8 @@ mod tests {
         assert_eq!(config.log_format, LogFormat::Json);
         assert_eq!(config.key_file, dir.path().join("kek.json"));
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.audit_checkpoint_entries.get(), 1000);
+        assert_eq!(config.audit_checkpoint_secs.get(), 60);
 
         args.database_url = Some("postgres://flag@h/db".into());
         args.log_format = Some(LogFormat::Text);
@@ -357,6 +385,35 @@ mod tests {
         assert_eq!(config.database_url, "postgres://flag@h/db");
         assert_eq!(config.log_format, LogFormat::Text);
         assert_eq!(config.listen.to_string(), "0.0.0.0:9000");
+    }
+
+    #[test]
+    fn checkpoint_intervals_are_at_least_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("g.toml");
+        std::fs::write(
+            &file,
+            "audit_checkpoint_entries = 5\naudit_checkpoint_secs = 0\n",
+        )
+        .unwrap();
+        let args = ConfigArgs {
+            config: Some(file.clone()),
+            data_dir: Some(dir.path().into()),
+            ..Default::default()
+        };
+        let err = Config::load(&args, None).err().unwrap().to_string();
+        assert!(
+            err.contains("audit_checkpoint_secs must be at least 1"),
+            "{err}"
+        );
+        std::fs::write(
+            &file,
+            "audit_checkpoint_entries = 5\naudit_checkpoint_secs = 7\n",
+        )
+        .unwrap();
+        let config = Config::load(&args, None).unwrap();
+        assert_eq!(config.audit_checkpoint_entries.get(), 5);
+        assert_eq!(config.audit_checkpoint_secs.get(), 7);
     }
 
     #[test]

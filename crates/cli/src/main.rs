@@ -10,6 +10,7 @@
 )]
 
 mod bench;
+mod bench_audit;
 mod bench_engine;
 mod commands;
 mod config;

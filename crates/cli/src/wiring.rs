@@ -11,6 +11,7 @@ use gatehouse_engine::http_action::{self, HttpPost};
 use gatehouse_engine::runtime::{Engine, EngineConfig};
 use gatehouse_engine::template::{TemplateSet, builtin_actions};
 use gatehouse_server::App;
+use gatehouse_server::audit::{CheckpointPolicy, Sequencer};
 use gatehouse_vault::{KeyProvider, Keyring, LocalKeyFile, VaultTransit, VaultTransitConfig};
 
 use crate::CliError;
@@ -143,6 +144,25 @@ pub async fn open_app(config: &Config, store: Arc<dyn Store>) -> Result<(App, bo
     let signer = open_audit_signer(config, &keyring, store.as_ref(), clock.as_ref()).await?;
     let app = App::new(store, Arc::new(keyring), clock, engine).with_audit_signer(signer);
     Ok((app, created))
+}
+
+/// The audit sequencer of `app`'s store: seals with its keyring, signs
+/// checkpoints with its audit signer as configured.
+pub fn open_sequencer(config: &Config, app: &App) -> Result<Sequencer, CliError> {
+    let signer = app
+        .audit_signer
+        .clone()
+        .ok_or_else(|| CliError::Config("the audit log's signing key is not loaded".into()))?;
+    Ok(
+        Sequencer::new(app.store.clone(), app.keyring.clone()).with_checkpoints(
+            signer,
+            app.clock.clone(),
+            CheckpointPolicy {
+                entries: config.audit_checkpoint_entries,
+                every_secs: config.audit_checkpoint_secs,
+            },
+        ),
+    )
 }
 
 /// The audit log's signing key: unwrapped, or created on first start.

@@ -19,7 +19,7 @@ use gatehouse_core::clock::SystemClock;
 use gatehouse_core::store::Store;
 use gatehouse_server::audit::Sequencer;
 use gatehouse_store::SqliteStore;
-use gatehouse_vault::{AuditSigner, LocalKeyFile};
+use gatehouse_vault::{AuditSigner, Keyring, LocalKeyFile};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
@@ -30,9 +30,10 @@ type TestResult = Result<(), Error>;
 
 const KEY_NAME: &str = "gatehouse.local/audit";
 
-/// Appends records `from..to` to the system log and signs a checkpoint at
-/// `to` with the installation's key; returns the note.
-async fn grow(install: &Install, from: u64, to: u64) -> Result<String, Error> {
+/// Appends records `from..to` to the system log (after whatever the
+/// installation recorded itself) and signs a checkpoint at its new size with
+/// the installation's key; returns the note and the size.
+async fn grow(install: &Install, from: u64, to: u64) -> Result<(String, u64), Error> {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::connect(&install.database_url()).await?);
     let records: Vec<AuditRecord> = (from..to)
         .map(|i| AuditRecord {
@@ -47,7 +48,13 @@ async fn grow(install: &Install, from: u64, to: u64) -> Result<String, Error> {
         })
         .collect();
     store.queue_audit(&records).await?;
-    let sequencer = Sequencer::new(store.clone());
+    let (provider, _) = LocalKeyFile::open_or_create(&install.path("kek.json"))?;
+    let keyring = Keyring::new(
+        Arc::new(provider),
+        store.clone(),
+        std::time::Duration::from_secs(60),
+    );
+    let sequencer = Sequencer::new(store.clone(), Arc::new(keyring));
     while sequencer.run_once(1000).await? > 0 {}
     let head = store.audit_head(SYSTEM_LOG).await?;
     let root = Frontier::restore(
@@ -79,14 +86,14 @@ async fn grow(install: &Install, from: u64, to: u64) -> Result<String, Error> {
         })
         .await?;
     store.close().await;
-    Ok(note)
+    Ok((note, head.size))
 }
 
 /// Runs SQL statements on the installation's database file.
-async fn tamper(install: &Install, statements: &[&str]) -> TestResult {
+async fn tamper(install: &Install, statements: &[&String]) -> TestResult {
     let pool = sqlx::SqlitePool::connect(&install.database_url()).await?;
     for statement in statements {
-        sqlx::query(statement).execute(&pool).await?;
+        sqlx::query(statement.as_str()).execute(&pool).await?;
     }
     pool.close().await;
     Ok(())
@@ -118,9 +125,14 @@ async fn browse_prove_and_verify_then_catch_tampering() -> TestResult {
     let install = Install::new(&Backend::sqlite());
     install.run(&["migrate"]).ok();
     install.run(&["audit", "public-key"]).ok();
-    grow(&install, 0, 20).await?;
-    let kept = grow(&install, 20, 50).await?;
-    let kept_file = install.path("kept-50.note");
+    let (_, first_size) = grow(&install, 0, 20).await?;
+    let (kept, size) = grow(&install, 20, 50).await?;
+    // The installation's own records (its signing key, …) come first.
+    let base = first_size - 20;
+    assert_eq!(size, base + 50);
+    let (first_size, size) = (first_size.to_string(), size.to_string());
+    let at = |i: u64| (base + i).to_string();
+    let kept_file = install.path("kept.note");
     std::fs::write(&kept_file, &kept)?;
 
     // Browsing: a table with the next cursor at its end, then JSON pages.
@@ -153,12 +165,12 @@ async fn browse_prove_and_verify_then_catch_tampering() -> TestResult {
         .iter()
         .filter_map(|e| e["idx"].as_u64())
         .collect();
-    assert_eq!(idx, (20..40).step_by(2).collect::<Vec<_>>());
+    assert_eq!(idx, (base + 20..base + 40).step_by(2).collect::<Vec<_>>());
     let bad = install
         .run(&["audit", "list", "--since", "yesterday"])
         .fails();
     assert!(bad.stderr.contains("RFC 3339"), "{}", bad.stderr);
-    let shown = json_of(&install.run(&["audit", "show", "system", "3"]).ok())?;
+    let shown = json_of(&install.run(&["audit", "show", "system", &at(3)]).ok())?;
     assert_eq!(shown["subject"], "thing-3");
 
     // Proofs check out with the library's verifiers.
@@ -168,29 +180,36 @@ async fn browse_prove_and_verify_then_catch_tampering() -> TestResult {
                 "audit",
                 "proof",
                 "system",
-                "3",
+                &at(3),
                 "--tree-size",
-                "20",
+                &first_size,
                 "--json",
             ])
             .ok(),
     )?;
     verify_inclusion(
         &hash(&proof["leaf_hash"])?,
-        3,
-        20,
+        base + 3,
+        base + 20,
         &hashes(&proof["proof"])?,
         &hash(&proof["root"])?,
     )?;
     assert!(proof["checkpoint"].is_string());
     let consistency = json_of(
         &install
-            .run(&["audit", "consistency", "system", "20", "50", "--json"])
+            .run(&[
+                "audit",
+                "consistency",
+                "system",
+                &first_size,
+                &size,
+                "--json",
+            ])
             .ok(),
     )?;
     verify_consistency(
-        20,
-        50,
+        base + 20,
+        base + 50,
         &hash(&consistency["old_root"])?,
         &hash(&consistency["new_root"])?,
         &hashes(&consistency["proof"])?,
@@ -208,23 +227,24 @@ async fn browse_prove_and_verify_then_catch_tampering() -> TestResult {
         ])
         .ok();
     assert!(
-        ok.stdout
-            .contains("ok  system  50 entries, 2 checkpoints (+1 kept), root "),
+        ok.stdout.contains(&format!(
+            "ok  system  {size} entries, 2 checkpoints (+1 kept), root "
+        )),
         "{}",
         ok.stdout
     );
     let report = json_of(&install.run(&["audit", "verify", "--json"]).ok())?;
     assert_eq!(report["verified"], true);
-    assert_eq!(report["logs"][0]["entries"], 50);
+    assert_eq!(report["logs"][0]["entries"], base + 50);
 
     // The tail cut with the checkpoint that signed it: consistent in the
     // database alone, caught by the kept checkpoint.
     tamper(
         &install,
         &[
-            "DELETE FROM audit_checkpoints WHERE size = 50",
-            "DELETE FROM audit_entries WHERE idx >= 30",
-            "UPDATE audit_logs SET size = 30",
+            &format!("DELETE FROM audit_checkpoints WHERE size = {size}"),
+            &format!("DELETE FROM audit_entries WHERE idx >= {}", at(30)),
+            &format!("UPDATE audit_logs SET size = {}", at(30)),
         ],
     )
     .await?;
@@ -232,7 +252,7 @@ async fn browse_prove_and_verify_then_catch_tampering() -> TestResult {
     assert!(
         alone
             .stdout
-            .contains("ok  system  30 entries, 1 checkpoints"),
+            .contains(&format!("ok  system  {} entries, 1 checkpoints", at(30))),
         "{}",
         alone.stdout
     );
@@ -260,7 +280,10 @@ async fn browse_prove_and_verify_then_catch_tampering() -> TestResult {
     // A changed entry is named by its index.
     tamper(
         &install,
-        &["UPDATE audit_entries SET leaf = leaf || ' ' WHERE idx = 7"],
+        &[&format!(
+            "UPDATE audit_entries SET leaf = leaf || ' ' WHERE idx = {}",
+            at(7)
+        )],
     )
     .await?;
     let changed = install.run(&["audit", "verify"]);
@@ -272,13 +295,15 @@ async fn browse_prove_and_verify_then_catch_tampering() -> TestResult {
         changed.stderr
     );
     assert!(
-        changed.stdout.contains("MISMATCH  system  at entry 7"),
+        changed
+            .stdout
+            .contains(&format!("MISMATCH  system  at entry {}", at(7))),
         "{}",
         changed.stdout
     );
     let report = json_of(&install.run(&["audit", "verify", "--json"]))?;
     assert_eq!(report["verified"], false);
-    assert_eq!(report["logs"][0]["mismatch"]["entry"], 7);
+    assert_eq!(report["logs"][0]["mismatch"]["entry"], base + 7);
 
     // Errors are not mismatches: exit 2.
     let missing = install.run(&["audit", "verify", "--checkpoint", "/nonexistent/kept.note"]);

@@ -170,6 +170,57 @@ async fn the_audit_public_key_survives_kek_rotation(backend: Backend) {
     assert_eq!(body["key_id"], parsed.key_id().to_string());
 }
 
+async fn audit_checkpoints_from_serve_and_the_cli(backend: Backend) {
+    let install = Install::new(&backend);
+    install.run(&["migrate"]).ok();
+    // Nothing sequenced yet (only `serve` runs the sequencer).
+    let empty = install.run(&["audit", "checkpoint", "system"]).fails();
+    assert!(
+        empty.error_message().contains("has no entries yet"),
+        "{}",
+        empty.stderr
+    );
+    let unknown = install.run(&["audit", "checkpoint", "nobody"]).fails();
+    assert!(
+        unknown.error_message().contains("nobody"),
+        "{}",
+        unknown.stderr
+    );
+    install
+        .run(&["events", "submit", "--type", "test.nobody", "--key", "n-1"])
+        .ok();
+
+    // `serve` appends the record and, on its first idle pass, signs the
+    // system log, which has no checkpoint yet.
+    let mut server = install.serve(&[]).await;
+    let token = server.bootstrap_token();
+    let path = "/api/v1/audit/logs/system/checkpoints";
+    let mut listed = server.get(path, Some(&token)).await;
+    for _ in 0..300 {
+        if listed.body.as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        listed = server.get(path, Some(&token)).await;
+    }
+    assert_eq!(listed.status, 200, "{:?}", listed.body);
+    let signed = listed.body[0].clone();
+    assert_eq!(signed["log"], "system", "{signed}");
+    let stopped = server.terminate();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+
+    // Nothing appended since: the CLI prints that same note.
+    let again = install.run(&["audit", "checkpoint", "system"]).ok();
+    assert_eq!(again.stdout, signed["note"].as_str().unwrap());
+    assert!(again.stderr.contains("reusing it"), "{}", again.stderr);
+    let verifier = install.run(&["audit", "public-key"]).ok().stdout;
+    let key = gatehouse_audit::VerifierKey::parse(verifier.trim()).unwrap();
+    let (checkpoint, _) =
+        gatehouse_audit::checkpoint::open(&again.stdout, &[key], "gatehouse.local/audit/system")
+            .unwrap();
+    assert_eq!(checkpoint.size(), signed["size"].as_u64().unwrap());
+}
+
 // ----- 2. migrate and tenants ----------------------------------------------
 
 async fn migrate_then_tenant_lifecycle_through_the_cli(backend: Backend) {
@@ -837,6 +888,103 @@ async fn tenant_gates_through_the_cli(backend: Backend) {
     assert_eq!(cleared["last_change"]["reason"], "back to the standard");
 }
 
+async fn audit_export_writes_a_tenants_oscal_document(backend: Backend) {
+    let install = Install::new(&backend);
+    install.run(&["migrate"]).ok();
+    install
+        .run(&[
+            "tenant", "create", "acme", "--name", "Acme Ltd", "--region", "eu",
+        ])
+        .ok();
+    let submitted = install
+        .run(&[
+            "events",
+            "submit",
+            "--type",
+            "psa.opportunity.won",
+            "--key",
+            "opp-42",
+            "--tenant",
+            "acme",
+            "--payload",
+            r#"{"psa": "connectwise", "company": {"id": "42", "name": "Acme Ltd", "slug": "acme", "region": "eu"}}"#,
+            "--json",
+        ])
+        .ok()
+        .json();
+    let instance = submitted["instances"][0].as_str().unwrap().to_owned();
+
+    // No `serve` ran: the export appends the queued records itself.
+    let out = install.path("acme.json");
+    let out_arg = out.to_str().unwrap();
+    let run = install
+        .run(&[
+            "audit", "export", "--format", "oscal", "--tenant", "acme", "--out", out_arg,
+        ])
+        .ok();
+    assert!(run.stderr.contains("queued audit record"), "{}", run.stderr);
+    let doc: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let results = doc["assessment-results"]["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1, "{doc}");
+    assert!(
+        results[0]["title"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("run {instance}")),
+        "{}",
+        results[0]["title"]
+    );
+    assert!(!install.path("acme.json.partial").exists());
+
+    // To standard output, for a period with no runs.
+    let none = install
+        .run(&[
+            "audit",
+            "export",
+            "--tenant",
+            "acme",
+            "--since",
+            "2999-01-01T00:00:00Z",
+            "--out",
+            "-",
+        ])
+        .ok();
+    let doc: Value = serde_json::from_str(none.stdout.trim()).unwrap();
+    assert_eq!(
+        doc["assessment-results"]["results"][0]["title"],
+        "No workflow runs in the period"
+    );
+
+    // Bad input names what is wrong and writes nothing.
+    let bad = install.path("bad.json");
+    let failed = install
+        .run(&[
+            "audit",
+            "export",
+            "--tenant",
+            "acme",
+            "--until",
+            "yesterday",
+            "--out",
+            bad.to_str().unwrap(),
+        ])
+        .fails();
+    assert!(
+        failed.error_message().contains("--until"),
+        "{}",
+        failed.error_message()
+    );
+    assert!(!bad.exists());
+    let failed = install
+        .run(&["audit", "export", "--tenant", "nope", "--out", "-"])
+        .fails();
+    assert!(
+        failed.error_message().contains("tenant_not_found"),
+        "{}",
+        failed.error_message()
+    );
+}
+
 async fn bench_store_prints_json_last(backend: Backend) {
     let install = Install::new(&backend);
     let run = install
@@ -951,6 +1099,11 @@ mod sqlite {
     }
 
     #[tokio::test]
+    async fn audit_checkpoints_from_serve_and_the_cli() {
+        on_sqlite(super::audit_checkpoints_from_serve_and_the_cli).await;
+    }
+
+    #[tokio::test]
     async fn secrets_via_stdin_survive_key_rotation() {
         on_sqlite(super::secrets_via_stdin_survive_key_rotation).await;
     }
@@ -963,6 +1116,11 @@ mod sqlite {
     #[tokio::test]
     async fn bench_store_prints_json_last() {
         on_sqlite(super::bench_store_prints_json_last).await;
+    }
+
+    #[tokio::test]
+    async fn audit_export_writes_a_tenants_oscal_document() {
+        on_sqlite(super::audit_export_writes_a_tenants_oscal_document).await;
     }
 
     #[tokio::test]
@@ -1152,6 +1310,15 @@ mod postgres {
     }
 
     #[tokio::test]
+    async fn audit_checkpoints_from_serve_and_the_cli() {
+        on_postgres(
+            "cli_audit_checkpoints",
+            super::audit_checkpoints_from_serve_and_the_cli,
+        )
+        .await;
+    }
+
+    #[tokio::test]
     async fn operators_and_roles() {
         on_postgres("cli_operators", super::operators_and_roles).await;
     }
@@ -1159,6 +1326,15 @@ mod postgres {
     #[tokio::test]
     async fn bench_store_prints_json_last() {
         on_postgres("cli_bench", super::bench_store_prints_json_last).await;
+    }
+
+    #[tokio::test]
+    async fn audit_export_writes_a_tenants_oscal_document() {
+        on_postgres(
+            "cli_oscal",
+            super::audit_export_writes_a_tenants_oscal_document,
+        )
+        .await;
     }
 
     #[tokio::test]

@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use crate::id::TenantId;
+use crate::id::{TenantId, TokenId};
 use crate::workflow::{HistoryEntry, InboundEvent, Instance};
 
 /// The log of records that concern no single tenant.
@@ -33,6 +33,116 @@ pub fn log_origin(key_name: &str, log: &str) -> String {
 /// sealed details cannot be moved to another entry.
 pub fn details_context(idx: u64) -> String {
     format!("audit:{idx}")
+}
+
+/// The names of the actions the API's mutations and key operations record
+/// (workflow transitions are `workflow.<history kind>`, new events
+/// `event.received`). docs/audit.md, "What is recorded", lists each with
+/// its log.
+pub mod action {
+    /// A tenant was created (system log, and the first entry of its own log).
+    pub const TENANT_CREATED: &str = "tenant.created";
+    /// A tenant's display name or region changed (its log).
+    pub const TENANT_UPDATED: &str = "tenant.updated";
+    /// A tenant was activated (its log).
+    pub const TENANT_ACTIVATED: &str = "tenant.activated";
+    /// A tenant was suspended (its log).
+    pub const TENANT_SUSPENDED: &str = "tenant.suspended";
+    /// A tenant was moved to offboarding (its log).
+    pub const TENANT_OFFBOARDED: &str = "tenant.offboarded";
+    /// A tenant was deleted and crypto-shredded (system log: its own log's
+    /// details are unreadable from then on).
+    pub const TENANT_DELETED: &str = "tenant.deleted";
+    /// A tenant's secret was created or overwritten (its log; never the value).
+    pub const SECRET_SET: &str = "tenant.secret.set";
+    /// A tenant's secret was removed (its log).
+    pub const SECRET_DELETED: &str = "tenant.secret.deleted";
+    /// A tenant's gate level for a process area was set (its log).
+    pub const GATE_SET: &str = "gate.set";
+    /// A tenant's gate override was cleared back to the default (its log).
+    pub const GATE_CLEARED: &str = "gate.cleared";
+    /// A tenant's data key was created (its log).
+    pub const KEY_CREATED: &str = "key.created";
+    /// A tenant's data key was rewrapped under a new KEK (its log).
+    pub const KEY_REWRAPPED: &str = "key.rewrapped";
+    /// The KEK was rotated; the details count what was rewrapped (system log).
+    pub const KEK_ROTATED: &str = "keys.kek.rotated";
+    /// The audit log's signing key was created (system log).
+    pub const AUDIT_KEY_CREATED: &str = "audit.key.created";
+    /// The audit log's signing key was rewrapped under a new KEK (system log).
+    pub const AUDIT_KEY_REWRAPPED: &str = "audit.key.rewrapped";
+    /// An operator was created (system log).
+    pub const OPERATOR_CREATED: &str = "operator.created";
+    /// An operator was disabled (system log).
+    pub const OPERATOR_DISABLED: &str = "operator.disabled";
+    /// An operator was enabled again (system log).
+    pub const OPERATOR_ENABLED: &str = "operator.enabled";
+    /// An API token was issued: the credential event (system log).
+    pub const TOKEN_ISSUED: &str = "operator.token.issued";
+    /// An API token was revoked (system log).
+    pub const TOKEN_REVOKED: &str = "operator.token.revoked";
+}
+
+/// Who makes a change, for its [`AuditRecord`]: an operator (and the API
+/// token they used, if any) or Gatehouse itself with the reason it acts
+/// (`local cli`, `bootstrap`, …), and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provenance {
+    /// An operator id, or `system`.
+    pub actor: String,
+    /// The API token the operator authenticated with.
+    pub token: Option<TokenId>,
+    /// Why `system` acts, or how an operator acted without a token (a
+    /// local administrator at the CLI, on their behalf); `None` for an
+    /// operator's token.
+    pub reason: Option<String>,
+    /// When.
+    pub at: OffsetDateTime,
+}
+
+impl Provenance {
+    /// Gatehouse itself, for `reason`.
+    pub fn system(reason: &str, at: OffsetDateTime) -> Self {
+        Self {
+            actor: "system".into(),
+            token: None,
+            reason: Some(reason.to_owned()),
+            at,
+        }
+    }
+
+    /// The same actor at another time (one rotation rewraps many keys).
+    pub fn at(&self, at: OffsetDateTime) -> Self {
+        Self { at, ..self.clone() }
+    }
+
+    /// The record of `action` on `subject` in `tenant`'s log (or the system
+    /// log): `details` (an object) plus `token` (the token's id) or
+    /// `system_reason` for how the actor acted.
+    pub fn record(
+        &self,
+        tenant: Option<TenantId>,
+        action: &str,
+        subject: impl std::fmt::Display,
+        mut details: Value,
+    ) -> AuditRecord {
+        if let Value::Object(members) = &mut details {
+            if let Some(token) = self.token {
+                members.insert("token".into(), Value::String(token.to_string()));
+            }
+            if let Some(reason) = &self.reason {
+                members.insert("system_reason".into(), Value::String(reason.clone()));
+            }
+        }
+        AuditRecord {
+            at: self.at,
+            tenant_id: tenant,
+            actor: self.actor.clone(),
+            action: action.to_owned(),
+            subject: subject.to_string(),
+            details,
+        }
+    }
 }
 
 /// One provable fact: who did what to which subject, when, with details.
@@ -164,6 +274,42 @@ mod tests {
     use super::*;
     use crate::id::{EventId, WorkflowId};
     use crate::workflow::{DedupKey, EventKind, EventSource, InstanceState};
+
+    #[test]
+    fn provenance_names_the_token_or_the_system_reason() {
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let token = TokenId::generate(now);
+        let operator = Provenance {
+            actor: "op_x".into(),
+            token: Some(token),
+            reason: None,
+            at: now,
+        };
+        let tenant = TenantId::generate(now);
+        let record = operator.record(
+            Some(tenant),
+            action::GATE_SET,
+            "joiner_access",
+            json!({"area": "joiner_access"}),
+        );
+        assert_eq!(record.log(), tenant.to_string());
+        assert_eq!(
+            (record.actor.as_str(), record.action.as_str()),
+            ("op_x", "gate.set")
+        );
+        assert_eq!(
+            record.details,
+            json!({"area": "joiner_access", "token": token.to_string()})
+        );
+
+        let later = now + time::Duration::seconds(5);
+        let system = Provenance::system("local cli", now).at(later);
+        let record = system.record(None, action::KEK_ROTATED, "local:2", json!({}));
+        assert_eq!(record.log(), SYSTEM_LOG);
+        assert_eq!(record.at, later);
+        assert_eq!(record.actor, "system");
+        assert_eq!(record.details, json!({"system_reason": "local cli"}));
+    }
 
     #[test]
     fn records_go_to_their_tenants_log_or_the_system_log() {

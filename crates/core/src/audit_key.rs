@@ -9,6 +9,7 @@
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+use crate::audit::AuditRecord;
 use crate::keys::WrappedKey;
 use crate::store::StoreResult;
 
@@ -35,7 +36,12 @@ pub trait AuditKeyStore: Send + Sync {
     /// Stores a new active key; `Conflict` if an active key already exists
     /// (another node created one first: read it with
     /// [`AuditKeyStore::active_audit_key`]).
-    async fn insert_audit_key(&self, key: &AuditSigningKey) -> StoreResult<()>;
+    /// `audit` (the record of the creation) is queued in the same transaction.
+    async fn insert_audit_key(
+        &self,
+        key: &AuditSigningKey,
+        audit: &[AuditRecord],
+    ) -> StoreResult<()>;
     /// The active key; `NotFound` if none was created yet.
     async fn active_audit_key(&self) -> StoreResult<AuditSigningKey>;
     /// Every key, active and retired, oldest first.
@@ -49,5 +55,6 @@ pub trait AuditKeyStore: Send + Sync {
         expected_kek: &str,
         wrapped: &WrappedKey,
         at: OffsetDateTime,
+        audit: &[AuditRecord],
     ) -> StoreResult<()>;
 }

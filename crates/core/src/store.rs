@@ -103,11 +103,22 @@ pub struct TenantQuery {
 }
 
 /// Tenants.
+///
+/// Every method that changes something takes `audit`, the records of the
+/// change (built with [`crate::audit::Provenance::record`]), and queues them
+/// in the audit outbox in the same transaction: they exist if and only if
+/// the change committed. The same holds for the mutations of the other
+/// traits here.
 #[async_trait]
 pub trait TenantStore: Send + Sync {
     /// Stores a new tenant and its wrapped data key, atomically.
     /// A live tenant with the same slug gives [`StoreError::Conflict`].
-    async fn insert_tenant(&self, tenant: &Tenant, key: &TenantKey) -> StoreResult<()>;
+    async fn insert_tenant(
+        &self,
+        tenant: &Tenant,
+        key: &TenantKey,
+        audit: &[AuditRecord],
+    ) -> StoreResult<()>;
     /// A tenant by id, in any state (deleted ones as tombstones).
     async fn get_tenant(&self, id: TenantId) -> StoreResult<Tenant>;
     /// A tenant that is not deleted, by slug.
@@ -116,10 +127,10 @@ pub trait TenantStore: Send + Sync {
     async fn list_tenants(&self, query: &TenantQuery) -> StoreResult<Vec<Tenant>>;
     /// Writes `tenant`'s display name, region, state and `updated_at` if its
     /// stored version is still `tenant.version - 1`; [`StoreError::Stale`] otherwise.
-    async fn update_tenant(&self, tenant: &Tenant) -> StoreResult<()>;
+    async fn update_tenant(&self, tenant: &Tenant, audit: &[AuditRecord]) -> StoreResult<()>;
     /// Marks the tenant deleted (as `update_tenant` does) and, in the same
     /// transaction, destroys its wrapped data key and its sealed secrets.
-    async fn delete_tenant(&self, tenant: &Tenant) -> StoreResult<()>;
+    async fn delete_tenant(&self, tenant: &Tenant, audit: &[AuditRecord]) -> StoreResult<()>;
 }
 
 /// Tenants' wrapped data keys.
@@ -141,6 +152,7 @@ pub trait TenantKeyStore: Send + Sync {
         expected_kek: &str,
         wrapped: &WrappedKey,
         at: OffsetDateTime,
+        audit: &[AuditRecord],
     ) -> StoreResult<()>;
 }
 
@@ -154,13 +166,19 @@ pub trait SecretStore: Send + Sync {
         name: &SecretName,
         sealed: &[u8],
         at: OffsetDateTime,
+        audit: &[AuditRecord],
     ) -> StoreResult<SecretMeta>;
     /// A sealed secret.
     async fn get_secret(&self, tenant: TenantId, name: &SecretName) -> StoreResult<SealedSecret>;
     /// The tenant's secrets' metadata, by name.
     async fn list_secrets(&self, tenant: TenantId) -> StoreResult<Vec<SecretMeta>>;
     /// Removes a secret.
-    async fn delete_secret(&self, tenant: TenantId, name: &SecretName) -> StoreResult<()>;
+    async fn delete_secret(
+        &self,
+        tenant: TenantId,
+        name: &SecretName,
+        audit: &[AuditRecord],
+    ) -> StoreResult<()>;
 }
 
 /// Operators and their API tokens.
@@ -169,19 +187,31 @@ pub trait OperatorStore: Send + Sync {
     /// Stores the first operator and its token, only if there are no
     /// operators yet (atomically, so two nodes starting together cannot both
     /// bootstrap). Returns whether it did.
-    async fn bootstrap_operator(&self, operator: &Operator, token: &ApiToken) -> StoreResult<bool>;
+    /// The records are written only if it did.
+    async fn bootstrap_operator(
+        &self,
+        operator: &Operator,
+        token: &ApiToken,
+        audit: &[AuditRecord],
+    ) -> StoreResult<bool>;
     /// Stores a new operator; a taken name gives `Conflict`.
-    async fn insert_operator(&self, operator: &Operator) -> StoreResult<()>;
+    async fn insert_operator(&self, operator: &Operator, audit: &[AuditRecord]) -> StoreResult<()>;
     /// An operator by id.
     async fn get_operator(&self, id: OperatorId) -> StoreResult<Operator>;
     /// An operator by handle.
     async fn find_operator_by_name(&self, name: &OperatorName) -> StoreResult<Operator>;
     /// All operators, by name.
     async fn list_operators(&self) -> StoreResult<Vec<Operator>>;
-    /// Enables or disables an operator.
-    async fn set_operator_disabled(&self, id: OperatorId, disabled: bool) -> StoreResult<()>;
+    /// Enables or disables an operator. Returns whether that changed
+    /// anything: the records are written only then.
+    async fn set_operator_disabled(
+        &self,
+        id: OperatorId,
+        disabled: bool,
+        audit: &[AuditRecord],
+    ) -> StoreResult<bool>;
     /// Stores a newly issued token.
-    async fn insert_token(&self, token: &ApiToken) -> StoreResult<()>;
+    async fn insert_token(&self, token: &ApiToken, audit: &[AuditRecord]) -> StoreResult<()>;
     /// The token with this hash and its operator (usable or not: the caller decides).
     async fn find_token(&self, hash: &TokenHash) -> StoreResult<(ApiToken, Operator)>;
     /// An operator's tokens, newest first.
@@ -189,7 +219,13 @@ pub trait OperatorStore: Send + Sync {
     /// A token by id.
     async fn get_token(&self, id: TokenId) -> StoreResult<ApiToken>;
     /// Revokes a token (idempotent: revoking twice keeps the first time).
-    async fn revoke_token(&self, id: TokenId, at: OffsetDateTime) -> StoreResult<()>;
+    /// Returns whether this call revoked it: the records are written only then.
+    async fn revoke_token(
+        &self,
+        id: TokenId,
+        at: OffsetDateTime,
+        audit: &[AuditRecord],
+    ) -> StoreResult<bool>;
 }
 
 /// A page of workflow instances.
@@ -402,7 +438,11 @@ pub trait GateStore: Send + Sync {
     /// area's floor is `Invalid` and nothing is written). A deleted tenant
     /// (its key destroyed) gives `NotFound("tenant")`; its settings are
     /// destroyed with its key.
-    async fn put_gate_setting(&self, setting: &GateSetting) -> StoreResult<()>;
+    async fn put_gate_setting(
+        &self,
+        setting: &GateSetting,
+        audit: &[AuditRecord],
+    ) -> StoreResult<()>;
 }
 
 /// Approvals as `/metrics` shows them.

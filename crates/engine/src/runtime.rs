@@ -656,7 +656,7 @@ impl Engine {
             "human_task.completed",
             Some(&task.step_id),
             &operator.id.to_string(),
-            json!({ "task": task.id, "by": operator.id, "evidence": evidence }),
+            json!({ "task": task.id, "by": operator.id, "outcome": outcome, "evidence": evidence }),
         );
         let progress = Progress::new(instance, vec![run], vec![entry]);
         self.store.complete_task(&task, &progress).await?;
@@ -1461,7 +1461,12 @@ impl Wave {
             run.error = Some(reason.to_owned());
             run.next_attempt_at = None;
         }
-        self.note("step.failed", Some(id), json!({ "error": reason }));
+        let action = self.template.step(id).map(|s| s.action.as_str().to_owned());
+        self.note(
+            "step.failed",
+            Some(id),
+            json!({ "error": reason, "action": action }),
+        );
         match self.template.on_failure {
             OnFailure::Park => self.park(&format!("step `{id}` failed: {reason}")),
             OnFailure::Compensate => {
@@ -1602,7 +1607,7 @@ impl Wave {
                 self.note(
                     "step.succeeded",
                     Some(&id),
-                    json!({ "attempt": call.attempt, "gate": level }),
+                    json!({ "attempt": call.attempt, "gate": level, "action": call.step.action.as_str() }),
                 );
                 if level == GateLevel::L1 {
                     // The review request is queued in this wave's commit.
@@ -1658,7 +1663,7 @@ impl Wave {
                         } else {
                             "step.retrying"
                         };
-                        self.note(kind, Some(&id), json!({ "attempt": call.attempt, "error": message, "retry_at": at.unix_timestamp() }));
+                        self.note(kind, Some(&id), json!({ "attempt": call.attempt, "error": message, "retry_at": at.unix_timestamp(), "action": call.step.action.as_str() }));
                     }
                     None if undo => {
                         if let Some(run) = self.step_mut(&id) {
@@ -1667,6 +1672,11 @@ impl Wave {
                             run.error = Some(message.clone());
                             run.next_attempt_at = None;
                         }
+                        self.note(
+                            "compensation.failed",
+                            Some(&id),
+                            json!({ "attempt": call.attempt, "error": message }),
+                        );
                         self.park(&format!("the compensation of `{id}` failed: {message}"));
                     }
                     None => {

@@ -231,8 +231,12 @@ impl GateStore for Crashy {
     ) -> StoreResult<Vec<gatehouse_core::gate::GateSetting>> {
         self.inner.gate_settings(t).await
     }
-    async fn put_gate_setting(&self, s: &gatehouse_core::gate::GateSetting) -> StoreResult<()> {
-        self.inner.put_gate_setting(s).await
+    async fn put_gate_setting(
+        &self,
+        s: &gatehouse_core::gate::GateSetting,
+        audit: &[gatehouse_core::audit::AuditRecord],
+    ) -> StoreResult<()> {
+        self.inner.put_gate_setting(s, audit).await
     }
 }
 
@@ -254,7 +258,7 @@ impl Env {
             role,
             self.clock.now(),
         );
-        self.db.store.insert_operator(&operator).await.unwrap();
+        self.db.store.insert_operator(&operator, &[]).await.unwrap();
         operator
     }
 
@@ -1120,7 +1124,11 @@ mod gate_policy_cases {
             created_at: now,
             rewrapped_at: None,
         };
-        env.db.store.insert_tenant(&tenant, &key).await.unwrap();
+        env.db
+            .store
+            .insert_tenant(&tenant, &key, &[])
+            .await
+            .unwrap();
         tenant.id
     }
 
@@ -1175,7 +1183,7 @@ params = { value = "{{ event.payload.value }}" }
             env.clock.now(),
         )
         .unwrap();
-        env.db.store.put_gate_setting(&raised).await.unwrap();
+        env.db.store.put_gate_setting(&raised, &[]).await.unwrap();
         env.settle(&engine).await;
 
         let (instance, steps) = env.instance(held).await;
@@ -1225,7 +1233,7 @@ params = { value = "{{ event.payload.value }}" }
             env.clock.now(),
         )
         .unwrap();
-        env.db.store.put_gate_setting(&cleared).await.unwrap();
+        env.db.store.put_gate_setting(&cleared, &[]).await.unwrap();
         let next = engine
             .submit(for_tenant("joiner-3", careful), "op_test")
             .await

@@ -139,7 +139,7 @@ impl Env {
             role,
             self.clock.now(),
         );
-        self.db.store.insert_operator(&operator).await.unwrap();
+        self.db.store.insert_operator(&operator, &[]).await.unwrap();
         operator
     }
 }

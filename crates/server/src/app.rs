@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use gatehouse_core::approval::ApprovalState;
 use gatehouse_core::approval::{Approval, HumanTask, TaskState, Verdict};
+use gatehouse_core::audit::{Provenance, action as audit_action};
 use gatehouse_core::clock::Clock;
 use gatehouse_core::id::{ApprovalId, HumanTaskId, OperatorId, TenantId, TokenId, WorkflowId};
 use gatehouse_core::operator::{ApiToken, Operator, OperatorName, Role, TokenSecret};
@@ -18,7 +19,7 @@ use gatehouse_core::workflow::{
 };
 use gatehouse_engine::runtime::{Engine, EngineError, NewEvent, Submitted};
 use gatehouse_vault::{Keyring, RotationProgress, RotationReport};
-use serde_json::Value;
+use serde_json::{Value, json};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
@@ -28,11 +29,15 @@ use crate::error::AppError;
 mod audit_key;
 mod audit_log;
 mod audit_read;
+mod checkpoints;
+mod oscal;
 pub use audit_key::AuditPublicKey;
 pub use audit_read::{
     AuditEntryView, AuditLogView, AuditQuery, AuditVerification, ConsistencyProof, InclusionProof,
     MAX_AUDIT_PAGE, MismatchView, VerifyRequest,
 };
+pub use checkpoints::{CheckpointView, Issued};
+pub use oscal::{Fact, assemble, parse_instant};
 mod gates;
 
 /// The largest secret value accepted, in bytes.
@@ -62,6 +67,23 @@ impl Actor {
         match self {
             Self::Operator { operator, .. } => Some(operator.id),
             Self::System(_) => None,
+        }
+    }
+
+    /// Who acts, for the audit records of what they change at `at`: the
+    /// operator and the token they used, or `system` with its reason.
+    pub fn provenance(&self, at: OffsetDateTime) -> Provenance {
+        match self {
+            Self::Operator { operator, token } => Provenance {
+                actor: operator.id.to_string(),
+                token: *token,
+                // No token: a local administrator acts for the operator.
+                reason: token
+                    .is_none()
+                    .then(|| "local cli, as the operator".to_owned()),
+                at,
+            },
+            Self::System(reason) => Provenance::system(reason, at),
         }
     }
 }
@@ -273,7 +295,13 @@ impl App {
             now,
         );
         let (token, secret) = ApiToken::issue(operator.id, "bootstrap", None, now)?;
-        match self.store.bootstrap_operator(&operator, &token).await {
+        let by = Provenance::system("bootstrap", now);
+        let audit = [operator_created(&by, &operator), token_issued(&by, &token)];
+        match self
+            .store
+            .bootstrap_operator(&operator, &token, &audit)
+            .await
+        {
             Ok(true) => Ok(Some((operator, secret))),
             Ok(false) => Ok(None),
             // An operator named `admin` exists though nobody bootstrapped:
@@ -322,7 +350,38 @@ impl App {
             .keyring
             .new_tenant_key(tenant.id, self.clock.as_ref())
             .await?;
-        match self.store.insert_tenant(&tenant, &key).await {
+        let by = actor.provenance(tenant.created_at);
+        let audit = [
+            // The system log holds no tenant-sensitive data: no display name.
+            by.record(
+                None,
+                audit_action::TENANT_CREATED,
+                tenant.id,
+                json!({
+                    "slug": tenant.slug.as_str(),
+                    "region": tenant.region.as_str(),
+                    "state": tenant.state.as_str(),
+                }),
+            ),
+            by.record(
+                Some(tenant.id),
+                audit_action::TENANT_CREATED,
+                tenant.id,
+                json!({
+                    "slug": tenant.slug.as_str(),
+                    "display_name": tenant.display_name.as_str(),
+                    "region": tenant.region.as_str(),
+                    "state": tenant.state.as_str(),
+                }),
+            ),
+            by.record(
+                Some(tenant.id),
+                audit_action::KEY_CREATED,
+                tenant.id,
+                json!({"kek": key.wrapped.kek_id}),
+            ),
+        ];
+        match self.store.insert_tenant(&tenant, &key, &audit).await {
             Ok(()) => {
                 tracing::info!(tenant = %tenant.id, slug = %tenant.slug, "tenant created");
                 Ok(tenant)
@@ -399,7 +458,23 @@ impl App {
         }
         current.version += 1;
         current.updated_at = self.now();
-        self.store.update_tenant(&current).await?;
+        // The changed fields only, before and after.
+        let (mut old, mut new) = (serde_json::Map::new(), serde_json::Map::new());
+        if before.display_name != current.display_name {
+            old.insert("display_name".into(), before.display_name.as_str().into());
+            new.insert("display_name".into(), current.display_name.as_str().into());
+        }
+        if before.region != current.region {
+            old.insert("region".into(), before.region.as_str().into());
+            new.insert("region".into(), current.region.as_str().into());
+        }
+        let audit = actor.provenance(current.updated_at).record(
+            Some(current.id),
+            audit_action::TENANT_UPDATED,
+            current.id,
+            json!({"before": old, "after": new, "version": current.version}),
+        );
+        self.store.update_tenant(&current, &[audit]).await?;
         Ok(current)
     }
 
@@ -413,15 +488,31 @@ impl App {
     ) -> Result<Tenant, AppError> {
         authorize(actor, Permission::ManageTenants)?;
         let mut current = self.find_tenant(tenant).await?;
+        let from = current.state;
         current.state = current.state.apply(action)?;
         current.version += 1;
         current.updated_at = self.now();
+        let by = actor.provenance(current.updated_at);
+        let details = json!({
+            "slug": current.slug.as_str(),
+            "from": from.as_str(),
+            "to": current.state.as_str(),
+        });
+        let (log, name) = match action {
+            TenantAction::Activate => (Some(current.id), audit_action::TENANT_ACTIVATED),
+            TenantAction::Suspend => (Some(current.id), audit_action::TENANT_SUSPENDED),
+            TenantAction::Offboard => (Some(current.id), audit_action::TENANT_OFFBOARDED),
+            // In the system log: the tenant's own log is unreadable once its
+            // key is shredded, and the deletion must stay provable.
+            TenantAction::Delete => (None, audit_action::TENANT_DELETED),
+        };
+        let audit = by.record(log, name, current.id, details);
         if action == TenantAction::Delete {
-            self.store.delete_tenant(&current).await?;
+            self.store.delete_tenant(&current, &[audit]).await?;
             self.keyring.forget(current.id);
             tracing::warn!(tenant = %current.id, slug = %current.slug, "tenant deleted; its data key is destroyed");
         } else {
-            self.store.update_tenant(&current).await?;
+            self.store.update_tenant(&current, &[audit]).await?;
             tracing::info!(tenant = %current.id, state = %current.state, "tenant {}", action.as_str());
         }
         Ok(current)
@@ -455,8 +546,16 @@ impl App {
             .keyring
             .seal(tenant.id, &Self::secret_context(name), value)
             .await?;
+        let now = self.now();
+        // The name only: never the value, nor anything derived from it.
+        let audit = actor.provenance(now).record(
+            Some(tenant.id),
+            audit_action::SECRET_SET,
+            name,
+            json!({"name": name.as_str(), "value": "set (not recorded)"}),
+        );
         self.store
-            .put_secret(tenant.id, name, &sealed, self.now())
+            .put_secret(tenant.id, name, &sealed, now, &[audit])
             .await
             .map_err(|err| match err {
                 // Deleted between the check above and the write.
@@ -485,8 +584,14 @@ impl App {
     ) -> Result<(), AppError> {
         authorize(actor, Permission::ManageSecrets)?;
         let tenant = self.find_tenant(tenant).await?;
+        let audit = actor.provenance(self.now()).record(
+            Some(tenant.id),
+            audit_action::SECRET_DELETED,
+            name,
+            json!({"name": name.as_str()}),
+        );
         self.store
-            .delete_secret(tenant.id, name)
+            .delete_secret(tenant.id, name, &[audit])
             .await
             .map_err(|err| match err {
                 StoreError::NotFound(_) => AppError::not_found("secret", name),
@@ -529,8 +634,9 @@ impl App {
         authorize(actor, Permission::ManageOperators)?;
         let now = self.now();
         let operator = Operator::new(name, display_name, role, now);
+        let by = actor.provenance(now);
         self.store
-            .insert_operator(&operator)
+            .insert_operator(&operator, &[operator_created(&by, &operator)])
             .await
             .map_err(|err| match err {
                 StoreError::Conflict(message) => AppError::Conflict {
@@ -540,7 +646,9 @@ impl App {
                 other => other.into(),
             })?;
         let (token, secret) = ApiToken::issue(operator.id, "initial", None, now)?;
-        self.store.insert_token(&token).await?;
+        self.store
+            .insert_token(&token, &[token_issued(&by, &token)])
+            .await?;
         tracing::info!(operator = %operator.id, name = %operator.name, role = %operator.role, "operator created");
         Ok((operator, token, secret))
     }
@@ -597,7 +705,8 @@ impl App {
     ) -> Result<(ApiToken, TokenSecret), AppError> {
         let owner = self.authorize_tokens_of(actor, operator).await?;
         let (token, secret) = ApiToken::issue(owner.id, name, expires_at, self.now())?;
-        self.store.insert_token(&token).await?;
+        let audit = token_issued(&actor.provenance(token.created_at), &token);
+        self.store.insert_token(&token, &[audit]).await?;
         Ok((token, secret))
     }
 
@@ -621,7 +730,14 @@ impl App {
         self.authorize_tokens_of(actor, found.operator_id)
             .await
             .map_err(|_| AppError::not_found("token", token))?;
-        self.store.revoke_token(token, self.now()).await?;
+        let now = self.now();
+        let audit = actor.provenance(now).record(
+            None,
+            audit_action::TOKEN_REVOKED,
+            token,
+            json!({"operator": found.operator_id.to_string()}),
+        );
+        self.store.revoke_token(token, now, &[audit]).await?;
         Ok(self.store.get_token(token).await?)
     }
 
@@ -639,13 +755,22 @@ impl App {
                 message: "you cannot disable yourself".into(),
             });
         }
+        let name = if disabled {
+            audit_action::OPERATOR_DISABLED
+        } else {
+            audit_action::OPERATOR_ENABLED
+        };
+        let audit = actor
+            .provenance(self.now())
+            .record(None, name, operator, json!({}));
         self.store
-            .set_operator_disabled(operator, disabled)
+            .set_operator_disabled(operator, disabled, &[audit])
             .await
             .map_err(|err| match err {
                 StoreError::NotFound(_) => AppError::not_found("operator", operator),
                 other => other.into(),
-            })
+            })?;
+        Ok(())
     }
 
     // ----- keys -----------------------------------------------------------
@@ -658,10 +783,25 @@ impl App {
         progress: &mut (dyn FnMut(RotationProgress) + Send),
     ) -> Result<RotationReport, AppError> {
         authorize(actor, Permission::ManageKeys)?;
+        let by = actor.provenance(self.now());
         let report = self
             .keyring
-            .rotate_kek(self.clock.as_ref(), retire, progress)
+            .rotate_kek(self.clock.as_ref(), &by, retire, progress)
             .await?;
+        // Each rewrap recorded itself; this records the rotation as a whole.
+        let audit = by.at(self.now()).record(
+            None,
+            audit_action::KEK_ROTATED,
+            &report.active_kek,
+            json!({
+                "rewrapped": report.rewrapped,
+                "already_current": report.already_current,
+                "vanished": report.vanished,
+                "audit_keys_rewrapped": report.audit_keys_rewrapped,
+                "retired": report.retired,
+            }),
+        );
+        self.store.queue_audit(&[audit]).await?;
         tracing::warn!(active = %report.active_kek, rewrapped = report.rewrapped, "key-encryption key rotated");
         Ok(report)
     }
@@ -920,6 +1060,31 @@ fn actor_name(actor: &Actor) -> String {
         Actor::Operator { operator, .. } => operator.id.to_string(),
         Actor::System(_) => "system".into(),
     }
+}
+
+/// The record of a new operator: the id and role only, since the system log
+/// is in clear and handles and display names may name a person.
+fn operator_created(by: &Provenance, operator: &Operator) -> gatehouse_core::audit::AuditRecord {
+    by.record(
+        None,
+        audit_action::OPERATOR_CREATED,
+        operator.id,
+        json!({"role": operator.role.as_str()}),
+    )
+}
+
+/// The record of an issued token (the credential event): its id and owner,
+/// never its secret or hash.
+fn token_issued(by: &Provenance, token: &ApiToken) -> gatehouse_core::audit::AuditRecord {
+    by.record(
+        None,
+        audit_action::TOKEN_ISSUED,
+        token.id,
+        json!({
+            "operator": token.operator_id.to_string(),
+            "expires_at": token.expires_at.and_then(|at| at.format(&time::format_description::well_known::Rfc3339).ok()),
+        }),
+    )
 }
 
 /// The person acting; decisions and task completions must be a person's.

@@ -1,25 +1,44 @@
 //! The audit log's sequencer: takes the records the store queued in the
 //! outbox with each change, gives each its index in its log (one per
-//! tenant, plus the system log), builds its leaf and appends leaves and
-//! completed Merkle subtrees in one transaction per log (see docs/audit.md,
-//! "Storage").
+//! tenant, plus the system log), builds its leaf (sealing a tenant's
+//! details under the tenant's data key), appends leaves and completed
+//! Merkle subtrees in one transaction per log, and signs checkpoints every
+//! N entries or T seconds (see docs/audit.md, "Storage" and "Checkpoints").
 //!
 //! One sequencer should run at a time; a second one is harmless: the append
 //! is a compare-and-set on the log's size, so the loser's append is refused
 //! (`Stale`), it forgets what it cached about that log and tries again on
-//! its next run.
+//! its next run. Checkpoints are unique per size in the store, so two
+//! sequencers (or a sequencer and an on-demand request) signing the same
+//! size store one checkpoint.
+
+mod details;
 
 use std::collections::{BTreeMap, HashMap};
+use std::num::NonZeroU64;
 use std::sync::Arc;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use gatehouse_audit::canonical::{self, CanonicalError};
-use gatehouse_audit::{Frontier, Hash, TreeError, leaf_hash};
-use gatehouse_core::audit::{AuditEntry, AuditNode, AuditRecord, SYSTEM_LOG};
+use gatehouse_audit::{
+    Checkpoint, CheckpointError, Frontier, Hash, SignError, Signer, TreeError, leaf_hash,
+};
+use gatehouse_core::audit::{
+    AuditCheckpoint, AuditEntry, AuditNode, AuditRecord, SYSTEM_LOG, details_context, log_origin,
+};
+use gatehouse_core::clock::Clock;
 use gatehouse_core::store::{AuditStore, StoreError};
+use gatehouse_vault::{Keyring, TenantSealer, VaultError};
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::Mutex;
+
+pub use details::{
+    DETAILS, Details, DetailsError, KEY_DESTROYED, SEALED, WITHHELD, open_details,
+    open_details_with,
+};
 
 /// Why a sequencer run stopped.
 #[derive(Debug, thiserror::Error)]
@@ -46,43 +65,159 @@ pub enum SequencerError {
         #[source]
         source: TreeError,
     },
+    /// The tenant's details could not be sealed (the key service failed);
+    /// the records stay queued.
+    #[error("audit log `{log}`: sealing details: {source}")]
+    Seal {
+        log: String,
+        #[source]
+        source: VaultError,
+    },
+    /// The entries were appended, but their checkpoint was not signed or
+    /// stored; the next append or idle pass tries again.
+    #[error("audit log `{log}`: {source}")]
+    Checkpoint {
+        log: String,
+        #[source]
+        source: IssueError,
+    },
+}
+
+/// Why a checkpoint could not be issued.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    #[error("checkpoint body: {0}")]
+    Body(#[from] CheckpointError),
+    #[error("signing the checkpoint: {0}")]
+    Sign(#[from] SignError),
+    #[error("storing the checkpoint: {0}")]
+    Store(#[from] StoreError),
 }
 
 /// Records sequenced per run of [`Sequencer::run`].
 pub const SEQUENCE_BATCH: u32 = 4096;
 
-/// Appends outbox records to their logs.
+/// When the sequencer signs a checkpoint of a log that grew.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointPolicy {
+    /// Right after an append that makes the log this many entries larger
+    /// than its latest checkpoint.
+    pub entries: NonZeroU64,
+    /// On an idle pass, when the log's latest checkpoint is this many
+    /// seconds old (or it has none).
+    pub every_secs: NonZeroU64,
+}
+
+impl Default for CheckpointPolicy {
+    /// Every 1,000 entries or 60 seconds.
+    fn default() -> Self {
+        Self {
+            entries: NonZeroU64::MIN.saturating_add(999),
+            every_secs: NonZeroU64::MIN.saturating_add(59),
+        }
+    }
+}
+
+/// What signing checkpoints needs.
+struct Checkpointing {
+    signer: Arc<dyn Signer>,
+    clock: Arc<dyn Clock>,
+    policy: CheckpointPolicy,
+}
+
+/// A log's latest checkpoint, as far as this sequencer knows.
+#[derive(Debug, Clone, Copy)]
+struct Latest {
+    size: u64,
+    at: OffsetDateTime,
+}
+
+/// What a sequencer caches between runs, per log.
+#[derive(Default)]
+struct State {
+    /// Each log's frontier after this sequencer's last append, so that a
+    /// run reads no node rows.
+    frontiers: HashMap<String, Frontier>,
+    /// Each log's latest checkpoint (`None`: it has none); a log missing
+    /// here is read from the store when needed.
+    latest: HashMap<String, Option<Latest>>,
+}
+
+impl State {
+    /// Forgets what another sequencer may have changed.
+    fn forget(&mut self, log: &str) {
+        self.frontiers.remove(log);
+        self.latest.remove(log);
+    }
+}
+
+/// How a log's details go into its leaves in one run.
+enum Sealing {
+    /// The system log: in clear.
+    Clear,
+    /// A tenant's log: sealed under its data key.
+    Sealed(TenantSealer),
+    /// A tenant's log whose key is destroyed: left out.
+    Withheld,
+}
+
+/// Appends outbox records to their logs and signs their checkpoints.
 pub struct Sequencer {
     store: Arc<dyn AuditStore>,
-    /// Each log's frontier after this sequencer's last append, so that a run
-    /// reads no node rows; held for the whole run, so runs are serial.
-    frontiers: Mutex<HashMap<String, Frontier>>,
+    keyring: Arc<Keyring>,
+    checkpoints: Option<Checkpointing>,
+    /// Held for a whole run, so runs are serial.
+    state: Mutex<State>,
 }
 
 impl std::fmt::Debug for Sequencer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sequencer").finish_non_exhaustive()
+        f.debug_struct("Sequencer")
+            .field("checkpoints", &self.checkpoints.as_ref().map(|c| c.policy))
+            .finish_non_exhaustive()
     }
 }
 
 impl Sequencer {
-    /// A sequencer over `store`, with nothing cached.
-    pub fn new(store: Arc<dyn AuditStore>) -> Self {
+    /// A sequencer over `store`, sealing tenants' details with `keyring`,
+    /// with nothing cached. It signs no checkpoints until
+    /// [`Sequencer::with_checkpoints`].
+    pub fn new(store: Arc<dyn AuditStore>, keyring: Arc<Keyring>) -> Self {
         Self {
             store,
-            frontiers: Mutex::new(HashMap::new()),
+            keyring,
+            checkpoints: None,
+            state: Mutex::new(State::default()),
         }
     }
 
+    /// Signs checkpoints with `signer` as `policy` says, reading the time
+    /// from `clock`.
+    pub fn with_checkpoints(
+        mut self,
+        signer: Arc<dyn Signer>,
+        clock: Arc<dyn Clock>,
+        policy: CheckpointPolicy,
+    ) -> Self {
+        self.checkpoints = Some(Checkpointing {
+            signer,
+            clock,
+            policy,
+        });
+        self
+    }
+
     /// Sequences until `shutdown` completes: a batch at a time while records
-    /// are waiting, then every `idle` when the outbox is empty. A failed run
-    /// is logged and retried; records stay queued until appended.
+    /// are waiting, then every `idle` when the outbox is empty, signing the
+    /// checkpoints that are due at least every `idle`. A failed run is
+    /// logged and retried; records stay queued until appended.
     pub async fn run(
         &self,
         idle: std::time::Duration,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         tokio::pin!(shutdown);
+        let mut last_due = tokio::time::Instant::now();
         loop {
             let appended = match self.run_once(SEQUENCE_BATCH).await {
                 Ok(n) => n,
@@ -91,6 +226,12 @@ impl Sequencer {
                     0
                 }
             };
+            if appended == 0 || last_due.elapsed() >= idle {
+                if let Err(err) = self.sign_due_checkpoints().await {
+                    tracing::error!(%err, "signing due audit checkpoints failed; retrying");
+                }
+                last_due = tokio::time::Instant::now();
+            }
             if appended > 0 {
                 continue;
             }
@@ -104,8 +245,10 @@ impl Sequencer {
     /// Sequences up to `limit` of the oldest outbox records; returns how
     /// many were appended. A log whose append was refused because another
     /// sequencer appended meanwhile is skipped (its records stay queued).
+    /// After each append, signs a checkpoint of the log if it grew by the
+    /// policy's number of entries since its latest one.
     pub async fn run_once(&self, limit: u32) -> Result<usize, SequencerError> {
-        let mut frontiers = self.frontiers.lock().await;
+        let mut state = self.state.lock().await;
         let pending = self.store.pending_audit(limit).await?;
         let mut by_log: BTreeMap<String, Vec<(i64, AuditRecord)>> = BTreeMap::new();
         for (id, record) in pending {
@@ -113,17 +256,18 @@ impl Sequencer {
         }
         let mut appended = 0;
         for (log, records) in by_log {
-            let mut frontier = match frontiers.get(&log) {
+            let mut frontier = match state.frontiers.get(&log) {
                 Some(f) => f.clone(),
                 None => self.restore(&log).await?,
             };
+            let sealing = self.sealing(&log, &records).await?;
             let start = frontier.size();
             let mut entries = Vec::with_capacity(records.len());
             let mut nodes = Vec::with_capacity(records.len() * 2);
             let mut consumed = Vec::with_capacity(records.len());
             for (id, record) in &records {
                 let idx = frontier.size();
-                let leaf = leaf(&log, idx, record)?;
+                let leaf = leaf(&log, idx, record, &sealing)?;
                 let hash = leaf_hash(leaf.as_bytes());
                 frontier
                     .push_with(hash, |id, h| {
@@ -155,7 +299,9 @@ impl Sequencer {
             {
                 Ok(()) => {
                     appended += entries.len();
-                    frontiers.insert(log, frontier);
+                    self.checkpoint_if_grown(&mut state, &log, &frontier)
+                        .await?;
+                    state.frontiers.insert(log, frontier);
                 }
                 Err(StoreError::Stale(what)) => {
                     tracing::info!(
@@ -163,15 +309,166 @@ impl Sequencer {
                         what,
                         "another sequencer appended to the audit log; retrying on the next run"
                     );
-                    frontiers.remove(&log);
+                    state.forget(&log);
                 }
                 Err(err) => {
-                    frontiers.remove(&log);
+                    state.forget(&log);
                     return Err(err.into());
                 }
             }
         }
         Ok(appended)
+    }
+
+    /// How this run writes the details of `log`'s records: in clear in the
+    /// system log; sealed under the tenant's key in a tenant's log, or
+    /// withheld if that key is destroyed (the tenant was deleted), so that
+    /// a shredded tenant neither blocks its log nor has details in clear.
+    async fn sealing(
+        &self,
+        log: &str,
+        records: &[(i64, AuditRecord)],
+    ) -> Result<Sealing, SequencerError> {
+        let Some(tenant) = records.first().and_then(|(_, r)| r.tenant_id) else {
+            return Ok(Sealing::Clear);
+        };
+        match self.keyring.sealer(tenant).await {
+            Ok(sealer) => Ok(Sealing::Sealed(sealer)),
+            Err(VaultError::KeyDestroyed(_)) => {
+                tracing::warn!(
+                    log,
+                    records = records.len(),
+                    "the tenant's data key is destroyed; its audit entries are recorded without their details"
+                );
+                Ok(Sealing::Withheld)
+            }
+            Err(source) => Err(SequencerError::Seal {
+                log: log.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    /// Signs a checkpoint of `log` at `frontier` if it grew by the policy's
+    /// number of entries since its latest checkpoint.
+    async fn checkpoint_if_grown(
+        &self,
+        state: &mut State,
+        log: &str,
+        frontier: &Frontier,
+    ) -> Result<(), SequencerError> {
+        let Some(checkpoints) = &self.checkpoints else {
+            return Ok(());
+        };
+        let signed = self.latest(state, log).await?.map_or(0, |l| l.size);
+        if frontier.size().saturating_sub(signed) >= checkpoints.policy.entries.get() {
+            self.sign(checkpoints, state, log, frontier.size(), frontier.root())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Signs a checkpoint of every log that grew since its latest
+    /// checkpoint and whose latest checkpoint is older than the policy's
+    /// seconds (or that has none). Returns how many were stored. `run`
+    /// calls this when idle; tests call it with a fake clock.
+    pub async fn sign_due_checkpoints(&self) -> Result<usize, SequencerError> {
+        let Some(checkpoints) = &self.checkpoints else {
+            return Ok(0);
+        };
+        let mut state = self.state.lock().await;
+        let now = checkpoints.clock.now();
+        let every = time::Duration::seconds(
+            i64::try_from(checkpoints.policy.every_secs.get()).unwrap_or(i64::MAX),
+        );
+        let mut signed = 0;
+        for (log, size) in self.store.audit_logs().await? {
+            let latest = self.latest(&mut state, &log).await?;
+            let due = match latest {
+                None => size > 0,
+                Some(latest) => latest.size < size && latest.at + every <= now,
+            };
+            if !due {
+                continue;
+            }
+            let frontier = match state.frontiers.get(&log) {
+                Some(f) if f.size() == size => f.clone(),
+                _ => self.restore(&log).await?,
+            };
+            if self
+                .sign(
+                    checkpoints,
+                    &mut state,
+                    &log,
+                    frontier.size(),
+                    frontier.root(),
+                )
+                .await?
+            {
+                signed += 1;
+            }
+            state.frontiers.insert(log, frontier);
+        }
+        Ok(signed)
+    }
+
+    /// The latest checkpoint of `log`, from the cache or the store.
+    async fn latest(&self, state: &mut State, log: &str) -> Result<Option<Latest>, StoreError> {
+        if let Some(latest) = state.latest.get(log) {
+            return Ok(*latest);
+        }
+        let latest = self
+            .store
+            .list_checkpoints(log)
+            .await?
+            .last()
+            .map(|c| Latest {
+                size: c.size,
+                at: c.created_at,
+            });
+        state.latest.insert(log.to_owned(), latest);
+        Ok(latest)
+    }
+
+    /// Signs and stores the checkpoint of `log` at `size`; whether it was
+    /// stored (`false`: another node had signed that size).
+    async fn sign(
+        &self,
+        checkpoints: &Checkpointing,
+        state: &mut State,
+        log: &str,
+        size: u64,
+        root: Hash,
+    ) -> Result<bool, SequencerError> {
+        let now = checkpoints.clock.now();
+        let stored = sign_checkpoint(
+            self.store.as_ref(),
+            checkpoints.signer.as_ref(),
+            log,
+            size,
+            root,
+            now,
+        )
+        .await
+        .map_err(|source| SequencerError::Checkpoint {
+            log: log.to_owned(),
+            source,
+        })?;
+        match stored {
+            Some(c) => {
+                let latest = Latest {
+                    size: c.size,
+                    at: c.created_at,
+                };
+                state.latest.insert(log.to_owned(), Some(latest));
+                Ok(true)
+            }
+            // Someone else signed: read their checkpoint back when needed.
+            None => {
+                state.latest.remove(log);
+                Ok(false)
+            }
+        }
     }
 
     /// The log's frontier, rebuilt from its stored head.
@@ -189,11 +486,47 @@ impl Sequencer {
     }
 }
 
+/// Signs the checkpoint of `log` at `size` with tree root `root` (origin
+/// `log_origin(key name, log)`) and stores it as created `at`. `None` if a
+/// checkpoint of that size is stored already (another node or request
+/// signed it first): there is never a second one of a size.
+pub async fn sign_checkpoint(
+    store: &dyn AuditStore,
+    signer: &dyn Signer,
+    log: &str,
+    size: u64,
+    root: Hash,
+    at: OffsetDateTime,
+) -> Result<Option<AuditCheckpoint>, IssueError> {
+    let origin = log_origin(signer.key_name().as_str(), log);
+    let note = Checkpoint::new(origin, size, root)?.sign(signer).await?;
+    let checkpoint = AuditCheckpoint {
+        log: log.to_owned(),
+        size,
+        note: note.to_string(),
+        created_at: at,
+    };
+    match store.put_checkpoint(&checkpoint).await {
+        Ok(()) => {
+            tracing::debug!(log, size, "signed an audit checkpoint");
+            Ok(Some(checkpoint))
+        }
+        Err(StoreError::Conflict(_)) => Ok(None),
+        Err(err) => Err(err.into()),
+    }
+}
+
 /// The leaf of `record` at `idx` in `log`: the RFC 8785 canonical JSON of
 /// the entry. What is clear: the log, index, time, actor, action, subject
 /// and tenant. The details are in clear only in the system log; a tenant's
-/// entry holds `details_sha256` instead, see [`sealed_details`].
-pub fn leaf(log: &str, idx: u64, record: &AuditRecord) -> Result<String, SequencerError> {
+/// entry holds them sealed under the tenant's key, bound to `idx`
+/// (`sealed`, base64), or `details_withheld` if that key is destroyed.
+fn leaf(
+    log: &str,
+    idx: u64,
+    record: &AuditRecord,
+    sealing: &Sealing,
+) -> Result<String, SequencerError> {
     let mut entry = Map::new();
     entry.insert("log".into(), json!(log));
     entry.insert("idx".into(), json!(idx));
@@ -201,37 +534,40 @@ pub fn leaf(log: &str, idx: u64, record: &AuditRecord) -> Result<String, Sequenc
     entry.insert("actor".into(), json!(record.actor));
     entry.insert("action".into(), json!(record.action));
     entry.insert("subject".into(), json!(record.subject));
-    let details = representable(record);
-    if log == SYSTEM_LOG {
-        entry.insert("details".into(), details);
-    } else {
+    if log != SYSTEM_LOG {
         entry.insert(
             "tenant_id".into(),
             json!(record.tenant_id.map(|t| t.to_string())),
         );
-        let (key, value) = sealed_details(record, &details)?;
-        entry.insert(key.into(), value);
+    }
+    match sealing {
+        Sealing::Clear => {
+            entry.insert(DETAILS.into(), representable(record));
+        }
+        Sealing::Sealed(sealer) => {
+            // One canonicalisation in the usual case: the bytes are sealed.
+            let bytes = canonical::to_vec(&record.details)
+                .or_else(|_| canonical::to_vec(&representable(record)))
+                .map_err(|source| SequencerError::Canonical {
+                    subject: record.subject.clone(),
+                    source,
+                })?;
+            let sealed = sealer
+                .seal(&details_context(idx), &bytes)
+                .map_err(|source| SequencerError::Seal {
+                    log: log.to_owned(),
+                    source,
+                })?;
+            entry.insert(SEALED.into(), json!(BASE64.encode(sealed)));
+        }
+        Sealing::Withheld => {
+            entry.insert(WITHHELD.into(), json!(KEY_DESTROYED));
+        }
     }
     canonical::to_string(&Value::Object(entry)).map_err(|source| SequencerError::Canonical {
         subject: record.subject.clone(),
         source,
     })
-}
-
-/// What a tenant's entry commits to instead of its details. For now the
-/// SHA-256 (hex) of their canonical bytes, as `details_sha256`; sealing
-/// under the tenant's key replaces this with the ciphertext's digest (and
-/// the store then keeps the ciphertext, not the details).
-fn sealed_details(
-    record: &AuditRecord,
-    details: &Value,
-) -> Result<(&'static str, Value), SequencerError> {
-    let bytes = canonical::to_vec(details).map_err(|source| SequencerError::Canonical {
-        subject: record.subject.clone(),
-        source,
-    })?;
-    let digest: [u8; 32] = Sha256::digest(&bytes).into();
-    Ok(("details_sha256", json!(Hash::from_bytes(digest).to_hex())))
 }
 
 /// The record's details if they have a canonical form; otherwise (an
@@ -257,7 +593,6 @@ fn representable(record: &AuditRecord) -> Value {
 mod tests {
     use super::*;
     use gatehouse_core::id::TenantId;
-    use time::OffsetDateTime;
 
     fn record(tenant_id: Option<TenantId>, details: Value) -> AuditRecord {
         AuditRecord {
@@ -271,30 +606,42 @@ mod tests {
     }
 
     #[test]
-    fn tenant_leaves_commit_to_their_details_and_system_leaves_hold_them()
+    fn system_leaves_hold_their_details_and_withheld_leaves_none()
     -> Result<(), Box<dyn std::error::Error>> {
-        let tenant = TenantId::generate(OffsetDateTime::UNIX_EPOCH);
-        let details = json!({"b": 1, "a": "Zoë"});
+        let details = json!({"b": 1, "a": "x"});
         let text = leaf(
-            &tenant.to_string(),
-            3,
-            &record(Some(tenant), details.clone()),
+            SYSTEM_LOG,
+            0,
+            &record(None, details.clone()),
+            &Sealing::Clear,
         )?;
         assert!(canonical::is_canonical(text.as_bytes())?);
         let value: Value = serde_json::from_str(&text)?;
-        let expected: [u8; 32] = Sha256::digest("{\"a\":\"Zoë\",\"b\":1}".as_bytes()).into();
-        assert_eq!(
-            value["details_sha256"],
-            Hash::from_bytes(expected).to_hex().as_str()
-        );
-        assert_eq!(value.get("details"), None);
-        assert_eq!(value["idx"], 3);
-        assert_eq!(value["at"], "1970-01-01T00:00:00Z");
-
-        let text = leaf(SYSTEM_LOG, 0, &record(None, details.clone()))?;
-        let value: Value = serde_json::from_str(&text)?;
         assert_eq!(value["details"], details);
-        assert_eq!(value.get("details_sha256"), None);
+        assert_eq!(value.get("tenant_id"), None);
+        assert_eq!(value["at"], "1970-01-01T00:00:00Z");
+        assert_eq!(
+            open_details_with(None, &text)?,
+            Details::Clear(details.clone())
+        );
+
+        let tenant = TenantId::generate(OffsetDateTime::UNIX_EPOCH);
+        let text = leaf(
+            &tenant.to_string(),
+            3,
+            &record(Some(tenant), details),
+            &Sealing::Withheld,
+        )?;
+        let value: Value = serde_json::from_str(&text)?;
+        assert_eq!(value["idx"], 3);
+        assert_eq!(value["tenant_id"], tenant.to_string().as_str());
+        assert_eq!(value[WITHHELD], KEY_DESTROYED);
+        assert_eq!(value.get("details"), None);
+        assert_eq!(value.get(SEALED), None);
+        assert_eq!(
+            open_details_with(None, &text)?,
+            Details::Withheld(KEY_DESTROYED.into())
+        );
         Ok(())
     }
 
@@ -302,9 +649,24 @@ mod tests {
     fn details_without_a_canonical_form_are_kept_as_json_text()
     -> Result<(), Box<dyn std::error::Error>> {
         let details = json!({"n": 9_007_199_254_740_993_u64});
-        let text = leaf(SYSTEM_LOG, 0, &record(None, details))?;
+        let text = leaf(SYSTEM_LOG, 0, &record(None, details), &Sealing::Clear)?;
         let value: Value = serde_json::from_str(&text)?;
         assert_eq!(value["details"]["json_text"], r#"{"n":9007199254740993}"#);
         Ok(())
+    }
+
+    #[test]
+    fn leaves_that_are_not_entries_are_refused() {
+        for text in [
+            "not json",
+            r#"{"log":"system","idx":0}"#,
+            r#"{"log":"ten_x","idx":0,"tenant_id":"ten_x","sealed":"***"}"#,
+            r#"{"log":"system","idx":0,"tenant_id":"ten_01jd8x3k2q9f6v0c4m7r5t8w1y","sealed":"AA=="}"#,
+        ] {
+            assert!(
+                matches!(open_details_with(None, text), Err(DetailsError::Leaf(_))),
+                "{text}"
+            );
+        }
     }
 }

@@ -1932,6 +1932,177 @@ mod gate_cases {
     }
 }
 
+mod oscal_cases {
+    use super::*;
+
+    fn party_of<'a>(doc: &'a Value, short_name: &str) -> &'a str {
+        doc["assessment-results"]["metadata"]["parties"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["short-name"] == short_name)
+            .unwrap_or_else(|| panic!("no party {short_name} in {doc}"))["uuid"]
+            .as_str()
+            .unwrap()
+    }
+
+    /// A tenant's gated and reviewed runs, read back from its audit log as
+    /// an OSCAL document that the NIST schema accepts: the decision logged
+    /// by the person who made it, the rollback as a risk.
+    pub async fn a_tenants_audit_log_exports_as_oscal(t: &TestApp) {
+        t.create_tenant("acme").await;
+        t.create_tenant("other").await;
+        let (_, lead) = t.operator("lea.lead", "lead").await;
+        let (_, tech) = t.operator("tom.tech", "technician").await;
+        let (_, auditor) = t.operator("ada.auditor", "auditor").await;
+        let submit = |kind: &'static str, key: &'static str| {
+            t.admin(
+                Method::POST,
+                "/api/v1/events",
+                Some(json!({"type": kind, "dedup_key": key, "tenant": "acme"})),
+            )
+        };
+        let (status, gated) = submit("test.gated", "deal-1").await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{gated}");
+        t.settle().await;
+        let (_, pending) = t
+            .admin(Method::GET, "/api/v1/approvals?state=pending", None)
+            .await;
+        let approval = pending["items"][0]["id"].as_str().unwrap().to_owned();
+        let (status, body) = t
+            .call(
+                Method::POST,
+                &format!("/api/v1/approvals/{approval}/approve"),
+                Some(&lead),
+                Some(json!({"reason": "plan checked\nagainst the SOW"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        t.settle().await;
+        let (status, reviewed) = submit("test.reviewed", "grant-1").await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{reviewed}");
+        t.settle().await;
+        let reviewed = reviewed["instances"][0].as_str().unwrap().to_owned();
+        let (status, body) = t
+            .call(
+                Method::POST,
+                &format!("/api/v1/workflows/{reviewed}/steps/grant/rollback"),
+                Some(&lead),
+                Some(json!({"reason": "wrong mailbox"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        t.settle().await;
+        let sequencer =
+            gatehouse_server::audit::Sequencer::new(t.app.store.clone(), t.app.keyring.clone());
+        while sequencer.run_once(4096).await.unwrap() > 0 {}
+
+        let path = "/api/v1/tenants/acme/audit/oscal";
+        let (status, doc) = t.call(Method::GET, path, Some(&auditor), None).await;
+        assert_eq!(status, StatusCode::OK, "{doc}");
+        let schema: Value =
+            serde_json::from_str(gatehouse_oscal::ASSESSMENT_RESULTS_SCHEMA_1_2_3).unwrap();
+        let validator = jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft7)
+            .should_validate_formats(true)
+            .build(&schema)
+            .unwrap();
+        let errors: Vec<String> = validator.iter_errors(&doc).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "schema violations: {errors:?}");
+
+        let results = doc["assessment-results"]["results"].as_array().unwrap();
+        assert_eq!(results.len(), 2, "one result per run: {doc}");
+        let lead_party = party_of(&doc, "lea.lead");
+        let gated_result = results
+            .iter()
+            .find(|r| r["title"].as_str().unwrap().starts_with("gated v1"))
+            .unwrap();
+        let decision = gated_result["assessment-log"]["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["logged-by"][0]["party-uuid"] == lead_party)
+            .unwrap_or_else(|| panic!("no entry logged by the lead: {gated_result}"));
+        assert!(
+            decision["description"]
+                .as_str()
+                .unwrap()
+                .contains("plan checked\nagainst the SOW"),
+            "{decision}"
+        );
+        let executed: Vec<&Value> = gated_result["observations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| o["methods"][0] == "TEST-AUTOMATED")
+            .collect();
+        assert!(
+            executed.iter().any(|o| o["props"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "action" && p["value"] == "sandbox.noop")),
+            "step observations name their action: {gated_result}"
+        );
+        let reviewed_result = results
+            .iter()
+            .find(|r| r["title"].as_str().unwrap().starts_with("reviewed v1"))
+            .unwrap();
+        let risks = reviewed_result["risks"].as_array().unwrap();
+        assert_eq!(risks.len(), 1, "the rollback is a risk: {reviewed_result}");
+        assert_eq!(risks[0]["status"], "closed");
+
+        // A period that holds no run still makes a valid document.
+        let (status, empty) = t
+            .call(
+                Method::GET,
+                &format!("{path}?since=2999-01-01T00:00:00Z"),
+                Some(&auditor),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{empty}");
+        assert_eq!(
+            empty["assessment-results"]["results"][0]["title"],
+            "No workflow runs in the period"
+        );
+        // Another tenant's export holds none of acme's runs.
+        let (_, other) = t
+            .call(
+                Method::GET,
+                "/api/v1/tenants/other/audit/oscal",
+                Some(&auditor),
+                None,
+            )
+            .await;
+        assert!(!other.to_string().contains(&reviewed), "{other}");
+        // Strangers, roles, bad input.
+        let (status, _) = t.call(Method::GET, path, None, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, body) = t.call(Method::GET, path, Some(&tech), None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        let (status, body) = t
+            .call(
+                Method::GET,
+                "/api/v1/tenants/nope/audit/oscal",
+                Some(&auditor),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        let (status, body) = t
+            .call(
+                Method::GET,
+                &format!("{path}?since=yesterday"),
+                Some(&auditor),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert!(body.to_string().contains("since"), "{body}");
+    }
+}
+
 macro_rules! api_tests {
     ($($case:ident $(($arg:expr))?),* $(,)?) => {
         mod sqlite {
@@ -1967,6 +2138,7 @@ macro_rules! api_tests {
 
 use cases::*;
 use gate_cases::*;
+use oscal_cases::*;
 use rollback_cases::*;
 use workflow_cases::*;
 
@@ -1988,6 +2160,7 @@ api_tests!(
     random_bodies_never_cause_a_server_error(256),
     tenant_gates_over_http,
     engine_metrics_on_the_metrics_endpoint,
+    a_tenants_audit_log_exports_as_oscal,
 );
 
 /// The OpenAPI document is a contract: a change to it shows up in review.

@@ -50,7 +50,16 @@ async fn verify_a_million_entries_and_prove_inclusion() -> Result<(), Error> {
                 subject: "wf_01jd8x3k2q9f6v0c4m7r5t8w1y".into(),
                 details: json!({"template": "onboard", "step": "grant", "history_seq": idx}),
             };
-            let leaf = gatehouse_server::audit::leaf(SYSTEM_LOG, idx, &record)?;
+            // The shape of a system-log leaf (see docs/audit.md, "Leaf").
+            let leaf = gatehouse_audit::canonical::to_string(&json!({
+                "log": SYSTEM_LOG,
+                "idx": idx,
+                "at": record.at.format(&time::format_description::well_known::Rfc3339)?,
+                "actor": record.actor,
+                "action": record.action,
+                "subject": record.subject,
+                "details": record.details,
+            }))?;
             let hash = gatehouse_audit::leaf_hash(leaf.as_bytes());
             tree.push_with(hash, |id, h| {
                 nodes.push(AuditNode {

@@ -6,6 +6,7 @@
 //! when `GATEHOUSE_TEST_DATABASE_URL` is set.
 
 use std::sync::Arc;
+use std::time::Duration as StdDuration;
 
 use gatehouse_audit::{
     Checkpoint, CheckpointError, CheckpointRef, Ed25519Signer, Frontier, Hash, KeyName, Mismatch,
@@ -18,6 +19,7 @@ use gatehouse_server::audit_verify::{
     StoredMismatch, VerifyStoredError, VerifyStoredOptions, verify_stored,
 };
 use gatehouse_store::testing::TestDatabase;
+use gatehouse_vault::{Keyring, LocalKeyFile};
 use proptest::prelude::*;
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
@@ -206,7 +208,15 @@ fn int(v: u64) -> Bind {
 /// Builds the log through the sequencer, signing a checkpoint at each of
 /// [`CHECKPOINTS`]; returns the stored checkpoints' notes.
 async fn build(store: &Arc<dyn Store>, signer: &Ed25519Signer) -> Result<Vec<String>, Error> {
-    let sequencer = Sequencer::new(store.clone());
+    // The system log seals nothing, but the sequencer holds a keyring.
+    let keys = tempfile::tempdir()?;
+    let (provider, _) = LocalKeyFile::open_or_create(&keys.path().join("kek.json"))?;
+    let keyring = Keyring::new(
+        Arc::new(provider),
+        store.clone(),
+        StdDuration::from_secs(60),
+    );
+    let sequencer = Sequencer::new(store.clone(), Arc::new(keyring));
     let start = OffsetDateTime::UNIX_EPOCH + Duration::days(20_000);
     let mut appended = 0u64;
     let mut notes = Vec::new();

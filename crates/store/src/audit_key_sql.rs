@@ -51,12 +51,14 @@ macro_rules! impl_audit_key_store {
             async fn insert_audit_key(
                 &self,
                 key: &gatehouse_core::audit_key::AuditSigningKey,
+                audit: &[gatehouse_core::audit::AuditRecord],
             ) -> gatehouse_core::store::StoreResult<()> {
                 if key.retired_at.is_some() {
                     return Err(gatehouse_core::store::StoreError::Conflict(
                         "a new audit signing key must be active (no retired_at)".into(),
                     ));
                 }
+                let mut tx = self.writer.begin().await.map_err(crate::db_error("starting a transaction"))?;
                 sqlx::query(
                     "INSERT INTO audit_signing_keys
                          (public_key, name, kek_id, wrapped, created_at, rewrapped_at, retired_at)
@@ -68,13 +70,14 @@ macro_rules! impl_audit_key_store {
                 .bind(&key.wrapped.ciphertext)
                 .bind(key.created_at)
                 .bind(key.rewrapped_at)
-                .execute(&self.writer)
+                .execute(&mut *tx)
                 .await
                 .map_err(crate::sql::conflict_or(
                     "storing the audit signing key",
                     "an audit signing key is already active".into(),
                 ))?;
-                Ok(())
+                Self::write_audit_records(&mut tx, audit).await?;
+                tx.commit().await.map_err(crate::db_error("committing the audit signing key"))
             }
 
             async fn active_audit_key(
@@ -114,7 +117,9 @@ macro_rules! impl_audit_key_store {
                 expected_kek: &str,
                 wrapped: &gatehouse_core::keys::WrappedKey,
                 at: time::OffsetDateTime,
+                audit: &[gatehouse_core::audit::AuditRecord],
             ) -> gatehouse_core::store::StoreResult<()> {
+                let mut tx = self.writer.begin().await.map_err(crate::db_error("starting a transaction"))?;
                 let done = sqlx::query(
                     "UPDATE audit_signing_keys SET kek_id = $1, wrapped = $2, rewrapped_at = $3
                      WHERE public_key = $4 AND kek_id = $5",
@@ -124,12 +129,17 @@ macro_rules! impl_audit_key_store {
                 .bind(at)
                 .bind(public_key.as_slice())
                 .bind(expected_kek)
-                .execute(&self.writer)
+                .execute(&mut *tx)
                 .await
                 .map_err(crate::db_error("rewrapping the audit signing key"))?;
                 if done.rows_affected() == 1 {
-                    return Ok(());
+                    Self::write_audit_records(&mut tx, audit).await?;
+                    return tx
+                        .commit()
+                        .await
+                        .map_err(crate::db_error("committing the rewrapped audit signing key"));
                 }
+                drop(tx);
                 let exists: Option<(String,)> =
                     sqlx::query_as("SELECT name FROM audit_signing_keys WHERE public_key = $1")
                         .bind(public_key.as_slice())

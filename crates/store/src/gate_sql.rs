@@ -677,6 +677,7 @@ macro_rules! impl_gate_store {
             async fn put_gate_setting(
                 &self,
                 setting: &gatehouse_core::gate::GateSetting,
+                audit: &[gatehouse_core::audit::AuditRecord],
             ) -> gatehouse_core::store::StoreResult<()> {
                 use crate::engine_sql::{SortableTime, Violation, violation};
                 use gatehouse_core::store::StoreError;
@@ -689,6 +690,7 @@ macro_rules! impl_gate_store {
                        set_at = excluded.set_at, reason = excluded.reason",
                     crate::gate_sql::GATE_SETTING_COLUMNS
                 );
+                let mut tx = self.writer.begin().await.map_err(crate::db_error("starting a transaction"))?;
                 sqlx::query(&text)
                     .bind(setting.tenant_id.to_string())
                     .bind(setting.area.as_str())
@@ -696,14 +698,15 @@ macro_rules! impl_gate_store {
                     .bind(setting.set_by.as_str())
                     .bind(SortableTime(setting.set_at))
                     .bind(setting.reason.as_str())
-                    .execute(&self.writer)
+                    .execute(&mut *tx)
                     .await
                     .map_err(|err| match violation(&err) {
                         // The tenant's key is destroyed (deleted) or never existed.
                         Violation::ForeignKey => StoreError::NotFound("tenant"),
                         _ => crate::db_error("storing a gate setting")(err),
                     })?;
-                Ok(())
+                Self::write_audit_records(&mut tx, audit).await?;
+                tx.commit().await.map_err(crate::db_error("committing a gate setting"))
             }
         }
     };

@@ -43,6 +43,7 @@ macro_rules! impl_store_traits {
                 &self,
                 tenant: &gatehouse_core::tenant::Tenant,
                 key: &gatehouse_core::keys::TenantKey,
+                audit: &[gatehouse_core::audit::AuditRecord],
             ) -> gatehouse_core::store::StoreResult<()> {
                 use crate::db_error;
                 let mut tx = self.writer.begin().await.map_err(db_error("starting a transaction"))?;
@@ -76,6 +77,7 @@ macro_rules! impl_store_traits {
                 .execute(&mut *tx)
                 .await
                 .map_err(db_error("inserting a tenant key"))?;
+                Self::write_audit_records(&mut tx, audit).await?;
                 tx.commit().await.map_err(db_error("committing a new tenant"))
             }
 
@@ -135,7 +137,10 @@ macro_rules! impl_store_traits {
             async fn update_tenant(
                 &self,
                 tenant: &gatehouse_core::tenant::Tenant,
+                audit: &[gatehouse_core::audit::AuditRecord],
             ) -> gatehouse_core::store::StoreResult<()> {
+                use crate::db_error;
+                let mut tx = self.writer.begin().await.map_err(db_error("starting a transaction"))?;
                 let done = sqlx::query(
                     "UPDATE tenants SET display_name = $1, region = $2, state = $3, version = $4, updated_at = $5
                      WHERE id = $6 AND version = $7",
@@ -147,21 +152,23 @@ macro_rules! impl_store_traits {
                 .bind(tenant.updated_at)
                 .bind(tenant.id.to_string())
                 .bind(tenant.version - 1)
-                .execute(&self.writer)
+                .execute(&mut *tx)
                 .await
-                .map_err(crate::db_error("updating a tenant"))?;
-                if done.rows_affected() == 1 {
-                    Ok(())
-                } else {
+                .map_err(db_error("updating a tenant"))?;
+                if done.rows_affected() != 1 {
+                    drop(tx);
                     // Either gone or changed meanwhile: tell which.
                     self.get_tenant(tenant.id).await?;
-                    Err(gatehouse_core::store::StoreError::Stale("tenant"))
+                    return Err(gatehouse_core::store::StoreError::Stale("tenant"));
                 }
+                Self::write_audit_records(&mut tx, audit).await?;
+                tx.commit().await.map_err(db_error("committing a tenant update"))
             }
 
             async fn delete_tenant(
                 &self,
                 tenant: &gatehouse_core::tenant::Tenant,
+                audit: &[gatehouse_core::audit::AuditRecord],
             ) -> gatehouse_core::store::StoreResult<()> {
                 use crate::db_error;
                 let id = tenant.id.to_string();
@@ -192,6 +199,7 @@ macro_rules! impl_store_traits {
                     .execute(&mut *tx)
                     .await
                     .map_err(db_error("shredding a tenant's key"))?;
+                Self::write_audit_records(&mut tx, audit).await?;
                 tx.commit()
                     .await
                     .map_err(db_error("committing a tenant deletion"))?;
@@ -240,7 +248,10 @@ macro_rules! impl_store_traits {
                 expected_kek: &str,
                 wrapped: &gatehouse_core::keys::WrappedKey,
                 at: time::OffsetDateTime,
+                audit: &[gatehouse_core::audit::AuditRecord],
             ) -> gatehouse_core::store::StoreResult<()> {
+                use crate::db_error;
+                let mut tx = self.writer.begin().await.map_err(db_error("starting a transaction"))?;
                 let done = sqlx::query(
                     "UPDATE tenant_keys SET kek_id = $1, wrapped = $2, rewrapped_at = $3
                      WHERE tenant_id = $4 AND kek_id = $5",
@@ -250,15 +261,16 @@ macro_rules! impl_store_traits {
                 .bind(at)
                 .bind(tenant.to_string())
                 .bind(expected_kek)
-                .execute(&self.writer)
+                .execute(&mut *tx)
                 .await
-                .map_err(crate::db_error("rewrapping a tenant key"))?;
-                if done.rows_affected() == 1 {
-                    Ok(())
-                } else {
+                .map_err(db_error("rewrapping a tenant key"))?;
+                if done.rows_affected() != 1 {
+                    drop(tx);
                     self.get_tenant_key(tenant).await?;
-                    Err(gatehouse_core::store::StoreError::Stale("tenant key"))
+                    return Err(gatehouse_core::store::StoreError::Stale("tenant key"));
                 }
+                Self::write_audit_records(&mut tx, audit).await?;
+                tx.commit().await.map_err(db_error("committing a rewrapped tenant key"))
             }
         }
 
@@ -270,8 +282,11 @@ macro_rules! impl_store_traits {
                 name: &gatehouse_core::secret::SecretName,
                 sealed: &[u8],
                 at: time::OffsetDateTime,
+                audit: &[gatehouse_core::audit::AuditRecord],
             ) -> gatehouse_core::store::StoreResult<gatehouse_core::secret::SecretMeta> {
-                sqlx::query_as::<_, crate::rows::SecretMetaRow>(
+                use crate::db_error;
+                let mut tx = self.writer.begin().await.map_err(db_error("starting a transaction"))?;
+                let meta = sqlx::query_as::<_, crate::rows::SecretMetaRow>(
                     "INSERT INTO tenant_secrets (tenant_id, name, sealed, version, created_at, updated_at)
                      VALUES ($1, $2, $3, 1, $4, $4)
                      ON CONFLICT (tenant_id, name) DO UPDATE
@@ -282,17 +297,20 @@ macro_rules! impl_store_traits {
                 .bind(name.as_str())
                 .bind(sealed)
                 .bind(at)
-                .fetch_one(&self.writer)
+                .fetch_one(&mut *tx)
                 .await
                 .map_err(|err| {
                     if err.as_database_error().is_some_and(|d| d.is_foreign_key_violation()) {
                         // The tenant's key is destroyed (or never existed).
                         gatehouse_core::store::StoreError::NotFound("tenant key")
                     } else {
-                        crate::db_error("storing a secret")(err)
+                        db_error("storing a secret")(err)
                     }
                 })?
-                .try_into()
+                .try_into()?;
+                Self::write_audit_records(&mut tx, audit).await?;
+                tx.commit().await.map_err(db_error("committing a secret"))?;
+                Ok(meta)
             }
 
             async fn get_secret(
@@ -338,18 +356,21 @@ macro_rules! impl_store_traits {
                 &self,
                 tenant: gatehouse_core::id::TenantId,
                 name: &gatehouse_core::secret::SecretName,
+                audit: &[gatehouse_core::audit::AuditRecord],
             ) -> gatehouse_core::store::StoreResult<()> {
+                use crate::db_error;
+                let mut tx = self.writer.begin().await.map_err(db_error("starting a transaction"))?;
                 let done = sqlx::query("DELETE FROM tenant_secrets WHERE tenant_id = $1 AND name = $2")
                     .bind(tenant.to_string())
                     .bind(name.as_str())
-                    .execute(&self.writer)
+                    .execute(&mut *tx)
                     .await
-                    .map_err(crate::db_error("deleting a secret"))?;
-                if done.rows_affected() == 1 {
-                    Ok(())
-                } else {
-                    Err(gatehouse_core::store::StoreError::NotFound("secret"))
+                    .map_err(db_error("deleting a secret"))?;
+                if done.rows_affected() != 1 {
+                    return Err(gatehouse_core::store::StoreError::NotFound("secret"));
                 }
+                Self::write_audit_records(&mut tx, audit).await?;
+                tx.commit().await.map_err(db_error("committing a secret deletion"))
             }
         }
 
@@ -359,6 +380,7 @@ macro_rules! impl_store_traits {
                 &self,
                 operator: &gatehouse_core::operator::Operator,
                 token: &gatehouse_core::operator::ApiToken,
+                audit: &[gatehouse_core::audit::AuditRecord],
             ) -> gatehouse_core::store::StoreResult<bool> {
                 use crate::db_error;
                 let mut tx = self.writer.begin().await.map_err(db_error("starting a transaction"))?;
@@ -378,6 +400,7 @@ macro_rules! impl_store_traits {
                     Err(err) => return Err(db_error("claiming the bootstrap")(err)),
                 }
                 crate::sql::insert_token_sql(token).execute(&mut *tx).await.map_err(db_error("storing a token"))?;
+                Self::write_audit_records(&mut tx, audit).await?;
                 tx.commit().await.map_err(db_error("committing the bootstrap"))?;
                 Ok(true)
             }
@@ -385,14 +408,18 @@ macro_rules! impl_store_traits {
             async fn insert_operator(
                 &self,
                 operator: &gatehouse_core::operator::Operator,
+                audit: &[gatehouse_core::audit::AuditRecord],
             ) -> gatehouse_core::store::StoreResult<()> {
-                crate::sql::insert_operator_sql(operator).execute(&self.writer).await.map_err(
+                use crate::db_error;
+                let mut tx = self.writer.begin().await.map_err(db_error("starting a transaction"))?;
+                crate::sql::insert_operator_sql(operator).execute(&mut *tx).await.map_err(
                     crate::sql::conflict_or(
                         "inserting an operator",
                         format!("an operator named `{}` already exists", operator.name),
                     ),
                 )?;
-                Ok(())
+                Self::write_audit_records(&mut tx, audit).await?;
+                tx.commit().await.map_err(db_error("committing a new operator"))
             }
 
             async fn get_operator(
@@ -438,29 +465,40 @@ macro_rules! impl_store_traits {
                 &self,
                 id: gatehouse_core::id::OperatorId,
                 disabled: bool,
-            ) -> gatehouse_core::store::StoreResult<()> {
-                let done = sqlx::query("UPDATE operators SET disabled = $1 WHERE id = $2")
+                audit: &[gatehouse_core::audit::AuditRecord],
+            ) -> gatehouse_core::store::StoreResult<bool> {
+                use crate::db_error;
+                let mut tx = self.writer.begin().await.map_err(db_error("starting a transaction"))?;
+                let done = sqlx::query("UPDATE operators SET disabled = $1 WHERE id = $2 AND disabled <> $1")
                     .bind(disabled)
                     .bind(id.to_string())
-                    .execute(&self.writer)
+                    .execute(&mut *tx)
                     .await
-                    .map_err(crate::db_error("updating an operator"))?;
-                if done.rows_affected() == 1 {
-                    Ok(())
-                } else {
-                    Err(gatehouse_core::store::StoreError::NotFound("operator"))
+                    .map_err(db_error("updating an operator"))?;
+                if done.rows_affected() != 1 {
+                    drop(tx);
+                    // Already so (nothing to record) or missing.
+                    self.get_operator(id).await?;
+                    return Ok(false);
                 }
+                Self::write_audit_records(&mut tx, audit).await?;
+                tx.commit().await.map_err(db_error("committing an operator change"))?;
+                Ok(true)
             }
 
             async fn insert_token(
                 &self,
                 token: &gatehouse_core::operator::ApiToken,
+                audit: &[gatehouse_core::audit::AuditRecord],
             ) -> gatehouse_core::store::StoreResult<()> {
+                use crate::db_error;
+                let mut tx = self.writer.begin().await.map_err(db_error("starting a transaction"))?;
                 crate::sql::insert_token_sql(token)
-                    .execute(&self.writer)
+                    .execute(&mut *tx)
                     .await
-                    .map_err(crate::db_error("storing a token"))?;
-                Ok(())
+                    .map_err(db_error("storing a token"))?;
+                Self::write_audit_records(&mut tx, audit).await?;
+                tx.commit().await.map_err(db_error("committing a new token"))
             }
 
             async fn find_token(
@@ -520,18 +558,25 @@ macro_rules! impl_store_traits {
                 &self,
                 id: gatehouse_core::id::TokenId,
                 at: time::OffsetDateTime,
-            ) -> gatehouse_core::store::StoreResult<()> {
-                let done = sqlx::query("UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2")
+                audit: &[gatehouse_core::audit::AuditRecord],
+            ) -> gatehouse_core::store::StoreResult<bool> {
+                use crate::db_error;
+                let mut tx = self.writer.begin().await.map_err(db_error("starting a transaction"))?;
+                let done = sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
                     .bind(at)
                     .bind(id.to_string())
-                    .execute(&self.writer)
+                    .execute(&mut *tx)
                     .await
-                    .map_err(crate::db_error("revoking a token"))?;
-                if done.rows_affected() == 1 {
-                    Ok(())
-                } else {
-                    Err(gatehouse_core::store::StoreError::NotFound("token"))
+                    .map_err(db_error("revoking a token"))?;
+                if done.rows_affected() != 1 {
+                    drop(tx);
+                    // Revoked before (nothing to record) or missing.
+                    self.get_token(id).await?;
+                    return Ok(false);
                 }
+                Self::write_audit_records(&mut tx, audit).await?;
+                tx.commit().await.map_err(db_error("committing a token revocation"))?;
+                Ok(true)
             }
         }
     };

@@ -61,7 +61,7 @@ impl Case {
 
     async fn insert(&self, slug: &str) -> Tenant {
         let (tenant, key) = self.tenant(slug, TenantState::Active);
-        self.store.insert_tenant(&tenant, &key).await.unwrap();
+        self.store.insert_tenant(&tenant, &key, &[]).await.unwrap();
         tenant
     }
 
@@ -182,7 +182,7 @@ impl Case {
     /// An operator, stored.
     async fn staff(&self, name: &str, role: Role) -> Operator {
         let operator = self.operator(name, role);
-        self.store.insert_operator(&operator).await.unwrap();
+        self.store.insert_operator(&operator, &[]).await.unwrap();
         operator
     }
 
@@ -319,6 +319,7 @@ fn name(text: &str) -> SecretName {
 mod cases {
     pub use super::gate_setting_cases::*;
     pub use super::metrics_cases::*;
+    pub use super::provenance_cases::*;
     use super::*;
 
     pub async fn migrations_are_current_and_idempotent(c: &Case) {
@@ -349,7 +350,7 @@ mod cases {
     pub async fn live_slugs_are_unique(c: &Case) {
         c.insert("acme").await;
         let (dup, key) = c.tenant("acme", TenantState::Provisioning);
-        let err = c.store.insert_tenant(&dup, &key).await.unwrap_err();
+        let err = c.store.insert_tenant(&dup, &key, &[]).await.unwrap_err();
         assert!(
             matches!(&err, StoreError::Conflict(m) if m.contains("acme")),
             "{err:?}"
@@ -369,10 +370,10 @@ mod cases {
         let mut old = c.insert("acme").await;
         old.state = old.state.apply(TenantAction::Suspend).unwrap();
         old.version += 1;
-        c.store.update_tenant(&old).await.unwrap();
+        c.store.update_tenant(&old, &[]).await.unwrap();
         old.state = TenantState::Deleted;
         old.version += 1;
-        c.store.delete_tenant(&old).await.unwrap();
+        c.store.delete_tenant(&old, &[]).await.unwrap();
         let new = c.insert("acme").await;
         assert_eq!(
             c.store.find_tenant_by_slug(&new.slug).await.unwrap().id,
@@ -390,7 +391,7 @@ mod cases {
             ids.push(c.insert(&format!("tenant-{i}")).await.id);
         }
         let (suspended, key) = c.tenant("quiet", TenantState::Provisioning);
-        c.store.insert_tenant(&suspended, &key).await.unwrap();
+        c.store.insert_tenant(&suspended, &key, &[]).await.unwrap();
 
         let mut seen = Vec::new();
         let mut after = None;
@@ -445,13 +446,13 @@ mod cases {
         let mut first = tenant.clone();
         first.display_name = DisplayName::parse("Acme One").unwrap();
         first.version += 1;
-        c.store.update_tenant(&first).await.unwrap();
+        c.store.update_tenant(&first, &[]).await.unwrap();
 
         let mut second = tenant.clone();
         second.display_name = DisplayName::parse("Acme Two").unwrap();
         second.version += 1;
         assert!(matches!(
-            c.store.update_tenant(&second).await,
+            c.store.update_tenant(&second, &[]).await,
             Err(StoreError::Stale("tenant"))
         ));
         assert_eq!(
@@ -467,7 +468,7 @@ mod cases {
         let mut ghost = c.tenant("ghost", TenantState::Active).0;
         ghost.version += 1;
         assert!(matches!(
-            c.store.update_tenant(&ghost).await,
+            c.store.update_tenant(&ghost, &[]).await,
             Err(StoreError::NotFound("tenant"))
         ));
     }
@@ -477,13 +478,13 @@ mod cases {
         let kept = c.insert("kept").await;
         for t in [&doomed, &kept] {
             c.store
-                .put_secret(t.id, &name("psa.api-key"), b"sealed", c.clock.now())
+                .put_secret(t.id, &name("psa.api-key"), b"sealed", c.clock.now(), &[])
                 .await
                 .unwrap();
         }
         doomed.state = TenantState::Deleted;
         doomed.version += 1;
-        c.store.delete_tenant(&doomed).await.unwrap();
+        c.store.delete_tenant(&doomed, &[]).await.unwrap();
 
         assert!(matches!(
             c.store.get_tenant_key(doomed.id).await,
@@ -502,7 +503,13 @@ mod cases {
         // request) is refused: nothing is left behind under a destroyed key.
         assert!(matches!(
             c.store
-                .put_secret(doomed.id, &name("late.write"), b"sealed", c.clock.now())
+                .put_secret(
+                    doomed.id,
+                    &name("late.write"),
+                    b"sealed",
+                    c.clock.now(),
+                    &[]
+                )
                 .await,
             Err(StoreError::NotFound("tenant key"))
         ));
@@ -514,7 +521,7 @@ mod cases {
         let mut again = doomed.clone();
         again.version += 1;
         assert!(matches!(
-            c.store.delete_tenant(&doomed).await,
+            c.store.delete_tenant(&doomed, &[]).await,
             Err(StoreError::Stale(_))
         ));
     }
@@ -539,14 +546,16 @@ mod cases {
         };
         let at = c.clock.now();
         c.store
-            .rewrap_tenant_key(ids[0], "local:1", &new, at)
+            .rewrap_tenant_key(ids[0], "local:1", &new, at, &[])
             .await
             .unwrap();
         let key = c.store.get_tenant_key(ids[0]).await.unwrap();
         assert_eq!((key.wrapped, key.rewrapped_at), (new.clone(), Some(at)));
         // A second rotation that read the old KEK loses the race, loudly.
         assert!(matches!(
-            c.store.rewrap_tenant_key(ids[0], "local:1", &new, at).await,
+            c.store
+                .rewrap_tenant_key(ids[0], "local:1", &new, at, &[])
+                .await,
             Err(StoreError::Stale("tenant key"))
         ));
     }
@@ -557,7 +566,7 @@ mod cases {
         let t0 = c.clock.now();
         let meta = c
             .store
-            .put_secret(a.id, &name("graph.client-secret"), b"one", t0)
+            .put_secret(a.id, &name("graph.client-secret"), b"one", t0, &[])
             .await
             .unwrap();
         assert_eq!(
@@ -568,7 +577,7 @@ mod cases {
         let t1 = c.clock.now();
         let meta = c
             .store
-            .put_secret(a.id, &name("graph.client-secret"), b"two", t1)
+            .put_secret(a.id, &name("graph.client-secret"), b"two", t1, &[])
             .await
             .unwrap();
         assert_eq!(
@@ -592,13 +601,13 @@ mod cases {
         assert!(c.store.list_secrets(b.id).await.unwrap().is_empty());
         assert!(matches!(
             c.store
-                .delete_secret(b.id, &name("graph.client-secret"))
+                .delete_secret(b.id, &name("graph.client-secret"), &[])
                 .await,
             Err(StoreError::NotFound(_))
         ));
 
         c.store
-            .put_secret(a.id, &name("autotask.secret"), b"x", t1)
+            .put_secret(a.id, &name("autotask.secret"), b"x", t1, &[])
             .await
             .unwrap();
         let names: Vec<_> = c
@@ -614,7 +623,7 @@ mod cases {
             vec![name("autotask.secret"), name("graph.client-secret")]
         );
         c.store
-            .delete_secret(a.id, &name("autotask.secret"))
+            .delete_secret(a.id, &name("autotask.secret"), &[])
             .await
             .unwrap();
         assert_eq!(c.store.list_secrets(a.id).await.unwrap().len(), 1);
@@ -623,11 +632,21 @@ mod cases {
     pub async fn bootstrap_happens_once(c: &Case) {
         let first = c.operator("admin", Role::Admin);
         let (token, secret) = ApiToken::issue(first.id, "bootstrap", None, c.clock.now()).unwrap();
-        assert!(c.store.bootstrap_operator(&first, &token).await.unwrap());
+        assert!(
+            c.store
+                .bootstrap_operator(&first, &token, &[])
+                .await
+                .unwrap()
+        );
 
         let second = c.operator("admin2", Role::Admin);
         let (token2, _) = ApiToken::issue(second.id, "bootstrap", None, c.clock.now()).unwrap();
-        assert!(!c.store.bootstrap_operator(&second, &token2).await.unwrap());
+        assert!(
+            !c.store
+                .bootstrap_operator(&second, &token2, &[])
+                .await
+                .unwrap()
+        );
         // The losing bootstrap left nothing behind.
         assert_eq!(c.store.list_operators().await.unwrap(), vec![first.clone()]);
 
@@ -641,10 +660,10 @@ mod cases {
 
     pub async fn operators_and_tokens(c: &Case) {
         let lead = c.operator("lea", Role::Lead);
-        c.store.insert_operator(&lead).await.unwrap();
+        c.store.insert_operator(&lead, &[]).await.unwrap();
         let dup = c.operator("lea", Role::Auditor);
         assert!(matches!(
-            c.store.insert_operator(&dup).await,
+            c.store.insert_operator(&dup, &[]).await,
             Err(StoreError::Conflict(_))
         ));
         assert_eq!(
@@ -658,8 +677,8 @@ mod cases {
             ApiToken::issue(lead.id, "laptop", Some(now + Duration::days(30)), now).unwrap();
         c.clock.advance(Duration::seconds(1));
         let (t2, s2) = ApiToken::issue(lead.id, "ci", None, c.clock.now()).unwrap();
-        c.store.insert_token(&t1).await.unwrap();
-        c.store.insert_token(&t2).await.unwrap();
+        c.store.insert_token(&t1, &[]).await.unwrap();
+        c.store.insert_token(&t2, &[]).await.unwrap();
         let listed: Vec<_> = c
             .store
             .list_tokens(lead.id)
@@ -672,9 +691,12 @@ mod cases {
         assert_eq!(c.store.get_token(t1.id).await.unwrap(), t1);
 
         let revoked_at = c.clock.now();
-        c.store.revoke_token(t2.id, revoked_at).await.unwrap();
+        c.store.revoke_token(t2.id, revoked_at, &[]).await.unwrap();
         c.clock.advance(Duration::hours(1));
-        c.store.revoke_token(t2.id, c.clock.now()).await.unwrap();
+        c.store
+            .revoke_token(t2.id, c.clock.now(), &[])
+            .await
+            .unwrap();
         let (t2_now, _) = c.store.find_token(&s2.hash()).await.unwrap();
         assert_eq!(
             t2_now.revoked_at,
@@ -682,7 +704,10 @@ mod cases {
             "the first revocation time is kept"
         );
 
-        c.store.set_operator_disabled(lead.id, true).await.unwrap();
+        c.store
+            .set_operator_disabled(lead.id, true, &[])
+            .await
+            .unwrap();
         let (_, owner) = c.store.find_token(&t1.hash).await.unwrap();
         assert!(owner.disabled);
     }
@@ -1737,7 +1762,7 @@ mod cases {
         // The tenant's events and instances do not stand in the way of its deletion.
         doomed.state = TenantState::Deleted;
         doomed.version += 1;
-        c.store.delete_tenant(&doomed).await.unwrap();
+        c.store.delete_tenant(&doomed, &[]).await.unwrap();
 
         // Another tenant's instance carries on, and new work is recorded.
         let ours2 = c.next(&ours);
@@ -2678,7 +2703,7 @@ mod gate_setting_cases {
             Some(GateLevel::L2),
             "client wants approvals",
         );
-        c.store.put_gate_setting(&raised).await.unwrap();
+        c.store.put_gate_setting(&raised, &[]).await.unwrap();
         let onboarding = setting(
             c,
             acme.id,
@@ -2686,7 +2711,7 @@ mod gate_setting_cases {
             Some(GateLevel::L3),
             "big client",
         );
-        c.store.put_gate_setting(&onboarding).await.unwrap();
+        c.store.put_gate_setting(&onboarding, &[]).await.unwrap();
         let other = setting(
             c,
             globex.id,
@@ -2694,7 +2719,7 @@ mod gate_setting_cases {
             Some(GateLevel::L1),
             "review leavers",
         );
-        c.store.put_gate_setting(&other).await.unwrap();
+        c.store.put_gate_setting(&other, &[]).await.unwrap();
 
         // In area-name order, each tenant only its own.
         assert_eq!(
@@ -2710,7 +2735,7 @@ mod gate_setting_cases {
         let mut below = raised.clone();
         below.area = ProcessArea::ElevatedAccess;
         below.level = Some(GateLevel::L1);
-        match c.store.put_gate_setting(&below).await {
+        match c.store.put_gate_setting(&below, &[]).await {
             Err(StoreError::Invalid(DomainError::Invalid { field, reason })) => {
                 assert_eq!(field, "gate");
                 assert!(reason.contains("floor is L2"), "{reason}");
@@ -2721,13 +2746,13 @@ mod gate_setting_cases {
         let mut lowered = onboarding.clone();
         lowered.level = Some(GateLevel::L0);
         assert!(matches!(
-            c.store.put_gate_setting(&lowered).await,
+            c.store.put_gate_setting(&lowered, &[]).await,
             Err(StoreError::Invalid(_))
         ));
         let mut no_reason = raised.clone();
         no_reason.reason = String::new();
         assert!(matches!(
-            c.store.put_gate_setting(&no_reason).await,
+            c.store.put_gate_setting(&no_reason, &[]).await,
             Err(StoreError::Invalid(_))
         ));
         assert_eq!(
@@ -2743,7 +2768,7 @@ mod gate_setting_cases {
             Some(GateLevel::L0),
             "trusted HR feed",
         );
-        c.store.put_gate_setting(&lowered).await.unwrap();
+        c.store.put_gate_setting(&lowered, &[]).await.unwrap();
         let cleared = setting(
             c,
             acme.id,
@@ -2751,7 +2776,7 @@ mod gate_setting_cases {
             None,
             "back to the standard",
         );
-        c.store.put_gate_setting(&cleared).await.unwrap();
+        c.store.put_gate_setting(&cleared, &[]).await.unwrap();
         let stored = c.store.gate_settings(acme.id).await.unwrap();
         assert_eq!(stored, vec![cleared.clone(), lowered.clone()]);
         let policy = GatePolicy::from_settings(&stored).unwrap();
@@ -2775,7 +2800,7 @@ mod gate_setting_cases {
             "nobody",
         );
         assert!(matches!(
-            c.store.put_gate_setting(&orphan).await,
+            c.store.put_gate_setting(&orphan, &[]).await,
             Err(StoreError::NotFound("tenant"))
         ));
     }
@@ -2791,11 +2816,11 @@ mod gate_setting_cases {
                 Some(GateLevel::L2),
                 "four eyes",
             );
-            c.store.put_gate_setting(&s).await.unwrap();
+            c.store.put_gate_setting(&s, &[]).await.unwrap();
         }
         doomed.state = TenantState::Deleted;
         doomed.version += 1;
-        c.store.delete_tenant(&doomed).await.unwrap();
+        c.store.delete_tenant(&doomed, &[]).await.unwrap();
         assert!(c.store.gate_settings(doomed.id).await.unwrap().is_empty());
         // A late write (another node, a slow request) is refused.
         let late = setting(
@@ -2806,7 +2831,7 @@ mod gate_setting_cases {
             "too late",
         );
         assert!(matches!(
-            c.store.put_gate_setting(&late).await,
+            c.store.put_gate_setting(&late, &[]).await,
             Err(StoreError::NotFound("tenant"))
         ));
         assert!(c.store.gate_settings(doomed.id).await.unwrap().is_empty());
@@ -2891,7 +2916,7 @@ mod metrics_cases {
             rewrapped_at: None,
             retired_at: None,
         };
-        c.store.insert_audit_key(&key).await.unwrap();
+        c.store.insert_audit_key(&key, &[]).await.unwrap();
         assert_eq!(c.store.active_audit_key().await.unwrap(), key);
         // A second node creating the first key at the same time loses.
         let other = AuditSigningKey {
@@ -2899,7 +2924,7 @@ mod metrics_cases {
             ..key.clone()
         };
         assert!(matches!(
-            c.store.insert_audit_key(&other).await,
+            c.store.insert_audit_key(&other, &[]).await,
             Err(StoreError::Conflict(_))
         ));
         assert_eq!(c.store.list_audit_keys().await.unwrap(), vec![key.clone()]);
@@ -2911,7 +2936,7 @@ mod metrics_cases {
         c.clock.advance(Duration::seconds(3));
         let at = c.clock.now();
         c.store
-            .rewrap_audit_key(&key.public_key, "local:1", &new, at)
+            .rewrap_audit_key(&key.public_key, "local:1", &new, at, &[])
             .await
             .unwrap();
         let stored = c.store.active_audit_key().await.unwrap();
@@ -2921,16 +2946,233 @@ mod metrics_cases {
         );
         assert!(matches!(
             c.store
-                .rewrap_audit_key(&key.public_key, "local:1", &new, at)
+                .rewrap_audit_key(&key.public_key, "local:1", &new, at, &[])
                 .await,
             Err(StoreError::Stale("audit signing key"))
         ));
         assert!(matches!(
             c.store
-                .rewrap_audit_key(&[9; 32], "local:2", &new, at)
+                .rewrap_audit_key(&[9; 32], "local:2", &new, at, &[])
                 .await,
             Err(StoreError::NotFound("audit signing key"))
         ));
+    }
+}
+
+/// The audit records of the API's mutations: queued in the mutation's own
+/// transaction, so a record exists if and only if its change committed.
+mod provenance_cases {
+    use super::*;
+    use gatehouse_core::audit::{AuditRecord, Provenance};
+    use gatehouse_core::gate::{GateLevel, GateSetting, ProcessArea};
+
+    fn record(c: &Case, tenant: Option<TenantId>, action: &str) -> AuditRecord {
+        Provenance::system("test", c.clock.now()).record(tenant, action, "subject", json!({}))
+    }
+
+    /// The actions of every queued record, oldest first.
+    async fn queued(c: &Case) -> Vec<String> {
+        let pending = c.store.pending_audit(100).await.unwrap();
+        pending.into_iter().map(|(_, r)| r.action).collect()
+    }
+
+    pub async fn mutations_queue_their_records_only_when_they_commit(c: &Case) {
+        let (acme, key) = c.tenant("acme", TenantState::Active);
+        let created = [
+            record(c, None, "tenant.created"),
+            record(c, Some(acme.id), "key.created"),
+        ];
+        c.store.insert_tenant(&acme, &key, &created).await.unwrap();
+        let mut expected = vec!["tenant.created", "key.created"];
+        assert_eq!(queued(c).await, expected);
+
+        // Refused changes queue nothing.
+        let (dup, dup_key) = c.tenant("acme", TenantState::Active);
+        assert!(matches!(
+            c.store
+                .insert_tenant(&dup, &dup_key, &[record(c, None, "refused")])
+                .await,
+            Err(StoreError::Conflict(_))
+        ));
+        let mut stale = acme.clone();
+        stale.version += 2;
+        assert!(matches!(
+            c.store
+                .update_tenant(&stale, &[record(c, Some(acme.id), "refused")])
+                .await,
+            Err(StoreError::Stale("tenant"))
+        ));
+        assert!(matches!(
+            c.store
+                .delete_secret(
+                    acme.id,
+                    &name("missing"),
+                    &[record(c, Some(acme.id), "refused")]
+                )
+                .await,
+            Err(StoreError::NotFound("secret"))
+        ));
+        let ghost = TenantId::generate(c.clock.now());
+        assert!(matches!(
+            c.store
+                .put_secret(
+                    ghost,
+                    &name("x"),
+                    b"sealed",
+                    c.clock.now(),
+                    &[record(c, Some(ghost), "refused")]
+                )
+                .await,
+            Err(StoreError::NotFound("tenant key"))
+        ));
+        let below = GateSetting {
+            level: Some(GateLevel::L0),
+            ..GateSetting::new(
+                acme.id,
+                ProcessArea::ElevatedAccess,
+                Some(GateLevel::L3),
+                "system",
+                "test",
+                c.clock.now(),
+            )
+            .unwrap()
+        };
+        assert!(
+            c.store
+                .put_gate_setting(&below, &[record(c, Some(acme.id), "refused")])
+                .await
+                .is_err()
+        );
+        assert!(matches!(
+            c.store
+                .rewrap_tenant_key(
+                    acme.id,
+                    "local:9",
+                    &key.wrapped,
+                    c.clock.now(),
+                    &[record(c, Some(acme.id), "refused")]
+                )
+                .await,
+            Err(StoreError::Stale("tenant key"))
+        ));
+        assert_eq!(queued(c).await, expected, "refused changes queued nothing");
+
+        // Accepted changes queue theirs, in commit order.
+        let mut updated = acme.clone();
+        updated.version += 1;
+        c.store
+            .update_tenant(&updated, &[record(c, Some(acme.id), "tenant.updated")])
+            .await
+            .unwrap();
+        c.store
+            .put_secret(
+                acme.id,
+                &name("psa.key"),
+                b"sealed",
+                c.clock.now(),
+                &[record(c, Some(acme.id), "tenant.secret.set")],
+            )
+            .await
+            .unwrap();
+        let raised = GateSetting::new(
+            acme.id,
+            ProcessArea::JoinerAccess,
+            Some(GateLevel::L2),
+            "system",
+            "test",
+            c.clock.now(),
+        )
+        .unwrap();
+        c.store
+            .put_gate_setting(&raised, &[record(c, Some(acme.id), "gate.set")])
+            .await
+            .unwrap();
+        expected.extend(["tenant.updated", "tenant.secret.set", "gate.set"]);
+        assert_eq!(queued(c).await, expected);
+
+        // Operators and tokens: a change that changes nothing records nothing.
+        let lead = c.operator("lea", Role::Lead);
+        c.store
+            .insert_operator(&lead, &[record(c, None, "operator.created")])
+            .await
+            .unwrap();
+        assert!(matches!(
+            c.store
+                .insert_operator(
+                    &c.operator("lea", Role::Auditor),
+                    &[record(c, None, "refused")]
+                )
+                .await,
+            Err(StoreError::Conflict(_))
+        ));
+        let (token, _) = ApiToken::issue(lead.id, "ci", None, c.clock.now()).unwrap();
+        c.store
+            .insert_token(&token, &[record(c, None, "operator.token.issued")])
+            .await
+            .unwrap();
+        assert!(
+            c.store
+                .revoke_token(
+                    token.id,
+                    c.clock.now(),
+                    &[record(c, None, "operator.token.revoked")]
+                )
+                .await
+                .unwrap()
+        );
+        assert!(
+            !c.store
+                .revoke_token(token.id, c.clock.now(), &[record(c, None, "refused")])
+                .await
+                .unwrap()
+        );
+        assert!(
+            c.store
+                .set_operator_disabled(lead.id, true, &[record(c, None, "operator.disabled")])
+                .await
+                .unwrap()
+        );
+        assert!(
+            !c.store
+                .set_operator_disabled(lead.id, true, &[record(c, None, "refused")])
+                .await
+                .unwrap()
+        );
+        expected.extend([
+            "operator.created",
+            "operator.token.issued",
+            "operator.token.revoked",
+            "operator.disabled",
+        ]);
+        assert_eq!(queued(c).await, expected);
+
+        // Deletion: a stale one records nothing; the committed one records
+        // in the system log.
+        let mut doomed = updated.clone();
+        doomed.state = TenantState::Deleted;
+        doomed.version += 5;
+        assert!(matches!(
+            c.store
+                .delete_tenant(&doomed, &[record(c, None, "refused")])
+                .await,
+            Err(StoreError::Stale("tenant"))
+        ));
+        doomed.version = updated.version + 1;
+        c.store
+            .delete_tenant(&doomed, &[record(c, None, "tenant.deleted")])
+            .await
+            .unwrap();
+        expected.push("tenant.deleted");
+        let pending = c.store.pending_audit(100).await.unwrap();
+        assert_eq!(
+            pending
+                .iter()
+                .map(|(_, r)| r.action.as_str())
+                .collect::<Vec<_>>(),
+            expected
+        );
+        let deleted = pending.last().map(|(_, r)| r.log());
+        assert_eq!(deleted.as_deref(), Some(gatehouse_core::audit::SYSTEM_LOG));
     }
 }
 
@@ -3006,4 +3248,5 @@ conformance!(
     deleting_a_tenant_destroys_its_gate_settings,
     metrics_count_instances_pending_approvals_and_overrides,
     one_audit_signing_key_is_active_and_rewraps_by_cas,
+    mutations_queue_their_records_only_when_they_commit,
 );

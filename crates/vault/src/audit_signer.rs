@@ -16,10 +16,15 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use gatehouse_audit::note::{Ed25519Signer, KeyId, KeyName, SignError, Signer, VerifierKey};
+use gatehouse_core::audit::{Provenance, action};
 use gatehouse_core::audit_key::{AuditKeyStore, AuditSigningKey};
 use gatehouse_core::clock::Clock;
 use gatehouse_core::id::TenantId;
 use gatehouse_core::store::StoreError;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde_json::json;
 
 use crate::keyring::{RotationProgress, RotationReport};
 use crate::{KeyProvider, VaultError};
@@ -99,7 +104,17 @@ impl AuditSigner {
             rewrapped_at: None,
             retired_at: None,
         };
-        keys.insert_audit_key(&record).await?;
+        let verifier = inner.verifier_key();
+        let audit = Provenance::system("audit key creation", record.created_at).record(
+            None,
+            action::AUDIT_KEY_CREATED,
+            &record.name,
+            json!({
+                "verifier_key": verifier.to_string(),
+                "kek": record.wrapped.kek_id,
+            }),
+        );
+        keys.insert_audit_key(&record, &[audit]).await?;
         tracing::info!(
             verifier_key = %inner.verifier_key(),
             "created the audit log's signing key"
@@ -149,12 +164,14 @@ impl Signer for AuditSigner {
 
 /// Rewraps every audit signing key not yet under `active` (the KEK a
 /// rotation just made active), counting into `report` and `state` like
-/// tenants' keys. Returns the KEK ids the keys use afterwards.
+/// tenants' keys, each with its `audit.key.rewrapped` record by `by`.
+/// Returns the KEK ids the keys use afterwards.
 pub(crate) async fn rewrap_audit_keys(
     provider: &dyn KeyProvider,
     keys: &Arc<dyn AuditKeyStore>,
     active: &str,
     clock: &dyn Clock,
+    by: &Provenance,
     report: &mut RotationReport,
     state: &mut RotationProgress,
 ) -> Result<Vec<String>, VaultError> {
@@ -164,12 +181,24 @@ pub(crate) async fn rewrap_audit_keys(
             continue;
         }
         let new = provider.rewrap(owner, &record.wrapped).await?;
+        let at = clock.now();
+        let audit = by.at(at).record(
+            None,
+            action::AUDIT_KEY_REWRAPPED,
+            &record.name,
+            json!({
+                "public_key": BASE64.encode(record.public_key),
+                "from_kek": record.wrapped.kek_id,
+                "to_kek": new.kek_id,
+            }),
+        );
         match keys
             .rewrap_audit_key(
                 &record.public_key,
                 &record.wrapped.kek_id,
                 &new,
-                clock.now(),
+                at,
+                &[audit],
             )
             .await
         {

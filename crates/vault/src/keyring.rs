@@ -4,6 +4,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use gatehouse_core::audit::{Provenance, action};
 use gatehouse_core::audit_key::AuditKeyStore;
 use gatehouse_core::clock::Clock;
 use gatehouse_core::id::TenantId;
@@ -32,6 +33,49 @@ impl std::fmt::Debug for Keyring {
             .field("ttl", &self.ttl)
             .finish_non_exhaustive()
     }
+}
+
+/// One tenant's data key, for sealing and opening many values without
+/// asking the keyring each time (see [`Keyring::sealer`]). Values are
+/// interchangeable with [`Keyring::seal`] and [`Keyring::open`]. Hold it
+/// only for the work at hand: it keeps the key past the cache's TTL, and
+/// past the tenant's deletion.
+#[derive(Debug, Clone)]
+pub struct TenantSealer {
+    tenant: TenantId,
+    key: DataKey,
+}
+
+impl TenantSealer {
+    /// The tenant whose key this is.
+    pub fn tenant(&self) -> TenantId {
+        self.tenant
+    }
+
+    /// Associated data binding a value to its tenant and purpose.
+    fn aad(&self, context: &str) -> Vec<u8> {
+        format!("gatehouse/v1\u{0}{}\u{0}{context}", self.tenant).into_bytes()
+    }
+
+    /// Seals `plaintext`; opening needs the same `context`.
+    pub fn seal(&self, context: &str, plaintext: &[u8]) -> Result<Vec<u8>, VaultError> {
+        self.key.seal(&self.aad(context), plaintext)
+    }
+
+    /// Opens a value sealed for this tenant with the same `context`.
+    pub fn open(&self, context: &str, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+        self.key.open(&self.aad(context), sealed)
+    }
+}
+
+/// What a rotation rewraps to, and who is recorded as doing it.
+struct Target<'a> {
+    /// The KEK made active.
+    active: &'a str,
+    /// The time of each rewrap.
+    clock: &'a dyn Clock,
+    /// Who rotates.
+    by: &'a Provenance,
 }
 
 /// Where a KEK rotation stands, for progress displays.
@@ -130,11 +174,6 @@ impl Keyring {
         Ok(key)
     }
 
-    /// Associated data binding a value to its tenant and purpose.
-    fn aad(tenant: TenantId, context: &str) -> Vec<u8> {
-        format!("gatehouse/v1\u{0}{tenant}\u{0}{context}").into_bytes()
-    }
-
     /// Seals `plaintext` for `tenant`; `context` names what it is
     /// (`secret:ninjaone.client-secret`), and opening needs the same context.
     pub async fn seal(
@@ -143,9 +182,7 @@ impl Keyring {
         context: &str,
         plaintext: &[u8],
     ) -> Result<Vec<u8>, VaultError> {
-        self.data_key(tenant)
-            .await?
-            .seal(&Self::aad(tenant, context), plaintext)
+        self.sealer(tenant).await?.seal(context, plaintext)
     }
 
     /// Opens a value sealed by [`Keyring::seal`] with the same tenant and context.
@@ -155,9 +192,17 @@ impl Keyring {
         context: &str,
         sealed: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, VaultError> {
-        self.data_key(tenant)
-            .await?
-            .open(&Self::aad(tenant, context), sealed)
+        self.sealer(tenant).await?.open(context, sealed)
+    }
+
+    /// `tenant`'s data key, fetched once for many values: bulk work (the
+    /// audit sequencer, exports) seals and opens without a lookup per value.
+    /// `KeyDestroyed` if the tenant was deleted.
+    pub async fn sealer(&self, tenant: TenantId) -> Result<TenantSealer, VaultError> {
+        Ok(TenantSealer {
+            tenant,
+            key: self.data_key(tenant).await?,
+        })
     }
 
     /// Drops the cached data key of `tenant` (after deleting it).
@@ -170,9 +215,15 @@ impl Keyring {
     /// uses any more are then removed from the provider. An interrupted run
     /// leaves every key readable (under the old KEK or the new one); running
     /// again rotates once more and rewraps every key.
+    ///
+    /// Each rewrap queues its record (`key.rewrapped` in the tenant's log,
+    /// `audit.key.rewrapped` in the system log) by `by` in its own
+    /// transaction; the caller records the rotation as a whole
+    /// (`keys.kek.rotated`) from the report.
     pub async fn rotate_kek(
         &self,
         clock: &dyn Clock,
+        by: &Provenance,
         retire: bool,
         progress: &mut (dyn FnMut(RotationProgress) + Send),
     ) -> Result<RotationReport, VaultError> {
@@ -189,7 +240,12 @@ impl Keyring {
             seen: 0,
             rewrapped: 0,
         };
-        self.sweep(&active, clock, &mut report, &mut state, progress, true)
+        let target = Target {
+            active: &active,
+            clock,
+            by,
+        };
+        self.sweep(&target, &mut report, &mut state, progress, true)
             .await?;
         let mut in_use = BTreeSet::new();
         if let Some(audit_keys) = &self.audit_keys {
@@ -199,6 +255,7 @@ impl Keyring {
                     audit_keys,
                     &active,
                     clock,
+                    by,
                     &mut report,
                     &mut state,
                 )
@@ -209,7 +266,7 @@ impl Keyring {
             // A node that wrapped a new tenant's key under the old KEK just
             // before the rotation may have stored it after the sweep listed
             // the keys: sweep again before deciding what is unused.
-            self.sweep(&active, clock, &mut report, &mut state, progress, false)
+            self.sweep(&target, &mut report, &mut state, progress, false)
                 .await?;
             if let Some(audit_keys) = &self.audit_keys {
                 in_use.extend(
@@ -218,6 +275,7 @@ impl Keyring {
                         audit_keys,
                         &active,
                         clock,
+                        by,
                         &mut report,
                         &mut state,
                     )
@@ -241,8 +299,7 @@ impl Keyring {
     /// it still had to rewrap.
     async fn sweep(
         &self,
-        active: &str,
-        clock: &dyn Clock,
+        target: &Target<'_>,
         report: &mut RotationReport,
         state: &mut RotationProgress,
         progress: &mut (dyn FnMut(RotationProgress) + Send),
@@ -257,7 +314,7 @@ impl Keyring {
                 if first {
                     state.seen += 1;
                 }
-                if record.wrapped.kek_id == *active {
+                if record.wrapped.kek_id == target.active {
                     if first {
                         report.already_current += 1;
                     }
@@ -267,9 +324,16 @@ impl Keyring {
                     .provider
                     .rewrap(record.tenant_id, &record.wrapped)
                     .await?;
+                let at = target.clock.now();
+                let audit = target.by.at(at).record(
+                    Some(record.tenant_id),
+                    action::KEY_REWRAPPED,
+                    record.tenant_id,
+                    serde_json::json!({"from_kek": record.wrapped.kek_id, "to_kek": new.kek_id}),
+                );
                 match self
                     .keys
-                    .rewrap_tenant_key(record.tenant_id, &record.wrapped.kek_id, &new, clock.now())
+                    .rewrap_tenant_key(record.tenant_id, &record.wrapped.kek_id, &new, at, &[audit])
                     .await
                 {
                     Ok(()) => {

@@ -29,7 +29,7 @@ mod transit;
 pub use audit_signer::{AUDIT_KEY_OWNER, AuditSigner};
 pub use data_key::{DataKey, SEALED_OVERHEAD};
 pub use error::VaultError;
-pub use keyring::{Keyring, RotationProgress, RotationReport};
+pub use keyring::{Keyring, RotationProgress, RotationReport, TenantSealer};
 pub use local::LocalKeyFile;
 pub use provider::KeyProvider;
 pub use transit::{VaultTransit, VaultTransitConfig};

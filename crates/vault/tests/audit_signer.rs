@@ -147,7 +147,7 @@ mod cases {
         )
         .with_audit_keys(env.store().clone());
         let report = keyring
-            .rotate_kek(&env.clock, true, &mut |_| {})
+            .rotate_kek(&env.clock, &by_test(), true, &mut |_| {})
             .await
             .unwrap();
         assert_eq!(report.audit_keys_rewrapped, 1);
@@ -166,7 +166,7 @@ mod cases {
 
         // Each rotation makes a new KEK, so a second one rewraps the key again.
         let report = keyring
-            .rotate_kek(&env.clock, false, &mut |_| {})
+            .rotate_kek(&env.clock, &by_test(), false, &mut |_| {})
             .await
             .unwrap();
         assert_eq!(report.audit_keys_rewrapped, 1);
@@ -262,3 +262,8 @@ signer_tests!(
     kek_rotation_rewraps_the_signing_key,
     the_private_key_is_never_shown_or_stored_in_the_clear,
 );
+
+/// Who rotates in these tests.
+fn by_test() -> gatehouse_core::audit::Provenance {
+    gatehouse_core::audit::Provenance::system("test", time::OffsetDateTime::UNIX_EPOCH)
+}

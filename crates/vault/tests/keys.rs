@@ -94,7 +94,10 @@ impl Env {
             .unwrap();
         assert_eq!(key.tenant_id, tenant.id);
         assert_eq!(key.created_at, now);
-        self.store().insert_tenant(&tenant, &key).await.unwrap();
+        self.store()
+            .insert_tenant(&tenant, &key, &[])
+            .await
+            .unwrap();
         // Ids are time-ordered: a millisecond apart, tenants list in creation order.
         self.clock.advance(time::Duration::milliseconds(1));
         tenant
@@ -114,7 +117,7 @@ impl Env {
             .await
             .unwrap();
         self.store()
-            .put_secret(tenant, &secret(name), &sealed, self.clock.now())
+            .put_secret(tenant, &secret(name), &sealed, self.clock.now(), &[])
             .await
             .unwrap();
         sealed
@@ -159,7 +162,7 @@ impl Env {
         doomed.state = TenantState::Deleted;
         doomed.version += 1;
         doomed.updated_at = self.clock.now();
-        self.store().delete_tenant(&doomed).await.unwrap();
+        self.store().delete_tenant(&doomed, &[]).await.unwrap();
     }
 }
 
@@ -315,7 +318,7 @@ impl KeyProvider for Racing {
         if tenant == self.raced {
             let theirs = self.inner.rewrap(tenant, wrapped).await?;
             self.store
-                .rewrap_tenant_key(tenant, &wrapped.kek_id, &theirs, self.at)
+                .rewrap_tenant_key(tenant, &wrapped.kek_id, &theirs, self.at, &[])
                 .await?;
         }
         let doomed = {
@@ -325,7 +328,7 @@ impl KeyProvider for Racing {
         if let Some(mut doomed) = doomed {
             doomed.state = TenantState::Deleted;
             doomed.version += 1;
-            self.store.delete_tenant(&doomed).await?;
+            self.store.delete_tenant(&doomed, &[]).await?;
         }
         self.inner.rewrap(tenant, wrapped).await
     }
@@ -442,6 +445,33 @@ mod cases {
             error(fresh.seal(stranger, &ctx, b"x").await),
             VaultError::KeyDestroyed(id) if id == stranger
         ));
+        assert!(matches!(
+            fresh.sealer(stranger).await,
+            Err(VaultError::KeyDestroyed(id)) if id == stranger
+        ));
+
+        // A tenant's sealer (one key fetch for many values) is
+        // interchangeable with the keyring, and as bound.
+        let sealer = fresh.sealer(a).await.unwrap();
+        assert_eq!(sealer.tenant(), a);
+        assert_eq!(
+            sealer.open(&ctx, &sealed_a).unwrap().as_slice(),
+            DISTINCTIVE
+        );
+        let by_sealer = sealer.seal(&ctx, DISTINCTIVE).unwrap();
+        assert_eq!(
+            fresh.open(a, &ctx, &by_sealer).await.unwrap().as_slice(),
+            DISTINCTIVE
+        );
+        assert!(matches!(
+            sealer.open("audit:1", &by_sealer),
+            Err(VaultError::Decrypt(_))
+        ));
+        assert!(matches!(
+            fresh.sealer(b).await.unwrap().open(&ctx, &by_sealer),
+            Err(VaultError::Decrypt(_))
+        ));
+        assert!(format!("{sealer:?}").contains("DataKey(<redacted>)"));
     }
 
     pub async fn plaintext_never_reaches_the_sqlite_file(env: &Env) {
@@ -645,7 +675,7 @@ mod cases {
         let local = env.local();
         assert!(local.unwrap(a.id, &a_wrapped).await.is_ok());
         let report = keyring
-            .rotate_kek(&env.clock, true, &mut |_| {})
+            .rotate_kek(&env.clock, &by_test(), true, &mut |_| {})
             .await
             .unwrap();
         assert_eq!(
@@ -700,7 +730,7 @@ mod cases {
         let mut seen = Vec::new();
         let mut progress = |p: RotationProgress| seen.push(p);
         let report = keyring
-            .rotate_kek(&env.clock, true, &mut progress)
+            .rotate_kek(&env.clock, &by_test(), true, &mut progress)
             .await
             .unwrap();
         assert_eq!(report.active_kek, "local:2");
@@ -753,7 +783,7 @@ mod cases {
 
         // A second rotation rewraps every key again.
         let report = fresh
-            .rotate_kek(&env.clock, true, &mut |_| {})
+            .rotate_kek(&env.clock, &by_test(), true, &mut |_| {})
             .await
             .unwrap();
         assert_eq!(report.active_kek, "local:3");
@@ -777,7 +807,7 @@ mod cases {
             rewraps_left: AtomicUsize::new(half),
         }));
         let err = crashing
-            .rotate_kek(&env.clock, true, &mut |_| {})
+            .rotate_kek(&env.clock, &by_test(), true, &mut |_| {})
             .await
             .unwrap_err();
         assert!(
@@ -811,7 +841,7 @@ mod cases {
         // only notices changes through its modification time.)
         let rerun = env.keyring(env.local());
         let report = rerun
-            .rotate_kek(&env.clock, true, &mut |_| {})
+            .rotate_kek(&env.clock, &by_test(), true, &mut |_| {})
             .await
             .unwrap();
         assert_eq!(report.active_kek, "local:5");
@@ -869,7 +899,7 @@ mod cases {
             doomed: Mutex::new(Some(doomed.clone())),
         }));
         let report = racing
-            .rotate_kek(&env.clock, true, &mut |_| {})
+            .rotate_kek(&env.clock, &by_test(), true, &mut |_| {})
             .await
             .unwrap();
         assert_eq!(report.active_kek, "local:2");
@@ -972,7 +1002,7 @@ mod cases {
         let mut seen = Vec::new();
         let mut progress = |p: RotationProgress| seen.push(p);
         let report = keyring
-            .rotate_kek(&env.clock, true, &mut progress)
+            .rotate_kek(&env.clock, &by_test(), true, &mut progress)
             .await
             .unwrap();
         assert_eq!(report.active_kek, "vault-transit:gatehouse:v2");
@@ -1024,7 +1054,7 @@ mod cases {
             error(env.open(&wrong_keyring, tenants[0], names[0]).await),
             error(
                 wrong_keyring
-                    .rotate_kek(&env.clock, true, &mut |_| {})
+                    .rotate_kek(&env.clock, &by_test(), true, &mut |_| {})
                     .await,
             ),
         ];
@@ -1110,7 +1140,7 @@ mod cases {
         // Someone with write access to the database copies A's wrapped key
         // into B's row.
         env.store()
-            .rewrap_tenant_key(b, &b_wrapped.kek_id, &a_wrapped, env.clock.now())
+            .rewrap_tenant_key(b, &b_wrapped.kek_id, &a_wrapped, env.clock.now(), &[])
             .await
             .unwrap();
         assert_eq!(env.wrapped(b).await, a_wrapped);
@@ -1132,7 +1162,7 @@ mod cases {
         // Copying A's sealed secret along with it opens nothing either.
         let a_sealed = env.sealed(a, names[0]).await;
         env.store()
-            .put_secret(b, &secret(names[0]), &a_sealed, env.clock.now())
+            .put_secret(b, &secret(names[0]), &a_sealed, env.clock.now(), &[])
             .await
             .unwrap();
         assert!(env.open(&fresh, b, names[0]).await.is_err());
@@ -1144,7 +1174,7 @@ mod cases {
         // Putting B's own wrapped key back makes B readable again: the
         // failures above came from the swap alone.
         env.store()
-            .rewrap_tenant_key(b, &a_wrapped.kek_id, &b_wrapped, env.clock.now())
+            .rewrap_tenant_key(b, &a_wrapped.kek_id, &b_wrapped, env.clock.now(), &[])
             .await
             .unwrap();
         let restored = env.keyring(env.local());
@@ -1195,3 +1225,8 @@ key_tests!(
     vault_transit_provider_against_the_emulator,
     a_wrapped_key_swapped_between_tenants_does_not_open,
 );
+
+/// Who rotates in these tests.
+fn by_test() -> gatehouse_core::audit::Provenance {
+    gatehouse_core::audit::Provenance::system("test", time::OffsetDateTime::UNIX_EPOCH)
+}

@@ -8,14 +8,14 @@ use std::process::ExitCode;
 use gatehouse_audit::note::Signer as _;
 use gatehouse_core::store::{ActionFilter, AuditCursor};
 use gatehouse_server::App;
-use gatehouse_server::app::{AuditQuery, AuditVerification, MAX_AUDIT_PAGE, VerifyRequest};
+use gatehouse_server::app::{AuditQuery, AuditVerification, Issued, MAX_AUDIT_PAGE, VerifyRequest};
 use gatehouse_server::audit_verify::kept_note_log;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::{CLI, open, print_json, print_table};
 use crate::CliError;
-use crate::config::ConfigArgs;
+use crate::config::{Config, ConfigArgs};
 
 /// Audit log subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -26,6 +26,15 @@ pub enum AuditCommand {
         /// Print the JSON served at /api/v1/audit/public-key instead.
         #[arg(long)]
         json: bool,
+    },
+    /// Export a tenant's audit facts (OSCAL assessment results).
+    Export(super::audit_export::ExportArgs),
+    /// Sign a checkpoint of a log at its current size now (or reuse its
+    /// latest one if nothing was appended since) and print the signed note,
+    /// the file `audit verify --checkpoint` takes.
+    Checkpoint {
+        /// The log: `system`, a tenant id or a tenant slug.
+        log: String,
     },
     /// List entries by time, then log, then index; the cursor for the next
     /// page is printed at the end.
@@ -125,15 +134,17 @@ pub async fn run(args: &ConfigArgs, command: AuditCommand) -> Result<ExitCode, C
     {
         return Ok(verify(args, log, &checkpoints, canonical, json).await);
     }
-    let (_, app) = open(args).await?;
-    let result = read(&app, command).await;
+    let (config, app) = open(args).await?;
+    let result = read(&config, &app, command).await;
     app.store.close().await;
     result.map(|()| ExitCode::SUCCESS)
 }
 
-/// The subcommands that read and print.
-async fn read(app: &App, command: AuditCommand) -> Result<(), CliError> {
+/// The subcommands other than `verify`.
+async fn read(config: &Config, app: &App, command: AuditCommand) -> Result<(), CliError> {
     match command {
+        AuditCommand::Export(export) => super::audit_export::run(config, app, export).await?,
+        AuditCommand::Checkpoint { log } => checkpoint(app, &log).await?,
         AuditCommand::PublicKey { json } => {
             let key = app.audit_public_key()?;
             if json {
@@ -244,6 +255,20 @@ async fn read(app: &App, command: AuditCommand) -> Result<(), CliError> {
             return Err(CliError::Usage("`audit verify` is run by `run`".into()));
         }
     }
+    Ok(())
+}
+
+/// `gatehouse audit checkpoint LOG`: the note on standard output (so it can
+/// be redirected to a file), what was done on standard error.
+async fn checkpoint(app: &App, log: &str) -> Result<(), CliError> {
+    let issued = app.issue_checkpoint(&CLI, log).await?;
+    let what = match issued {
+        Issued::New(_) => "signed a new checkpoint",
+        Issued::Latest(_) => "nothing appended since the latest checkpoint; reusing it",
+    };
+    let checkpoint = issued.into_checkpoint();
+    eprintln!("{what}: log {}, size {}", checkpoint.log, checkpoint.size);
+    print!("{}", checkpoint.note);
     Ok(())
 }
 

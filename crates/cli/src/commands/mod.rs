@@ -1,6 +1,7 @@
 //! The subcommands.
 
 pub mod audit;
+pub mod audit_export;
 pub mod keys;
 pub mod operator;
 pub mod serve;

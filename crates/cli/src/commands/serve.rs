@@ -134,10 +134,11 @@ pub async fn run(args: &ConfigArgs, serve: ServeArgs) -> Result<ExitCode, CliErr
     };
 
     // The audit sequencer: appends the records every change queued (in its
-    // own transaction) to their logs; stops on the same signal.
+    // own transaction) to their logs, sealing tenants' details, and signs
+    // checkpoints; stops on the same signal.
     let audit_worker = {
         let mut stopping = stopping.clone();
-        let sequencer = gatehouse_server::audit::Sequencer::new(store.clone());
+        let sequencer = wiring::open_sequencer(&config, &app)?;
         tokio::spawn(async move {
             tracing::info!("audit sequencer started");
             sequencer

@@ -5,10 +5,12 @@
 //! lead). The floor is checked by the domain (`GateSetting::check`) before
 //! the store is called, and the store checks it again before its SQL.
 
+use gatehouse_core::audit::action;
 use gatehouse_core::gate::{AreaGate, GateLevel, GateSetting, ProcessArea};
 use gatehouse_core::id::TenantId;
 use gatehouse_core::store::StoreError;
 use gatehouse_core::tenant::TenantState;
+use serde_json::json;
 
 use super::{Actor, App, TenantRef, actor_name, deleted};
 use crate::authz::{Permission, authorize};
@@ -47,8 +49,31 @@ impl App {
         }
         let by = actor_name(actor);
         let setting = GateSetting::new(tenant.id, area, level, &by, reason, self.now())?;
+        // The level before, as read just before the change.
+        let was = self
+            .store
+            .gate_settings(tenant.id)
+            .await?
+            .into_iter()
+            .find(|s| s.area == area)
+            .and_then(|s| s.level);
+        let audit = actor.provenance(setting.set_at).record(
+            Some(tenant.id),
+            if level.is_some() {
+                action::GATE_SET
+            } else {
+                action::GATE_CLEARED
+            },
+            area,
+            json!({
+                "area": area.as_str(),
+                "before": was.map(GateLevel::as_str),
+                "after": level.map(GateLevel::as_str),
+                "reason": setting.reason,
+            }),
+        );
         self.store
-            .put_gate_setting(&setting)
+            .put_gate_setting(&setting, &[audit])
             .await
             .map_err(|err| match err {
                 // Deleted between the check above and the write.

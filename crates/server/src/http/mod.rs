@@ -12,6 +12,7 @@ mod gates;
 mod health;
 mod openapi;
 mod operators;
+mod oscal;
 mod tenants;
 mod workflows;
 
@@ -101,6 +102,9 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(workflows::get_task))
         .routes(routes!(workflows::complete_task))
         .routes(routes!(audit::public_key))
+        .routes(routes!(oscal::export_oscal))
+        .routes(routes!(audit::list_checkpoints, audit::issue_checkpoint))
+        .routes(routes!(audit::latest_checkpoint))
         .routes(routes!(audit_read::list_entries))
         .routes(routes!(audit_read::list_logs))
         .routes(routes!(audit_read::get_entry))
