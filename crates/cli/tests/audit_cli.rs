@@ -41,7 +41,12 @@ async fn grow(install: &Install, from: u64, to: u64) -> Result<(String, u64), Er
                 + time::Duration::days(20_000)
                 + time::Duration::seconds(i as i64),
             tenant_id: None,
-            actor: if i % 2 == 0 { "op_ann" } else { "op_bob" }.into(),
+            actor: if i.is_multiple_of(2) {
+                "op_ann"
+            } else {
+                "op_bob"
+            }
+            .into(),
             action: "test.recorded".into(),
             subject: format!("thing-{i}"),
             details: json!({"n": i}),

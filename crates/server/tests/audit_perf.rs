@@ -82,7 +82,7 @@ async fn verify_a_million_entries_and_prove_inclusion() -> Result<(), Error> {
             .append_audit(SYSTEM_LOG, first, &entries, &nodes, &[])
             .await?;
         let size = first + CHUNK;
-        if size % 100_000 == 0 {
+        if size.is_multiple_of(100_000) {
             let note = Checkpoint::new(log_origin(KEY_NAME, SYSTEM_LOG), size, tree.root())?
                 .sign(&signer)
                 .await?
@@ -184,7 +184,7 @@ async fn verify_a_million_entries_and_prove_inclusion() -> Result<(), Error> {
     for i in 0..proofs {
         let index = (i * 7_919 * 127) % ENTRIES;
         let proof = app.inclusion_proof(&actor, SYSTEM_LOG, index, None).await?;
-        if i % 100 == 0 {
+        if i.is_multiple_of(100) {
             let path: Vec<gatehouse_audit::Hash> = proof
                 .proof
                 .iter()

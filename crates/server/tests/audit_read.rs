@@ -204,12 +204,12 @@ async fn fill(t: &TestApp, tenants: &[TenantId]) -> TestResult {
             records.push(AuditRecord {
                 at: start + time::Duration::seconds(i as i64),
                 tenant_id: tenant,
-                actor: if (i + l as u64) % 3 == 0 {
+                actor: if (i + l as u64).is_multiple_of(3) {
                     "op_ann".into()
                 } else {
                     "op_bob".into()
                 },
-                action: if i % 2 == 0 {
+                action: if i.is_multiple_of(2) {
                     "test.workflow.ran".into()
                 } else {
                     "test.event.received".into()
@@ -350,7 +350,7 @@ async fn entries_are_browsed_with_filters_and_cursors(t: &TestApp) -> TestResult
     // acme is log 1 in `fill`: its op_ann entries are those with (i+1) % 3 == 0
     // (the API's own records of acme come first and are by the admin).
     let expected: Vec<String> = (0..PER_LOG)
-        .filter(|i| (i + 1) % 3 == 0)
+        .filter(|i| (i + 1).is_multiple_of(3))
         .map(|i| format!("thing-{i}"))
         .collect();
     assert_eq!(seen, expected);
