@@ -588,9 +588,14 @@ pub trait AuditStore: Send + Sync {
         after: Option<&AuditCursor>,
         limit: u32,
     ) -> StoreResult<Vec<AuditRow>>;
-    /// Up to `limit` leaves from index `from` on, in index order: only what
-    /// verification reads.
-    async fn audit_leaves(&self, log: &str, from: u64, limit: u32) -> StoreResult<Vec<AuditLeaf>>;
+    /// The leaves whose index is in `indexes`, in index order: only what
+    /// verification reads. Ranges, not counts, so that several can be read
+    /// at once without overlapping, whatever rows are missing.
+    async fn audit_leaves(
+        &self,
+        log: &str,
+        indexes: std::ops::Range<u64>,
+    ) -> StoreResult<Vec<AuditLeaf>>;
     /// The log's checkpoint of exactly `size`, if one is stored.
     async fn audit_checkpoint(&self, log: &str, size: u64) -> StoreResult<Option<AuditCheckpoint>>;
 }

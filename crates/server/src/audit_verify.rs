@@ -3,9 +3,10 @@
 //! (and any an auditor kept), and check the log's recorded size (see
 //! docs/audit.md, "Verifying a stored log").
 //!
-//! Reading and hashing overlap: the caller's task reads the next page
-//! while a blocking thread hashes the current one, through a channel of two
-//! pages. Memory stays at a few pages and the tree's O(log n) frontier.
+//! Reading and hashing overlap: the caller's task reads the next pages
+//! (two ranges at once, on two connections) while a blocking thread hashes
+//! the current ones, through a channel of a few pages. Memory stays at a
+//! few pages and the tree's O(log n) frontier.
 
 use gatehouse_audit::checkpoint::Checkpoint;
 use gatehouse_audit::note::SignedNote;
@@ -16,10 +17,10 @@ use gatehouse_audit::{
 use gatehouse_core::store::{AuditLeaf, AuditStore, StoreError};
 use tokio::sync::mpsc;
 
-/// Entries read per query.
+/// Indexes read per query.
 pub const VERIFY_PAGE: u32 = 16_384;
 /// Pages read ahead of the hashing thread.
-const PAGES_AHEAD: usize = 2;
+const PAGES_AHEAD: usize = 4;
 
 /// What to verify a stored log against.
 #[derive(Debug, Clone)]
@@ -136,7 +137,7 @@ pub async fn verify_stored(
     let hashing = tokio::task::spawn_blocking(move || {
         replay(inbox, &checkpoints, &options, recorded, progress)
     });
-    let read = read_pages(store, log, pages).await;
+    let read = read_pages(store, log, recorded, pages).await;
     let replayed = hashing
         .await
         .map_err(|e| VerifyStoredError::Task(e.to_string()))?;
@@ -161,22 +162,44 @@ pub async fn verify_stored(
     Ok(report)
 }
 
-/// Sends the log's entries, page by page in index order, until the end or
-/// until the hashing side hangs up (it found a mismatch).
+/// Sends the log's entries in index order, until the end or until the
+/// hashing side hangs up (it found a mismatch). Pages are ranges of
+/// [`VERIFY_PAGE`] indexes, read two at a time on two connections, so
+/// reading is spread over two cores; ranges never overlap, whatever rows
+/// are missing or added. Up to the recorded size every range is read;
+/// beyond it, reading goes on while rows are found (rows appended
+/// meanwhile, or added by tampering).
 async fn read_pages(
     store: &dyn AuditStore,
     log: &str,
+    recorded: u64,
     pages: mpsc::Sender<Vec<AuditLeaf>>,
 ) -> Result<(), StoreError> {
+    let page = u64::from(VERIFY_PAGE);
     let mut from = 0u64;
     loop {
-        let page = store.audit_leaves(log, from, VERIFY_PAGE).await?;
-        let full = page.len() == VERIFY_PAGE as usize;
-        let Some(last) = page.last() else {
-            return Ok(());
-        };
-        from = last.idx.saturating_add(1);
-        if pages.send(page).await.is_err() || !full {
+        let middle = from.saturating_add(page);
+        let end = middle.saturating_add(page);
+        let (first, second) = tokio::join!(
+            store.audit_leaves(log, from..middle),
+            store.audit_leaves(log, middle..end)
+        );
+        let (first, second) = (first?, second?);
+        let found = !first.is_empty() || !second.is_empty();
+        for leaves in [first, second] {
+            if !leaves.is_empty() && pages.send(leaves).await.is_err() {
+                return Ok(());
+            }
+        }
+        from = end;
+        if from >= recorded && !found {
+            // Past the end: one last look for rows further on.
+            match store.audit_entries(log, from, 1).await?.first() {
+                Some(entry) => from = entry.idx,
+                None => return Ok(()),
+            }
+        }
+        if from == u64::MAX {
             return Ok(());
         }
     }

@@ -456,6 +456,23 @@ async fn kept_checkpoint_catches_a_cut_tail(db: &TestDatabase) -> TestResult {
     }
 }
 
+/// Rows added after the end are found even pages away from it (the next
+/// stored index skips ahead of the log's size).
+async fn rows_after_the_end_are_found(db: &TestDatabase) -> TestResult {
+    let signer = Ed25519Signer::generate(KeyName::parse(KEY_NAME)?)?;
+    build(&db.store, &signer).await?;
+    let raw = Raw::connect(db).await?;
+    insert_copy(&raw, SIZE + 100_000, 0).await?;
+    raw.close().await;
+    match verify_stored(db.store.as_ref(), SYSTEM_LOG, options(&signer), |_| {}).await {
+        Err(VerifyStoredError::Mismatch(found)) => {
+            assert_eq!(found.position(), Some(Position::Entry(SIZE)), "{found}");
+            Ok(())
+        }
+        other => Err(format!("expected a mismatch at entry {SIZE}: {other:?}").into()),
+    }
+}
+
 /// Progress is reported, and a log never appended to is not found.
 async fn progress_and_unknown_logs(db: &TestDatabase) -> TestResult {
     let signer = Ed25519Signer::generate(KeyName::parse(KEY_NAME)?)?;
@@ -550,5 +567,6 @@ macro_rules! both_backends {
 
 both_backends!(
     kept_checkpoint_catches_a_cut_tail,
-    progress_and_unknown_logs
+    progress_and_unknown_logs,
+    rows_after_the_end_are_found,
 );

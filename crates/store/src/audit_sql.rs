@@ -105,6 +105,12 @@ pub(crate) fn to_i64(what: &str, value: u64) -> StoreResult<i64> {
     i64::try_from(value).map_err(|_| StoreError::Conflict(format!("{what} {value} is too large")))
 }
 
+/// An index bound for SQL: beyond `i64::MAX` (no row can be there) is
+/// `i64::MAX`.
+pub(crate) fn index_bound(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
 pub(crate) fn to_u64(column: &str, value: i64) -> StoreResult<u64> {
     u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{column}: {value} is negative")))
 }
@@ -265,10 +271,10 @@ pub(crate) fn listed(row: ListedRow) -> StoreResult<AuditRow> {
     })
 }
 
-/// Up to `$3` leaves of log `$1` from index `$2` on, one row each: what
+/// The leaves of log `$1` with `$2 <= idx < $3`, one row each: what
 /// verification reads.
 pub(crate) const LEAVES_SQL: &str = "SELECT idx, leaf, leaf_hash FROM audit_entries \
-     WHERE log = $1 AND idx >= $2 ORDER BY idx LIMIT $3";
+     WHERE log = $1 AND idx >= $2 AND idx < $3 ORDER BY idx";
 
 /// The same leaves as [`LEAVES_SQL`], packed into one row of four text
 /// values: the indexes (space-separated), the leaf hashes (64 hex digits
@@ -281,7 +287,7 @@ pub(crate) const LEAVES_SQL: &str = "SELECT idx, leaf, leaf_hash FROM audit_entr
 pub(crate) const PACKED_LEAVES_SQL: &str = "SELECT group_concat(idx, ' '), \
      group_concat(leaf_hash, ''), group_concat(octet_length(leaf), ' '), group_concat(leaf, '') \
      FROM (SELECT idx, leaf, leaf_hash FROM audit_entries \
-     WHERE log = $1 AND idx >= $2 ORDER BY idx LIMIT $3)";
+     WHERE log = $1 AND idx >= $2 AND idx < $3 ORDER BY idx)";
 
 /// A packed page as read: see [`PACKED_LEAVES_SQL`]; all `None` when the
 /// page is empty.
@@ -739,10 +745,9 @@ macro_rules! impl_audit_store {
             async fn audit_leaves(
                 &self,
                 log: &str,
-                from: u64,
-                limit: u32,
+                indexes: std::ops::Range<u64>,
             ) -> gatehouse_core::store::StoreResult<Vec<gatehouse_core::store::AuditLeaf>> {
-                self.read_audit_leaves(log, from, limit).await
+                self.read_audit_leaves(log, indexes).await
             }
 
             async fn audit_checkpoint(

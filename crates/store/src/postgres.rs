@@ -34,13 +34,12 @@ impl PgStore {
     async fn read_audit_leaves(
         &self,
         log: &str,
-        from: u64,
-        limit: u32,
+        indexes: std::ops::Range<u64>,
     ) -> StoreResult<Vec<gatehouse_core::store::AuditLeaf>> {
         let rows: Vec<crate::audit_sql::LeafRow> = sqlx::query_as(crate::audit_sql::LEAVES_SQL)
             .bind(log)
-            .bind(crate::audit_sql::to_i64("audit entry index", from)?)
-            .bind(i64::from(limit))
+            .bind(crate::audit_sql::index_bound(indexes.start))
+            .bind(crate::audit_sql::index_bound(indexes.end))
             .fetch_all(&self.pool)
             .await
             .map_err(crate::db_error("reading audit leaves"))?;

@@ -192,7 +192,7 @@ mod cases {
             store.audit_entry("ten_nobody", 0).await,
             Err(StoreError::NotFound("audit entry"))
         ));
-        let leaves = store.audit_leaves("ten_b", 3, 4).await?;
+        let leaves = store.audit_leaves("ten_b", 3..7).await?;
         assert_eq!(
             leaves.iter().map(|l| l.idx).collect::<Vec<_>>(),
             [3, 4, 5, 6]
@@ -203,7 +203,7 @@ mod cases {
                 leaf_hash(leaf.leaf.as_bytes())
             );
         }
-        assert!(store.audit_leaves("ten_b", 10, 4).await?.is_empty());
+        assert!(store.audit_leaves("ten_b", 10..14).await?.is_empty());
 
         let checkpoint = AuditCheckpoint {
             log: "ten_a".into(),
