@@ -21,13 +21,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gatehouse_core::audit::{AuditRecord, Provenance, action};
+use gatehouse_audit::{Hash, Signer as _};
+use gatehouse_core::audit::{AuditRecord, Provenance, action, log_origin};
 use gatehouse_core::clock::{Clock, SystemClock};
 use gatehouse_core::id::{ApprovalId, EventId, NotificationId, OperatorId, TenantId, WorkflowId};
 use gatehouse_core::operator::{Operator, OperatorName, Role};
 use gatehouse_core::store::Store;
 use gatehouse_core::tenant::{DisplayName, Region, TenantSlug, TenantState};
 use gatehouse_server::App;
+use gatehouse_server::app::InclusionProof;
+use gatehouse_server::audit_verify::{VerifyStoredOptions, verify_stored};
 use gatehouse_server::app::{NewTenant, TenantRef};
 use gatehouse_vault::{Keyring, LocalKeyFile};
 use serde_json::{Value, json};
@@ -258,9 +261,11 @@ pub async fn measure(
         clock.as_ref(),
     )
     .await?;
+    let signer = Arc::new(signer);
+    let verifier = signer.verifier_key();
     let sequencer = gatehouse_server::audit::Sequencer::new(store.clone(), keyring.clone())
         .with_checkpoints(
-            Arc::new(signer),
+            signer.clone(),
             clock.clone(),
             gatehouse_server::audit::CheckpointPolicy::default(),
         );
@@ -288,13 +293,20 @@ pub async fn measure(
 
     // 2. Verification.
     let log = tenants[0].to_string();
+    let options = VerifyStoredOptions::new(
+        log_origin(verifier.name().as_str(), &log),
+        vec![verifier.clone()],
+    );
     let started = Instant::now();
-    let verified = verify(store.as_ref(), &log).await?;
+    let report = verify_stored(store.as_ref(), &log, options, |_| {})
+        .await
+        .map_err(|e| CliError::Usage(format!("verification failed: {e}")))?;
     let verify_elapsed = started.elapsed();
     let size = setup + bench.entries;
-    if verified != size {
+    if report.entries != size {
         return Err(CliError::Usage(format!(
-            "verified {verified} entries, expected {size}"
+            "verified {} entries, expected {size}",
+            report.entries
         )));
     }
 
@@ -307,8 +319,9 @@ pub async fn measure(
         seed ^= seed << 17;
         let index = seed % size;
         let started = Instant::now();
-        prove(store.as_ref(), &log, index, size).await?;
+        let proof = app.inclusion_proof(&actor, &log, index, Some(size)).await?;
         latencies.push(started.elapsed());
+        check_proof(&proof)?;
     }
     latencies.sort_unstable();
     let p = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
@@ -361,35 +374,21 @@ pub async fn measure(
     }))
 }
 
-/// PLACEHOLDER until the store-backed verifier lands.
-async fn verify(store: &dyn Store, log: &str) -> Result<u64, CliError> {
-    let mut frontier = gatehouse_audit::Frontier::new();
-    let mut from = 0;
-    loop {
-        let page = store.audit_entries(log, from, 10_000).await?;
-        if page.is_empty() {
-            return Ok(frontier.size());
-        }
-        for entry in page {
-            from = entry.idx + 1;
-            frontier
-                .push_entry(entry.leaf.as_bytes())
-                .map_err(|e| CliError::Usage(e.to_string()))?;
-        }
-    }
-}
-
-/// PLACEHOLDER until the proof API lands.
-async fn prove(store: &dyn Store, log: &str, index: u64, size: u64) -> Result<(), CliError> {
-    let plan = gatehouse_audit::ProofPlan::inclusion(index, size)
-        .map_err(|e| CliError::Usage(e.to_string()))?;
-    let ids: Vec<(u8, u64)> = plan.nodes().iter().map(|n| (n.level, n.index)).collect();
-    let hashes = store.audit_nodes(log, &ids).await?;
-    let hashes: Vec<gatehouse_audit::Hash> = hashes
-        .into_iter()
-        .map(gatehouse_audit::Hash::from_bytes)
-        .collect();
-    plan.assemble(&hashes)
-        .map_err(|e| CliError::Usage(e.to_string()))?;
-    Ok(())
+/// Checks a proof the way a client would: the leaf hash up the path
+/// reaches the root.
+fn check_proof(proof: &InclusionProof) -> Result<(), CliError> {
+    let hex = |h: &str| Hash::from_hex(h).map_err(|e| CliError::Usage(e.to_string()));
+    let path = proof
+        .proof
+        .iter()
+        .map(|h| hex(h))
+        .collect::<Result<Vec<_>, _>>()?;
+    gatehouse_audit::verify_inclusion(
+        &hex(&proof.leaf_hash)?,
+        proof.index,
+        proof.tree_size,
+        &path,
+        &hex(&proof.root)?,
+    )
+    .map_err(|e| CliError::Usage(format!("proof of entry {} does not verify: {e}", proof.index)))
 }
