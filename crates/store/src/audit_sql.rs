@@ -360,7 +360,7 @@ macro_rules! impl_audit_store {
             ) -> gatehouse_core::store::StoreResult<()> {
                 use crate::audit_sql as sql;
                 for chunk in records.chunks(crate::engine_sql::MAX_ROWS) {
-                    let text = sql::insert_outbox_sql(chunk.len());
+                    let text = <$db as crate::placeholders::Placeholders>::sequential(sql::insert_outbox_sql(chunk.len()));
                     let mut query = sqlx::query(&text);
                     for record in chunk {
                         query = sql::bind_outbox(query, record)?;
@@ -473,7 +473,7 @@ macro_rules! impl_audit_store {
                     return Err(StoreError::Stale("audit log"));
                 }
                 for chunk in entries.chunks(MAX_ROWS) {
-                    let text = sql::insert_entries_sql(chunk.len());
+                    let text = <$db as crate::placeholders::Placeholders>::sequential(sql::insert_entries_sql(chunk.len()));
                     let mut query = sqlx::query(&text);
                     for entry in chunk {
                         query = query
@@ -492,7 +492,7 @@ macro_rules! impl_audit_store {
                         .map_err(crate::db_error("appending audit entries"))?;
                 }
                 for chunk in nodes.chunks(MAX_ROWS) {
-                    let text = sql::insert_nodes_sql(chunk.len());
+                    let text = <$db as crate::placeholders::Placeholders>::sequential(sql::insert_nodes_sql(chunk.len()));
                     let mut query = sqlx::query(&text);
                     for node in chunk {
                         query = query
@@ -509,10 +509,10 @@ macro_rules! impl_audit_store {
                     })?;
                 }
                 for chunk in consumed.chunks(MAX_ROWS) {
-                    let text = format!(
+                    let text = <$db as crate::placeholders::Placeholders>::sequential(format!(
                         "DELETE FROM audit_outbox WHERE id IN ({})",
                         sql::params(1, chunk.len())
-                    );
+                    ));
                     let mut query = sqlx::query(&text);
                     for id in chunk {
                         query = query.bind(*id);

@@ -421,7 +421,7 @@ macro_rules! impl_engine_store {
                     .filter(|i| i.version == 1)
                     .collect();
                 for chunk in fresh.chunks(MAX_ROWS) {
-                    let text = sql::insert_instances_sql(chunk.len());
+                    let text = <$db as crate::placeholders::Placeholders>::sequential(sql::insert_instances_sql(chunk.len()));
                     let mut query = sqlx::query(&text);
                     for instance in chunk {
                         query = sql::bind_instance(query, instance)?;
@@ -440,7 +440,7 @@ macro_rules! impl_engine_store {
                     .filter(|i| i.version != 1)
                     .collect();
                 for chunk in sql::update_chunks(&updated) {
-                    let text = sql::update_instances_sql(chunk.len());
+                    let text = <$db as crate::placeholders::Placeholders>::sequential(sql::update_instances_sql(chunk.len()));
                     let mut query = sqlx::query(&text);
                     for instance in &chunk {
                         query = sql::bind_instance_update(query, instance)?.bind(instance.version - 1);
@@ -474,7 +474,7 @@ macro_rules! impl_engine_store {
                 }
 
                 for chunk in sql::latest_steps(batch).chunks(MAX_ROWS) {
-                    let text = sql::upsert_steps_sql(chunk.len());
+                    let text = <$db as crate::placeholders::Placeholders>::sequential(sql::upsert_steps_sql(chunk.len()));
                     let mut query = sqlx::query(&text);
                     for step in chunk {
                         query = sql::bind_step(query, step)?;
@@ -488,7 +488,7 @@ macro_rules! impl_engine_store {
                 let history: Vec<&gatehouse_core::workflow::HistoryEntry> =
                     batch.iter().flat_map(|p| &p.history).collect();
                 for chunk in history.chunks(MAX_ROWS) {
-                    let text = sql::insert_history_sql(chunk.len());
+                    let text = <$db as crate::placeholders::Placeholders>::sequential(sql::insert_history_sql(chunk.len()));
                     let mut query = sqlx::query(&text);
                     for entry in chunk {
                         query = sql::bind_history(query, entry)?;
@@ -836,11 +836,11 @@ macro_rules! impl_engine_store {
                 let mut found = Vec::with_capacity(ids.len());
                 for chunk in ids.chunks(crate::engine_sql::MAX_ROWS) {
                     let placeholders: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
-                    let text = format!(
+                    let text = <$db as crate::placeholders::Placeholders>::sequential(format!(
                         "SELECT id, version FROM workflow_instances
                          WHERE state IN ('running', 'compensating') AND id IN ({})",
                         placeholders.join(", ")
-                    );
+                    ));
                     let mut query = sqlx::query_as::<_, (String, i64)>(&text);
                     for id in chunk {
                         query = query.bind(id.to_string());

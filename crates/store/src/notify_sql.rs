@@ -161,7 +161,7 @@ macro_rules! impl_notification_store {
                     }
                 }
                 for chunk in all.chunks(crate::notify_sql::MAX_ROWS) {
-                    let text = crate::notify_sql::insert_notifications_sql(chunk.len());
+                    let text = <$db as crate::placeholders::Placeholders>::sequential(crate::notify_sql::insert_notifications_sql(chunk.len()));
                     let mut query = sqlx::query(&text);
                     for n in chunk {
                         query = crate::notify_sql::bind_notification(query, n)?;
