@@ -30,8 +30,8 @@ use gatehouse_core::store::Store;
 use gatehouse_core::tenant::{DisplayName, Region, TenantSlug, TenantState};
 use gatehouse_server::App;
 use gatehouse_server::app::InclusionProof;
-use gatehouse_server::audit_verify::{VerifyStoredOptions, verify_stored};
 use gatehouse_server::app::{NewTenant, TenantRef};
+use gatehouse_server::audit_verify::{VerifyStoredOptions, verify_stored};
 use gatehouse_vault::{Keyring, LocalKeyFile};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -390,5 +390,10 @@ fn check_proof(proof: &InclusionProof) -> Result<(), CliError> {
         &path,
         &hex(&proof.root)?,
     )
-    .map_err(|e| CliError::Usage(format!("proof of entry {} does not verify: {e}", proof.index)))
+    .map_err(|e| {
+        CliError::Usage(format!(
+            "proof of entry {} does not verify: {e}",
+            proof.index
+        ))
+    })
 }

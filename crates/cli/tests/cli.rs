@@ -985,6 +985,45 @@ async fn audit_export_writes_a_tenants_oscal_document(backend: Backend) {
     );
 }
 
+async fn bench_audit_prints_json_last(backend: Backend) {
+    let install = Install::new(&backend);
+    let run = install
+        .run(&[
+            "bench",
+            "audit",
+            "--json",
+            "--entries",
+            "3000",
+            "--oscal-entries",
+            "200",
+        ])
+        .ok();
+    let last = run
+        .stdout
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("bench printed nothing; stderr:\n{}", run.stderr));
+    let result: Value = serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("the last line is JSON ({e}): {last}"));
+    for field in [
+        "appends_per_sec",
+        "verify_secs",
+        "proof_p99_ms",
+        "oscal_export_secs",
+        "peak_rss_mb",
+    ] {
+        let value = result[field]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{field} is a number: {result}"));
+        assert!(value > 0.0, "{field} = {value}");
+    }
+    assert_eq!(result["backend"], backend.name(), "{result}");
+    assert_eq!(result["scenario"], "audit");
+    assert_eq!(result["entries"], 3000);
+    assert_eq!(result["oscal_runs"], 20, "one result per run of ten facts");
+    assert!(!install.path("gatehouse.db").exists());
+}
+
 async fn bench_store_prints_json_last(backend: Backend) {
     let install = Install::new(&backend);
     let run = install
@@ -1116,6 +1155,11 @@ mod sqlite {
     #[tokio::test]
     async fn bench_store_prints_json_last() {
         on_sqlite(super::bench_store_prints_json_last).await;
+    }
+
+    #[tokio::test]
+    async fn bench_audit_prints_json_last() {
+        on_sqlite(super::bench_audit_prints_json_last).await;
     }
 
     #[tokio::test]
@@ -1326,6 +1370,11 @@ mod postgres {
     #[tokio::test]
     async fn bench_store_prints_json_last() {
         on_postgres("cli_bench", super::bench_store_prints_json_last).await;
+    }
+
+    #[tokio::test]
+    async fn bench_audit_prints_json_last() {
+        on_postgres("cli_bench_audit", super::bench_audit_prints_json_last).await;
     }
 
     #[tokio::test]

@@ -66,7 +66,10 @@ mod tests {
             <sqlx::Sqlite as Placeholders>::sequential(text.clone()),
             "INSERT INTO t (a, b) VALUES (?, ?), (?, ?)"
         );
-        assert_eq!(<sqlx::Postgres as Placeholders>::sequential(text.clone()), text);
+        assert_eq!(
+            <sqlx::Postgres as Placeholders>::sequential(text.clone()),
+            text
+        );
     }
 
     #[test]
