@@ -182,6 +182,10 @@ mod cases {
         // Attached to the future, not the thread: the runtime may resume
         // it on any of its worker threads.
         let dispatch = tracing::Dispatch::new(subscriber);
+        // Another test's thread may have registered the creation event's
+        // callsite while this dispatcher was being made, caching "nobody
+        // listens": recompute every callsite's interest now that it exists.
+        tracing::callsite::rebuild_interest_cache();
         let provider = env.local();
         let signer = {
             use tracing::instrument::WithSubscriber;
