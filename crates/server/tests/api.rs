@@ -10,17 +10,10 @@
 )]
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use gatehouse_core::clock::FakeClock;
 use gatehouse_engine::action::{ActionRegistry, Noop};
-use gatehouse_engine::runtime::{Engine, EngineConfig};
 use gatehouse_engine::template::Template;
-use gatehouse_server::App;
-use gatehouse_server::http::{ApiState, HttpConfig};
-use gatehouse_server::metrics::Metrics;
 use gatehouse_store::testing::TestDatabase;
-use gatehouse_vault::{Keyring, LocalKeyFile};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -144,89 +137,25 @@ impl gatehouse_engine::action::Action for FlakyOnce {
 }
 
 /// A running server and an admin token.
-struct TestApp {
-    base: String,
-    http: reqwest::Client,
-    admin: String,
-    clock: Arc<FakeClock>,
-    app: Arc<App>,
-    router: axum::Router,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    _keys: tempfile::TempDir,
+mod common;
+
+use common::Served as TestApp;
+
+/// Actions of the tests' templates.
+fn test_actions() -> ActionRegistry {
+    let mut actions = ActionRegistry::new();
+    actions.register("sandbox.noop", Arc::new(Noop));
+    actions.register("sandbox.flaky", Arc::new(FlakyOnce::default()));
+    actions
+}
+
+async fn spawn(db: &TestDatabase) -> TestApp {
+    TestApp::spawn(db, test_templates(), test_actions(), 4096)
+        .await
+        .unwrap()
 }
 
 impl TestApp {
-    async fn spawn(db: &TestDatabase) -> Self {
-        let keys = tempfile::tempdir().unwrap();
-        let (provider, _) = LocalKeyFile::open_or_create(&keys.path().join("kek.json")).unwrap();
-        let keyring = Keyring::new(
-            Arc::new(provider),
-            db.store.clone(),
-            Duration::from_secs(300),
-        );
-        let clock = Arc::new(FakeClock::default());
-        let mut actions = ActionRegistry::new();
-        actions.register("sandbox.noop", Arc::new(Noop));
-        actions.register("sandbox.flaky", Arc::new(FlakyOnce::default()));
-        // The test drives the engine itself (`settle`): no worker runs.
-        let engine = Arc::new(Engine::new(
-            db.store.clone(),
-            Arc::new(test_templates()),
-            Arc::new(actions),
-            clock.clone(),
-            EngineConfig::default(),
-        ));
-        let signer = gatehouse_vault::AuditSigner::open(
-            keyring.provider().as_ref(),
-            db.store.as_ref(),
-            gatehouse_audit::KeyName::parse("gatehouse.test/audit").unwrap(),
-            clock.as_ref(),
-        )
-        .await
-        .unwrap();
-        let app = Arc::new(
-            App::new(db.store.clone(), Arc::new(keyring), clock.clone(), engine)
-                .with_audit_signer(Arc::new(signer)),
-        );
-        let (_, secret) = app
-            .bootstrap()
-            .await
-            .unwrap()
-            .expect("a fresh database bootstraps");
-        let state = ApiState {
-            app: app.clone(),
-            metrics: Arc::new(Metrics::new()),
-        };
-        let router = gatehouse_server::http::router(
-            state,
-            HttpConfig {
-                max_body_bytes: 4096,
-            },
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let serving = router.clone();
-        tokio::spawn(async move {
-            gatehouse_server::http::serve(listener, serving, async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
-        });
-        Self {
-            base,
-            http: reqwest::Client::new(),
-            admin: secret.expose().to_owned(),
-            clock,
-            app,
-            router,
-            shutdown: Some(tx),
-            _keys: keys,
-        }
-    }
-
-    /// Sends a request; `token` None means anonymous. Returns status and JSON body (Null if none).
     async fn call(
         &self,
         method: Method,
@@ -305,12 +234,6 @@ impl TestApp {
             .await;
         assert_eq!(status, expect, "{body}");
         body
-    }
-
-    async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
     }
 }
 
@@ -2110,9 +2033,9 @@ macro_rules! api_tests {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
                     let db = super::TestDatabase::sqlite().await.unwrap();
-                    let app = super::TestApp::spawn(&db).await;
+                    let mut app = super::spawn(&db).await;
                     super::$case(&app $(, $arg)?).await;
-                    app.stop().await;
+                    app.stop();
                     db.cleanup().await;
                 }
             )*
@@ -2126,9 +2049,9 @@ macro_rules! api_tests {
                         eprintln!("GATEHOUSE_TEST_DATABASE_URL is not set; the PostgreSQL run is done by .ci/run");
                         return;
                     };
-                    let app = super::TestApp::spawn(&db).await;
+                    let mut app = super::spawn(&db).await;
                     super::$case(&app $(, $arg)?).await;
-                    app.stop().await;
+                    app.stop();
                     db.cleanup().await;
                 }
             )*

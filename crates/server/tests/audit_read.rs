@@ -4,23 +4,14 @@
 //! leaves) and verification; every route tested as a stranger. On SQLite,
 //! and on PostgreSQL when `GATEHOUSE_TEST_DATABASE_URL` is set.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use gatehouse_audit::{
     Checkpoint, Hash, MemoryTree, Signer as _, checkpoint, verify_consistency, verify_inclusion,
 };
 use gatehouse_core::audit::{AuditCheckpoint, AuditRecord, SYSTEM_LOG, log_origin};
-use gatehouse_core::clock::FakeClock;
 use gatehouse_core::id::TenantId;
 use gatehouse_engine::action::ActionRegistry;
-use gatehouse_engine::runtime::{Engine, EngineConfig};
-use gatehouse_server::App;
 use gatehouse_server::audit::Sequencer;
-use gatehouse_server::http::{ApiState, HttpConfig};
-use gatehouse_server::metrics::Metrics;
 use gatehouse_store::testing::TestDatabase;
-use gatehouse_vault::{Keyring, LocalKeyFile};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -28,77 +19,17 @@ use time::OffsetDateTime;
 type Error = Box<dyn std::error::Error + Send + Sync>;
 type TestResult = Result<(), Error>;
 
-const KEY_NAME: &str = "gatehouse.test/audit";
+use common::KEY_NAME;
+/// Request bodies the test server accepts (the default).
+const MAX_BODY: usize = gatehouse_server::http::DEFAULT_MAX_BODY_BYTES;
 /// Entries per log written by the test (the API's own records may add more).
 const PER_LOG: u64 = 37;
 
-struct TestApp {
-    base: String,
-    http: reqwest::Client,
-    admin: String,
-    app: Arc<App>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    _keys: tempfile::TempDir,
-}
+mod common;
+
+use common::Served as TestApp;
 
 impl TestApp {
-    async fn spawn(db: &TestDatabase) -> Result<Self, Error> {
-        let keys = tempfile::tempdir()?;
-        let (provider, _) = LocalKeyFile::open_or_create(&keys.path().join("kek.json"))?;
-        let keyring = Keyring::new(
-            Arc::new(provider),
-            db.store.clone(),
-            Duration::from_secs(300),
-        );
-        let clock = Arc::new(FakeClock::default());
-        let engine = Arc::new(Engine::new(
-            db.store.clone(),
-            Arc::new(Vec::new()),
-            Arc::new(ActionRegistry::new()),
-            clock.clone(),
-            EngineConfig::default(),
-        ));
-        let signer = gatehouse_vault::AuditSigner::open(
-            keyring.provider().as_ref(),
-            db.store.as_ref(),
-            gatehouse_audit::KeyName::parse(KEY_NAME)?,
-            clock.as_ref(),
-        )
-        .await?;
-        let app = Arc::new(
-            App::new(db.store.clone(), Arc::new(keyring), clock, engine)
-                .with_audit_signer(Arc::new(signer)),
-        );
-        let (_, secret) = app
-            .bootstrap()
-            .await?
-            .ok_or("a fresh database bootstraps")?;
-        let router = gatehouse_server::http::router(
-            ApiState {
-                app: app.clone(),
-                metrics: Arc::new(Metrics::new()),
-            },
-            HttpConfig::default(),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let base = format!("http://{}", listener.local_addr()?);
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = gatehouse_server::http::serve(listener, router, async {
-                let _ = rx.await;
-            })
-            .await;
-        });
-        Ok(Self {
-            base,
-            http: reqwest::Client::new(),
-            admin: secret.expose().to_owned(),
-            app,
-            shutdown: Some(tx),
-            _keys: keys,
-        })
-    }
-
     async fn call(
         &self,
         method: Method,
@@ -164,12 +95,6 @@ impl TestApp {
             )
             .await?;
         Ok(body["id"].as_str().ok_or("no id")?.parse()?)
-    }
-
-    async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
     }
 }
 
@@ -589,9 +514,9 @@ macro_rules! http_tests {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() -> super::TestResult {
                     let db = super::TestDatabase::sqlite().await?;
-                    let app = super::TestApp::spawn(&db).await?;
+                    let mut app = super::TestApp::spawn(&db, Vec::new(), super::ActionRegistry::new(), super::MAX_BODY).await?;
                     let result = super::$case(&app).await;
-                    app.stop().await;
+                    app.stop();
                     db.cleanup().await;
                     result
                 }
@@ -606,9 +531,9 @@ macro_rules! http_tests {
                         eprintln!("GATEHOUSE_TEST_DATABASE_URL is not set; the PostgreSQL run is done by .ci/run");
                         return Ok(());
                     };
-                    let app = super::TestApp::spawn(&db).await?;
+                    let mut app = super::TestApp::spawn(&db, Vec::new(), super::ActionRegistry::new(), super::MAX_BODY).await?;
                     let result = super::$case(&app).await;
-                    app.stop().await;
+                    app.stop();
                     db.cleanup().await;
                     result
                 }

@@ -7,28 +7,16 @@
 //! `GATEHOUSE_TEST_DATABASE_URL` is set, on PostgreSQL.
 
 use std::collections::BTreeSet;
-use std::error::Error;
 use std::sync::Arc;
-use std::time::Duration;
 
 use gatehouse_core::audit::{AuditEntry, SYSTEM_LOG};
-use gatehouse_core::clock::FakeClock;
 use gatehouse_engine::action::{ActionRegistry, Noop};
-use gatehouse_engine::runtime::{Engine, EngineConfig};
 use gatehouse_engine::template::Template;
+use gatehouse_server::Actor;
 use gatehouse_server::audit::Sequencer;
-use gatehouse_server::http::{ApiState, HttpConfig};
-use gatehouse_server::metrics::Metrics;
-use gatehouse_server::{Actor, App};
 use gatehouse_store::testing::TestDatabase;
-use gatehouse_vault::{Keyring, LocalKeyFile};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-
-type TestResult<T = ()> = Result<T, Box<dyn Error + Send + Sync>>;
-
-/// The audit key's name in these tests.
-const KEY_NAME: &str = "gatehouse.test/audit";
 
 /// `test.walk` prepares, then provisions a client (client onboarding is
 /// gate L2: it waits for an approval) with a compensation for rollbacks.
@@ -63,83 +51,18 @@ compensate = { action = "sandbox.noop" }
     Ok(vec![Template::from_toml("test/walk.toml", walk, &catalog)?])
 }
 
-/// A server on loopback, its app, and the bootstrap admin's token.
-struct Server {
-    base: String,
-    http: reqwest::Client,
-    admin: String,
-    app: Arc<App>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    _keys: tempfile::TempDir,
+mod common;
+
+use common::{KEY_NAME, Served as Server, TestResult};
+
+/// Serves the walk-through's template with the no-op action.
+async fn serve(db: &TestDatabase) -> TestResult<Server> {
+    let mut actions = ActionRegistry::new();
+    actions.register("sandbox.noop", Arc::new(Noop));
+    Server::spawn(db, templates()?, actions, 4096).await
 }
 
 impl Server {
-    async fn spawn(db: &TestDatabase) -> TestResult<Self> {
-        let keys = tempfile::tempdir()?;
-        let (provider, _) = LocalKeyFile::open_or_create(&keys.path().join("kek.json"))?;
-        let keyring = Keyring::new(
-            Arc::new(provider),
-            db.store.clone(),
-            Duration::from_secs(300),
-        )
-        .with_audit_keys(db.store.clone());
-        let clock = Arc::new(FakeClock::default());
-        let mut actions = ActionRegistry::new();
-        actions.register("sandbox.noop", Arc::new(Noop));
-        // The test drives the engine itself (`settle`): no worker runs.
-        let engine = Arc::new(Engine::new(
-            db.store.clone(),
-            Arc::new(templates()?),
-            Arc::new(actions),
-            clock.clone(),
-            EngineConfig::default(),
-        ));
-        let signer = gatehouse_vault::AuditSigner::open(
-            keyring.provider().as_ref(),
-            db.store.as_ref(),
-            gatehouse_audit::KeyName::parse(KEY_NAME)?,
-            clock.as_ref(),
-        )
-        .await?;
-        let app = Arc::new(
-            App::new(db.store.clone(), Arc::new(keyring), clock, engine)
-                .with_audit_signer(Arc::new(signer)),
-        );
-        let (_, secret) = app
-            .bootstrap()
-            .await?
-            .ok_or("a fresh database bootstraps")?;
-        let router = gatehouse_server::http::router(
-            ApiState {
-                app: app.clone(),
-                metrics: Arc::new(Metrics::new()),
-            },
-            HttpConfig {
-                max_body_bytes: 4096,
-            },
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let base = format!("http://{}", listener.local_addr()?);
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let served = gatehouse_server::http::serve(listener, router, async {
-                let _ = rx.await;
-            })
-            .await;
-            if let Err(err) = served {
-                eprintln!("the test server failed: {err}");
-            }
-        });
-        Ok(Self {
-            base,
-            http: reqwest::Client::new(),
-            admin: secret.expose().to_owned(),
-            app,
-            shutdown: Some(tx),
-            _keys: keys,
-        })
-    }
-
     /// Sends a request with `token`; returns the status and the JSON body
     /// (`Null` if none).
     async fn call(
@@ -196,12 +119,6 @@ impl Server {
     /// Every entry of `log`, in index order.
     async fn entries(&self, log: &str) -> TestResult<Vec<AuditEntry>> {
         Ok(self.app.store.audit_entries(log, 0, 10_000).await?)
-    }
-
-    fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
     }
 }
 
@@ -669,7 +586,7 @@ async fn a_workflow_and_every_api_mutation_leave_their_entries(s: &Server) -> Te
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_a_workflow_and_every_api_mutation_leave_their_entries() -> TestResult {
     let db = TestDatabase::sqlite().await?;
-    let server = Server::spawn(&db).await?;
+    let mut server = serve(&db).await?;
     let result = a_workflow_and_every_api_mutation_leave_their_entries(&server).await;
     server.stop();
     db.cleanup().await;
@@ -682,7 +599,7 @@ async fn postgres_a_workflow_and_every_api_mutation_leave_their_entries() -> Tes
         eprintln!("GATEHOUSE_TEST_DATABASE_URL is not set; the PostgreSQL run is done by .ci/run");
         return Ok(());
     };
-    let server = Server::spawn(&db).await?;
+    let mut server = serve(&db).await?;
     let result = a_workflow_and_every_api_mutation_leave_their_entries(&server).await;
     server.stop();
     db.cleanup().await;
