@@ -131,8 +131,9 @@ impl App {
         }
     }
 
-    /// The operators who acted in `facts`, by id. One who no longer exists
-    /// is left out (their facts then cite them by id only).
+    /// The operators who acted in `facts`, by id. Operators are disabled,
+    /// never deleted, so each is found; one that is not is reported rather
+    /// than their decisions being left out of the export.
     async fn operators_in(
         &self,
         facts: &[Fact],
@@ -144,7 +145,11 @@ impl App {
                 Ok(operator) => {
                     operators.insert(id, operator);
                 }
-                Err(StoreError::NotFound(_)) => {}
+                Err(StoreError::NotFound(_)) => {
+                    return Err(AppError::Internal(format!(
+                        "operator {id} acted in the audit log but is not stored"
+                    )));
+                }
                 Err(err) => return Err(err.into()),
             }
         }
