@@ -271,12 +271,10 @@ pub async fn measure(
         );
     // The setup's own records (the tenants, their keys, the operator) are
     // sequenced first, so that only the benchmark's appends are timed.
-    while sequencer
-        .run_once(gatehouse_server::audit::SEQUENCE_BATCH)
+    sequencer
+        .catch_up()
         .await
-        .map_err(|e| CliError::Usage(format!("sequencing: {e}")))?
-        > 0
-    {}
+        .map_err(|e| CliError::Usage(format!("sequencing: {e}")))?;
     let setup = store.audit_head(&tenants[0].to_string()).await?.size;
 
     // 1. Appends.

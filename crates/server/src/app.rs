@@ -37,7 +37,7 @@ pub use audit_read::{
     MAX_AUDIT_PAGE, MismatchView, VerifyRequest,
 };
 pub use checkpoints::{CheckpointView, Issued};
-pub use oscal::{Fact, assemble, parse_instant};
+pub use oscal::{Fact, assemble};
 mod gates;
 
 /// The largest secret value accepted, in bytes.

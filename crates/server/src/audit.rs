@@ -242,6 +242,20 @@ impl Sequencer {
         }
     }
 
+    /// Sequences batches until the outbox is empty (or only holds records
+    /// of logs another sequencer is appending to); returns how many were
+    /// appended. For a process that is not running [`Sequencer::run`] and
+    /// must see every committed record in the logs (an export at the CLI).
+    pub async fn catch_up(&self) -> Result<usize, SequencerError> {
+        let mut appended = 0;
+        loop {
+            match self.run_once(SEQUENCE_BATCH).await? {
+                0 => return Ok(appended),
+                n => appended += n,
+            }
+        }
+    }
+
     /// Sequences up to `limit` of the oldest outbox records; returns how
     /// many were appended. A log whose append was refused because another
     /// sequencer appended meanwhile is skipped (its records stay queued).

@@ -118,7 +118,7 @@ pub enum AuditCommand {
     },
 }
 
-fn parse_time(text: &str) -> Result<OffsetDateTime, String> {
+pub(super) fn parse_time(text: &str) -> Result<OffsetDateTime, String> {
     OffsetDateTime::parse(text, &Rfc3339)
         .map_err(|e| format!("an RFC 3339 time such as 2026-01-31T09:00:00Z: {e}"))
 }

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use gatehouse_oscal::Period;
 use gatehouse_server::App;
-use gatehouse_server::app::{TenantRef, parse_instant};
+use gatehouse_server::app::TenantRef;
+use time::OffsetDateTime;
 
 use super::CLI;
 use crate::CliError;
@@ -28,11 +29,11 @@ pub struct ExportArgs {
     #[arg(long)]
     pub tenant: String,
     /// Runs started at or after this instant (RFC 3339).
-    #[arg(long)]
-    pub since: Option<String>,
+    #[arg(long, value_parser = super::audit::parse_time)]
+    pub since: Option<OffsetDateTime>,
     /// Runs started before this instant (RFC 3339).
-    #[arg(long)]
-    pub until: Option<String>,
+    #[arg(long, value_parser = super::audit::parse_time)]
+    pub until: Option<OffsetDateTime>,
     /// Where to write the document; `-` for standard output. A file is
     /// written whole or not at all (written beside, then renamed).
     #[arg(long)]
@@ -44,32 +45,16 @@ pub struct ExportArgs {
 /// holds every committed fact; this is safe beside a running `serve`.
 pub async fn run(config: &Config, app: &App, args: ExportArgs) -> Result<(), CliError> {
     let ExportFormat::Oscal = args.format;
-    let sequencer = crate::wiring::open_sequencer(config, app)?;
-    let mut caught_up = 0;
-    loop {
-        let appended = sequencer
-            .run_once(gatehouse_server::audit::SEQUENCE_BATCH)
-            .await
-            .map_err(|e| CliError::Usage(format!("appending queued audit records: {e}")))?;
-        if appended == 0 {
-            break;
-        }
-        caught_up += appended;
-    }
+    let caught_up = crate::wiring::open_sequencer(config, app)?
+        .catch_up()
+        .await
+        .map_err(|e| CliError::Usage(format!("appending queued audit records: {e}")))?;
     if caught_up > 0 {
         eprintln!("appended {caught_up} queued audit record(s) to their logs first");
     }
     let period = Period {
-        since: args
-            .since
-            .as_deref()
-            .map(|t| parse_instant("--since", t))
-            .transpose()?,
-        until: args
-            .until
-            .as_deref()
-            .map(|t| parse_instant("--until", t))
-            .transpose()?,
+        since: args.since,
+        until: args.until,
     };
     let document = app
         .export_oscal(&CLI, &TenantRef::parse(&args.tenant), period)

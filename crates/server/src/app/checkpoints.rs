@@ -40,18 +40,7 @@ impl CheckpointView {
     /// body (without checking the signature: verification is the
     /// auditor's, with the public key).
     pub fn of(checkpoint: AuditCheckpoint) -> Result<Self, AppError> {
-        let root = SignedNote::parse(&checkpoint.note)
-            .map_err(|e| e.to_string())
-            .and_then(|note| {
-                gatehouse_audit::Checkpoint::parse_body(note.text()).map_err(|e| e.to_string())
-            })
-            .map_err(|e| {
-                AppError::Internal(format!(
-                    "stored checkpoint of `{}` at size {} does not parse: {e}",
-                    checkpoint.log, checkpoint.size
-                ))
-            })?
-            .root();
+        let root = stored_body(&checkpoint)?.root();
         Ok(Self {
             log: checkpoint.log,
             size: checkpoint.size,
@@ -60,6 +49,25 @@ impl CheckpointView {
             created_at: checkpoint.created_at,
         })
     }
+}
+
+/// The body (origin, size, root) of a stored checkpoint, read without
+/// checking the signature: verification is the auditor's, with the public
+/// key.
+pub(super) fn stored_body(
+    checkpoint: &AuditCheckpoint,
+) -> Result<gatehouse_audit::Checkpoint, AppError> {
+    SignedNote::parse(&checkpoint.note)
+        .map_err(|e| e.to_string())
+        .and_then(|note| {
+            gatehouse_audit::Checkpoint::parse_body(note.text()).map_err(|e| e.to_string())
+        })
+        .map_err(|e| {
+            AppError::Internal(format!(
+                "stored checkpoint of `{}` at size {} does not parse: {e}",
+                checkpoint.log, checkpoint.size
+            ))
+        })
 }
 
 /// What [`App::issue_checkpoint`] did.

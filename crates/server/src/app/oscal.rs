@@ -8,9 +8,9 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use gatehouse_audit::Checkpoint;
 use gatehouse_core::GateLevel;
 use gatehouse_core::approval::Verdict;
+use gatehouse_core::audit::AuditCheckpoint;
 use gatehouse_core::id::{OperatorId, TenantId};
 use gatehouse_core::operator::Operator;
 use gatehouse_core::store::StoreError;
@@ -23,7 +23,6 @@ use gatehouse_oscal::{
 use gatehouse_vault::{TenantSealer, VaultError};
 use serde_json::Value;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use super::{Actor, App, TenantRef};
 use crate::audit::{Details, open_details_with};
@@ -79,7 +78,7 @@ impl App {
             .list_checkpoints(&log)
             .await?
             .into_iter()
-            .map(|stored| checkpoint_ref(&log, &stored.note))
+            .map(|stored| checkpoint_ref(&log, stored))
             .collect::<Result<Vec<_>, _>>()?;
         let input = ExportInput {
             tenant: OscalTenant {
@@ -157,29 +156,14 @@ impl App {
     }
 }
 
-/// An RFC 3339 instant given as `field` (an API query parameter, a CLI
-/// flag); `Invalid` naming the field and the expected form otherwise.
-pub fn parse_instant(field: &str, text: &str) -> Result<OffsetDateTime, AppError> {
-    OffsetDateTime::parse(text, &Rfc3339).map_err(|err| {
-        AppError::Invalid(format!(
-            "`{field}` must be an RFC 3339 instant such as 2026-11-01T00:00:00Z, not `{text}`: {err}"
-        ))
-    })
-}
-
 /// The OSCAL reference of a stored checkpoint of `log`.
-fn checkpoint_ref(log: &str, note: &str) -> Result<CheckpointRef, AppError> {
-    let body = note.split_once("\n\n").map_or(note, |(body, _)| body);
-    let parsed = Checkpoint::parse_body(&format!("{body}\n")).map_err(|err| {
-        AppError::Internal(format!(
-            "a stored checkpoint of log {log} cannot be read: {err}"
-        ))
-    })?;
+fn checkpoint_ref(log: &str, stored: AuditCheckpoint) -> Result<CheckpointRef, AppError> {
+    let body = super::checkpoints::stored_body(&stored)?;
     Ok(CheckpointRef {
-        origin: parsed.origin().to_owned(),
-        tree_size: parsed.size(),
-        root_hash: *parsed.root().as_bytes(),
-        note: note.to_owned(),
+        origin: body.origin().to_owned(),
+        tree_size: body.size(),
+        root_hash: *body.root().as_bytes(),
+        note: stored.note,
         href: format!("/api/v1/audit/logs/{log}/checkpoints"),
     })
 }

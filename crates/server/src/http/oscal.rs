@@ -4,11 +4,13 @@
 use axum::extract::State;
 use gatehouse_oscal::Period;
 use serde::Deserialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 use utoipa::IntoParams;
 
 use super::ApiState;
 use super::extract::{ApiPath, ApiQuery, Auth};
-use crate::app::{TenantRef, parse_instant};
+use crate::app::TenantRef;
 use crate::error::{AppError, ErrorBody};
 
 /// The period of an export.
@@ -20,6 +22,15 @@ pub struct ExportQuery {
     pub since: Option<String>,
     /// Runs started before this instant (RFC 3339).
     pub until: Option<String>,
+}
+
+/// An RFC 3339 instant given as `field` (a query parameter); `Invalid` naming the field and the expected form otherwise.
+fn parse_instant(field: &str, text: &str) -> Result<OffsetDateTime, AppError> {
+    OffsetDateTime::parse(text, &Rfc3339).map_err(|err| {
+        AppError::Invalid(format!(
+            "`{field}` must be an RFC 3339 instant such as 2026-11-01T00:00:00Z, not `{text}`: {err}"
+        ))
+    })
 }
 
 /// The tenant's workflow runs started in the period, with every fact the
