@@ -17,6 +17,7 @@ pub mod id;
 pub mod keys;
 pub mod notify;
 pub mod operator;
+pub mod retry_after;
 pub mod secret;
 pub mod store;
 pub mod tenant;

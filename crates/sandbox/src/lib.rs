@@ -17,6 +17,7 @@
 //! the same shape: `start`, `url`, fault setters, counters, `shutdown`.
 
 pub mod effects;
+pub mod emulator;
 pub mod smtp;
 pub mod vault_transit;
 pub mod webhook;

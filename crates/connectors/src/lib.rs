@@ -1,0 +1,21 @@
+//! Clients of the systems Gatehouse acts on, behind vendor-neutral traits.
+//!
+//! - [`ports`]: what the engine's actions need from each kind of system
+//!   (a PSA, an RMM, Microsoft 365, a documentation platform), as traits
+//!   with plain data types. Actions and plans are written against these;
+//!   each vendor module implements one.
+//! - [`http`]: the shared HTTP plumbing: one error type that says whether a
+//!   retry can help (honouring `Retry-After`), status mapping, and a cache
+//!   of OAuth client-credentials tokens.
+//!
+//! Every client forwards the engine's idempotency key as `Idempotency-Key`
+//! where it creates something, and the actions also look for what an earlier
+//! attempt created before creating it again (most vendor APIs ignore the
+//! header). Secrets (passwords, client secrets, API keys) never appear in an
+//! error message or a log line.
+
+pub mod error;
+pub mod http;
+pub mod ports;
+
+pub use error::ConnectorError;
