@@ -18,11 +18,13 @@
 
 pub mod effects;
 pub mod emulator;
+pub mod graph;
 pub mod smtp;
 pub mod vault_transit;
 pub mod webhook;
 
 pub use effects::{EffectsServer, KeyCounts};
+pub use graph::GraphEmulator;
 pub use smtp::{ReceivedMail, SmtpSink};
 pub use vault_transit::{TransitOp, VaultTransitEmulator};
 pub use webhook::{ReceivedHook, WebhookSink};
