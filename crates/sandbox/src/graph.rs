@@ -43,7 +43,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::emulator::{Harness, Served, lock, serve};
-use model::{Group, Relationship, Tenant, User, guid, now_rfc3339};
+use model::{Group, Relationship, User, guid, now_rfc3339};
 
 pub use model::GroupKind;
 pub use routes::GRAPH_SCOPE;
