@@ -15,6 +15,7 @@
 //! error message or a log line.
 
 pub mod error;
+pub mod graph;
 pub mod http;
 pub mod ports;
 
