@@ -1096,3 +1096,67 @@ impl GraphClient {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gatehouse_core::clock::SystemClock;
+
+    fn client() -> GraphClient {
+        let config = GraphConfig::new("partner.onmicrosoft.com", "app", Secret::new("s"));
+        GraphClient::new(config, Arc::new(SystemClock)).unwrap()
+    }
+
+    #[test]
+    fn next_page_links_are_followed_on_the_graph_host_only() {
+        let c = client();
+        let ok = "https://graph.microsoft.com/v1.0/users?$skiptoken=X2";
+        assert_eq!(c.next_page(ok, "t").unwrap().as_str(), ok);
+        for bad in [
+            "https://evil.example/v1.0/users?$skiptoken=X2",
+            "http://graph.microsoft.com/v1.0/users",
+            "https://graph.microsoft.com:8443/v1.0/users",
+            "https://graph.microsoft.com.evil.example/v1.0/users",
+            "not a url",
+        ] {
+            let err = c.next_page(bad, "t").unwrap_err();
+            assert!(
+                matches!(err, ConnectorError::Rejected { .. }),
+                "{bad}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn tenant_ids_and_segments_are_checked_before_they_reach_a_url() {
+        assert!(TenantId::parse("0c0c0c0c-0000-4000-8000-000000000002").is_ok());
+        assert!(TenantId::parse("contoso.onmicrosoft.com").is_ok());
+        for bad in ["", "../x", "a/b", "a b", ".hidden", "a?b"] {
+            assert!(TenantId::parse(bad).is_err(), "{bad}");
+        }
+        assert!(segment("..", "user id").is_err());
+        let c = client();
+        let url = c
+            .url(&["users", "guest_x.com#EXT#@contoso.onmicrosoft.com"])
+            .unwrap();
+        assert_eq!(
+            url.as_str(),
+            "https://graph.microsoft.com/v1.0/users/guest_x.com%23EXT%23@contoso.onmicrosoft.com"
+        );
+    }
+
+    #[test]
+    fn filter_literals_double_quotes() {
+        assert_eq!(literal("o'brien@x"), "'o''brien@x'");
+    }
+
+    #[test]
+    fn bad_settings_are_configuration_errors() {
+        let mut config = GraphConfig::new("p", "app", Secret::new("s"));
+        config.graph_base = "ftp://graph".to_owned();
+        let err = GraphClient::new(config, Arc::new(SystemClock)).unwrap_err();
+        assert!(matches!(err, ConnectorError::Config { .. }), "{err:?}");
+        let config = GraphConfig::new("p", "app", Secret::new(""));
+        assert!(GraphClient::new(config, Arc::new(SystemClock)).is_err());
+    }
+}

@@ -5,9 +5,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
 
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+
+use crate::emulator::Harness;
 
 /// Unix seconds of the synthetic clock's start: 2026-01-01T00:00:00Z.
 const SYNTHETIC_EPOCH: u64 = 1_767_225_600;
@@ -87,29 +89,52 @@ impl Fault {
         )
     }
 
-    /// Graph's error body: `{"error":{"code","message","innerError":{…}}}`.
-    pub fn body(&self) -> Value {
-        json!({
-            "error": {
-                "code": self.code,
-                "message": self.message,
-                "innerError": {
-                    "date": now_rfc3339(),
-                    "request-id": guid(),
-                    "client-request-id": guid(),
-                }
-            }
-        })
-    }
-
-    pub fn pair(&self) -> (StatusCode, Value) {
-        (self.status, self.body())
+    /// Graph's error body: `{"error":{"code","message","innerError":{…}}}`,
+    /// in Graph's key order (a client that keeps only the start of an error
+    /// answer must still see the message).
+    pub fn body_text(&self) -> String {
+        let text = |s: &str| Value::from(s).to_string();
+        format!(
+            r#"{{"error":{{"code":{},"message":{},"innerError":{{"date":{},"request-id":{},"client-request-id":{}}}}}}}"#,
+            text(self.code),
+            text(&self.message),
+            text(&now_rfc3339()),
+            text(&guid()),
+            text(&guid()),
+        )
     }
 }
 
 impl IntoResponse for Fault {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(self.body())).into_response()
+        (
+            self.status,
+            [(header::CONTENT_TYPE, "application/json")],
+            self.body_text(),
+        )
+            .into_response()
+    }
+}
+
+/// Runs `effect` once per idempotency key (see [`Harness::idempotent`]),
+/// answering a fault in Graph's own shape; faults are never stored.
+pub(super) fn idempotent(
+    harness: &Harness,
+    headers: &HeaderMap,
+    effect: impl FnOnce() -> Result<(StatusCode, Value), Fault>,
+) -> Response {
+    let mut fault = None;
+    let response = harness.idempotent(headers, || match effect() {
+        Ok(answer) => answer,
+        Err(f) => {
+            let status = f.status;
+            fault = Some(f);
+            (status, Value::Null)
+        }
+    });
+    match fault {
+        Some(f) => f.into_response(),
+        None => response,
     }
 }
 

@@ -16,8 +16,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
 use super::model::{
-    DEFAULT_USER_FIELDS, Directory, Fault, Group, GroupKind, Relationship, Tenant, Token, User,
-    guid, now_rfc3339,
+    self, DEFAULT_USER_FIELDS, Directory, Fault, Group, GroupKind, Relationship, Tenant, Token,
+    User, guid, now_rfc3339,
 };
 use super::odata::{Options, decode_form};
 use crate::emulator::{Harness, IDEMPOTENCY_KEY, lock};
@@ -397,7 +397,7 @@ async fn create_user(State(shared): St, headers: HeaderMap, body: Bytes) -> Answ
     let body = parse_json(&body)?;
     let scoped = scoped_key(&headers, &tenant, "/v1.0/users");
     let options = Options::default();
-    Ok(shared.harness.idempotent(&scoped, || {
+    Ok(model::idempotent(&shared.harness, &scoped, || {
         let made = with_tenant(&shared, &headers, |t, harness| {
             let user = new_user(t, &body)?;
             harness.count("users.created");
@@ -406,10 +406,7 @@ async fn create_user(State(shared): St, headers: HeaderMap, body: Bytes) -> Answ
                 json!("https://graph.microsoft.com/v1.0/$metadata#users/$entity");
             Ok(answer)
         });
-        match made {
-            Ok(v) => (StatusCode::CREATED, v),
-            Err(f) => f.pair(),
-        }
+        made.map(|v| (StatusCode::CREATED, v))
     }))
 }
 
@@ -678,7 +675,7 @@ async fn create_group(State(shared): St, headers: HeaderMap, body: Bytes) -> Ans
     let tenant = caller(&shared, &headers)?;
     let body = parse_json(&body)?;
     let scoped = scoped_key(&headers, &tenant, "/v1.0/groups");
-    Ok(shared.harness.idempotent(&scoped, || {
+    Ok(model::idempotent(&shared.harness, &scoped, || {
         let made = with_tenant(&shared, &headers, |t, harness| {
             let display_name = text(&body, "displayName", "Group")?;
             let mail_nickname = text(&body, "mailNickname", "Group")?;
@@ -709,10 +706,7 @@ async fn create_group(State(shared): St, headers: HeaderMap, body: Bytes) -> Ans
             harness.count("groups.created");
             Ok(answer)
         });
-        match made {
-            Ok(v) => (StatusCode::CREATED, v),
-            Err(f) => f.pair(),
-        }
+        made.map(|v| (StatusCode::CREATED, v))
     }))
 }
 
@@ -1055,15 +1049,10 @@ async fn create_relationship(State(shared): St, headers: HeaderMap, body: Bytes)
     let tenant = partner(&shared, &headers)?;
     let body = parse_json(&body)?;
     let scoped = scoped_key(&headers, &tenant, "delegatedAdminRelationships");
-    Ok(shared.harness.idempotent(&scoped, || {
-        let made = new_relationship(&mut lock(&shared.dir), &tenant, &body);
-        match made {
-            Ok(r) => {
-                shared.harness.count("gdap.created");
-                (StatusCode::CREATED, r.json())
-            }
-            Err(f) => f.pair(),
-        }
+    Ok(model::idempotent(&shared.harness, &scoped, || {
+        let made = new_relationship(&mut lock(&shared.dir), &tenant, &body)?;
+        shared.harness.count("gdap.created");
+        Ok((StatusCode::CREATED, made.json()))
     }))
 }
 
@@ -1153,24 +1142,20 @@ async fn relationship_request(
     let body = parse_json(&body)?;
     let action = text(&body, "action", "delegatedAdminRelationshipRequest")?.to_owned();
     let scoped = scoped_key(&headers, &tenant, uri.path());
-    Ok(shared.harness.idempotent(&scoped, || {
-        match apply_action(&mut lock(&shared.dir), &tenant, &id, &action) {
-            Ok(()) => {
-                shared.harness.count(&format!("gdap.{action}"));
-                let now = now_rfc3339();
-                (
-                    StatusCode::CREATED,
-                    json!({
-                        "@odata.type": "#microsoft.graph.delegatedAdminRelationshipRequest",
-                        "id": guid(),
-                        "action": action,
-                        "status": "succeeded",
-                        "createdDateTime": now,
-                        "lastModifiedDateTime": now,
-                    }),
-                )
-            }
-            Err(f) => f.pair(),
-        }
+    Ok(model::idempotent(&shared.harness, &scoped, || {
+        apply_action(&mut lock(&shared.dir), &tenant, &id, &action)?;
+        shared.harness.count(&format!("gdap.{action}"));
+        let now = now_rfc3339();
+        Ok((
+            StatusCode::CREATED,
+            json!({
+                "@odata.type": "#microsoft.graph.delegatedAdminRelationshipRequest",
+                "id": guid(),
+                "action": action,
+                "status": "succeeded",
+                "createdDateTime": now,
+                "lastModifiedDateTime": now,
+            }),
+        ))
     }))
 }
