@@ -225,6 +225,26 @@ async fn a_user_is_created_once_disabled_revoked_and_deleted() {
     assert_eq!(again.id, ada.id);
     let h = emu.harness();
     assert_eq!(h.counted("users.created"), 1);
+    // The client forwarded the step's key: the same key on the wire replays
+    // the first answer instead of creating the (different) user sent.
+    let replay: Value = reqwest::Client::new()
+        .post(format!("{}/v1.0/users", emu.url()))
+        .bearer_auth(raw_token(&emu, CONTOSO).await)
+        .header("Idempotency-Key", "step-1")
+        .json(&serde_json::json!({
+            "accountEnabled": true, "displayName": "Other", "mailNickname": "other",
+            "userPrincipalName": "other@contoso.onmicrosoft.com",
+            "passwordProfile": {"password": "Other-Passw0rd!"},
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(replay["id"], ada.id.as_str());
+    assert_eq!(h.counted("idempotent_replays"), 1);
+    assert_eq!(h.counted("users.created"), 1);
     let found = graph
         .find_user(CONTOSO, "ADA@contoso.onmicrosoft.com")
         .await
