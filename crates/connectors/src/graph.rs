@@ -108,6 +108,20 @@ pub struct DirectoryMember {
     pub user_principal_name: Option<String>,
 }
 
+/// A GDAP access assignment: a partner security group whose members hold
+/// some of a relationship's roles in the customer tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GdapAccess {
+    /// Graph's id of the assignment.
+    pub id: String,
+    /// The partner tenant's security group.
+    pub security_group_id: String,
+    /// The role definition ids its members hold.
+    pub roles: Vec<String>,
+    /// Graph's status (`pending`, `active`, …).
+    pub status: String,
+}
+
 /// The Graph client. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct GraphClient {
@@ -309,6 +323,39 @@ impl From<RelationshipDto> for GdapRelationship {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
+struct AssignmentDto {
+    id: String,
+    #[serde(default)]
+    status: String,
+    access_container: ContainerDto,
+    #[serde(default)]
+    access_details: AccessDetailsDto,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ContainerDto {
+    access_container_id: String,
+}
+
+impl From<AssignmentDto> for GdapAccess {
+    fn from(a: AssignmentDto) -> Self {
+        Self {
+            id: a.id,
+            security_group_id: a.access_container.access_container_id,
+            roles: a
+                .access_details
+                .unified_roles
+                .into_iter()
+                .map(|r| r.role_definition_id)
+                .collect(),
+            status: a.status,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct LicenseDetailDto {
     sku_id: String,
 }
@@ -438,17 +485,7 @@ impl GraphClient {
         what: &str,
         build: impl Fn(&reqwest::Client) -> RequestBuilder,
     ) -> Result<Value, ConnectorError> {
-        let response = self.send(tenant, what, build).await?;
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|_| ConnectorError::Retryable {
-                system: SYSTEM,
-                message: format!("{what}: the answer broke off"),
-                retry_after: None,
-            })?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| rejected(format!("{what}: unreadable answer: {e}")))
+        read_json(self.send(tenant, what, build).await?, what).await
     }
 
     /// A write (`method` with a JSON `body`), forwarding `key` as
@@ -584,6 +621,80 @@ impl GraphClient {
         Ok(())
     }
 
+    /// The access assignments of a relationship.
+    pub async fn gdap_access(
+        &self,
+        relationship_id: &str,
+    ) -> Result<Vec<GdapAccess>, ConnectorError> {
+        let url = self.relationships_url(&[
+            segment(relationship_id, "relationship id")?,
+            "accessAssignments",
+        ])?;
+        let what = format!("listing the access assignments of GDAP relationship {relationship_id}");
+        self.list(&self.partner, &what, url)
+            .await?
+            .into_iter()
+            .map(|v| decode::<AssignmentDto>(v, &what).map(Into::into))
+            .collect()
+    }
+
+    /// Gives the members of partner security group `security_group_id`
+    /// these `roles` (a subset of the relationship's) in the customer
+    /// tenant, once the relationship is active. An assignment for the group
+    /// that already exists is answered as it is (its roles are not changed).
+    pub async fn assign_gdap_access(
+        &self,
+        relationship_id: &str,
+        security_group_id: &str,
+        roles: &[String],
+        key: &str,
+    ) -> Result<GdapAccess, ConnectorError> {
+        let existing = |all: Vec<GdapAccess>| {
+            all.into_iter()
+                .find(|a| a.security_group_id == security_group_id)
+        };
+        if let Some(found) = existing(self.gdap_access(relationship_id).await?) {
+            return Ok(found);
+        }
+        let url = self.relationships_url(&[
+            segment(relationship_id, "relationship id")?,
+            "accessAssignments",
+        ])?;
+        let body = json!({
+            "accessContainer": {
+                "accessContainerId": security_group_id,
+                "accessContainerType": "securityGroup",
+            },
+            "accessDetails": {
+                "unifiedRoles": roles.iter()
+                    .map(|r| json!({ "roleDefinitionId": r }))
+                    .collect::<Vec<_>>(),
+            },
+        });
+        let what =
+            format!("assigning GDAP access to group {security_group_id} on {relationship_id}");
+        match self
+            .write(
+                &self.partner,
+                &what,
+                Method::POST,
+                &url,
+                Some(&body),
+                Some(key),
+            )
+            .await
+        {
+            Ok(response) => {
+                let value = read_json(response, &what).await?;
+                Ok(decode::<AssignmentDto>(value, &what)?.into())
+            }
+            Err(e) if is_status(&e, 409) => {
+                existing(self.gdap_access(relationship_id).await?).ok_or(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// The members of a directory role (by role template id, e.g.
     /// [`GLOBAL_ADMINISTRATOR`]) in a customer tenant: what onboarding
     /// checks for a previous provider's admin accounts and our break-glass
@@ -688,6 +799,19 @@ impl GraphClient {
     }
 }
 
+/// Reads a JSON answer.
+async fn read_json(response: Response, what: &str) -> Result<Value, ConnectorError> {
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|_| ConnectorError::Retryable {
+            system: SYSTEM,
+            message: format!("{what}: the answer broke off"),
+            retry_after: None,
+        })?;
+    serde_json::from_slice(&bytes).map_err(|e| rejected(format!("{what}: unreadable answer: {e}")))
+}
+
 fn config_missing(what: &str) -> ConnectorError {
     misconfigured(format!("{what} is missing"))
 }
@@ -745,16 +869,7 @@ impl M365 for GraphClient {
             .await
         {
             Ok(response) => {
-                let bytes = response
-                    .bytes()
-                    .await
-                    .map_err(|_| ConnectorError::Retryable {
-                        system: SYSTEM,
-                        message: format!("{what}: the answer broke off"),
-                        retry_after: None,
-                    })?;
-                let value: Value = serde_json::from_slice(&bytes)
-                    .map_err(|e| rejected(format!("{what}: unreadable answer: {e}")))?;
+                let value = read_json(response, &what).await?;
                 GdapRelationship::from(decode::<RelationshipDto>(value, &what)?)
             }
             // Another attempt created it between our look and our create.
@@ -866,16 +981,7 @@ impl M365 for GraphClient {
             .await
         {
             Ok(response) => {
-                let bytes = response
-                    .bytes()
-                    .await
-                    .map_err(|_| ConnectorError::Retryable {
-                        system: SYSTEM,
-                        message: format!("{what}: the answer broke off"),
-                        retry_after: None,
-                    })?;
-                let value: Value = serde_json::from_slice(&bytes)
-                    .map_err(|e| rejected(format!("{what}: unreadable answer: {e}")))?;
+                let value = read_json(response, &what).await?;
                 Ok(decode::<UserDto>(value, &what)?.into_user(true))
             }
             // Created by another attempt between our look and our create.

@@ -506,10 +506,50 @@ async fn gdap_is_requested_approved_and_terminated() {
     assert_eq!(graph.gdap_relationships(CONTOSO).await.unwrap(), [again]);
     assert!(graph.gdap_relationships(FABRIKAM).await.unwrap().is_empty());
 
+    // Access for our technicians waits for the customer's approval.
+    let agents = emu
+        .add_group(PARTNER, "Helpdesk agents", GroupKind::Security)
+        .unwrap();
+    let roles = [USER_ADMIN.to_owned()];
+    let err = graph
+        .assign_gdap_access(&rel.id, &agents, &roles, "access-1")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("approvalPending"), "{err}");
+
     // The customer's admin accepts.
     assert!(emu.approve_gdap(&rel.id));
     let active = graph.gdap_relationship(&rel.id).await.unwrap().unwrap();
     assert_eq!(active.status, "active");
+
+    // Now the agents' group gets its roles, once however often asked.
+    let access = graph
+        .assign_gdap_access(&rel.id, &agents, &roles, "access-1")
+        .await
+        .unwrap();
+    let again = graph
+        .assign_gdap_access(&rel.id, &agents, &roles, "access-1-retry")
+        .await
+        .unwrap();
+    assert_eq!(access, again);
+    assert_eq!(access.security_group_id, agents);
+    assert_eq!(access.roles, roles);
+    assert_eq!(graph.gdap_access(&rel.id).await.unwrap(), [access]);
+    assert_eq!(h.counted("gdap.access_assigned"), 1);
+    // A role the relationship does not grant is refused.
+    let admins = emu
+        .add_group(PARTNER, "Escalation", GroupKind::Security)
+        .unwrap();
+    let err = graph
+        .assign_gdap_access(
+            &rel.id,
+            &admins,
+            &[GLOBAL_ADMINISTRATOR.to_owned()],
+            "access-2",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(400), "{err:?}");
 
     graph.terminate_gdap(&rel.id, "end-1").await.unwrap();
     assert_eq!(

@@ -332,6 +332,7 @@ impl GraphEmulator {
             modified: now.clone(),
             activated: Some(now),
             version: 1,
+            assignments: Vec::new(),
         };
         let relationship_id = relationship.id.clone();
         lock(&self.shared.dir)

@@ -233,6 +233,40 @@ pub(super) struct Relationship {
     pub modified: String,
     pub activated: Option<String>,
     pub version: u64,
+    /// Access assignments: which partner security group holds which roles.
+    pub assignments: Vec<Assignment>,
+}
+
+/// A GDAP access assignment: a partner security group and the roles (a
+/// subset of the relationship's) its members hold in the customer tenant.
+#[derive(Debug, Clone)]
+pub(super) struct Assignment {
+    pub id: String,
+    pub group: String,
+    pub roles: Vec<String>,
+    pub created: String,
+}
+
+impl Assignment {
+    pub fn json(&self) -> Value {
+        json!({
+            "@odata.type": "#microsoft.graph.delegatedAdminAccessAssignment",
+            "@odata.etag": "W/\"1\"",
+            "id": self.id,
+            "status": "active",
+            "accessContainer": {
+                "accessContainerId": self.group,
+                "accessContainerType": "securityGroup",
+            },
+            "accessDetails": {
+                "unifiedRoles": self.roles.iter()
+                    .map(|r| json!({"roleDefinitionId": r}))
+                    .collect::<Vec<_>>(),
+            },
+            "createdDateTime": self.created,
+            "lastModifiedDateTime": self.created,
+        })
+    }
 }
 
 impl Relationship {

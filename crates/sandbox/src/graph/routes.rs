@@ -87,6 +87,10 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
             "/v1.0/tenantRelationships/delegatedAdminRelationships/{id}/requests",
             post(relationship_request),
         )
+        .route(
+            "/v1.0/tenantRelationships/delegatedAdminRelationships/{id}/accessAssignments",
+            get(list_assignments).post(create_assignment),
+        )
         .fallback(|| async {
             Fault::new(
                 StatusCode::BAD_REQUEST,
@@ -922,6 +926,7 @@ fn relationship_sample() -> Value {
         modified: String::new(),
         activated: None,
         version: 0,
+        assignments: Vec::new(),
     }
     .json()
 }
@@ -1039,6 +1044,7 @@ fn new_relationship(
         modified: now,
         activated: None,
         version: 1,
+        assignments: Vec::new(),
     };
     dir.relationships
         .insert(relationship.id.clone(), relationship.clone());
@@ -1157,5 +1163,127 @@ async fn relationship_request(
                 "lastModifiedDateTime": now,
             }),
         ))
+    }))
+}
+
+async fn list_assignments(
+    State(shared): St,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
+    Path(id): Path<String>,
+    Query(q): Q,
+) -> Answer {
+    let tenant = partner(&shared, &headers)?;
+    let options = Options::parse(&q)?;
+    let items: Vec<Value> = lock(&shared.dir)
+        .relationships
+        .get(&id)
+        .filter(|r| r.partner_tenant == tenant)
+        .ok_or_else(|| Fault::not_found(&id))?
+        .assignments
+        .iter()
+        .map(model::Assignment::json)
+        .filter(|a| options.matches(a))
+        .collect();
+    Ok(ok(options.page(
+        items,
+        None,
+        "delegatedAdminAccessAssignment",
+        &headers,
+        uri.path(),
+        "tenantRelationships/delegatedAdminRelationships/accessAssignments",
+    )?))
+}
+
+fn new_assignment(
+    dir: &mut Directory,
+    partner: &str,
+    id: &str,
+    body: &Value,
+) -> Result<model::Assignment, Fault> {
+    let container = body.get("accessContainer");
+    let group = container
+        .and_then(|c| c.get("accessContainerId"))
+        .and_then(Value::as_str)
+        .filter(|g| !g.is_empty())
+        .ok_or_else(|| Fault::bad_request("accessContainer.accessContainerId is required."))?;
+    if container
+        .and_then(|c| c.get("accessContainerType"))
+        .and_then(Value::as_str)
+        != Some("securityGroup")
+    {
+        return Err(Fault::bad_request(
+            "accessContainer.accessContainerType must be securityGroup.",
+        ));
+    }
+    let is_partner_group = dir
+        .tenants
+        .get(partner)
+        .and_then(|t| t.groups.get(group))
+        .is_some_and(|g| g.kind == GroupKind::Security);
+    if !is_partner_group {
+        return Err(Fault::bad_request(format!(
+            "The access container '{group}' is not a security group in the partner tenant."
+        )));
+    }
+    let roles: Vec<String> = body
+        .get("accessDetails")
+        .and_then(|a| a.get("unifiedRoles"))
+        .and_then(Value::as_array)
+        .map(|roles| {
+            roles
+                .iter()
+                .filter_map(|r| r.get("roleDefinitionId").and_then(Value::as_str))
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    let r = dir
+        .relationships
+        .get_mut(id)
+        .filter(|r| r.partner_tenant == partner)
+        .ok_or_else(|| Fault::not_found(id))?;
+    if r.status != "active" {
+        return Err(Fault::bad_request(format!(
+            "Access can be assigned only on an active relationship; this one is {}.",
+            r.status
+        )));
+    }
+    if roles.is_empty() || roles.iter().any(|role| !r.roles.contains(role)) {
+        return Err(Fault::bad_request(
+            "The roles of an access assignment must be a non-empty subset of the relationship's roles.",
+        ));
+    }
+    if r.assignments.iter().any(|a| a.group == group) {
+        return Err(Fault::new(
+            StatusCode::CONFLICT,
+            "Conflict",
+            format!("An access assignment for the security group '{group}' already exists."),
+        ));
+    }
+    let assignment = model::Assignment {
+        id: guid(),
+        group: group.to_owned(),
+        roles,
+        created: now_rfc3339(),
+    };
+    r.assignments.push(assignment.clone());
+    Ok(assignment)
+}
+
+async fn create_assignment(
+    State(shared): St,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Answer {
+    let tenant = partner(&shared, &headers)?;
+    let body = parse_json(&body)?;
+    let scoped = scoped_key(&headers, &tenant, uri.path());
+    Ok(model::idempotent(&shared.harness, &scoped, || {
+        let made = new_assignment(&mut lock(&shared.dir), &tenant, &id, &body)?;
+        shared.harness.count("gdap.access_assigned");
+        Ok((StatusCode::CREATED, made.json()))
     }))
 }
