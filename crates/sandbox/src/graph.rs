@@ -33,6 +33,8 @@
 //! Side effects are counted by name (`users.created`, `tokens.issued:{tenant}`,
 //! `gdap.lockForApproval`, …).
 
+mod directory;
+mod gdap;
 mod model;
 mod odata;
 mod routes;
@@ -266,7 +268,7 @@ impl GraphEmulator {
         let Some(customer) = dir.relationships.get(id).map(|r| r.customer_tenant.clone()) else {
             return false;
         };
-        let approved = routes::apply_action(&mut dir, &customer, id, "approve").is_ok();
+        let approved = gdap::apply_action(&mut dir, &customer, id, "approve").is_ok();
         drop(dir);
         if approved {
             self.shared.harness.count("gdap.approve");
