@@ -954,43 +954,8 @@ impl M365 for GraphClient {
         user: &NewDirectoryUser,
         key: &str,
     ) -> Result<DirectoryUser, ConnectorError> {
-        if let Some(existing) = self
-            .find_user(customer_tenant_id, &user.user_principal_name)
-            .await?
-        {
-            return Ok(existing);
-        }
-        let tenant = self.customer(customer_tenant_id)?;
-        let mut body = json!({
-            "accountEnabled": true,
-            "displayName": user.display_name,
-            "mailNickname": user.mail_nickname,
-            "userPrincipalName": user.user_principal_name,
-            "passwordProfile": {
-                "password": user.password.expose(),
-                "forceChangePasswordNextSignIn": true,
-            },
-        });
-        if let Some(location) = &user.usage_location {
-            body["usageLocation"] = json!(location);
-        }
-        let url = self.url(&["users"])?;
-        let what = format!("creating user {}", user.user_principal_name);
-        match self
-            .write(&tenant, &what, Method::POST, &url, Some(&body), Some(key))
+        self.create_user_with(customer_tenant_id, user, true, key)
             .await
-        {
-            Ok(response) => {
-                let value = read_json(response, &what).await?;
-                Ok(decode::<UserDto>(value, &what)?.into_user(true))
-            }
-            // Created by another attempt between our look and our create.
-            Err(e) if says(&e, UPN_TAKEN) => self
-                .find_user(customer_tenant_id, &user.user_principal_name)
-                .await?
-                .ok_or(e),
-            Err(e) => Err(e),
-        }
     }
 
     async fn delete_user(&self, customer_tenant_id: &str, id: &str) -> Result<(), ConnectorError> {
@@ -1200,6 +1165,270 @@ impl GraphClient {
                 existing.display_name
             ))),
         }
+    }
+}
+
+/// A licence SKU a customer tenant subscribes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribedSku {
+    /// The SKU id, as `assign_licenses` takes it.
+    pub sku_id: String,
+    /// Its part number (`ENTERPRISEPACK`, `SPE_E3`, …).
+    pub part_number: String,
+    /// Licences bought and enabled.
+    pub enabled: u64,
+    /// Licences assigned.
+    pub consumed: u64,
+}
+
+impl SubscribedSku {
+    /// Licences still free to assign.
+    pub fn available(&self) -> u64 {
+        self.enabled.saturating_sub(self.consumed)
+    }
+}
+
+/// A group in a customer's directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryGroup {
+    /// Graph's object id.
+    pub id: String,
+    /// Its display name.
+    pub display_name: String,
+    /// Whether it is mail-enabled (then, unless it is a Microsoft 365
+    /// group, its members change in Exchange, not through Graph).
+    pub mail_enabled: bool,
+    /// Whether it is a security group.
+    pub security_enabled: bool,
+    /// Whether it is a Microsoft 365 group (`groupTypes` has `Unified`).
+    pub unified: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SkuDto {
+    sku_id: String,
+    #[serde(default)]
+    sku_part_number: String,
+    #[serde(default)]
+    consumed_units: u64,
+    #[serde(default)]
+    prepaid_units: PrepaidDto,
+}
+
+#[derive(Deserialize, Default)]
+struct PrepaidDto {
+    #[serde(default)]
+    enabled: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GroupDto {
+    id: String,
+    #[serde(default)]
+    display_name: String,
+    #[serde(default)]
+    mail_enabled: bool,
+    #[serde(default)]
+    security_enabled: bool,
+    #[serde(default)]
+    group_types: Vec<String>,
+}
+
+impl From<GroupDto> for DirectoryGroup {
+    fn from(g: GroupDto) -> Self {
+        Self {
+            id: g.id,
+            display_name: g.display_name,
+            mail_enabled: g.mail_enabled,
+            security_enabled: g.security_enabled,
+            unified: g.group_types.iter().any(|t| t == "Unified"),
+        }
+    }
+}
+
+/// What onboarding and the identity lifecycle need beyond the [`M365`]
+/// port.
+impl GraphClient {
+    /// Creates a user (after looking for its UPN), whose first sign-in must
+    /// change the password if `force_change`.
+    async fn create_user_with(
+        &self,
+        customer_tenant_id: &str,
+        user: &NewDirectoryUser,
+        force_change: bool,
+        key: &str,
+    ) -> Result<DirectoryUser, ConnectorError> {
+        if let Some(existing) = self
+            .find_user(customer_tenant_id, &user.user_principal_name)
+            .await?
+        {
+            return Ok(existing);
+        }
+        let tenant = self.customer(customer_tenant_id)?;
+        let mut body = json!({
+            "accountEnabled": true,
+            "displayName": user.display_name,
+            "mailNickname": user.mail_nickname,
+            "userPrincipalName": user.user_principal_name,
+            "passwordProfile": {
+                "password": user.password.expose(),
+                "forceChangePasswordNextSignIn": force_change,
+            },
+        });
+        if let Some(location) = &user.usage_location {
+            body["usageLocation"] = json!(location);
+        }
+        let url = self.url(&["users"])?;
+        let what = format!("creating user {}", user.user_principal_name);
+        match self
+            .write(&tenant, &what, Method::POST, &url, Some(&body), Some(key))
+            .await
+        {
+            Ok(response) => {
+                let value = read_json(response, &what).await?;
+                Ok(decode::<UserDto>(value, &what)?.into_user(true))
+            }
+            // Created by another attempt between our look and our create.
+            Err(e) if says(&e, UPN_TAKEN) => self
+                .find_user(customer_tenant_id, &user.user_principal_name)
+                .await?
+                .ok_or(e),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates an admin or break-glass account: like `create_user`, but the
+    /// password is the one to keep (no change forced at first sign-in),
+    /// since such an account is sealed away and used only in an emergency.
+    pub async fn create_admin_user(
+        &self,
+        customer_tenant_id: &str,
+        user: &NewDirectoryUser,
+        key: &str,
+    ) -> Result<DirectoryUser, ConnectorError> {
+        self.create_user_with(customer_tenant_id, user, false, key)
+            .await
+    }
+
+    /// Sets a user's password (a leaver's, so that a known password no
+    /// longer works; or a break-glass account's rotation).
+    pub async fn reset_password(
+        &self,
+        customer_tenant_id: &str,
+        id: &str,
+        password: &Secret,
+        force_change: bool,
+    ) -> Result<(), ConnectorError> {
+        let tenant = self.customer(customer_tenant_id)?;
+        let url = self.url(&["users", segment(id, "user id")?])?;
+        let body = json!({
+            "passwordProfile": {
+                "password": password.expose(),
+                "forceChangePasswordNextSignIn": force_change,
+            }
+        });
+        self.write(
+            &tenant,
+            &format!("resetting the password of user {id}"),
+            Method::PATCH,
+            &url,
+            Some(&body),
+            None,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The licence SKUs a customer subscribes to, with free units: what a
+    /// plan checks before it promises a licence.
+    pub async fn subscribed_skus(
+        &self,
+        customer_tenant_id: &str,
+    ) -> Result<Vec<SubscribedSku>, ConnectorError> {
+        let tenant = self.customer(customer_tenant_id)?;
+        let what = "listing subscribed SKUs";
+        self.list(&tenant, what, self.url(&["subscribedSkus"])?)
+            .await?
+            .into_iter()
+            .map(|v| {
+                decode::<SkuDto>(v, what).map(|s| SubscribedSku {
+                    sku_id: s.sku_id,
+                    part_number: s.sku_part_number,
+                    enabled: s.prepaid_units.enabled,
+                    consumed: s.consumed_units,
+                })
+            })
+            .collect()
+    }
+
+    /// The group called `display_name`, if there is exactly one. Display
+    /// names are not unique in Entra: two groups of that name is an error,
+    /// not a guess.
+    pub async fn find_group(
+        &self,
+        customer_tenant_id: &str,
+        display_name: &str,
+    ) -> Result<Option<DirectoryGroup>, ConnectorError> {
+        let tenant = self.customer(customer_tenant_id)?;
+        let mut url = self.url(&["groups"])?;
+        url.query_pairs_mut()
+            .append_pair(
+                "$filter",
+                &format!("displayName eq {}", literal(display_name)),
+            )
+            .append_pair(
+                "$select",
+                "id,displayName,mailEnabled,securityEnabled,groupTypes",
+            );
+        let what = format!("looking for group '{display_name}'");
+        let mut groups: Vec<DirectoryGroup> = self
+            .list(&tenant, &what, url)
+            .await?
+            .into_iter()
+            .map(|v| decode::<GroupDto>(v, &what).map(Into::into))
+            .collect::<Result<_, _>>()?;
+        match groups.len() {
+            0 => Ok(None),
+            1 => Ok(groups.pop()),
+            n => Err(rejected(format!(
+                "{what}: {n} groups have that name; name one by id"
+            ))),
+        }
+    }
+
+    /// Creates a security group (after looking for one of that name).
+    pub async fn create_security_group(
+        &self,
+        customer_tenant_id: &str,
+        display_name: &str,
+        mail_nickname: &str,
+        key: &str,
+    ) -> Result<DirectoryGroup, ConnectorError> {
+        if let Some(existing) = self.find_group(customer_tenant_id, display_name).await? {
+            return Ok(existing);
+        }
+        let tenant = self.customer(customer_tenant_id)?;
+        let body = json!({
+            "displayName": display_name,
+            "mailNickname": mail_nickname,
+            "mailEnabled": false,
+            "securityEnabled": true,
+        });
+        let what = format!("creating group '{display_name}'");
+        let response = self
+            .write(
+                &tenant,
+                &what,
+                Method::POST,
+                &self.url(&["groups"])?,
+                Some(&body),
+                Some(key),
+            )
+            .await?;
+        let value = read_json(response, &what).await?;
+        Ok(decode::<GroupDto>(value, &what)?.into())
     }
 }
 

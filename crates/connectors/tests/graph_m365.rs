@@ -735,3 +735,79 @@ async fn throttling_and_outages_are_retryable_with_retry_after() {
     let err = gone.gdap_relationships(CONTOSO).await.unwrap_err();
     assert!(err.is_retryable(), "{err:?}");
 }
+
+#[tokio::test]
+async fn admin_accounts_passwords_skus_and_groups_for_onboarding_and_leavers() {
+    let emu = emulator().await;
+    emu.add_sku(CONTOSO, E3, "ENTERPRISEPACK", 2);
+    let graph = client(&emu, None);
+    let force = |id: &str| {
+        emu.user(CONTOSO, id).unwrap()["passwordProfile"]["forceChangePasswordNextSignIn"]
+            .as_bool()
+            .unwrap()
+    };
+
+    // A joiner changes the first password; a break-glass account keeps it.
+    let ada = graph
+        .create_user(CONTOSO, &joiner("ada@contoso.onmicrosoft.com"), "j")
+        .await
+        .unwrap();
+    assert!(force(&ada.id));
+    let glass = graph
+        .create_admin_user(CONTOSO, &joiner("glass@contoso.onmicrosoft.com"), "bg")
+        .await
+        .unwrap();
+    assert!(!force(&glass.id));
+
+    // A leaver's password is reset; a weak one is refused without showing it.
+    graph
+        .reset_password(CONTOSO, &ada.id, &Secret::new("Fresh-Passw0rd!x"), false)
+        .await
+        .unwrap();
+    assert!(!force(&ada.id));
+    assert_eq!(emu.harness().counted("users.password_reset"), 1);
+    let err = graph
+        .reset_password(CONTOSO, &ada.id, &Secret::new("short"), true)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("password complexity"), "{err}");
+    assert!(!format!("{err:?}").contains("short\""), "{err:?}");
+
+    // Free licences, for a plan to check before it promises one.
+    graph
+        .assign_licenses(CONTOSO, &ada.id, &[E3.to_owned()], &[])
+        .await
+        .unwrap();
+    let skus = graph.subscribed_skus(CONTOSO).await.unwrap();
+    assert_eq!(skus.len(), 1);
+    assert_eq!(skus[0].part_number, "ENTERPRISEPACK");
+    assert_eq!(
+        (skus[0].enabled, skus[0].consumed, skus[0].available()),
+        (2, 1, 1)
+    );
+
+    // A security group is created once and found by name.
+    let made = graph
+        .create_security_group(CONTOSO, "Gatehouse break-glass", "gh-breakglass", "g1")
+        .await
+        .unwrap();
+    let again = graph
+        .create_security_group(CONTOSO, "Gatehouse break-glass", "gh-breakglass", "g2")
+        .await
+        .unwrap();
+    assert_eq!(made, again);
+    assert!(made.security_enabled && !made.mail_enabled && !made.unified);
+    assert_eq!(emu.harness().counted("groups.created"), 1);
+    // Two groups of one name: an error, not a guess.
+    emu.add_group(CONTOSO, "Gatehouse break-glass", GroupKind::Security);
+    let err = graph
+        .find_group(CONTOSO, "Gatehouse break-glass")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("2 groups"), "{err}");
+    assert_eq!(
+        graph.find_group(CONTOSO, "Nobody's group").await.unwrap(),
+        None
+    );
+    emu.shutdown().await;
+}

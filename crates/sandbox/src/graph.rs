@@ -210,6 +210,7 @@ impl GraphEmulator {
             usage_location: None,
             licenses: Vec::new(),
             sessions_valid_from: now.clone(),
+            force_change_password: false,
             created: now,
         };
         let id = user.id.clone();

@@ -26,6 +26,7 @@ fn user_sample() -> Value {
         usage_location: None,
         licenses: Vec::new(),
         sessions_valid_from: String::new(),
+        force_change_password: false,
         created: String::new(),
     }
     .json()
@@ -93,6 +94,10 @@ fn new_user(t: &mut Tenant, body: &Value) -> Result<User, Fault> {
             )
         })?;
     check_password(password)?;
+    let force_change_password = body["passwordProfile"]
+        .get("forceChangePasswordNextSignIn")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
     let usage_location = check_usage_location(body.get("usageLocation").unwrap_or(&Value::Null))?;
     let domain = upn.rsplit_once('@');
     let verified = domain.is_some_and(|(local, d)| {
@@ -118,6 +123,7 @@ fn new_user(t: &mut Tenant, body: &Value) -> Result<User, Fault> {
         usage_location,
         licenses: Vec::new(),
         sessions_valid_from: now.clone(),
+        force_change_password,
         created: now,
     };
     t.users.insert(user.id.clone(), user.clone());
@@ -180,6 +186,7 @@ pub(super) async fn patch_user(
         let Some(fields) = body.as_object() else {
             return Err(Fault::bad_request("Empty Payload."));
         };
+        let mut password_reset = false;
         for (name, value) in fields {
             match name.as_str() {
                 "accountEnabled" => changed.account_enabled = flag(&body, name, "User")?,
@@ -195,6 +202,11 @@ pub(super) async fn patch_user(
                             )
                         })?;
                     check_password(password)?;
+                    changed.force_change_password = value
+                        .get("forceChangePasswordNextSignIn")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(true);
+                    password_reset = true;
                 }
                 "id" | "createdDateTime" | "signInSessionsValidFromDateTime" => {
                     return Err(Fault::bad_request(format!(
@@ -212,6 +224,9 @@ pub(super) async fn patch_user(
         harness.count("users.updated");
         if disabled {
             harness.count("users.disabled");
+        }
+        if password_reset {
+            harness.count("users.password_reset");
         }
         Ok(no_content())
     })

@@ -149,6 +149,8 @@ pub(super) struct User {
     pub usage_location: Option<String>,
     pub licenses: Vec<String>,
     pub sessions_valid_from: String,
+    /// `passwordProfile.forceChangePasswordNextSignIn` of the last password set.
+    pub force_change_password: bool,
     pub created: String,
 }
 
@@ -167,6 +169,11 @@ impl User {
                 .map(|sku| json!({"skuId": sku, "disabledPlans": []}))
                 .collect::<Vec<_>>(),
             "signInSessionsValidFromDateTime": self.sessions_valid_from,
+            "passwordProfile": {
+                "password": null,
+                "forceChangePasswordNextSignIn": self.force_change_password,
+                "forceChangePasswordNextSignInWithMfa": false,
+            },
             "createdDateTime": self.created,
             "businessPhones": [],
             "givenName": null,
