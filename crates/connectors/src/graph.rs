@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use gatehouse_core::clock::Clock;
+use gatehouse_core::retry_after::parse_retry_after;
 use reqwest::{Method, RequestBuilder, Response, Url, header};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -49,6 +50,9 @@ pub const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
 /// The Global Administrator role template id: Graph refuses to auto-extend
 /// a GDAP relationship that grants it.
 pub const GLOBAL_ADMINISTRATOR: &str = "62e90394-69f5-4237-9190-012177145e10";
+
+/// Graph's limit on requests in one `$batch`.
+const MAX_BATCH: usize = 20;
 
 /// A list longer than this many pages is refused rather than read forever.
 const MAX_PAGES: usize = 1_000;
@@ -126,6 +130,8 @@ pub struct GdapAccess {
 #[derive(Debug)]
 pub struct GraphClient {
     http: Http,
+    /// Reads `Retry-After` dates inside batch answers.
+    clock: Arc<dyn Clock>,
     login: Url,
     graph: Url,
     partner: TenantId,
@@ -245,6 +251,22 @@ struct Page {
     value: Vec<Value>,
     #[serde(rename = "@odata.nextLink")]
     next_link: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct BatchAnswer {
+    #[serde(default)]
+    responses: Vec<BatchStep>,
+}
+
+#[derive(Deserialize)]
+struct BatchStep {
+    id: String,
+    status: u16,
+    #[serde(default)]
+    headers: serde_json::Map<String, Value>,
+    #[serde(default)]
+    body: Value,
 }
 
 #[derive(Deserialize)]
@@ -405,7 +427,8 @@ impl GraphClient {
             return Err(misconfigured("the page size must be between 1 and 999"));
         }
         Ok(Self {
-            http: Http::new(SYSTEM, config.timeout, clock)?,
+            http: Http::new(SYSTEM, config.timeout, Arc::clone(&clock))?,
+            clock,
             login,
             graph,
             partner,
@@ -1296,6 +1319,102 @@ impl GraphClient {
                 .await?
                 .ok_or(e),
             Err(e) => Err(e),
+        }
+    }
+
+    /// Looks many users up by UPN in `$batch` requests of 20: what a
+    /// reconciliation reads before it diffs desired against actual access.
+    /// Answers each UPN with its user or `None`, in the order asked. One
+    /// throttled or failed step fails the whole call (retryable with the
+    /// step's `Retry-After` if Graph said so).
+    pub async fn find_users(
+        &self,
+        customer_tenant_id: &str,
+        user_principal_names: &[String],
+    ) -> Result<Vec<(String, Option<DirectoryUser>)>, ConnectorError> {
+        let tenant = self.customer(customer_tenant_id)?;
+        let batch_url = self.url(&["$batch"])?;
+        let mut found = Vec::with_capacity(user_principal_names.len());
+        for chunk in user_principal_names.chunks(MAX_BATCH) {
+            let mut steps = Vec::with_capacity(chunk.len());
+            for (i, upn) in chunk.iter().enumerate() {
+                let mut url = self.url(&["users"])?;
+                url.query_pairs_mut()
+                    .append_pair("$filter", &format!("userPrincipalName eq {}", literal(upn)))
+                    .append_pair("$select", USER_FIELDS);
+                let relative = format!("/users?{}", url.query().unwrap_or_default());
+                steps.push(json!({ "id": i.to_string(), "method": "GET", "url": relative }));
+            }
+            let what = format!("looking up {} users in a batch", chunk.len());
+            let body = json!({ "requests": steps });
+            let answer: BatchAnswer = decode(
+                read_json(
+                    self.write(&tenant, &what, Method::POST, &batch_url, Some(&body), None)
+                        .await?,
+                    &what,
+                )
+                .await?,
+                &what,
+            )?;
+            let mut by_step: HashMap<String, BatchStep> = answer
+                .responses
+                .into_iter()
+                .map(|r| (r.id.clone(), r))
+                .collect();
+            for (i, upn) in chunk.iter().enumerate() {
+                let step = by_step
+                    .remove(&i.to_string())
+                    .ok_or_else(|| rejected(format!("{what}: no answer for {upn}")))?;
+                let user = self.batch_user(step, upn)?;
+                found.push((upn.clone(), user));
+            }
+        }
+        Ok(found)
+    }
+
+    /// One step's answer to a UPN lookup.
+    fn batch_user(
+        &self,
+        step: BatchStep,
+        upn: &str,
+    ) -> Result<Option<DirectoryUser>, ConnectorError> {
+        let what = format!("looking for user {upn} (batched)");
+        let excerpt = || {
+            let text = step.body.to_string();
+            text.chars().take(200).collect::<String>()
+        };
+        match step.status {
+            200..=299 => {
+                let page: Page = decode(step.body.clone(), &what)?;
+                page.value
+                    .into_iter()
+                    .map(|v| decode::<UserDto>(v, &what))
+                    .find(|u| {
+                        u.as_ref()
+                            .map_or(true, |u| u.user_principal_name.eq_ignore_ascii_case(upn))
+                    })
+                    .transpose()
+                    .map(|u| u.map(|u| u.into_user(false)))
+            }
+            429 | 502 | 503 | 504 => Err(ConnectorError::Retryable {
+                system: SYSTEM,
+                message: format!("{what}: HTTP {}: {}", step.status, excerpt()),
+                retry_after: step
+                    .headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("retry-after"))
+                    .and_then(|(_, v)| v.as_str())
+                    .and_then(|v| parse_retry_after(v, self.clock.now())),
+            }),
+            401 | 403 => Err(ConnectorError::Auth {
+                system: SYSTEM,
+                message: format!("{what}: HTTP {}: {}", step.status, excerpt()),
+            }),
+            status => Err(ConnectorError::Rejected {
+                system: SYSTEM,
+                status: Some(status),
+                message: format!("{what}: HTTP {status}: {}", excerpt()),
+            }),
         }
     }
 

@@ -811,3 +811,78 @@ async fn admin_accounts_passwords_skus_and_groups_for_onboarding_and_leavers() {
     );
     emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn many_users_are_looked_up_in_batches_of_twenty_within_one_tenant() {
+    let emu = emulator().await;
+    let mut upns = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..23 {
+        let upn = format!("user{i}@contoso.onmicrosoft.com");
+        ids.push(emu.add_user(CONTOSO, &upn, &format!("User {i}")).unwrap());
+        upns.push(upn);
+    }
+    upns.insert(5, "gone@contoso.onmicrosoft.com".to_owned());
+    upns.push("o'brien@contoso.onmicrosoft.com".to_owned());
+    let graph = client(&emu, None);
+    let found = graph.find_users(CONTOSO, &upns).await.unwrap();
+    assert_eq!(found.len(), 25);
+    assert_eq!(emu.harness().counted("batch.calls"), 2);
+    for (upn, user) in &found {
+        if upn.starts_with("gone@") || upn.starts_with("o'brien@") {
+            assert_eq!(user, &None, "{upn}");
+        } else {
+            let user = user.as_ref().unwrap();
+            assert_eq!(&user.user_principal_name, upn);
+            assert!(user.account_enabled);
+        }
+    }
+    let found_ids: Vec<&str> = found
+        .iter()
+        .filter_map(|(_, u)| u.as_ref().map(|u| u.id.as_str()))
+        .collect();
+    assert_eq!(
+        found_ids,
+        ids.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+
+    // The same users are invisible from another tenant, batched or not.
+    let none = graph.find_users(FABRIKAM, &upns[..3]).await.unwrap();
+    assert!(none.iter().all(|(_, u)| u.is_none()), "{none:?}");
+    let http = reqwest::Client::new();
+    let answer: Value = http
+        .post(format!("{}/v1.0/$batch", emu.url()))
+        .bearer_auth(raw_token(&emu, FABRIKAM).await)
+        .json(&serde_json::json!({"requests": [
+            {"id": "1", "method": "GET", "url": format!("/users/{}", ids[0])},
+            {"id": "2", "method": "DELETE", "url": format!("/users/{}", ids[0])},
+        ]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["responses"][0]["status"], 404, "{answer}");
+    assert_eq!(answer["responses"][1]["status"], 404, "{answer}");
+    assert!(emu.user(CONTOSO, &ids[0]).is_some());
+
+    // Graph's limit: at most twenty steps.
+    let steps: Vec<Value> = (0..21)
+        .map(|i| serde_json::json!({"id": i.to_string(), "method": "GET", "url": "/users"}))
+        .collect();
+    let r = http
+        .post(format!("{}/v1.0/$batch", emu.url()))
+        .bearer_auth(raw_token(&emu, CONTOSO).await)
+        .json(&serde_json::json!({ "requests": steps }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // A throttled batch is retryable like any call.
+    emu.harness().rate_limit_next(1, 3);
+    let err = graph.find_users(CONTOSO, &upns[..2]).await.unwrap_err();
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(3)), "{err:?}");
+    emu.shutdown().await;
+}

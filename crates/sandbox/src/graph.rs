@@ -33,6 +33,7 @@
 //! Side effects are counted by name (`users.created`, `tokens.issued:{tenant}`,
 //! `gdap.lockForApproval`, …).
 
+mod batch;
 mod directory;
 mod gdap;
 mod model;

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use super::model::{Directory, Fault, Tenant, Token, guid, now_rfc3339};
 use super::odata::decode_form;
-use super::{directory, gdap};
+use super::{batch, directory, gdap};
 use crate::emulator::{Harness, IDEMPOTENCY_KEY, lock};
 
 /// The only scope the token endpoint grants.
@@ -50,7 +50,7 @@ pub(super) type Q = Query<HashMap<String, String>>;
 pub(super) type Answer = Result<Response, Fault>;
 
 pub(super) fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
+    let inner = Router::new()
         .route("/{tenant}/oauth2/v2.0/token", post(token))
         .route(
             "/v1.0/users",
@@ -117,7 +117,12 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
                 "Resource not found for the segment.",
             )
         })
-        .with_state(shared)
+        .with_state(Arc::clone(&shared));
+    let harness = shared.harness.clone();
+    inner.clone().route(
+        "/v1.0/$batch",
+        post(batch::batch).with_state((inner, harness)),
+    )
 }
 
 // ---- identity platform ----------------------------------------------------
