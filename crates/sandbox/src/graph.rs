@@ -24,7 +24,9 @@
 //!   (or an `approve` request made with the customer's token), and the
 //!   end of a termination is [`GraphEmulator::finish_terminations`];
 //! - a second partner ("the previous provider", [`GraphEmulator::seed_previous_provider`])
-//!   whose relationship and admin account onboarding must see removed.
+//!   whose relationship and admin account onboarding must see removed;
+//! - `$batch` (up to 20 steps, run through the same routes and tenant
+//!   checks with the batch's token).
 //!
 //! Errors use Graph's shape `{"error":{"code","message","innerError"}}`;
 //! the token endpoint uses the identity platform's `{"error",

@@ -39,10 +39,19 @@ pub(super) const KNOWN_ROLES: &[&str] = &[
 pub(super) const GLOBAL_ADMIN: &str = "62e90394-69f5-4237-9190-012177145e10";
 
 /// State shared by the handlers and the test-facing handle.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(super) struct Shared {
     pub harness: Harness,
     pub dir: Mutex<Directory>,
+}
+
+impl std::fmt::Debug for Shared {
+    /// The directory holds app secrets and tokens: only the harness shows.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("harness", &self.harness)
+            .finish_non_exhaustive()
+    }
 }
 
 pub(super) type St = State<Arc<Shared>>;
