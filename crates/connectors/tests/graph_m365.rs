@@ -199,6 +199,20 @@ async fn a_tenant_that_has_not_consented_is_an_auth_error_without_the_secret() {
     assert!(matches!(err, ConnectorError::Auth { .. }), "{err:?}");
     assert!(!format!("{err} {err:?}").contains("wrong-secret-value"));
 
+    // A 403 (here: GDAP asked of a tenant that is no partner) is not
+    // "fixed" by fetching another token.
+    let mut config = GraphConfig::new(CONTOSO, APP, Secret::new(SECRET));
+    config.login_base = emu.url();
+    config.graph_base = emu.url();
+    let not_partner = GraphClient::new(config, Arc::new(SystemClock)).unwrap();
+    let err = not_partner.gdap_relationships(FABRIKAM).await.unwrap_err();
+    assert!(matches!(err, ConnectorError::Auth { .. }), "{err:?}");
+    assert!(err.to_string().contains("not a Microsoft partner"), "{err}");
+    assert_eq!(
+        emu.harness().counted(&format!("tokens.issued:{CONTOSO}")),
+        1
+    );
+
     // A tenant id that is not one never reaches the wire.
     let err = graph.find_user("../users", "x@y").await.unwrap_err();
     assert!(matches!(err, ConnectorError::Config { .. }), "{err:?}");
