@@ -900,3 +900,78 @@ async fn many_users_are_looked_up_in_batches_of_twenty_within_one_tenant() {
     assert_eq!(err.retry_after(), Some(Duration::from_secs(3)), "{err:?}");
     emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_emulator_pages_selects_and_refuses_like_graph() {
+    let emu = emulator().await;
+    for i in 0..5 {
+        emu.add_user(CONTOSO, &format!("u{i}@contoso.onmicrosoft.com"), "U")
+            .unwrap();
+    }
+    let token = raw_token(&emu, CONTOSO).await;
+    let http = reqwest::Client::new();
+    let get = |url: String| {
+        let request = http.get(url).bearer_auth(&token);
+        async move { request.send().await.unwrap() }
+    };
+
+    // Without $select: Graph's default set, which lacks accountEnabled.
+    let all: Value = get(format!("{}/v1.0/users", emu.url()))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(all["value"].as_array().unwrap().len(), 5);
+    assert!(all["value"][0].get("accountEnabled").is_none(), "{all}");
+    assert!(all["value"][0]["userPrincipalName"].is_string());
+    assert!(all.get("@odata.nextLink").is_none());
+
+    // $top and $select carry over into the next link, to the last page.
+    let mut url = format!("{}/v1.0/users?$top=2&$select=id,accountEnabled", emu.url());
+    let mut seen = 0;
+    let mut pages = 0;
+    loop {
+        let page: Value = get(url.clone()).await.json().await.unwrap();
+        pages += 1;
+        for user in page["value"].as_array().unwrap() {
+            assert_eq!(user["accountEnabled"], true);
+            assert!(user.get("userPrincipalName").is_none(), "{user}");
+            seen += 1;
+        }
+        match page["@odata.nextLink"].as_str() {
+            Some(next) => url = next.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!((seen, pages), (5, 3));
+
+    // Refusals in Graph's shape.
+    for (query, code) in [
+        ("$select=nonsense", "Request_BadRequest"),
+        (
+            "$filter=startswith(displayName,'u')",
+            "Request_UnsupportedQuery",
+        ),
+        ("$top=0", "Request_BadRequest"),
+    ] {
+        let r = get(format!("{}/v1.0/users?{query}", emu.url())).await;
+        assert_eq!(r.status(), 400, "{query}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], code, "{query}: {body}");
+    }
+
+    // The token endpoint wants the Graph .default scope.
+    let r = http
+        .post(format!("{}/{CONTOSO}/oauth2/v2.0/token", emu.url()))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "grant_type=client_credentials&client_id={APP}&client_secret={SECRET}&scope=User.Read"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_scope");
+    emu.shutdown().await;
+}
