@@ -19,3 +19,7 @@ pub mod http;
 pub mod ports;
 
 pub use error::ConnectorError;
+pub mod dattormm;
+pub mod itglue;
+pub mod ninjaone;
+mod rest;

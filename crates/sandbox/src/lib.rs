@@ -26,3 +26,6 @@ pub use effects::{EffectsServer, KeyCounts};
 pub use smtp::{ReceivedMail, SmtpSink};
 pub use vault_transit::{TransitOp, VaultTransitEmulator};
 pub use webhook::{ReceivedHook, WebhookSink};
+pub mod dattormm;
+pub mod itglue;
+pub mod ninjaone;
