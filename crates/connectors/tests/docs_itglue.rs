@@ -1,5 +1,12 @@
 //! The IT Glue client against the IT Glue emulator, over real HTTP.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests fail loudly"
+)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,5 +1,12 @@
 //! The Datto RMM client against the Datto RMM emulator, over real HTTP.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests fail loudly"
+)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
