@@ -20,6 +20,7 @@ pub mod ports;
 
 pub use error::ConnectorError;
 pub mod dattormm;
+pub mod hudu;
 pub mod itglue;
 pub mod ninjaone;
 mod rest;

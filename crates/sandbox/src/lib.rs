@@ -27,5 +27,6 @@ pub use smtp::{ReceivedMail, SmtpSink};
 pub use vault_transit::{TransitOp, VaultTransitEmulator};
 pub use webhook::{ReceivedHook, WebhookSink};
 pub mod dattormm;
+pub mod hudu;
 pub mod itglue;
 pub mod ninjaone;
