@@ -261,3 +261,36 @@ async fn one_token_serves_many_calls_and_a_stale_one_is_replaced_once() {
     assert_eq!(emulator.harness().counted("auth.refused"), 1);
     emulator.shutdown().await;
 }
+
+#[tokio::test]
+async fn concurrent_first_calls_share_one_token_fetch() {
+    let emulator = emulator().await;
+    let org = emulator.add_organization("Contoso");
+    let client = Arc::new(client(&emulator));
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let client = Arc::clone(&client);
+        calls.spawn(async move { client.organization(&org.to_string()).await });
+    }
+    while let Some(done) = calls.join_next().await {
+        assert!(done.unwrap().unwrap().is_some());
+    }
+    assert_eq!(emulator.harness().counted("tokens.issued"), 1);
+    emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_rotated_secret_is_an_auth_error_after_one_new_token_attempt() {
+    let emulator = emulator().await;
+    let org = emulator.add_organization("Contoso");
+    let client = client(&emulator);
+    client.organization(&org.to_string()).await.unwrap();
+    emulator.rotate_secret("the-new-secret");
+    let err = client.organization(&org.to_string()).await.unwrap_err();
+    assert!(matches!(err, ConnectorError::Auth { .. }), "{err:?}");
+    assert!(!format!("{err:?}").contains(SECRET));
+    // The stale token was refused once, then the token request was refused.
+    assert_eq!(emulator.harness().counted("auth.refused"), 2);
+    assert_eq!(emulator.harness().counted("tokens.issued"), 1);
+    emulator.shutdown().await;
+}

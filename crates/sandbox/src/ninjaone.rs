@@ -25,7 +25,8 @@
 //! `organizations.deleted`, `locations.created`, `installers.generated`.
 //! Test-facing: [`NinjaOneEmulator::add_device`] makes an agent report from
 //! an organization; [`NinjaOneEmulator::revoke_tokens`] makes every issued
-//! token stale (the next call gets `401`).
+//! token stale (the next call gets `401`); [`NinjaOneEmulator::rotate_secret`]
+//! also changes the client secret.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -185,6 +186,14 @@ impl NinjaOneEmulator {
     /// Makes every issued token stale: the next `/v2` call gets `401`.
     pub fn revoke_tokens(&self) {
         lock(&self.shared.store).tokens.clear();
+    }
+
+    /// Rotates the API client's secret, as an administrator would: every
+    /// issued token is revoked and only `secret` gets a new one.
+    pub fn rotate_secret(&self, secret: &str) {
+        let mut store = lock(&self.shared.store);
+        store.client_secret = secret.to_owned();
+        store.tokens.clear();
     }
 
     /// Seeds an organization (not counted as `organizations.created`).
