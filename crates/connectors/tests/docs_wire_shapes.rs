@@ -88,5 +88,19 @@ async fn itglue_answers_json_api_with_dashed_attributes_and_json_api_errors() {
         .unwrap();
     assert_eq!(page["meta"]["total-count"], 1);
     assert!(page["meta"]["next-page"].is_null());
+    let far = http
+        .get(format!("{url}/organizations?page[number]={}", usize::MAX))
+        .header("x-api-key", "k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(far.status(), 200);
+    let zero = http
+        .get(format!("{url}/organizations?page[size]=0"))
+        .header("x-api-key", "k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(zero.status(), 400);
     emulator.shutdown().await;
 }

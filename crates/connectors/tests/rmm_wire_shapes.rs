@@ -212,6 +212,24 @@ async fn datto_password_grant_and_paged_sites() {
     assert_eq!(second["sites"][0]["name"], "C");
     assert!(second["pageDetails"]["nextPageUrl"].is_null());
 
+    let far: Value = http
+        .get(format!(
+            "{url}/api/v2/account/sites?page={}&max=2",
+            usize::MAX
+        ))
+        .bearer_auth(&bearer)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        far["sites"],
+        json!([]),
+        "a page past the end is empty, not a crash"
+    );
+
     let uid = first["sites"][0]["uid"].as_str().unwrap().to_owned();
     let updated: Value = http
         .post(format!("{url}/api/v2/site/{uid}"))

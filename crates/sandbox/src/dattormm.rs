@@ -336,9 +336,10 @@ struct PageQuery {
 
 /// `pageDetails` of page `page` (from 0) of `total` items, `size` a page.
 fn page_details(base: &str, path: &str, page: usize, size: usize, total: usize) -> Value {
-    let shown = total.saturating_sub(page * size).min(size);
-    let next =
-        ((page + 1) * size < total).then(|| format!("{base}{path}?page={}&max={size}", page + 1));
+    let start = page.saturating_mul(size);
+    let shown = total.saturating_sub(start).min(size);
+    let next = (start.saturating_add(size) < total)
+        .then(|| format!("{base}{path}?page={}&max={size}", page + 1));
     let prev = (page > 0).then(|| format!("{base}{path}?page={}&max={size}", page - 1));
     json!({ "count": shown, "totalCount": total, "prevPageUrl": prev, "nextPageUrl": next })
 }

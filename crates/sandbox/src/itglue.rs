@@ -348,7 +348,7 @@ fn paged(
         "data": data,
         "meta": {
             "current-page": page,
-            "next-page": (page < pages).then_some(page + 1),
+            "next-page": (page < pages).then(|| page + 1),
             "prev-page": (page > 1).then(|| page - 1),
             "total-pages": pages,
             "total-count": total,
