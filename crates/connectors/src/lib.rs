@@ -20,3 +20,8 @@ pub mod http;
 pub mod ports;
 
 pub use error::ConnectorError;
+pub mod dattormm;
+pub mod hudu;
+pub mod itglue;
+pub mod ninjaone;
+mod rest;

@@ -28,3 +28,7 @@ pub use graph::GraphEmulator;
 pub use smtp::{ReceivedMail, SmtpSink};
 pub use vault_transit::{TransitOp, VaultTransitEmulator};
 pub use webhook::{ReceivedHook, WebhookSink};
+pub mod dattormm;
+pub mod hudu;
+pub mod itglue;
+pub mod ninjaone;
