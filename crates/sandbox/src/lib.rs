@@ -18,6 +18,7 @@
 
 pub mod effects;
 pub mod emulator;
+pub mod psa;
 pub mod smtp;
 pub mod vault_transit;
 pub mod webhook;
