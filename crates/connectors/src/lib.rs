@@ -14,8 +14,12 @@
 //! header). Secrets (passwords, client secrets, API keys) never appear in an
 //! error message or a log line.
 
+pub mod autotask;
+pub mod connectwise;
 pub mod error;
+pub mod halopsa;
 pub mod http;
 pub mod ports;
+mod psa_common;
 
 pub use error::ConnectorError;

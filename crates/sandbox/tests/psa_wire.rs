@@ -1,6 +1,13 @@
 //! The PSA emulators' wire shapes, spoken to with plain HTTP: what a real
 //! vendor client would send, and what it must get back.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests fail loudly"
+)]
+
 use gatehouse_sandbox::psa::autotask::{AutotaskCredentials, AutotaskEmulator};
 use gatehouse_sandbox::psa::connectwise::{API_BASE, ConnectWiseCredentials, ConnectWiseEmulator};
 use gatehouse_sandbox::psa::halopsa::{HaloCredentials, HaloPsaEmulator};

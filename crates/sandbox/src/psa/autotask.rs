@@ -111,6 +111,8 @@ struct Records {
     next_id: u64,
     sequence: u64,
     now: Option<OffsetDateTime>,
+    /// Contract queries answer nothing (a search index behind its writes).
+    lagging: bool,
 }
 
 impl Records {
@@ -183,6 +185,14 @@ impl AutotaskEmulator {
     /// Sets the emulator's clock; it starts at 2026-01-01.
     pub fn set_now(&self, at: OffsetDateTime) {
         lock(&self.shared.records).now = Some(at);
+    }
+
+    /// Knob: while on, contract queries answer nothing, as a search index
+    /// that has not caught up with writes would; a client's look-before-
+    /// create then misses, and only the `Idempotency-Key` prevents a
+    /// duplicate.
+    pub fn set_list_lag(&self, lagging: bool) {
+        lock(&self.shared.records).lagging = lagging;
     }
 
     /// Adds a company of a type (picklist value); answers its id. No webhook.
@@ -573,9 +583,11 @@ fn run_query(s: &Shared, cursor: Cursor) -> Response {
     let mut r = lock(&s.records);
     let mut items = Vec::new();
     let mut more = false;
+    let lagging = r.lagging && cursor.entity == "Contracts";
     let rows: Vec<Value> = r
         .entities
         .get(cursor.entity)
+        .filter(|_| !lagging)
         .map(|t| {
             t.range(cursor.after + 1..)
                 .map(|(_, v)| v.clone())

@@ -76,6 +76,8 @@ struct Records {
     callbacks: BTreeMap<u64, Value>,
     next_id: u64,
     now: Option<OffsetDateTime>,
+    /// Agreement lists answer nothing (a search index behind its writes).
+    lagging: bool,
 }
 
 impl Records {
@@ -166,6 +168,14 @@ impl ConnectWiseEmulator {
     /// Sets the emulator's clock (closed dates); it starts at 2026-01-01.
     pub fn set_now(&self, at: OffsetDateTime) {
         lock(&self.shared.records).now = Some(at);
+    }
+
+    /// Knob: while on, agreement lists answer nothing, as a search index
+    /// that has not caught up with writes would; a client's look-before-
+    /// create then misses, and only the `Idempotency-Key` prevents a
+    /// duplicate.
+    pub fn set_list_lag(&self, lagging: bool) {
+        lock(&self.shared.records).lagging = lagging;
     }
 
     /// Adds a company with a status (by name; unknown names are added as
@@ -574,7 +584,12 @@ async fn patch_company(
 }
 
 async fn list_agreements(State(s): Ctx, Query(q): Query<ListQuery>) -> Response {
-    let all = lock(&s.records).agreements.values().cloned().collect();
+    let r = lock(&s.records);
+    let all = if r.lagging {
+        Vec::new()
+    } else {
+        r.agreements.values().cloned().collect()
+    };
     page(all, &q)
 }
 

@@ -124,6 +124,8 @@ struct Records {
     tokens: BTreeSet<String>,
     next_id: u64,
     now: Option<OffsetDateTime>,
+    /// Contract lists answer nothing (a search index behind its writes).
+    lagging: bool,
 }
 
 impl Records {
@@ -199,6 +201,14 @@ impl HaloPsaEmulator {
     /// Revokes every issued token: the next API call with one gets 401.
     pub fn expire_tokens(&self) {
         lock(&self.shared.records).tokens.clear();
+    }
+
+    /// Knob: while on, contract lists answer nothing, as a search index
+    /// that has not caught up with writes would; a client's look-before-
+    /// create then misses, and only the `Idempotency-Key` prevents a
+    /// duplicate.
+    pub fn set_list_lag(&self, lagging: bool) {
+        lock(&self.shared.records).lagging = lagging;
     }
 
     /// Adds a client (customer) with a customer type; answers its id.
@@ -498,11 +508,15 @@ async fn list(State(s): Ctx, Path(resource): Path<String>, Query(q): Query<ListQ
     let Some(kind) = Kind::parse(&resource) else {
         return halo_error(StatusCode::NOT_FOUND, "unknown resource");
     };
-    let rows: Vec<Value> = lock(&s.records)
-        .tables
-        .get(&kind)
-        .map(|t| t.values().cloned().collect())
-        .unwrap_or_default();
+    let rows: Vec<Value> = {
+        let r = lock(&s.records);
+        let lagging = r.lagging && kind == Kind::Contract;
+        r.tables
+            .get(&kind)
+            .filter(|_| !lagging)
+            .map(|t| t.values().cloned().collect())
+            .unwrap_or_default()
+    };
     let wanted = |row: &Value, name: &str, value: Option<u64>| value.is_none_or(|v| row[name] == v);
     let rows: Vec<Value> = rows
         .into_iter()
