@@ -31,8 +31,8 @@ use crate::error::ConnectorError;
 use crate::http::{Http, Secret};
 use crate::ports::{CompanyUpdate, Psa, PsaCompany, PsaKind, PsaOpportunity};
 use crate::psa_common::{
-    IDEMPOTENCY_KEY, MAX_PAGES, TIMEOUT, format_time, missing_is_none, not_found, parse_id,
-    parse_time, sub_key, too_many_pages, unreadable,
+    IDEMPOTENCY_KEY, MAX_PAGES, TIMEOUT, check_base_url, format_time, missing_is_none, not_found,
+    parse_id, parse_time, sub_key, too_many_pages, unreadable,
 };
 
 const SYSTEM: &str = "autotask";
@@ -192,12 +192,7 @@ impl AutotaskClient {
     /// A client for `config`; `clock` reads `Retry-After` dates and dates
     /// new contracts.
     pub fn new(config: AutotaskConfig, clock: Arc<dyn Clock>) -> Result<Self, ConnectorError> {
-        if !config.discovery_url.starts_with("http") {
-            return Err(ConnectorError::Config {
-                system: SYSTEM,
-                message: "discovery_url must be an http(s) URL".into(),
-            });
-        }
+        check_base_url(SYSTEM, "discovery_url", &config.discovery_url)?;
         Ok(Self {
             http: Http::new(SYSTEM, TIMEOUT, Arc::clone(&clock))?,
             config,

@@ -28,8 +28,8 @@ use crate::error::ConnectorError;
 use crate::http::{Http, Secret};
 use crate::ports::{CompanyUpdate, Psa, PsaCompany, PsaKind, PsaOpportunity};
 use crate::psa_common::{
-    IDEMPOTENCY_KEY, MAX_PAGES, TIMEOUT, format_time, missing_is_none, not_found, parse_id,
-    parse_time, sub_key, too_many_pages,
+    IDEMPOTENCY_KEY, MAX_PAGES, TIMEOUT, check_base_url, format_time, missing_is_none, not_found,
+    parse_id, parse_time, sub_key, too_many_pages,
 };
 
 const SYSTEM: &str = "connectwise";
@@ -146,12 +146,7 @@ pub struct ConnectWiseClient {
 impl ConnectWiseClient {
     /// A client for `config`; `clock` reads `Retry-After` dates.
     pub fn new(config: ConnectWiseConfig, clock: Arc<dyn Clock>) -> Result<Self, ConnectorError> {
-        if !config.base_url.starts_with("http") {
-            return Err(ConnectorError::Config {
-                system: SYSTEM,
-                message: "base_url must be an http(s) URL".into(),
-            });
-        }
+        check_base_url(SYSTEM, "base_url", &config.base_url)?;
         Ok(Self {
             http: Http::new(SYSTEM, TIMEOUT, clock)?,
             config,

@@ -31,8 +31,8 @@ use crate::error::ConnectorError;
 use crate::http::{ClientCredentials, Http, Secret, TokenCache};
 use crate::ports::{CompanyUpdate, Psa, PsaCompany, PsaKind, PsaOpportunity};
 use crate::psa_common::{
-    IDEMPOTENCY_KEY, MAX_PAGES, TIMEOUT, missing_is_none, not_found, parse_id, parse_time, sub_key,
-    too_many_pages,
+    IDEMPOTENCY_KEY, MAX_PAGES, TIMEOUT, check_base_url, missing_is_none, not_found, parse_id,
+    parse_time, sub_key, too_many_pages,
 };
 
 const SYSTEM: &str = "halopsa";
@@ -166,17 +166,13 @@ pub struct HaloPsaClient {
 impl HaloPsaClient {
     /// A client for `config`; `clock` reads `Retry-After` dates.
     pub fn new(config: HaloPsaConfig, clock: Arc<dyn Clock>) -> Result<Self, ConnectorError> {
-        if !config.base_url.starts_with("http") {
-            return Err(ConnectorError::Config {
-                system: SYSTEM,
-                message: "base_url must be an http(s) URL".into(),
-            });
-        }
+        check_base_url(SYSTEM, "base_url", &config.base_url)?;
         let base = config.base_url.trim_end_matches('/');
-        let token_url = match &config.tenant {
-            Some(tenant) => format!("{base}/auth/token?tenant={tenant}"),
-            None => format!("{base}/auth/token"),
-        };
+        let mut token_url = check_base_url(SYSTEM, "base_url", &format!("{base}/auth/token"))?;
+        if let Some(tenant) = &config.tenant {
+            token_url.query_pairs_mut().append_pair("tenant", tenant);
+        }
+        let token_url = token_url.to_string();
         let tokens = TokenCache::new(ClientCredentials {
             token_url,
             client_id: config.client_id.clone(),

@@ -14,6 +14,23 @@ pub(crate) const TIMEOUT: Duration = Duration::from_secs(30);
 /// The header that carries the engine's idempotency key.
 pub(crate) const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 
+/// Checks that a configured base URL is an absolute http(s) URL.
+pub(crate) fn check_base_url(
+    system: &'static str,
+    setting: &str,
+    url: &str,
+) -> Result<reqwest::Url, ConnectorError> {
+    match reqwest::Url::parse(url) {
+        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.has_host() => {
+            Ok(parsed)
+        }
+        _ => Err(ConnectorError::Config {
+            system,
+            message: format!("{setting} must be an absolute http(s) URL"),
+        }),
+    }
+}
+
 /// The most pages a client reads of one list: a guard against a server
 /// that never ends a list, far above any real MSP's record count.
 pub(crate) const MAX_PAGES: u32 = 10_000;
@@ -106,6 +123,18 @@ mod tests {
         assert_eq!(a, c);
         assert!(parse_time("yesterday").is_none());
         assert_eq!(format_time(c), "2026-03-01T10:00:00Z");
+    }
+
+    #[test]
+    fn base_urls_must_be_absolute_http() {
+        assert!(check_base_url("x", "base_url", "https://api-na.myconnectwise.net").is_ok());
+        for bad in ["ftp://host", "api-na.myconnectwise.net", "", "http://"] {
+            let error = check_base_url("x", "base_url", bad).unwrap_err();
+            assert!(
+                matches!(error, ConnectorError::Config { .. }),
+                "{bad}: {error:?}"
+            );
+        }
     }
 
     #[test]

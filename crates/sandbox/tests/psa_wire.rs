@@ -73,6 +73,21 @@ async fn connectwise_needs_both_the_member_keys_and_the_client_id() {
     assert_eq!(patched["status"]["name"], "Inactive");
     assert_eq!(cw.harness().counted("companies.updated"), 1);
 
+    // ConnectWise's page limit, and its error shape.
+    let too_big = http
+        .get(format!(
+            "{}{API_BASE}/company/companies?pageSize=1001",
+            cw.url()
+        ))
+        .basic_auth("gatehouse+pub", Some("priv"))
+        .header("clientId", "client-guid")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_big.status(), 400);
+    let body: Value = too_big.json().await.unwrap();
+    assert_eq!(body["code"], "InvalidObject");
+
     // The key endpoint answers the signing key without authentication.
     let key: Value = http
         .get(cw.key_url())
@@ -154,6 +169,30 @@ async fn autotask_discovers_its_zone_and_pages_with_next_page_urls() {
             .unwrap();
     }
     assert_eq!(names.len(), 5, "{names:?}");
+    let too_many = json!({"MaxRecords": 501, "filter": [{"op": "gte", "field": "id", "value": 0}]});
+    let refused = auth(
+        http.post(format!("{base}v1.0/Companies/query"))
+            .json(&too_many),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(refused.status(), 400);
+    let no_filter = auth(
+        http.post(format!("{base}v1.0/Companies/query"))
+            .json(&json!({})),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(no_filter.status(), 400);
+    let no_deactivation = auth(http.post(format!("{base}v1.0/CompanyWebhooks")).json(&json!({
+        "IsActive": true, "Name": "x", "WebhookUrl": "http://127.0.0.1:9/hook", "SecretKey": "k"
+    })))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(no_deactivation.status(), 400);
     let missing: Value = auth(http.get(format!("{base}v1.0/Companies/999")))
         .send()
         .await
