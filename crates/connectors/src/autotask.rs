@@ -231,7 +231,7 @@ impl AutotaskClient {
                     .query(&[("user", self.config.username.as_str())]);
                 let zone: Zone = match self.http.json(request).await {
                     Err(ConnectorError::Rejected {
-                        status: Some(404 | 500),
+                        status: Some(404),
                         message,
                         ..
                     }) => {

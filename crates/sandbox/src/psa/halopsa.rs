@@ -134,18 +134,22 @@ impl Records {
         self.next_id
     }
 
-    /// Halo's date format: UTC without an offset.
     fn now(&self) -> String {
-        let at = self.now.unwrap_or_else(epoch);
-        at.format(format_description!(
-            "[year]-[month]-[day]T[hour]:[minute]:[second]"
-        ))
-        .unwrap_or_default()
+        halo_time(self.now.unwrap_or_else(epoch))
     }
 
     fn table(&mut self, kind: Kind) -> &mut BTreeMap<u64, Value> {
         self.tables.entry(kind).or_default()
     }
+}
+
+/// Halo's date format: UTC without an offset.
+fn halo_time(at: OffsetDateTime) -> String {
+    at.to_offset(time::UtcOffset::UTC)
+        .format(format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second]"
+        ))
+        .unwrap_or_default()
 }
 
 struct Shared {
@@ -245,13 +249,7 @@ impl HaloPsaEmulator {
     ) -> u64 {
         let mut r = lock(&self.shared.records);
         let id = r.id();
-        let closed = closed.map(|at| {
-            let saved = r.now;
-            r.now = Some(at);
-            let text = r.now();
-            r.now = saved;
-            text
-        });
+        let closed = closed.map(halo_time);
         r.table(Kind::Ticket).insert(
             id,
             json!({ "id": id, "summary": summary, "client_id": client,
