@@ -7,6 +7,10 @@
 //! - [`http`]: the shared HTTP plumbing: one error type that says whether a
 //!   retry can help (honouring `Retry-After`), status mapping, and a cache
 //!   of OAuth client-credentials tokens.
+//! - The vendors: PSAs [`connectwise`], [`autotask`], [`halopsa`]
+//!   (implementing [`ports::Psa`]); RMMs [`ninjaone`], [`dattormm`]
+//!   ([`ports::Rmm`]); documentation platforms [`itglue`], [`hudu`]
+//!   ([`ports::DocsPlatform`]); Microsoft [`graph`] ([`ports::M365`]).
 //!
 //! Every client forwards the engine's idempotency key as `Idempotency-Key`
 //! where it creates something, and the actions also look for what an earlier
@@ -14,14 +18,18 @@
 //! header). Secrets (passwords, client secrets, API keys) never appear in an
 //! error message or a log line.
 
+pub mod autotask;
+pub mod connectwise;
+pub mod dattormm;
 pub mod error;
 pub mod graph;
+pub mod halopsa;
 pub mod http;
-pub mod ports;
-
-pub use error::ConnectorError;
-pub mod dattormm;
 pub mod hudu;
 pub mod itglue;
 pub mod ninjaone;
+pub mod ports;
+mod psa_common;
 mod rest;
+
+pub use error::ConnectorError;

@@ -13,12 +13,24 @@
 //! notifications: [`smtp`] (an SMTP server that keeps the mail it accepts)
 //! and [`webhook`] (a receiver that records requests and answers with
 //! scripted statuses).
-//! PSA, RMM, Microsoft Graph and SCIM emulators are planned and will follow
-//! the same shape: `start`, `url`, fault setters, counters, `shutdown`.
+//!
+//! Vendor emulators, all built on [`emulator`] (fault knobs, side-effect
+//! counters, idempotency keys) and all of the same shape (`start`, `url`,
+//! `harness`, seeding helpers, state readers, `shutdown`): the PSAs in
+//! [`psa`] (ConnectWise PSA, Autotask, HaloPSA, each able to deliver its
+//! signed webhooks), the RMMs [`ninjaone`] and [`dattormm`], the
+//! documentation platforms [`itglue`] and [`hudu`], and Microsoft [`graph`]
+//! (with the identity platform's token endpoint). A SCIM 2.0 application is
+//! still to come.
 
+pub mod dattormm;
 pub mod effects;
 pub mod emulator;
 pub mod graph;
+pub mod hudu;
+pub mod itglue;
+pub mod ninjaone;
+pub mod psa;
 pub mod smtp;
 pub mod vault_transit;
 pub mod webhook;
@@ -28,7 +40,3 @@ pub use graph::GraphEmulator;
 pub use smtp::{ReceivedMail, SmtpSink};
 pub use vault_transit::{TransitOp, VaultTransitEmulator};
 pub use webhook::{ReceivedHook, WebhookSink};
-pub mod dattormm;
-pub mod hudu;
-pub mod itglue;
-pub mod ninjaone;
