@@ -62,6 +62,8 @@ enum Command {
     Approvals(commands::workflows::ApprovalsCommand),
     /// Run a benchmark; the last line printed is a JSON object.
     Bench(bench::BenchArgs),
+    /// Run the vendor emulators (PSA, RMM, Graph, documentation) on loopback.
+    Sandbox(commands::sandbox::SandboxArgs),
 }
 
 /// Why a command failed.
@@ -128,5 +130,6 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             commands::workflows::run_approvals(&cli.config, command).await
         }
         Command::Bench(args) => bench::run(&cli.config, args).await,
+        Command::Sandbox(args) => commands::sandbox::run(args).await,
     }
 }

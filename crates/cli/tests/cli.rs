@@ -1400,3 +1400,63 @@ mod postgres {
         .await;
     }
 }
+
+/// `gatehouse sandbox --json` prints where every emulator runs and the
+/// credentials of this run; they work, and wrong ones are refused.
+#[tokio::test]
+async fn the_sandbox_command_runs_every_emulator_with_its_printed_credentials() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = gatehouse(dir.path())
+        .args(["sandbox", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    });
+    let line = tokio::time::timeout(std::time::Duration::from_secs(30), line)
+        .await
+        .expect("the sandbox printed nothing")
+        .unwrap()
+        .unwrap();
+    let printed: Value = serde_json::from_str(&line).unwrap();
+    let endpoints = printed["endpoints"].as_array().unwrap();
+    assert_eq!(endpoints.len(), 9, "{printed}");
+    let url_of = |system: &str| {
+        endpoints
+            .iter()
+            .find(|e| e["system"] == system)
+            .and_then(|e| e["url"].as_str())
+            .unwrap_or_else(|| panic!("no {system} in {printed}"))
+            .to_owned()
+    };
+    let ninja = url_of("NinjaOne");
+    assert!(ninja.starts_with("http://127.0.0.1:"), "{ninja}");
+    let creds = &printed["credentials"]["ninjaone"];
+    let client = reqwest::Client::new();
+    let token = |secret: String| {
+        client
+            .post(format!("{ninja}/ws/oauth/token"))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", creds["client_id"].as_str().unwrap()),
+                ("client_secret", &secret),
+                ("scope", "monitoring management"),
+            ])
+            .send()
+    };
+    let good = token(creds["client_secret"].as_str().unwrap().to_owned())
+        .await
+        .unwrap();
+    assert_eq!(good.status(), 200);
+    let bad = token("not-the-secret".to_owned()).await.unwrap();
+    assert_eq!(bad.status(), 401);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -32,11 +32,13 @@ pub mod itglue;
 pub mod ninjaone;
 pub mod psa;
 pub mod smtp;
+pub mod suite;
 pub mod vault_transit;
 pub mod webhook;
 
 pub use effects::{EffectsServer, KeyCounts};
 pub use graph::GraphEmulator;
 pub use smtp::{ReceivedMail, SmtpSink};
+pub use suite::{Sandbox, SandboxCredentials};
 pub use vault_transit::{TransitOp, VaultTransitEmulator};
 pub use webhook::{ReceivedHook, WebhookSink};

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod audit_export;
 pub mod keys;
 pub mod operator;
+pub mod sandbox;
 pub mod serve;
 pub mod tenant;
 pub mod workflows;
