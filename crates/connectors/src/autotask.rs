@@ -237,6 +237,7 @@ impl AutotaskClient {
                     }) => {
                         return Err(ConnectorError::Auth {
                             system: SYSTEM,
+                            status: Some(404),
                             message: format!("zone discovery does not know the user: {message}"),
                         });
                     }

@@ -3,7 +3,7 @@
 //! Authentication is Datto's password grant: `POST /auth/oauth/token` with
 //! HTTP Basic `public-client:public` and the API key and secret as user
 //! name and password. The token (valid for about 100 hours) is cached by
-//! [`PasswordGrant`]; a call refused with it (`401`/`403`) fetches a new
+//! [`PasswordGrant`]; a call refused with it (`401`) fetches a new
 //! one and is tried once more.
 //!
 //! Datto RMM has sites and no locations, so the [`Rmm`] port maps:
@@ -131,7 +131,13 @@ impl PasswordGrant {
                 system,
                 status: Some(400),
                 message,
-            }) => return Err(ConnectorError::Auth { system, message }),
+            }) => {
+                return Err(ConnectorError::Auth {
+                    system,
+                    status: Some(400),
+                    message,
+                });
+            }
             other => other?,
         };
         let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(3600));
@@ -230,7 +236,7 @@ impl DattoRmmClient {
             let bearer = self.grant.bearer(&self.http).await?;
             let request = build(self.http.client()).bearer_auth(bearer.expose());
             match self.http.send(request).await {
-                Err(ConnectorError::Auth { .. }) if !renewed => {
+                Err(error) if error.is_unauthorized() && !renewed => {
                     self.grant.forget().await;
                     renewed = true;
                 }

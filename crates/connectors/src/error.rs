@@ -25,6 +25,10 @@ pub enum ConnectorError {
     Auth {
         /// The system.
         system: &'static str,
+        /// The HTTP status: 401 (the credentials or token were not accepted:
+        /// a fresh token may help), 403 (not allowed: it will not), or the
+        /// token endpoint's refusal. `None` when no status applies.
+        status: Option<u16>,
         /// What the system said.
         message: String,
     },
@@ -64,11 +68,24 @@ impl ConnectorError {
     }
 
     /// The HTTP status the system answered with, when the error is a
-    /// rejection with a status.
+    /// rejection or a refusal with a status.
     pub fn status(&self) -> Option<u16> {
         match self {
-            Self::Rejected { status, .. } => *status,
+            Self::Rejected { status, .. } | Self::Auth { status, .. } => *status,
             _ => None,
         }
+    }
+
+    /// Whether the system answered 401: the token (or the credentials) was
+    /// not accepted, so fetching a new token and trying once more may help.
+    /// A 403 is not this: the caller is known and not allowed.
+    pub fn is_unauthorized(&self) -> bool {
+        matches!(
+            self,
+            Self::Auth {
+                status: Some(401),
+                ..
+            }
+        )
     }
 }

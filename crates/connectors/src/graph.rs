@@ -203,8 +203,13 @@ fn context(error: ConnectorError, what: &str) -> ConnectorError {
             message: format!("{what}: {message}"),
             retry_after,
         },
-        ConnectorError::Auth { system, message } => ConnectorError::Auth {
+        ConnectorError::Auth {
             system,
+            status,
+            message,
+        } => ConnectorError::Auth {
+            system,
+            status,
             message: format!("{what}: {message}"),
         },
         ConnectorError::Rejected {
@@ -224,9 +229,9 @@ fn context(error: ConnectorError, what: &str) -> ConnectorError {
 }
 
 /// Whether `error` is an HTTP 401 (as opposed to 403: a fresh token cannot
-/// help a missing permission). [`Http`] puts the status first.
+/// help a missing permission).
 fn is_unauthorized(error: &ConnectorError) -> bool {
-    matches!(error, ConnectorError::Auth { message, .. } if message.starts_with("HTTP 401"))
+    error.is_unauthorized()
 }
 
 fn is_status(error: &ConnectorError, status: u16) -> bool {
@@ -1408,6 +1413,7 @@ impl GraphClient {
             }),
             401 | 403 => Err(ConnectorError::Auth {
                 system: SYSTEM,
+                status: Some(step.status),
                 message: format!("{what}: HTTP {}: {}", step.status, excerpt()),
             }),
             status => Err(ConnectorError::Rejected {

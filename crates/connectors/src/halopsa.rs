@@ -205,7 +205,7 @@ impl HaloPsaClient {
     ) -> Result<T, ConnectorError> {
         let token = self.tokens.bearer(&self.http).await?;
         match self.http.json(build(token.expose())).await {
-            Err(ConnectorError::Auth { .. }) => {
+            Err(error) if error.is_unauthorized() => {
                 self.tokens.forget().await;
                 let token = self.tokens.bearer(&self.http).await?;
                 self.http.json(build(token.expose())).await

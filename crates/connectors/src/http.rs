@@ -121,6 +121,7 @@ impl Http {
             },
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ConnectorError::Auth {
                 system: self.system,
+                status: Some(status.as_u16()),
                 message,
             },
             _ => ConnectorError::Rejected {
@@ -234,7 +235,11 @@ impl TokenCache {
                 message,
             }) => {
                 // RFC 6749 §5.2: a refused grant is a 400 `invalid_client`.
-                return Err(ConnectorError::Auth { system, message });
+                return Err(ConnectorError::Auth {
+                    system,
+                    status: Some(400),
+                    message,
+                });
             }
             other => other?,
         };

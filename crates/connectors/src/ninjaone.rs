@@ -3,7 +3,7 @@
 //!
 //! Authentication is OAuth client credentials against
 //! `{base}/ws/oauth/token` (scopes `monitoring management`), cached by
-//! [`TokenCache`]; a call refused with the cached token (`401`/`403`)
+//! [`TokenCache`]; a call refused with the cached token (`401`)
 //! fetches a new one and is tried once more, since NinjaOne may revoke a
 //! token before it says it expires.
 //!
@@ -174,7 +174,7 @@ impl NinjaOneClient {
             let bearer = self.tokens.bearer(&self.http).await?;
             let request = build(self.http.client()).bearer_auth(bearer.expose());
             match self.http.send(request).await {
-                Err(ConnectorError::Auth { .. }) if !renewed => {
+                Err(error) if error.is_unauthorized() && !renewed => {
                     self.tokens.forget().await;
                     renewed = true;
                 }

@@ -143,6 +143,7 @@ mod tests {
         assert_eq!(missing_is_none(gone), Ok(None));
         let refused: Result<(), _> = Err(ConnectorError::Auth {
             system: "x",
+            status: Some(401),
             message: String::new(),
         });
         assert!(missing_is_none(refused).is_err());
