@@ -23,5 +23,5 @@ pub use checklist::{ItemView, MAX_FILE_BYTES, Upload};
 pub use reminders::{NoticeReport, REMIND_BEFORE, run_reminders};
 pub use tracking::{
     Blocker, OnboardingDetail, OnboardingFilter, OnboardingSummary, StageProgress,
-    TEMPLATE as ONBOARDING_TEMPLATE,
+    TEMPLATE as ONBOARDING_TEMPLATE, stages as stage_progress,
 };

@@ -161,7 +161,7 @@ fn terminal(state: InstanceState) -> bool {
 
 /// The stages of an instance with their progress. A definition that does
 /// not parse (a newer format) gives no stages rather than an error.
-pub(crate) fn stages(instance: &Instance, steps: &[StepRun]) -> Vec<StageProgress> {
+pub fn stages(instance: &Instance, steps: &[StepRun]) -> Vec<StageProgress> {
     let Ok(template) = serde_json::from_value::<Template>(instance.definition.clone()) else {
         return Vec::new();
     };
