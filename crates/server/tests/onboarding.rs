@@ -5,6 +5,13 @@
 //! tracking, metrics and authorization over HTTP). The connector-backed
 //! steps are not registered here; they are not this part's.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests fail loudly"
+)]
+
 mod common;
 
 use std::sync::Arc;

@@ -253,7 +253,10 @@ impl Action for TenantCreate {
             .await;
         let tenant = match created {
             Ok(tenant) => tenant,
-            Err(AppError::Conflict { code, message }) if code == "tenant_slug_taken" => {
+            Err(AppError::Conflict {
+                code: "tenant_slug_taken",
+                message,
+            }) => {
                 return Err(ActionError::permanent(format!(
                     "{message}: another tenant holds the slug; choose another slug for this client"
                 )));
