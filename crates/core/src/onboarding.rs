@@ -57,6 +57,8 @@ pub mod action {
 pub const KIND_ITEM_REMINDER: &str = "onboarding.item.reminder";
 /// The notification kind of an overdue item's escalation.
 pub const KIND_ITEM_OVERDUE: &str = "onboarding.item.overdue";
+/// The notification kind that tells an owner they own an onboarding.
+pub const KIND_OWNER_ASSIGNED: &str = "onboarding.owner.assigned";
 
 /// Bytes sealed under a tenant's data key (a person's address, a file).
 /// The store keeps them as they are; only the server opens them.
@@ -392,11 +394,13 @@ pub trait OnboardingStore: Send + Sync {
         tenant: TenantId,
         audit: &[AuditRecord],
     ) -> StoreResult<()>;
-    /// Names the onboarding's owner.
+    /// Names the onboarding's owner and queues `notification` (telling
+    /// them) in the same transaction.
     async fn set_onboarding_owner(
         &self,
         instance: WorkflowId,
         owner: &Sealed,
+        notification: Option<&Notification>,
         audit: &[AuditRecord],
     ) -> StoreResult<()>;
     /// Records go-live (kept if already set).

@@ -20,7 +20,9 @@ use common::{Served, TestResult};
 use gatehouse_core::clock::Clock;
 use gatehouse_core::id::WorkflowId;
 use gatehouse_core::notify::NotificationState;
-use gatehouse_core::onboarding::{KIND_ITEM_OVERDUE, KIND_ITEM_REMINDER, action};
+use gatehouse_core::onboarding::{
+    KIND_ITEM_OVERDUE, KIND_ITEM_REMINDER, KIND_OWNER_ASSIGNED, action,
+};
 use gatehouse_core::store::NotificationQuery;
 use gatehouse_engine::action::{ActionCall, ActionError, ActionRegistry};
 use gatehouse_engine::template::{TemplateSet, builtin_actions};
@@ -308,6 +310,20 @@ async fn a_won_deal_is_onboarded_as_far_as_gatehouse_goes(t: &Onb, db: &TestData
         .to_owned();
     assert_eq!(d["slug"], "acme");
     assert_eq!(d["owner"], "owner@msp.example");
+    assert_eq!(
+        t.notifications(KIND_OWNER_ASSIGNED).await,
+        1,
+        "the owner is told"
+    );
+    t.run(
+        "onboarding.assign_owner",
+        acme,
+        "assign-owner",
+        json!({"tenant": d["tenant"], "owner": "owner@msp.example"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(t.notifications(KIND_OWNER_ASSIGNED).await, 1, "told once");
     assert_eq!(d["stage"], "documentation", "{d}");
     assert_eq!(d["stages"][0]["status"], "done");
     let (_, tenant) = t
@@ -348,7 +364,12 @@ async fn a_won_deal_is_onboarded_as_far_as_gatehouse_goes(t: &Onb, db: &TestData
             .as_array()
             .unwrap()
             .iter()
-            .any(|b| b["kind"] == "human_task" && b["step"] == "documentation-complete"),
+            .any(|b| b["kind"] == "human_task"
+                && b["step"] == "documentation-complete"
+                && b["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("checklist: 0 of 8 received, 0 waived, 8 requested (0 overdue)")),
         "{d}"
     );
 

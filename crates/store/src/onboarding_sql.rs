@@ -324,6 +324,7 @@ macro_rules! impl_onboarding_store {
                 &self,
                 instance: gatehouse_core::id::WorkflowId,
                 owner: &gatehouse_core::onboarding::Sealed,
+                notification: Option<&gatehouse_core::notify::Notification>,
                 audit: &[gatehouse_core::audit::AuditRecord],
             ) -> gatehouse_core::store::StoreResult<()> {
                 use gatehouse_core::store::StoreError;
@@ -336,6 +337,15 @@ macro_rules! impl_onboarding_store {
                     .map_err(crate::db_error("naming an onboarding's owner"))?;
                 if done.rows_affected() != 1 {
                     return Err(StoreError::NotFound("onboarding"));
+                }
+                if let Some(notification) = notification {
+                    let text = <$db as crate::placeholders::Placeholders>::sequential(
+                        crate::notify_sql::insert_notifications_sql(1),
+                    );
+                    crate::notify_sql::bind_notification(sqlx::query(&text), notification)?
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(crate::db_error("queueing an owner's notification"))?;
                 }
                 Self::write_audit_records(&mut tx, audit).await?;
                 tx.commit().await.map_err(crate::db_error("committing an onboarding's owner"))

@@ -460,8 +460,10 @@ impl Action for PsaUnlinkCompany {
 // ----- owner -----------------------------------------------------------------
 
 /// `onboarding.assign_owner {tenant, owner}`: names the MSP's onboarding
-/// owner (sealed under the tenant's key). Overdue checklist items are
-/// escalated to them.
+/// owner (sealed under the tenant's key) and tells them, through the
+/// notification outbox, in the same transaction. Overdue checklist items
+/// are escalated to them. A repeated call naming the same owner changes
+/// nothing and sends nothing.
 #[derive(Debug)]
 pub struct AssignOwner(AppSlot);
 
@@ -479,25 +481,47 @@ impl Action for AssignOwner {
         let p: OwnerParams = params(&call)?;
         let tenant = parse_tenant(&p.tenant)?;
         let onboarding = ensure_onboarding(app, &call, tenant).await?;
-        let sealed = seal(
-            app,
-            tenant,
-            &owner_context(onboarding.instance_id),
-            p.owner.as_str().as_bytes(),
-        )
-        .await?;
+        let context = owner_context(onboarding.instance_id);
+        let output = json!({"tenant": tenant, "onboarding": call.instance, "owner_assigned": true});
+        if let Some(current) = &onboarding.owner {
+            let current = app
+                .keyring
+                .open(tenant, &context, &current.0)
+                .await
+                .map_err(|e| app_error("opening the current owner", e.into()))?;
+            if current.as_slice() == p.owner.as_str().as_bytes() {
+                return Ok(output);
+            }
+        }
+        let sealed = seal(app, tenant, &context, p.owner.as_str().as_bytes()).await?;
+        let now = app.clock.now();
+        let notification = gatehouse_core::notify::Notification::queue(
+            call.instance,
+            Some(tenant),
+            call.step_id,
+            gatehouse_core::onboarding::KIND_OWNER_ASSIGNED,
+            Some(p.owner.clone()),
+            &format!("[Gatehouse] You own the onboarding of {}", onboarding.slug),
+            json!({
+                "onboarding": call.instance,
+                "tenant": tenant,
+                "slug": onboarding.slug,
+                "path": format!("/api/v1/onboardings/{}", call.instance),
+            }),
+            now,
+        );
         // The address goes into the tenant's (sealed) log only.
         let audit = provenance(app).record(
             Some(tenant),
             onboarding_action::OWNER_ASSIGNED,
             call.instance,
-            json!({"owner": p.owner.as_str()}),
+            json!({"owner": p.owner.as_str(), "notification": notification.id}),
         );
         app.store
-            .set_onboarding_owner(call.instance, &sealed, &[audit])
+            .set_onboarding_owner(call.instance, &sealed, Some(&notification), &[audit])
             .await
             .map_err(|e| store_error("naming the owner", e))?;
-        Ok(json!({"tenant": tenant, "onboarding": call.instance, "owner_assigned": true}))
+        Ok(output)
     }
 }
 

@@ -219,6 +219,24 @@ fn event_slug(instance: &Instance) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// "; checklist: 2 of 8 received, 1 waived, 5 requested (3 overdue)", or
+/// nothing without a checklist.
+fn checklist_state(items: &[ItemView]) -> String {
+    use gatehouse_core::onboarding::ItemState;
+    if items.is_empty() {
+        return String::new();
+    }
+    let count = |state: ItemState| items.iter().filter(|i| i.state == state).count();
+    let overdue = items.iter().filter(|i| i.overdue).count();
+    format!(
+        "; checklist: {} of {} received, {} waived, {} requested ({overdue} overdue)",
+        count(ItemState::Received),
+        items.len(),
+        count(ItemState::Waived),
+        count(ItemState::Requested),
+    )
+}
+
 impl App {
     /// A page of onboardings, in start order, optionally in one instance
     /// state or currently in one stage.
@@ -409,6 +427,9 @@ impl App {
                     limit: 100,
                 })
                 .await?;
+            // The engine's task carries its own decision support; the
+            // checklist's state, which a sign-off is about, is added here.
+            let checklist_state = checklist_state(checklist);
             for t in tasks {
                 out.push(Blocker {
                     step: Some(t.step_id.clone()),
@@ -416,7 +437,10 @@ impl App {
                     since: Some(t.created_at),
                     ..blank(
                         "human_task",
-                        format!("step `{}` waits for a person to do it", t.step_id),
+                        format!(
+                            "step `{}` waits for a person to do it{checklist_state}",
+                            t.step_id
+                        ),
                     )
                 });
             }
