@@ -471,6 +471,27 @@ async fn a_won_deal_is_onboarded_as_far_as_gatehouse_goes(t: &Onb, db: &TestData
         upload(&t.auditor).await.unwrap().status(),
         StatusCode::FORBIDDEN
     );
+    let too_big =
+        t.s.http
+            .put(format!("{}{file_path}?name=big.bin", t.s.base))
+            .bearer_auth(t.tech.clone())
+            .body(vec![0u8; gatehouse_server::onboarding::MAX_FILE_BYTES + 1])
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(too_big.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let far_too_big =
+        t.s.http
+            .put(format!("{}{file_path}?name=big.bin", t.s.base))
+            .bearer_auth(t.tech.clone())
+            .body(vec![
+                0u8;
+                gatehouse_server::onboarding::MAX_FILE_BYTES + 4096
+            ])
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(far_too_big.status(), StatusCode::PAYLOAD_TOO_LARGE);
     let response = upload(&t.tech).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let item: Value = response.json().await.unwrap();
