@@ -243,7 +243,7 @@ pub async fn upload_file(
         code: if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
             "body_too_large"
         } else {
-            "bad_request"
+            "unreadable_body"
         },
         message: rejection.body_text(),
     })?;
