@@ -60,6 +60,9 @@ enum Command {
     /// See and decide approvals of gated steps.
     #[command(subcommand)]
     Approvals(commands::workflows::ApprovalsCommand),
+    /// Track client onboardings and work their documentation checklists.
+    #[command(subcommand)]
+    Onboarding(commands::onboarding::OnboardingCommand),
     /// Run a benchmark; the last line printed is a JSON object.
     Bench(bench::BenchArgs),
     /// Run the vendor emulators (PSA, RMM, Graph, documentation) on loopback.
@@ -129,6 +132,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Approvals(command) => {
             commands::workflows::run_approvals(&cli.config, command).await
         }
+        Command::Onboarding(command) => commands::onboarding::run(&cli.config, command).await,
         Command::Bench(args) => bench::run(&cli.config, args).await,
         Command::Sandbox(args) => commands::sandbox::run(args).await,
     }

@@ -12,6 +12,7 @@ use gatehouse_engine::runtime::{Engine, EngineConfig};
 use gatehouse_engine::template::{TemplateSet, builtin_actions};
 use gatehouse_server::App;
 use gatehouse_server::audit::{CheckpointPolicy, Sequencer};
+use gatehouse_server::onboarding::AppSlot;
 use gatehouse_vault::{KeyProvider, Keyring, LocalKeyFile, VaultTransit, VaultTransitConfig};
 
 use crate::CliError;
@@ -107,6 +108,7 @@ pub fn open_engine(
     config: &Config,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    onboarding: &AppSlot,
 ) -> Result<Arc<Engine>, CliError> {
     // Templates may name every built-in action; those without an
     // implementation yet fail when a step runs, and park the instance.
@@ -117,6 +119,9 @@ pub fn open_engine(
     actions.register("sandbox.noop", Arc::new(Noop));
     let http_post = HttpPost::new(clock.clone()).map_err(|e| CliError::Config(e.to_string()))?;
     actions.register(http_action::NAME, Arc::new(http_post));
+    // The onboarding's Gatehouse-side actions need the App, which needs
+    // this engine: they get an empty slot that `open_app` fills.
+    gatehouse_server::onboarding::register_actions(&mut actions, onboarding);
     Ok(Arc::new(Engine::new(
         store,
         Arc::new(templates),
@@ -140,9 +145,11 @@ pub async fn open_app(config: &Config, store: Arc<dyn Store>) -> Result<(App, bo
     )
     .with_audit_keys(store.clone());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let engine = open_engine(config, store.clone(), clock.clone())?;
+    let onboarding = AppSlot::new();
+    let engine = open_engine(config, store.clone(), clock.clone(), &onboarding)?;
     let signer = open_audit_signer(config, &keyring, store.as_ref(), clock.as_ref()).await?;
     let app = App::new(store, Arc::new(keyring), clock, engine).with_audit_signer(signer);
+    onboarding.set(app.clone());
     Ok((app, created))
 }
 

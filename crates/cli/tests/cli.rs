@@ -717,6 +717,34 @@ async fn events_start_workflows_seen_through_the_cli(backend: Backend) {
     let table = install.run(&["workflows", "show", id]).ok();
     assert!(table.stdout.contains("STEP"), "{}", table.stdout);
 
+    // The same instance, as an onboarding.
+    let onboardings = install.run(&["onboarding", "list", "--json"]).ok().json();
+    assert_eq!(onboardings["items"][0]["id"], id, "{onboardings}");
+    assert_eq!(onboardings["items"][0]["client"], "Acme Ltd");
+    assert_eq!(onboardings["items"][0]["stage"], "intake");
+    let shown = install.run(&["onboarding", "show", id]).ok();
+    assert!(shown.stdout.contains("stage intake"), "{}", shown.stdout);
+    let items = install
+        .run(&["onboarding", "items", id, "--json"])
+        .ok()
+        .json();
+    assert_eq!(items["items"], json!([]), "no tenant, no checklist yet");
+    let missing = install
+        .run(&[
+            "onboarding",
+            "waive",
+            id,
+            "chk_01jd8x3k2q9f6v0c4m7r5t8w1y",
+            "--reason",
+            "not needed",
+        ])
+        .fails();
+    assert!(
+        missing.error_message().contains("item_not_found"),
+        "{}",
+        missing.error_message()
+    );
+
     let approvals = install
         .run(&["approvals", "list", "--state", "pending", "--json"])
         .ok()

@@ -166,6 +166,14 @@ typed_id!(
     /// A notification in the outbox (an L1 review request).
     NotificationId, "ntf"
 );
+typed_id!(
+    /// An item of an onboarding's documentation checklist.
+    ChecklistItemId, "chk"
+);
+typed_id!(
+    /// A tenant's SLA clock (started at go-live).
+    SlaId, "sla"
+);
 
 #[cfg(test)]
 mod tests {

@@ -16,6 +16,7 @@ pub mod gate;
 pub mod id;
 pub mod keys;
 pub mod notify;
+pub mod onboarding;
 pub mod operator;
 pub mod retry_after;
 pub mod secret;

@@ -42,6 +42,14 @@ pub enum Permission {
     /// Have a checkpoint of an audit log signed now (harmless: it only
     /// signs what is already there).
     IssueCheckpoints,
+    /// Work onboarding checklist items: mark received, upload a file,
+    /// hand over a secret (which also needs `ManageSecrets`).
+    WorkChecklists,
+    /// Waive an onboarding checklist item, with a reason.
+    WaiveChecklistItems,
+    /// Download a file handed over for a checklist item (tenant data in
+    /// the clear).
+    ReadChecklistFiles,
 }
 
 impl Permission {
@@ -64,6 +72,9 @@ impl Permission {
             Self::ManageGates => &[Admin, Lead],
             Self::ReadAudit => &[Admin, Lead, Auditor],
             Self::IssueCheckpoints => &[Admin, Lead, Auditor],
+            Self::WorkChecklists => &[Admin, Lead, Technician],
+            Self::WaiveChecklistItems => &[Admin, Lead],
+            Self::ReadChecklistFiles => &[Admin, Lead, Technician],
         }
     }
 

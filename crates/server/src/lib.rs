@@ -16,6 +16,7 @@ pub mod demo;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod onboarding;
 
 pub use app::{Actor, App};
 pub use error::AppError;

@@ -5,6 +5,7 @@
 //! [`engine`], read at scrape time.
 
 pub mod engine;
+pub mod onboarding;
 
 use std::sync::Mutex;
 
@@ -33,6 +34,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
     engine: engine::EngineMetrics,
+    onboarding: onboarding::OnboardingMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -70,11 +72,14 @@ impl Metrics {
         );
         let engine = engine::EngineMetrics::default();
         registry.register_collector(engine.collector());
+        let onboarding = onboarding::OnboardingMetrics::default();
+        registry.register_collector(onboarding.collector());
         Self {
             registry: Mutex::new(registry),
             requests,
             latency,
             engine,
+            onboarding,
         }
     }
 
@@ -98,6 +103,7 @@ impl Metrics {
     /// Reads the engine's metrics for the next [`Metrics::render`].
     pub async fn refresh(&self, app: &crate::app::App) {
         self.engine.refresh(app).await;
+        self.onboarding.refresh(app).await;
     }
 
     /// The metrics in the Prometheus text format.

@@ -15,6 +15,7 @@ mod engine_sql;
 mod gate_sql;
 mod metrics_sql;
 mod notify_sql;
+mod onboarding_sql;
 mod placeholders;
 mod postgres;
 mod rows;

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod audit_export;
 pub mod keys;
+pub mod onboarding;
 pub mod operator;
 pub mod sandbox;
 pub mod serve;

@@ -150,6 +150,26 @@ pub async fn run(args: &ConfigArgs, serve: ServeArgs) -> Result<ExitCode, CliErr
         })
     };
 
+    // Checklist reminders and overdue escalations: a sweep every minute
+    // (each notice is queued once, in its own transaction); stops on the
+    // same signal.
+    let reminder_worker = {
+        let mut stopping = stopping.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            tracing::info!("checklist reminders started");
+            gatehouse_server::onboarding::run_reminders(
+                app,
+                std::time::Duration::from_secs(60),
+                async move {
+                    let _ = stopping.wait_for(|stop| *stop).await;
+                },
+            )
+            .await;
+            tracing::info!("checklist reminders stopped");
+        })
+    };
+
     let state = ApiState {
         app: Arc::new(app),
         metrics: Arc::new(Metrics::new()),
@@ -174,6 +194,9 @@ pub async fn run(args: &ConfigArgs, serve: ServeArgs) -> Result<ExitCode, CliErr
     }
     if let Err(err) = audit_worker.await {
         tracing::error!(%err, "the audit sequencer task failed");
+    }
+    if let Err(err) = reminder_worker.await {
+        tracing::error!(%err, "the checklist reminder task failed");
     }
     tracing::info!("closing the database");
     store.close().await;

@@ -10,6 +10,7 @@ mod audit_read;
 mod extract;
 mod gates;
 mod health;
+mod onboarding;
 mod openapi;
 mod operators;
 mod oscal;
@@ -111,6 +112,20 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(audit_read::inclusion_proof))
         .routes(routes!(audit_read::consistency_proof))
         .routes(routes!(audit_read::verify_log))
+        .routes(routes!(onboarding::list_onboardings))
+        .routes(routes!(onboarding::get_onboarding))
+        .routes(routes!(onboarding::list_items))
+        .routes(routes!(onboarding::receive_item))
+        .routes(routes!(onboarding::waive_item))
+        .routes(routes!(onboarding::hand_over_secret))
+        .merge(
+            // Files are larger than the API's JSON bodies.
+            OpenApiRouter::new()
+                .routes(routes!(onboarding::upload_file, onboarding::download_file))
+                .layer(DefaultBodyLimit::max(
+                    crate::onboarding::MAX_FILE_BYTES + 1024,
+                )),
+        )
 }
 
 /// The whole HTTP application.
