@@ -179,12 +179,22 @@ mod cases {
             .with_max_level(tracing::Level::TRACE)
             .with_writer(move || writer.clone())
             .finish();
+        // A global subscriber that listens to everything (and writes
+        // nowhere) first: otherwise another test's thread may register the
+        // creation event's callsite while only the no-op default exists and
+        // cache "nobody listens" for it, racing any rebuild of that cache.
+        static GLOBAL: std::sync::Once = std::sync::Once::new();
+        GLOBAL.call_once(|| {
+            let everything = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::TRACE)
+                .with_writer(std::io::sink)
+                .finish();
+            // Fails only if another test set one, which also listens.
+            let _ = tracing::subscriber::set_global_default(everything);
+        });
         // Attached to the future, not the thread: the runtime may resume
         // it on any of its worker threads.
         let dispatch = tracing::Dispatch::new(subscriber);
-        // Another test's thread may have registered the creation event's
-        // callsite while this dispatcher was being made, caching "nobody
-        // listens": recompute every callsite's interest now that it exists.
         tracing::callsite::rebuild_interest_cache();
         let provider = env.local();
         let signer = {
