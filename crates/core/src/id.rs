@@ -166,6 +166,10 @@ typed_id!(
     /// A notification in the outbox (an L1 review request).
     NotificationId, "ntf"
 );
+typed_id!(
+    /// A connector of a tenant (an external system its actions reach).
+    ConnectorId, "con"
+);
 
 #[cfg(test)]
 mod tests {

@@ -11,9 +11,8 @@
 --    ran is asked again with a new approval; the old one stays approved and
 --    the history says it was superseded. So a step may have several
 --    approvals, but at most one pending. SQLite cannot drop a table
---    constraint, so the table is rebuilt (decisions reference it by id; the
---    foreign-key check is deferred to the end of this migration's
---    transaction, when the ids exist again).
+--    constraint, so the table is rebuilt, and its decisions with it (they
+--    reference it), inside this migration's transaction.
 
 CREATE TABLE connectors (
     id          TEXT PRIMARY KEY,
@@ -33,8 +32,6 @@ CREATE TABLE connectors (
 
 -- Resolution: a tenant's connector of a kind.
 CREATE INDEX connectors_kind ON connectors (tenant_id, kind, name);
-
-PRAGMA defer_foreign_keys = ON;
 
 CREATE TABLE approvals_0011 (
     id             TEXT PRIMARY KEY,
@@ -65,8 +62,30 @@ SELECT id, instance_id, step_id, tenant_id, state, plan, required, approver_role
        decided_at, decision_count
 FROM approvals;
 
+-- The decisions move with them (as in 0003), so that no row ever points
+-- at a dropped table.
+CREATE TABLE approval_decisions_0011 (
+    approval_id     TEXT NOT NULL REFERENCES approvals_0011 (id),
+    operator_id     TEXT NOT NULL REFERENCES operators (id),
+    seq             INTEGER NOT NULL CHECK (seq >= 1),
+    verdict         TEXT NOT NULL CHECK (verdict IN ('approve', 'reject', 'modify')),
+    reason          TEXT NOT NULL CHECK (length(reason) > 0 AND length(reason) <= 2000),
+    modified_params TEXT,
+    at              TEXT NOT NULL,
+    PRIMARY KEY (approval_id, operator_id),
+    UNIQUE (approval_id, seq),
+    CHECK ((verdict = 'modify') = (modified_params IS NOT NULL))
+) STRICT;
+
+INSERT INTO approval_decisions_0011 (approval_id, operator_id, seq, verdict, reason, modified_params, at)
+SELECT approval_id, operator_id, seq, verdict, reason, modified_params, at
+FROM approval_decisions;
+
+DROP TABLE approval_decisions;
 DROP TABLE approvals;
+-- Renaming rewrites the decisions' reference to the new name.
 ALTER TABLE approvals_0011 RENAME TO approvals;
+ALTER TABLE approval_decisions_0011 RENAME TO approval_decisions;
 
 CREATE INDEX approvals_overdue ON approvals (deadline, id)
     WHERE state = 'pending' AND deadline IS NOT NULL AND escalated_at IS NULL;
