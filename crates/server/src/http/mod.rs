@@ -7,6 +7,7 @@
 
 mod audit;
 mod audit_read;
+mod connectors;
 mod extract;
 mod gates;
 mod health;
@@ -111,6 +112,11 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(audit_read::inclusion_proof))
         .routes(routes!(audit_read::consistency_proof))
         .routes(routes!(audit_read::verify_log))
+        .routes(routes!(connectors::list_connectors))
+        .routes(routes!(
+            connectors::put_connector,
+            connectors::delete_connector
+        ))
 }
 
 /// The whole HTTP application.
