@@ -62,6 +62,10 @@ enum Command {
     Approvals(commands::workflows::ApprovalsCommand),
     /// Run a benchmark; the last line printed is a JSON object.
     Bench(bench::BenchArgs),
+    /// Manage tenants' connectors (the PSA, RMM, Microsoft 365 and
+    /// documentation systems their actions reach).
+    #[command(subcommand)]
+    Connector(commands::connector::ConnectorCommand),
 }
 
 /// Why a command failed.
@@ -128,5 +132,6 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             commands::workflows::run_approvals(&cli.config, command).await
         }
         Command::Bench(args) => bench::run(&cli.config, args).await,
+        Command::Connector(command) => commands::connector::run(&cli.config, command).await,
     }
 }
