@@ -1082,3 +1082,126 @@ async fn docs_organizations_are_found_before_created() {
     })
     .await;
 }
+
+/// The engine and a real connector-backed action together: the L2
+/// approval shows the RMM's diff; someone creates the organization between
+/// the approval and the run; the step does not run blindly but is asked
+/// again with a plan that shows nothing left to create, and then finds the
+/// organization instead of creating a second one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_l2_step_is_asked_again_when_the_rmm_changed_after_approval() {
+    use gatehouse_core::approval::{ApprovalState, Verdict};
+    use gatehouse_core::operator::{OperatorName, Role};
+    use gatehouse_core::store::ApprovalQuery;
+    use gatehouse_core::workflow::{DedupKey, EventKind, EventSource, InstanceState};
+    use gatehouse_engine::runtime::{Engine, EngineConfig, NewEvent};
+    use gatehouse_engine::template::{Template, builtin_actions};
+
+    with_env(async |env| {
+        let template = Template::from_toml(
+            "onboard.toml",
+            r#"
+name = "onboard-rmm"
+version = 1
+title = "Onboard"
+area = "client_onboarding"
+on_failure = "park"
+
+[[trigger]]
+event = "psa.opportunity.won"
+
+[[stage]]
+id = "access"
+title = "Access"
+
+[[stage.step]]
+id = "rmm-organization"
+title = "Create the RMM organization"
+action = "rmm.create_organization"
+params = { tenant = "acme", name = "{{ event.payload.company.name }}" }
+"#,
+            &builtin_actions(),
+        )
+        .unwrap();
+        let app = &env.served.app;
+        let engine = Engine::new(
+            app.store.clone(),
+            Arc::new(vec![template]),
+            Arc::new(env.actions.clone()),
+            app.clock.clone(),
+            EngineConfig::default(),
+        );
+        let settle = || async {
+            while engine.tick().await.unwrap() > 0 {}
+        };
+        let id = engine
+            .submit(
+                NewEvent {
+                    tenant_id: Some(env.client),
+                    source: EventSource::parse("api").unwrap(),
+                    kind: EventKind::parse("psa.opportunity.won").unwrap(),
+                    dedup_key: DedupKey::parse("deal-7").unwrap(),
+                    payload: json!({"company": {"name": "Acme Ltd"}}),
+                },
+                "system",
+            )
+            .await
+            .unwrap()
+            .instances[0];
+        settle().await;
+        let approvals = |state| async move {
+            app.store
+                .list_approvals(&ApprovalQuery {
+                    instance: Some(id),
+                    state,
+                    limit: 10,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+        };
+        let first = approvals(Some(ApprovalState::Pending)).await.remove(0);
+        assert_eq!(
+            first.plan["diff"]["changes"],
+            json!([{"target": "ninjaone organization", "field": "name", "before": null, "after": "Acme Ltd"}])
+        );
+        let (lead, _, _) = app
+            .create_operator(
+                &SYSTEM,
+                OperatorName::parse("lea").unwrap(),
+                DisplayName::parse("Lea").unwrap(),
+                Role::Lead,
+            )
+            .await
+            .unwrap();
+        engine
+            .decide(first.id, &lead, Verdict::Approve, "create it", None)
+            .await
+            .unwrap();
+        // Someone creates it by hand before the step runs.
+        env.fakes.rmm.orgs.lock().unwrap().push(RmmOrganization {
+            id: "by-hand".into(),
+            name: "Acme Ltd".into(),
+        });
+        settle().await;
+        assert_eq!(*env.fakes.rmm.creates.lock().unwrap(), 0);
+        let history = app.store.instance_history(id).await.unwrap();
+        let changed = history.iter().find(|h| h.kind == "plan.changed").unwrap();
+        assert_eq!(changed.detail["changed"][0]["path"], "organization");
+        let second = approvals(Some(ApprovalState::Pending)).await.remove(0);
+        assert_eq!(second.plan["supersedes"], json!(first.id));
+        assert_eq!(second.plan["diff"]["changes"], json!([]), "nothing left to create");
+
+        engine
+            .decide(second.id, &lead, Verdict::Approve, "use the existing one", None)
+            .await
+            .unwrap();
+        settle().await;
+        let (instance, steps) = app.store.get_instance(id).await.unwrap();
+        assert_eq!(instance.state, InstanceState::Completed);
+        let output = steps[0].output.clone().unwrap();
+        assert_eq!((output["id"].clone(), output["created"].clone()), (json!("by-hand"), json!(false)));
+        assert_eq!(*env.fakes.rmm.creates.lock().unwrap(), 0, "never a second organization");
+    })
+    .await;
+}
