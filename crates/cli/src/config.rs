@@ -103,6 +103,7 @@ struct FileConfig {
     audit_key_name: Option<String>,
     audit_checkpoint_entries: Option<u64>,
     audit_checkpoint_secs: Option<u64>,
+    msp_tenant: Option<String>,
 }
 
 /// The settings in force.
@@ -166,6 +167,9 @@ pub struct Config {
     /// … or when its latest checkpoint is this many seconds old and it grew
     /// (at least 1).
     pub audit_checkpoint_secs: NonZeroU64,
+    /// The slug of the MSP's own tenant, whose connectors serve every
+    /// client that has none of its own.
+    pub msp_tenant: gatehouse_core::tenant::TenantSlug,
 }
 
 impl std::fmt::Debug for Config {
@@ -319,6 +323,13 @@ impl Config {
                     .or(file.audit_checkpoint_secs)
                     .unwrap_or(60),
             )?,
+            msp_tenant: {
+                let slug = env("GATEHOUSE_MSP_TENANT")
+                    .or(file.msp_tenant)
+                    .unwrap_or_else(|| gatehouse_server::actions::DEFAULT_MSP_TENANT.into());
+                gatehouse_core::tenant::TenantSlug::parse(&slug)
+                    .map_err(|e| CliError::Config(format!("msp_tenant `{slug}`: {e}")))?
+            },
             data_dir,
             database_url,
         })

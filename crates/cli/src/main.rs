@@ -67,6 +67,10 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Run the vendor emulators (PSA, RMM, Graph, documentation) on loopback.
     Sandbox(commands::sandbox::SandboxArgs),
+    /// Manage tenants' connectors (the PSA, RMM, Microsoft 365 and
+    /// documentation systems their actions reach).
+    #[command(subcommand)]
+    Connector(commands::connector::ConnectorCommand),
 }
 
 /// Why a command failed.
@@ -135,5 +139,6 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Onboarding(command) => commands::onboarding::run(&cli.config, command).await,
         Command::Bench(args) => bench::run(&cli.config, args).await,
         Command::Sandbox(args) => commands::sandbox::run(args).await,
+        Command::Connector(command) => commands::connector::run(&cli.config, command).await,
     }
 }

@@ -108,6 +108,7 @@ pub fn open_engine(
     config: &Config,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    keyring: &Arc<Keyring>,
     onboarding: &AppSlot,
 ) -> Result<Arc<Engine>, CliError> {
     // Templates may name every built-in action; those without an
@@ -119,6 +120,17 @@ pub fn open_engine(
     actions.register("sandbox.noop", Arc::new(Noop));
     let http_post = HttpPost::new(clock.clone()).map_err(|e| CliError::Config(e.to_string()))?;
     actions.register(http_action::NAME, Arc::new(http_post));
+    // The connector-backed actions (psa.…, rmm.…, graph.…, docs.…).
+    let directory = gatehouse_server::actions::Directory::new(
+        store.clone(),
+        keyring.clone(),
+        clock.clone(),
+        Arc::new(gatehouse_server::actions::VendorFactory {
+            clock: clock.clone(),
+        }),
+        config.msp_tenant.clone(),
+    );
+    gatehouse_server::actions::register(&mut actions, Arc::new(directory));
     // The onboarding's Gatehouse-side actions need the App, which needs
     // this engine: they get an empty slot that `open_app` fills.
     gatehouse_server::onboarding::register_actions(&mut actions, onboarding);
@@ -144,11 +156,12 @@ pub async fn open_app(config: &Config, store: Arc<dyn Store>) -> Result<(App, bo
         Duration::from_secs(config.key_cache_ttl_secs),
     )
     .with_audit_keys(store.clone());
+    let keyring = Arc::new(keyring);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let onboarding = AppSlot::new();
-    let engine = open_engine(config, store.clone(), clock.clone(), &onboarding)?;
+    let engine = open_engine(config, store.clone(), clock.clone(), &keyring, &onboarding)?;
     let signer = open_audit_signer(config, &keyring, store.as_ref(), clock.as_ref()).await?;
-    let app = App::new(store, Arc::new(keyring), clock, engine).with_audit_signer(signer);
+    let app = App::new(store, keyring, clock, engine).with_audit_signer(signer);
     onboarding.set(app.clone());
     Ok((app, created))
 }

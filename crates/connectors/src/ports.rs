@@ -321,6 +321,20 @@ pub trait M365: Send + Sync {
         customer_tenant_id: &str,
         group: &str,
     ) -> Result<Vec<String>, ConnectorError>;
+    /// Every delegated admin relationship the customer tenant has with any
+    /// partner (ours and other providers'), as read in the customer tenant.
+    /// Used to check that a previous provider's access is gone. Clients
+    /// that cannot read it answer a configuration error.
+    async fn customer_relationships(
+        &self,
+        customer_tenant_id: &str,
+    ) -> Result<Vec<GdapRelationship>, ConnectorError> {
+        let _ = customer_tenant_id;
+        Err(ConnectorError::Config {
+            system: "graph",
+            message: "reading a customer's delegated admin relationships is not supported".into(),
+        })
+    }
 }
 
 /// An organization in a documentation platform.

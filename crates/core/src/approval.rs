@@ -263,6 +263,27 @@ pub fn plan(action: &str, params: Value) -> Value {
     json!({"action": action, "params": params, "diff": null, "recommendation": null})
 }
 
+/// A plan with its diff against the target's current state: `diff` is
+/// `{"summary", "changes": [{"target", "field", "before", "after"}],
+/// "observed", "fingerprint"}`, as the engine's actions prepare it.
+/// `supersedes` names the approval this one replaces, when the target
+/// changed after that one was approved.
+pub fn plan_with_diff(
+    action: &str,
+    params: Value,
+    diff: Value,
+    supersedes: Option<ApprovalId>,
+) -> Value {
+    let mut plan = plan(action, params);
+    if let Some(object) = plan.as_object_mut() {
+        object.insert("diff".to_owned(), diff);
+        if let Some(old) = supersedes {
+            object.insert("supersedes".to_owned(), json!(old));
+        }
+    }
+    plan
+}
+
 /// What an L2 step asks for when it opens an approval.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApprovalRequest {
@@ -534,6 +555,12 @@ impl Approval {
             .rev()
             .find_map(|d| d.modified_params.as_ref())
             .or_else(|| self.plan.get("params"))
+    }
+
+    /// The fingerprint of the target state the plan's diff was prepared
+    /// from, if the plan has a diff.
+    pub fn plan_fingerprint(&self) -> Option<&str> {
+        self.plan.pointer("/diff/fingerprint")?.as_str()
     }
 
     /// Still pending at `now`, past its deadline, and not escalated yet:

@@ -174,6 +174,10 @@ typed_id!(
     /// A tenant's SLA clock (started at go-live).
     SlaId, "sla"
 );
+typed_id!(
+    /// A connector of a tenant (an external system its actions reach).
+    ConnectorId, "con"
+);
 
 #[cfg(test)]
 mod tests {

@@ -11,6 +11,7 @@ pub mod approval;
 pub mod audit;
 pub mod audit_key;
 pub mod clock;
+pub mod connector;
 pub mod error;
 pub mod gate;
 pub mod id;

@@ -749,6 +749,7 @@ pub trait Store:
     + AuditStore
     + crate::audit_key::AuditKeyStore
     + crate::onboarding::OnboardingStore
+    + crate::connector::ConnectorStore
     + Debug
 {
     /// Which engine this is.

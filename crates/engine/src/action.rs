@@ -73,6 +73,16 @@ impl ActionError {
 pub trait Action: Send + Sync {
     /// Runs the action once.
     async fn run(&self, call: ActionCall<'_>) -> Result<Value, ActionError>;
+
+    /// Prepares the plan of `call` without changing anything: reads the
+    /// target's current state through the connector and answers the changes
+    /// `run` would make. Called when an L2 step opens its approval and
+    /// again just before the approved step runs (with the approved
+    /// parameters). `None` (the default): the action has no diff to show.
+    async fn plan(&self, call: ActionCall<'_>) -> Result<Option<Plan>, ActionError> {
+        let _ = call;
+        Ok(None)
+    }
 }
 
 /// The actions the engine knows, by name.
@@ -125,4 +135,67 @@ impl Action for Noop {
     async fn run(&self, call: ActionCall<'_>) -> Result<Value, ActionError> {
         Ok(serde_json::json!({ "step": call.step_id, "attempt": call.attempt }))
     }
+}
+
+/// One change a plan would make to a target system.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Change {
+    /// What is changed (`psa company 42`, `rmm organization "Acme"`).
+    pub target: String,
+    /// The field or path changed (`status`, `locations[Main office]`).
+    pub field: String,
+    /// Its value now, as read (`null`: it does not exist).
+    pub before: Value,
+    /// Its value once the step has run (`null`: it is removed).
+    pub after: Value,
+}
+
+/// A step's plan: the changes it would make, as a diff against the state of
+/// the target that was read to prepare it.
+///
+/// The `fingerprint` identifies that state: the engine prepares the plan
+/// again just before an approved step runs, and runs it only if the
+/// fingerprint is the same; otherwise the people are asked again.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Plan {
+    /// One line for the approver (`Set company 42's status to Active`).
+    pub summary: String,
+    /// The changes; empty when the target already is as the step wants.
+    pub changes: Vec<Change>,
+    /// The target's state as read (only what the plan depends on; no
+    /// secrets).
+    pub observed: Value,
+    /// A hash of `observed`.
+    pub fingerprint: String,
+}
+
+impl Plan {
+    /// A plan over the state `observed`; its fingerprint is computed here.
+    pub fn new(summary: impl Into<String>, changes: Vec<Change>, observed: Value) -> Self {
+        let fingerprint = fingerprint(&observed);
+        Self {
+            summary: summary.into(),
+            changes,
+            observed,
+            fingerprint,
+        }
+    }
+
+    /// The plan as an approval's `diff`.
+    pub fn to_diff(&self) -> Value {
+        serde_json::json!({
+            "summary": self.summary,
+            "changes": self.changes,
+            "observed": self.observed,
+            "fingerprint": self.fingerprint,
+        })
+    }
+}
+
+/// The SHA-256 (hex) of `observed` serialised as JSON. `serde_json` keeps
+/// object keys sorted, so the same state always gives the same fingerprint.
+pub fn fingerprint(observed: &Value) -> String {
+    use sha2::Digest;
+    let bytes = serde_json::to_vec(observed).unwrap_or_default();
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use gatehouse_core::approval::{
     Approval, ApprovalRequest, ApprovalState, Decision, HumanTask, Verdict, plan as approval_plan,
+    plan_with_diff,
 };
 use gatehouse_core::clock::Clock;
 use gatehouse_core::gate::{GateLevel, GatePolicy};
@@ -31,7 +32,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use tokio::sync::{Notify, broadcast};
 
-use crate::action::{ActionCall, ActionError, ActionRegistry};
+use crate::action::{ActionCall, ActionError, ActionRegistry, Plan};
 use crate::breaker::BreakerRegistry;
 use crate::notify::review_request;
 use crate::retry::random_unit;
@@ -39,6 +40,7 @@ use crate::stats::EngineStats;
 use crate::template::{OnFailure, Step, Template};
 
 mod escalation;
+mod plans;
 mod rollback;
 mod timers;
 
@@ -583,6 +585,7 @@ impl Engine {
                 if let Some(approved) = approved.as_object_mut() {
                     approved.insert(step_id.to_owned(), params.clone());
                 }
+                plans::remember_approved(context, approval);
             }
             run.state = StepState::Pending;
             instance.state = InstanceState::Running;
@@ -1187,6 +1190,31 @@ struct Wave {
     now: OffsetDateTime,
     /// The tenant's gate policy, as read at the start of this tick.
     policy: Arc<GatePolicy>,
+    /// L2 steps whose approval waits for their plan (prepared, through
+    /// the action, when the wave runs).
+    to_plan: Vec<(Step, Value)>,
+}
+
+/// What came of one call of a wave.
+enum Outcome {
+    /// The action ran (or could not be called); `checked` when its plan was
+    /// re-checked, unchanged, just before.
+    Ran {
+        result: Result<Value, ActionError>,
+        checked: bool,
+    },
+    /// The approved step did not run: the target changed since its plan was
+    /// prepared. This is the fresh plan.
+    Changed(Box<Plan>),
+}
+
+impl Outcome {
+    fn ran(result: Result<Value, ActionError>) -> Self {
+        Self::Ran {
+            result,
+            checked: false,
+        }
+    }
 }
 
 /// What to run in this wave.
@@ -1235,6 +1263,7 @@ impl Wave {
             seq,
             now,
             policy,
+            to_plan: Vec::new(),
         })
     }
 
@@ -1319,7 +1348,12 @@ impl Wave {
                     let params = self.approved_params(&id).cloned().unwrap_or_default();
                     calls.push(self.forward_call(step, params));
                 }
-                GateLevel::L2 | GateLevel::L3 => match step.render_params(&self.instance.context) {
+                GateLevel::L2 => match step.render_params(&self.instance.context) {
+                    // The approval is opened once the plan is prepared.
+                    Ok(params) => self.to_plan.push((step.clone(), params)),
+                    Err(err) => self.fail_step(&id, &format!("parameters: {err}")),
+                },
+                GateLevel::L3 => match step.render_params(&self.instance.context) {
                     Ok(params) => self.gate(step, level, params),
                     Err(err) => self.fail_step(&id, &format!("parameters: {err}")),
                 },
@@ -1402,32 +1436,7 @@ impl Wave {
         let id = step.id.as_str().to_owned();
         let now = self.now;
         if level == GateLevel::L2 {
-            let request = ApprovalRequest {
-                instance_id: self.instance.id,
-                step_id: id.clone(),
-                tenant_id: self.instance.tenant_id,
-                plan: approval_plan(step.action.as_str(), params),
-                required: 1,
-                approver_role: Role::Lead,
-                initiated_by: self.instance.created_by.clone(),
-                prepared_by: SYSTEM.to_owned(),
-                deadline: Some(now + APPROVAL_DEADLINE),
-                escalate_to: Some(Role::Admin),
-            };
-            match Approval::open(request, now) {
-                Ok(approval) => {
-                    self.note(
-                        "approval.requested",
-                        Some(&id),
-                        json!({ "approval": approval.id, "gate": level }),
-                    );
-                    self.approvals.push(approval);
-                    if let Some(run) = self.step_mut(&id) {
-                        run.state = StepState::AwaitingApproval;
-                    }
-                }
-                Err(err) => self.fail_step(&id, &format!("cannot request approval: {err}")),
-            }
+            self.open_approval(step, params, None, None);
         } else {
             let support = json!({
                 "action": step.action.as_str(),
@@ -1452,6 +1461,57 @@ impl Wave {
                 }
                 Err(err) => self.fail_step(&id, &format!("cannot create the human task: {err}")),
             }
+        }
+    }
+
+    /// Opens the approval of an L2 step: its plan holds the parameters
+    /// and, when the action prepared one, the diff against the target's
+    /// current state. `supersedes` names the approval it replaces (the
+    /// target changed after that one was approved).
+    fn open_approval(
+        &mut self,
+        step: &Step,
+        params: Value,
+        prepared: Option<&Plan>,
+        supersedes: Option<ApprovalId>,
+    ) {
+        let id = step.id.as_str().to_owned();
+        let now = self.now;
+        let action = step.action.as_str();
+        let plan = match prepared {
+            Some(prepared) => plan_with_diff(action, params, prepared.to_diff(), supersedes),
+            None => approval_plan(action, params),
+        };
+        let request = ApprovalRequest {
+            instance_id: self.instance.id,
+            step_id: id.clone(),
+            tenant_id: self.instance.tenant_id,
+            plan,
+            required: 1,
+            approver_role: Role::Lead,
+            initiated_by: self.instance.created_by.clone(),
+            prepared_by: SYSTEM.to_owned(),
+            deadline: Some(now + APPROVAL_DEADLINE),
+            escalate_to: Some(Role::Admin),
+        };
+        match Approval::open(request, now) {
+            Ok(approval) => {
+                let mut detail = json!({ "approval": approval.id, "gate": GateLevel::L2 });
+                if let Some(prepared) = prepared {
+                    detail["changes"] = json!(prepared.changes.len());
+                    detail["fingerprint"] = json!(prepared.fingerprint);
+                }
+                if let Some(old) = supersedes {
+                    detail["supersedes"] = json!(old);
+                }
+                self.note("approval.requested", Some(&id), detail);
+                self.approvals.push(approval);
+                if let Some(run) = self.step_mut(&id) {
+                    run.state = StepState::AwaitingApproval;
+                    run.next_attempt_at = None;
+                }
+            }
+            Err(err) => self.fail_step(&id, &format!("cannot request approval: {err}")),
         }
     }
 
@@ -1492,6 +1552,7 @@ impl Wave {
         breakers: &BreakerRegistry,
     ) -> (Progress, usize, Vec<StepRun>, Arc<Template>) {
         let calls = self.plan();
+        self.prepare_plans(actions).await;
         let mut set = tokio::task::JoinSet::new();
         for (index, call) in calls.iter().enumerate() {
             let action_name = if call.undo {
@@ -1507,9 +1568,9 @@ impl Wave {
                 set.spawn(async move {
                     (
                         index,
-                        Err(ActionError::permanent(format!(
+                        Outcome::ran(Err(ActionError::permanent(format!(
                             "no action `{action_name}` is implemented"
-                        ))),
+                        )))),
                     )
                 });
                 continue;
@@ -1530,16 +1591,23 @@ impl Wave {
                 call.attempt,
                 call.step.timeout,
             );
+            // An approved step whose plan had a diff is checked against the
+            // target once more before it runs.
+            let recheck = if call.undo {
+                None
+            } else {
+                self.recheck_of(call.step.id.as_str())
+            };
             set.spawn(async move {
                 let permit = match breaker.try_acquire() {
                     Ok(permit) => permit,
                     Err(rejected) => {
                         return (
                             index,
-                            Err(ActionError::Retryable {
+                            Outcome::ran(Err(ActionError::Retryable {
                                 message: format!("circuit open for `{breaker_key}`"),
                                 retry_after: Some(rejected.retry_in),
-                            }),
+                            })),
                         );
                     }
                 };
@@ -1551,6 +1619,24 @@ impl Wave {
                     params: &params,
                     attempt,
                 };
+                let checked = recheck.is_some();
+                if let Some(approved) = recheck {
+                    match plans::recheck(action.as_ref(), call.clone(), timeout, &approved).await {
+                        Ok(None) => {}
+                        Ok(Some(changed)) => {
+                            permit.success();
+                            return (index, Outcome::Changed(Box::new(changed)));
+                        }
+                        Err(err) => {
+                            if matches!(err, ActionError::Retryable { .. }) {
+                                permit.failure();
+                            } else {
+                                permit.success();
+                            }
+                            return (index, Outcome::ran(Err(err)));
+                        }
+                    }
+                }
                 let result = match tokio::time::timeout(timeout, action.run(call)).await {
                     Ok(result) => result,
                     Err(_) => Err(ActionError::retryable(format!(
@@ -1563,7 +1649,7 @@ impl Wave {
                     // The target answered: it is up, the request was wrong.
                     Err(ActionError::Permanent { .. }) => permit.success(),
                 }
-                (index, result)
+                (index, Outcome::Ran { result, checked })
             });
         }
         let mut results = Vec::with_capacity(calls.len());
@@ -1573,9 +1659,20 @@ impl Wave {
             }
         }
         results.sort_by_key(|(index, _)| *index);
-        for (index, result) in results {
+        for (index, outcome) in results {
             if let Some(call) = calls.get(index) {
-                self.record(call, result);
+                match outcome {
+                    Outcome::Ran { result, checked } => {
+                        if checked && result.is_err() {
+                            // The re-check passed and the action ran: a
+                            // retry must not take its own partial change
+                            // for someone else's.
+                            self.mark_rechecked(call.step.id.as_str());
+                        }
+                        self.record(call, result);
+                    }
+                    Outcome::Changed(changed) => self.plan_changed(call, *changed),
+                }
             }
         }
         let template = self.template.clone();

@@ -38,6 +38,7 @@ pub use audit_read::{
 };
 pub use checkpoints::{CheckpointView, Issued};
 pub use oscal::{Fact, assemble};
+mod connectors;
 mod gates;
 
 /// The largest secret value accepted, in bytes.
@@ -520,7 +521,7 @@ impl App {
 
     // ----- secrets --------------------------------------------------------
 
-    fn secret_context(name: &SecretName) -> String {
+    pub(crate) fn secret_context(name: &SecretName) -> String {
         format!("secret:{name}")
     }
 

@@ -134,6 +134,7 @@ impl AppError {
             "workflow" => "workflow_not_found",
             "approval" => "approval_not_found",
             "task" => "task_not_found",
+            "connector" => "connector_not_found",
             _ => "not_found",
         };
         Self::NotFound {

@@ -8,6 +8,7 @@
 //! - [`error::AppError`] is the one error type of this layer; its HTTP
 //!   status and stable `code` are decided in one place.
 
+pub mod actions;
 pub mod app;
 pub mod audit;
 pub mod audit_verify;

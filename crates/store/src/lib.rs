@@ -11,6 +11,7 @@
 
 mod audit_key_sql;
 mod audit_sql;
+mod connector_sql;
 mod engine_sql;
 mod gate_sql;
 mod metrics_sql;

@@ -228,6 +228,7 @@ crate::metrics_sql::impl_metrics_store!(PgStore);
 crate::audit_sql::impl_audit_store!(PgStore, sqlx::Postgres, " COLLATE \"C\"");
 crate::audit_key_sql::impl_audit_key_store!(PgStore);
 crate::onboarding_sql::impl_onboarding_store!(PgStore, sqlx::Postgres);
+crate::connector_sql::impl_connector_store!(PgStore);
 
 #[async_trait::async_trait]
 impl Store for PgStore {

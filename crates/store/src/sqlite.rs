@@ -148,6 +148,7 @@ crate::metrics_sql::impl_metrics_store!(SqliteStore);
 crate::audit_sql::impl_audit_store!(SqliteStore, sqlx::Sqlite, "");
 crate::audit_key_sql::impl_audit_key_store!(SqliteStore);
 crate::onboarding_sql::impl_onboarding_store!(SqliteStore, sqlx::Sqlite);
+crate::connector_sql::impl_connector_store!(SqliteStore);
 
 #[async_trait::async_trait]
 impl Store for SqliteStore {

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod audit_export;
+pub mod connector;
 pub mod keys;
 pub mod onboarding;
 pub mod operator;

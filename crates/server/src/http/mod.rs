@@ -7,6 +7,7 @@
 
 mod audit;
 mod audit_read;
+mod connectors;
 mod extract;
 mod gates;
 mod health;
@@ -126,6 +127,11 @@ fn api_routes() -> OpenApiRouter<ApiState> {
                     crate::onboarding::MAX_FILE_BYTES + 1024,
                 )),
         )
+        .routes(routes!(connectors::list_connectors))
+        .routes(routes!(
+            connectors::put_connector,
+            connectors::delete_connector
+        ))
 }
 
 /// The whole HTTP application.

@@ -12,6 +12,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
     tags(
         (name = "tenants", description = "Client tenants and their lifecycle"),
         (name = "secrets", description = "Tenants' secrets, encrypted under each tenant's own key"),
+        (name = "connectors", description = "Tenants' connectors: the PSA, RMM, Microsoft 365 and documentation systems their actions reach"),
         (name = "gates", description = "Tenants' gate levels per process area: raised per tenant, never below the area's floor"),
         (name = "operators", description = "MSP staff accounts and API tokens"),
         (name = "audit", description = "The audit log: browsing, proofs and verification (role auditor, lead or admin); its public key needs no token"),
