@@ -17,5 +17,6 @@
 pub mod error;
 pub mod http;
 pub mod ports;
+pub mod webhook;
 
 pub use error::ConnectorError;
