@@ -166,6 +166,10 @@ typed_id!(
     /// A notification in the outbox (an L1 review request).
     NotificationId, "ntf"
 );
+typed_id!(
+    /// A delivery attempt of an inbound webhook.
+    HookDeliveryId, "hkd"
+);
 
 #[cfg(test)]
 mod tests {

@@ -13,6 +13,7 @@ pub mod audit_key;
 pub mod clock;
 pub mod error;
 pub mod gate;
+pub mod hooks;
 pub mod id;
 pub mod keys;
 pub mod notify;

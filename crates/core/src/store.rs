@@ -748,6 +748,7 @@ pub trait Store:
     + MetricsStore
     + AuditStore
     + crate::audit_key::AuditKeyStore
+    + crate::hooks::HookStore
     + Debug
 {
     /// Which engine this is.
