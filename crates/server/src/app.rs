@@ -39,6 +39,7 @@ pub use audit_read::{
 pub use checkpoints::{CheckpointView, Issued};
 pub use oscal::{Fact, assemble};
 mod gates;
+pub mod hooks;
 
 /// The largest secret value accepted, in bytes.
 pub const MAX_SECRET_BYTES: usize = 16 * 1024;

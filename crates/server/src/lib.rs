@@ -15,6 +15,7 @@ pub mod authz;
 pub mod demo;
 pub mod error;
 pub mod http;
+pub mod intake_poll;
 pub mod metrics;
 
 pub use app::{Actor, App};

@@ -10,6 +10,7 @@ mod audit_read;
 mod extract;
 mod gates;
 mod health;
+pub mod hooks;
 mod openapi;
 mod operators;
 mod oscal;
@@ -130,6 +131,10 @@ pub fn router(state: ApiState, config: HttpConfig) -> Router {
         .route("/healthz", axum::routing::get(health::healthz))
         .route("/readyz", axum::routing::get(health::readyz))
         .route("/metrics", axum::routing::get(health::metrics))
+        .route(
+            "/hooks/{source}/{tenant}",
+            axum::routing::post(hooks::receive).layer(DefaultBodyLimit::max(hooks::MAX_HOOK_BODY_BYTES)),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), track))
