@@ -357,15 +357,15 @@ impl KeyHostAllowlist {
         // `[::1]` is listed as `::1`.
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         let loopback = bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
-        match parsed.scheme() {
-            "https" => {}
-            "http" if loopback => {}
-            _ => return Err(refuse("the scheme must be https")),
-        }
         if !self.hosts.iter().any(|h| h == bare) {
             return Err(SignatureError::KeyUrl(format!(
                 "the host `{bare}` is not in the allowlist"
             )));
+        }
+        match parsed.scheme() {
+            "https" => {}
+            "http" if loopback => {}
+            _ => return Err(refuse("the scheme must be https")),
         }
         Ok(parsed)
     }

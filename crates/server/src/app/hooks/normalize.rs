@@ -80,22 +80,20 @@ fn field<'a>(object: &'a Value, name: &str) -> Option<&'a Value> {
         .map(|(_, v)| v)
 }
 
-fn parse_json(body: &[u8]) -> Result<Value, Reading> {
-    serde_json::from_slice::<Value>(body)
-        .map_err(|e| {
-            Reading::Malformed(format!(
-                "the body is not JSON (line {}, column {})",
-                e.line(),
-                e.column()
-            ))
-        })
-        .and_then(|v| {
-            if v.is_object() {
-                Ok(v)
-            } else {
-                Err(Reading::Malformed("the body is not a JSON object".into()))
-            }
-        })
+/// The body as a JSON object, or why it is malformed.
+fn parse_json(body: &[u8]) -> Result<Value, String> {
+    let value = serde_json::from_slice::<Value>(body).map_err(|e| {
+        format!(
+            "the body is not JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        )
+    })?;
+    if value.is_object() {
+        Ok(value)
+    } else {
+        Err("the body is not a JSON object".into())
+    }
 }
 
 /// Reads a ConnectWise callback (`Type`, `Action`, `ID`, `Entity` as a JSON
@@ -103,7 +101,7 @@ fn parse_json(body: &[u8]) -> Result<Value, Reading> {
 pub(crate) fn connectwise(body: &[u8]) -> Reading {
     let value = match parse_json(body) {
         Ok(v) => v,
-        Err(reading) => return reading,
+        Err(reason) => return Reading::Malformed(reason),
     };
     let kind = text(field(&value, "Type")).unwrap_or_default();
     if !kind.eq_ignore_ascii_case("opportunity") {
@@ -167,7 +165,7 @@ pub(crate) fn connectwise(body: &[u8]) -> Reading {
 pub(crate) fn autotask(body: &[u8]) -> Reading {
     let value = match parse_json(body) {
         Ok(v) => v,
-        Err(reading) => return reading,
+        Err(reason) => return Reading::Malformed(reason),
     };
     let entity = text(field(&value, "EntityType")).unwrap_or_default();
     let action = text(field(&value, "Action")).unwrap_or_default();
@@ -222,7 +220,7 @@ pub(crate) fn autotask(body: &[u8]) -> Reading {
 pub(crate) fn halopsa(body: &[u8]) -> Reading {
     let value = match parse_json(body) {
         Ok(v) => v,
-        Err(reading) => return reading,
+        Err(reason) => return Reading::Malformed(reason),
     };
     let Some(ticket) = field(&value, "ticket").filter(|t| t.is_object()) else {
         return Reading::Malformed("missing fields: ticket".into());
@@ -258,7 +256,7 @@ pub(crate) fn halopsa(body: &[u8]) -> Reading {
 pub(crate) fn generic(body: &[u8]) -> Reading {
     let value = match parse_json(body) {
         Ok(v) => v,
-        Err(reading) => return reading,
+        Err(reason) => return Reading::Malformed(reason),
     };
     let kind = text(value.get("type")).unwrap_or_default();
     if kind != "client.won" {
