@@ -60,6 +60,9 @@ enum Command {
     /// See and decide approvals of gated steps.
     #[command(subcommand)]
     Approvals(commands::workflows::ApprovalsCommand),
+    /// See the webhook intake's deliveries.
+    #[command(subcommand)]
+    Hooks(commands::hooks::HooksCommand),
     /// Run a benchmark; the last line printed is a JSON object.
     Bench(bench::BenchArgs),
 }
@@ -127,6 +130,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Approvals(command) => {
             commands::workflows::run_approvals(&cli.config, command).await
         }
+        Command::Hooks(command) => commands::hooks::run(&cli.config, command).await,
         Command::Bench(args) => bench::run(&cli.config, args).await,
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod audit_export;
+pub mod hooks;
 pub mod keys;
 pub mod operator;
 pub mod serve;
