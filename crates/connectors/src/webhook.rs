@@ -47,6 +47,8 @@ pub const GENERIC_SIGNATURE: &str = "x-gatehouse-signature";
 pub const DEFAULT_REPLAY_WINDOW: Duration = Duration::from_secs(300);
 /// How long a fetched ConnectWise signing key is reused.
 pub const DEFAULT_KEY_TTL: Duration = Duration::from_secs(300);
+/// A ConnectWise key younger than this is not fetched again on a mismatch.
+pub const MIN_KEY_REFRESH: Duration = Duration::from_secs(30);
 /// ConnectWise's cloud API hosts, the default allowlist for key URLs.
 pub const DEFAULT_CONNECTWISE_KEY_HOSTS: &[&str] = &[
     "api-na.myconnectwise.net",
@@ -483,30 +485,36 @@ impl ConnectWiseVerifier {
         let header = header.ok_or(SignatureError::Missing(CONNECTWISE_SIGNATURE))?;
         let url = key_url(body)?;
         let url = self.allowlist.check(&url)?;
-        let key = self.key(&url, false).await?;
+        let (key, fetched) = self.key(&url, false).await?;
         match verify_connectwise_with_key(key.expose().as_bytes(), body, Some(header)) {
-            // ConnectWise may have rotated the key: fetch once more.
-            Err(SignatureError::Mismatch) => {
-                let key = self.key(&url, true).await?;
+            // ConnectWise may have rotated the key: fetch once more, unless
+            // the key was fetched moments ago (so forged deliveries cannot
+            // turn the cache off).
+            Err(SignatureError::Mismatch) if fetched.elapsed() >= MIN_KEY_REFRESH => {
+                let (key, _) = self.key(&url, true).await?;
                 verify_connectwise_with_key(key.expose().as_bytes(), body, Some(header))
             }
             other => other,
         }
     }
 
-    async fn key(&self, url: &Url, refresh: bool) -> Result<Secret, SignatureError> {
+    /// The key for `url` and when it was fetched.
+    async fn key(&self, url: &Url, refresh: bool) -> Result<(Secret, Instant), SignatureError> {
+        // Held across the fetch: concurrent deliveries wait for one fetch
+        // rather than each fetching the same key.
         let mut cache = self.cache.lock().await;
         cache.retain(|_, (at, _)| at.elapsed() < self.ttl);
-        if !refresh && let Some((_, key)) = cache.get(url.as_str()) {
-            return Ok(key.clone());
+        if !refresh && let Some((at, key)) = cache.get(url.as_str()) {
+            return Ok((key.clone(), *at));
         }
         let key = self
             .fetcher
             .fetch(url)
             .await
             .map_err(SignatureError::KeyFetch)?;
-        cache.insert(url.as_str().to_owned(), (Instant::now(), key.clone()));
-        Ok(key)
+        let at = Instant::now();
+        cache.insert(url.as_str().to_owned(), (at, key.clone()));
+        Ok((key, at))
     }
 }
 
@@ -760,12 +768,13 @@ mod tests {
             verifier.verify(CW_BODY, None).await,
             Err(SignatureError::Missing(CONNECTWISE_SIGNATURE))
         );
-        // A mismatch fetches once more (the key may have rotated), then refuses.
+        // A mismatch against a key fetched moments ago is refused without
+        // another fetch (forgeries cannot turn the cache off).
         let tampered = String::from_utf8_lossy(CW_BODY).replace("m-1", "m-2");
         assert_eq!(
             verifier.verify(tampered.as_bytes(), Some(CW_SIG)).await,
             Err(SignatureError::Mismatch)
         );
-        assert_eq!(fetcher.calls.load(Ordering::SeqCst), 2);
+        assert_eq!(fetcher.calls.load(Ordering::SeqCst), 1);
     }
 }

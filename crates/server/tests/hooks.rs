@@ -620,8 +620,8 @@ mod cases {
         assert_eq!(h.onboardings().await, 1);
         assert_eq!(h.keys.counted("key"), 1, "the key is cached");
 
-        // Signed with another key: refused (after one fresh fetch, in case
-        // ConnectWise rotated it).
+        // Signed with another key: refused, without another fetch of a key
+        // fetched moments ago.
         let (status, _) = h
             .connectwise(&connectwise_opportunity(&h.key_url(), 78, "Won"), "forged")
             .await;

@@ -265,14 +265,18 @@ impl Intake {
     }
 
     /// The tenant's hook secret `name`, or 404 if it has none.
-    async fn secret(&self, tenant: TenantId, name: &str) -> Result<Vec<u8>, AppError> {
+    async fn secret(
+        &self,
+        tenant: TenantId,
+        name: &str,
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, AppError> {
         let name = SecretName::parse(name).map_err(|e| AppError::Internal(e.to_string()))?;
         match self
             .app
             .reveal_secret(&Actor::System("webhook intake"), tenant, &name)
             .await
         {
-            Ok(value) => Ok(value.to_vec()),
+            Ok(value) => Ok(value),
             Err(AppError::NotFound { .. }) => Err(AppError::NotFound {
                 code: "hook_not_found",
                 message: NOT_FOUND.into(),
