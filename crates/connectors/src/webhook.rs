@@ -423,6 +423,13 @@ impl SigningKeyFetcher for HttpKeyFetcher {
                     retry_after: None,
                 })?;
         let status = answer.status();
+        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            return Err(ConnectorError::Retryable {
+                system,
+                message: format!("the signing key URL answered {status}"),
+                retry_after: None,
+            });
+        }
         if !status.is_success() {
             return Err(ConnectorError::Rejected {
                 system,

@@ -642,13 +642,30 @@ mod cases {
             refused.reason
         );
 
+        // The key server down: 503 (the sender retries), recorded as failed.
+        let down = connectwise_opportunity(&h.key_url().replace("id=7", "id=8"), 81, "Won");
+        h.keys.set_down(true);
+        let (status, _) = h.connectwise(&down, CW_KEY).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        h.keys.set_down(false);
+        assert_eq!(
+            h.deliveries("msp").await[0].outcome,
+            DeliveryOutcome::Failed
+        );
+        let (status, _) = h.connectwise(&down, CW_KEY).await;
+        assert_eq!(
+            status,
+            StatusCode::ACCEPTED,
+            "delivered again once the key server is back"
+        );
+
         // Lost: ignored.
         let (status, body) = h
             .connectwise(&connectwise_opportunity(&h.key_url(), 80, "Lost"), CW_KEY)
             .await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body["outcome"], "ignored");
-        assert_eq!(h.onboardings().await, 1);
+        assert_eq!(h.onboardings().await, 2);
         h.stop().await;
         Ok(())
     }

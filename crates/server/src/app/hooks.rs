@@ -235,6 +235,16 @@ impl Intake {
             .verify(source, &tenant, headers, body, received_at)
             .await?
         {
+            // The key server could not be reached: not the sender's fault,
+            // and a 503 makes it deliver again.
+            if let SignatureError::KeyFetch(cause) = &err
+                && cause.is_retryable()
+            {
+                let verdict = Verdict::reason(DeliveryOutcome::Failed, err.to_string());
+                self.record(&record(&verdict)).await?;
+                tracing::warn!(tenant = %tenant.id, %source, reason = %err, "webhook not verified: the signing key is unavailable");
+                return Err(AppError::Unavailable(err.to_string()));
+            }
             let verdict = Verdict::reason(DeliveryOutcome::BadSignature, err.to_string());
             self.record(&record(&verdict)).await?;
             tracing::warn!(tenant = %tenant.id, %source, reason = %err, "webhook refused");
