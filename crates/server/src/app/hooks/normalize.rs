@@ -265,8 +265,19 @@ pub(crate) fn generic(body: &[u8]) -> Reading {
     let Some(id) = text(value.get("id")) else {
         return Reading::Malformed("missing fields: id".into());
     };
+    let psa = match text(value.get("psa")) {
+        None => "generic".to_owned(),
+        Some(psa) if ["connectwise", "autotask", "halopsa", "generic"].contains(&psa.as_str()) => {
+            psa
+        }
+        Some(_) => {
+            return Reading::Malformed(
+                "psa must be connectwise, autotask, halopsa or generic".into(),
+            );
+        }
+    };
     Reading::Won(WonDeal {
-        psa: text(value.get("psa")).unwrap_or_else(|| "generic".into()),
+        psa,
         dedup_key: format!("generic:client.won:{id}"),
         company_id: text(at(&value, &["company", "id"])),
         company_name: text(at(&value, &["company", "name"])),
@@ -455,6 +466,8 @@ mod tests {
             panic!()
         };
         assert!(matches!(*from_payload, Reading::Ignored(_)));
+        let odd = json!({"type": "client.won", "id": "1", "psa": "<b>"}).to_string();
+        assert!(matches!(generic(odd.as_bytes()), Reading::Malformed(r) if !r.contains("<b>")));
         let ticket = json!({"Type": "Ticket", "Entity": "{}"}).to_string();
         assert!(matches!(
             connectwise(ticket.as_bytes()),
