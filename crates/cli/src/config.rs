@@ -104,6 +104,11 @@ struct FileConfig {
     audit_checkpoint_entries: Option<u64>,
     audit_checkpoint_secs: Option<u64>,
     msp_tenant: Option<String>,
+    connectwise_key_hosts: Option<Vec<String>>,
+    hook_replay_window_secs: Option<u64>,
+    autotask_poll_secs: Option<u64>,
+    default_region: Option<String>,
+    default_onboarding_owner: Option<String>,
 }
 
 /// The settings in force.
@@ -170,6 +175,16 @@ pub struct Config {
     /// The slug of the MSP's own tenant, whose connectors serve every
     /// client that has none of its own.
     pub msp_tenant: gatehouse_core::tenant::TenantSlug,
+    /// Hosts ConnectWise callback signing keys may be fetched from.
+    pub connectwise_key_hosts: Vec<String>,
+    /// How far a generic webhook's timestamp may be from now, in seconds.
+    pub hook_replay_window_secs: u64,
+    /// Seconds between two rounds of the Autotask opportunity poller.
+    pub autotask_poll_secs: NonZeroU64,
+    /// The region of a new client when the won deal does not say.
+    pub default_region: gatehouse_core::tenant::Region,
+    /// The onboarding owner when the won deal does not name one.
+    pub default_onboarding_owner: Option<gatehouse_core::notify::EmailAddress>,
 }
 
 impl std::fmt::Debug for Config {
@@ -330,6 +345,46 @@ impl Config {
                 gatehouse_core::tenant::TenantSlug::parse(&slug)
                     .map_err(|e| CliError::Config(format!("msp_tenant `{slug}`: {e}")))?
             },
+            connectwise_key_hosts: env("GATEHOUSE_CONNECTWISE_KEY_HOSTS")
+                .map(|list| list.split(',').map(|h| h.trim().to_owned()).collect())
+                .or(file.connectwise_key_hosts)
+                .unwrap_or_else(|| {
+                    gatehouse_connectors::webhook::DEFAULT_CONNECTWISE_KEY_HOSTS
+                        .iter()
+                        .map(|h| (*h).to_owned())
+                        .collect()
+                }),
+            hook_replay_window_secs: match parse_env("GATEHOUSE_HOOK_REPLAY_WINDOW_SECS")?
+                .or(file.hook_replay_window_secs)
+            {
+                Some(secs @ 1..=3600) => secs,
+                Some(secs) => {
+                    return Err(CliError::Config(format!(
+                        "hook_replay_window_secs must be 1 to 3600 seconds, not {secs}"
+                    )));
+                }
+                None => 300,
+            },
+            autotask_poll_secs: at_least_one(
+                "autotask_poll_secs",
+                parse_env("GATEHOUSE_AUTOTASK_POLL_SECS")?
+                    .or(file.autotask_poll_secs)
+                    .unwrap_or(300),
+            )?,
+            default_region: {
+                let text = env("GATEHOUSE_DEFAULT_REGION")
+                    .or(file.default_region)
+                    .unwrap_or_else(|| "eu".into());
+                gatehouse_core::tenant::Region::parse(&text)
+                    .map_err(|e| CliError::Config(format!("default_region `{text}`: {e}")))?
+            },
+            default_onboarding_owner: env("GATEHOUSE_DEFAULT_ONBOARDING_OWNER")
+                .or(file.default_onboarding_owner)
+                .map(|text| {
+                    gatehouse_core::notify::EmailAddress::parse(&text)
+                        .map_err(|e| CliError::Config(format!("default_onboarding_owner: {e}")))
+                })
+                .transpose()?,
             data_dir,
             database_url,
         })
@@ -452,5 +507,58 @@ mod tests {
             "sqlite:///tmp/gh-nowhere-x/gatehouse.db"
         );
         assert!(!format!("{config:?}").contains("token\": Some(\""));
+    }
+
+    #[test]
+    fn intake_settings_have_defaults_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("g.toml");
+        let args = ConfigArgs {
+            config: Some(file.clone()),
+            data_dir: Some(dir.path().into()),
+            ..Default::default()
+        };
+        std::fs::write(&file, "").unwrap();
+        let config = Config::load(&args, None).unwrap();
+        assert!(
+            config
+                .connectwise_key_hosts
+                .contains(&"api-na.myconnectwise.net".to_owned())
+        );
+        assert_eq!(config.hook_replay_window_secs, 300);
+        assert_eq!(config.autotask_poll_secs.get(), 300);
+        assert_eq!(config.default_region.as_str(), "eu");
+        assert_eq!(config.default_onboarding_owner, None);
+
+        std::fs::write(
+            &file,
+            "connectwise_key_hosts = [\"cw.example.net\"]\nhook_replay_window_secs = 60\nautotask_poll_secs = 30\ndefault_region = \"us\"\ndefault_onboarding_owner = \"lead@msp.example\"\n",
+        )
+        .unwrap();
+        let config = Config::load(&args, None).unwrap();
+        assert_eq!(
+            config.connectwise_key_hosts,
+            vec!["cw.example.net".to_owned()]
+        );
+        assert_eq!(config.hook_replay_window_secs, 60);
+        assert_eq!(config.autotask_poll_secs.get(), 30);
+        assert_eq!(config.default_region.as_str(), "us");
+        assert_eq!(
+            config
+                .default_onboarding_owner
+                .map(|e| e.as_str().to_owned())
+                .as_deref(),
+            Some("lead@msp.example")
+        );
+
+        for bad in [
+            "default_region = \"Europe\"\n",
+            "hook_replay_window_secs = 0\n",
+            "autotask_poll_secs = 0\n",
+            "default_onboarding_owner = \"nobody\"\n",
+        ] {
+            std::fs::write(&file, bad).unwrap();
+            assert!(Config::load(&args, None).is_err(), "{bad}");
+        }
     }
 }

@@ -63,6 +63,9 @@ enum Command {
     /// Track client onboardings and work their documentation checklists.
     #[command(subcommand)]
     Onboarding(commands::onboarding::OnboardingCommand),
+    /// See the webhook intake's deliveries.
+    #[command(subcommand)]
+    Hooks(commands::hooks::HooksCommand),
     /// Run a benchmark; the last line printed is a JSON object.
     Bench(bench::BenchArgs),
     /// Run the vendor emulators (PSA, RMM, Graph, documentation) on loopback.
@@ -137,6 +140,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             commands::workflows::run_approvals(&cli.config, command).await
         }
         Command::Onboarding(command) => commands::onboarding::run(&cli.config, command).await,
+        Command::Hooks(command) => commands::hooks::run(&cli.config, command).await,
         Command::Bench(args) => bench::run(&cli.config, args).await,
         Command::Sandbox(args) => commands::sandbox::run(args).await,
         Command::Connector(command) => commands::connector::run(&cli.config, command).await,

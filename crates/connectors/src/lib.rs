@@ -31,5 +31,6 @@ pub mod ninjaone;
 pub mod ports;
 mod psa_common;
 mod rest;
+pub mod webhook;
 
 pub use error::ConnectorError;

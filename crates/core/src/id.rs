@@ -178,6 +178,10 @@ typed_id!(
     /// A connector of a tenant (an external system its actions reach).
     ConnectorId, "con"
 );
+typed_id!(
+    /// A delivery attempt of an inbound webhook.
+    HookDeliveryId, "hkd"
+);
 
 #[cfg(test)]
 mod tests {

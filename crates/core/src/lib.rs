@@ -14,6 +14,7 @@ pub mod clock;
 pub mod connector;
 pub mod error;
 pub mod gate;
+pub mod hooks;
 pub mod id;
 pub mod keys;
 pub mod notify;

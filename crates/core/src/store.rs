@@ -750,6 +750,7 @@ pub trait Store:
     + crate::audit_key::AuditKeyStore
     + crate::onboarding::OnboardingStore
     + crate::connector::ConnectorStore
+    + crate::hooks::HookStore
     + Debug
 {
     /// Which engine this is.

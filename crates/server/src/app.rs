@@ -40,6 +40,7 @@ pub use checkpoints::{CheckpointView, Issued};
 pub use oscal::{Fact, assemble};
 mod connectors;
 mod gates;
+pub mod hooks;
 
 /// The largest secret value accepted, in bytes.
 pub const MAX_SECRET_BYTES: usize = 16 * 1024;

@@ -14,6 +14,7 @@ mod audit_sql;
 mod connector_sql;
 mod engine_sql;
 mod gate_sql;
+mod hooks_sql;
 mod metrics_sql;
 mod notify_sql;
 mod onboarding_sql;

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod audit_export;
 pub mod connector;
+pub mod hooks;
 pub mod keys;
 pub mod onboarding;
 pub mod operator;

@@ -174,12 +174,22 @@ pub async fn run(args: &ConfigArgs, serve: ServeArgs) -> Result<ExitCode, CliErr
         app: Arc::new(app),
         metrics: Arc::new(Metrics::new()),
     };
+    // The webhook intake (`/hooks/{source}/{tenant}`) and, once an Autotask
+    // connector is wired here, its opportunity poller (same shutdown signal).
+    let intake = crate::commands::hooks::open_intake(&config, state.app.clone())?;
+    let poll_worker = crate::commands::hooks::start_autotask_poller(
+        &config,
+        intake.clone(),
+        None,
+        stopping.clone(),
+    );
     let router = gatehouse_server::http::router(
         state,
         HttpConfig {
             max_body_bytes: config.max_body_bytes,
         },
     );
+    let router = gatehouse_server::http::hooks::with_intake(router, intake);
     let mut http_stopping = stopping;
     gatehouse_server::http::serve(listener, router, async move {
         let _ = http_stopping.wait_for(|stop| *stop).await;
@@ -197,6 +207,11 @@ pub async fn run(args: &ConfigArgs, serve: ServeArgs) -> Result<ExitCode, CliErr
     }
     if let Err(err) = reminder_worker.await {
         tracing::error!(%err, "the checklist reminder task failed");
+    }
+    if let Some(worker) = poll_worker
+        && let Err(err) = worker.await
+    {
+        tracing::error!(%err, "the autotask poller task failed");
     }
     tracing::info!("closing the database");
     store.close().await;

@@ -11,6 +11,7 @@ mod connectors;
 mod extract;
 mod gates;
 mod health;
+pub mod hooks;
 mod onboarding;
 mod openapi;
 mod operators;
@@ -151,6 +152,10 @@ pub fn router(state: ApiState, config: HttpConfig) -> Router {
         .route("/healthz", axum::routing::get(health::healthz))
         .route("/readyz", axum::routing::get(health::readyz))
         .route("/metrics", axum::routing::get(health::metrics))
+        .route(
+            "/hooks/{source}/{tenant}",
+            axum::routing::post(hooks::receive).layer(DefaultBodyLimit::max(hooks::MAX_HOOK_BODY_BYTES)),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), track))

@@ -1,0 +1,145 @@
+//! `gatehouse hooks`: the webhook intake's delivery records, and the
+//! intake's wiring for `serve` (the intake itself and the Autotask poller).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse_connectors::ports::Psa;
+use gatehouse_connectors::webhook::{HttpKeyFetcher, KeyHostAllowlist};
+use gatehouse_core::hooks::{DeliveryOutcome, HookSource};
+use gatehouse_core::id::HookDeliveryId;
+use gatehouse_server::App;
+use gatehouse_server::app::TenantRef;
+use gatehouse_server::app::hooks::{Intake, IntakeConfig};
+use gatehouse_server::intake_poll::AutotaskPoller;
+use serde_json::json;
+
+use super::{CLI, open, print_json, print_table};
+use crate::CliError;
+use crate::config::{Config, ConfigArgs};
+
+/// The tenant that holds the MSP's own PSA credentials (the default of the
+/// shared `msp_tenant` setting).
+pub const MSP_TENANT: &str = "msp";
+
+/// `gatehouse hooks …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum HooksCommand {
+    /// List a tenant's webhook deliveries, newest first: every attempt,
+    /// with its outcome and reason.
+    List {
+        /// The receiving tenant (`ten_…` or slug).
+        #[arg(long, default_value = MSP_TENANT)]
+        tenant: String,
+        /// Only from this sender (connectwise, autotask, halopsa, generic).
+        #[arg(long)]
+        source: Option<String>,
+        /// Only with this outcome (accepted, duplicate, bad_signature,
+        /// malformed, ignored, failed).
+        #[arg(long)]
+        outcome: Option<String>,
+        /// Only older than this delivery (`hkd_…`, the previous page's last).
+        #[arg(long)]
+        before: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs a `hooks` command.
+pub async fn run(args: &ConfigArgs, command: HooksCommand) -> Result<ExitCode, CliError> {
+    let (_, app) = open(args).await?;
+    match command {
+        HooksCommand::List {
+            tenant,
+            source,
+            outcome,
+            before,
+            limit,
+            json,
+        } => {
+            let source: Option<HookSource> = source.as_deref().map(str::parse).transpose()?;
+            let outcome: Option<DeliveryOutcome> =
+                outcome.as_deref().map(str::parse).transpose()?;
+            let before: Option<HookDeliveryId> = before.as_deref().map(str::parse).transpose()?;
+            let page = app
+                .list_hook_deliveries(
+                    &CLI,
+                    &TenantRef::parse(&tenant),
+                    source,
+                    outcome,
+                    before,
+                    limit,
+                )
+                .await?;
+            if json {
+                print_json(&json!({ "items": page.items, "next": page.next }))?;
+            } else {
+                let rows: Vec<Vec<String>> = page
+                    .items
+                    .iter()
+                    .map(|d| {
+                        vec![
+                            d.id.to_string(),
+                            d.received_at.to_string(),
+                            d.source.to_string(),
+                            d.outcome.to_string(),
+                            d.event_id.map(|e| e.to_string()).unwrap_or_default(),
+                            d.reason.clone().unwrap_or_default(),
+                        ]
+                    })
+                    .collect();
+                print_table(
+                    &["ID", "RECEIVED", "SOURCE", "OUTCOME", "EVENT", "REASON"],
+                    &rows,
+                );
+                if let Some(next) = page.next {
+                    println!("more: --before {next}");
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The webhook intake `serve` mounts at `/hooks/{source}/{tenant}`.
+pub fn open_intake(config: &Config, app: Arc<App>) -> Result<Arc<Intake>, CliError> {
+    let mut settings = IntakeConfig::new(config.default_region.clone());
+    settings.connectwise_key_hosts = KeyHostAllowlist::new(&config.connectwise_key_hosts);
+    settings.replay_window = Duration::from_secs(config.hook_replay_window_secs);
+    settings.default_owner = config.default_onboarding_owner.clone();
+    let fetcher = HttpKeyFetcher::new(Duration::from_secs(10))
+        .map_err(|e| CliError::Config(e.to_string()))?;
+    Ok(Arc::new(Intake::new(app, settings, Arc::new(fetcher))))
+}
+
+/// Starts the Autotask poller when an Autotask connector is configured
+/// (`psa`), stopping when `stopping` turns true. `None` when there is none.
+pub fn start_autotask_poller(
+    config: &Config,
+    intake: Arc<Intake>,
+    psa: Option<Arc<dyn Psa>>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let psa = psa?;
+    let poller = AutotaskPoller::new(
+        intake,
+        psa,
+        TenantRef::parse(MSP_TENANT),
+        Duration::from_secs(config.autotask_poll_secs.get()),
+    );
+    Some(tokio::spawn(async move {
+        tracing::info!("autotask poller started");
+        poller
+            .run(async move {
+                let _ = stopping.wait_for(|stop| *stop).await;
+            })
+            .await;
+        tracing::info!("autotask poller stopped");
+    }))
+}
