@@ -19,19 +19,16 @@ use super::{CLI, open, print_json, print_table};
 use crate::CliError;
 use crate::config::{Config, ConfigArgs};
 
-/// The tenant that holds the MSP's own PSA credentials (the default of the
-/// shared `msp_tenant` setting).
-pub const MSP_TENANT: &str = "msp";
-
 /// `gatehouse hooks …`.
 #[derive(Debug, clap::Subcommand)]
 pub enum HooksCommand {
     /// List a tenant's webhook deliveries, newest first: every attempt,
     /// with its outcome and reason.
     List {
-        /// The receiving tenant (`ten_…` or slug).
-        #[arg(long, default_value = MSP_TENANT)]
-        tenant: String,
+        /// The receiving tenant (`ten_…` or slug); default: the MSP's own
+        /// (`msp_tenant`).
+        #[arg(long)]
+        tenant: Option<String>,
         /// Only from this sender (connectwise, autotask, halopsa, generic).
         #[arg(long)]
         source: Option<String>,
@@ -53,7 +50,7 @@ pub enum HooksCommand {
 
 /// Runs a `hooks` command.
 pub async fn run(args: &ConfigArgs, command: HooksCommand) -> Result<ExitCode, CliError> {
-    let (_, app) = open(args).await?;
+    let (config, app) = open(args).await?;
     match command {
         HooksCommand::List {
             tenant,
@@ -67,15 +64,11 @@ pub async fn run(args: &ConfigArgs, command: HooksCommand) -> Result<ExitCode, C
             let outcome: Option<DeliveryOutcome> =
                 outcome.as_deref().map(str::parse).transpose()?;
             let before: Option<HookDeliveryId> = before.as_deref().map(str::parse).transpose()?;
+            let tenant = tenant
+                .as_deref()
+                .map_or(TenantRef::Slug(config.msp_tenant.clone()), TenantRef::parse);
             let page = app
-                .list_hook_deliveries(
-                    &CLI,
-                    &TenantRef::parse(&tenant),
-                    source,
-                    outcome,
-                    before,
-                    limit,
-                )
+                .list_hook_deliveries(&CLI, &tenant, source, outcome, before, limit)
                 .await?;
             if json {
                 print_json(&json!({ "items": page.items, "next": page.next }))?;
@@ -130,7 +123,7 @@ pub fn start_autotask_poller(
     let poller = AutotaskPoller::new(
         intake,
         psa,
-        TenantRef::parse(MSP_TENANT),
+        TenantRef::Slug(config.msp_tenant.clone()),
         Duration::from_secs(config.autotask_poll_secs.get()),
     );
     Some(tokio::spawn(async move {

@@ -131,54 +131,150 @@ impl std::fmt::Debug for VendorFactory {
     }
 }
 
-/// Not wired yet: the vendor clients are written beside this module and
-/// plugged in here at merge.
-fn not_wired(config: &ConnectorConfig) -> ConnectorError {
-    ConnectorError::Config {
+/// A text setting of the connector, or a configuration error naming it.
+fn setting<'a>(config: &'a ConnectorConfig, key: &str) -> Result<&'a str, ConnectorError> {
+    optional_setting(config, key)?.ok_or_else(|| ConnectorError::Config {
         system: config.kind.as_str(),
-        message: format!(
-            "no {} client is built into this release yet",
-            config.kind.as_str()
-        ),
+        message: format!("connector `{}` has no `{key}` setting", config.name),
+    })
+}
+
+/// A text setting that may be absent; present but not text is an error.
+fn optional_setting<'a>(
+    config: &'a ConnectorConfig,
+    key: &str,
+) -> Result<Option<&'a str>, ConnectorError> {
+    match config.settings.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text.as_str())),
+        Some(_) => Err(ConnectorError::Config {
+            system: config.kind.as_str(),
+            message: format!("connector `{}`: setting `{key}` must be text", config.name),
+        }),
     }
 }
 
-// MERGE: the vendor clients (connectwise, autotask, halopsa, ninjaone,
-// dattormm, graph, itglue, hudu) replace each `not_wired` arm below with
-// their constructor, from `config.base_url`, `config.settings`, the
-// `credentials` and `self.clock`.
+/// The vendor clients, built from a connector's `base_url`, `settings` and
+/// credentials (see the table in `docs/connectors.md`).
 impl ConnectorFactory for VendorFactory {
     fn psa(
         &self,
         config: &ConnectorConfig,
-        _credentials: &Credentials,
+        credentials: &Credentials,
     ) -> Result<Arc<dyn Psa>, ConnectorError> {
-        match config.kind {
-            ConnectorKind::ConnectWise | ConnectorKind::Autotask | ConnectorKind::HaloPsa => {
-                Err(not_wired(config))
-            }
-            _ => Err(wrong_kind(config, ConnectorCategory::Psa)),
-        }
+        use gatehouse_connectors::{autotask, connectwise, halopsa};
+        let system = config.kind.as_str();
+        let clock = self.clock.clone();
+        Ok(match config.kind {
+            ConnectorKind::ConnectWise => Arc::new(connectwise::ConnectWiseClient::new(
+                connectwise::ConnectWiseConfig {
+                    base_url: config.base_url.clone(),
+                    company_id: setting(config, "company_id")?.to_owned(),
+                    public_key: setting(config, "public_key")?.to_owned(),
+                    private_key: credentials.require(system, "private_key")?.clone(),
+                    client_id: setting(config, "client_id")?.to_owned(),
+                },
+                clock,
+            )?),
+            ConnectorKind::Autotask => Arc::new(autotask::AutotaskClient::new(
+                autotask::AutotaskConfig {
+                    discovery_url: config.base_url.clone(),
+                    username: setting(config, "username")?.to_owned(),
+                    secret: credentials.require(system, "secret")?.clone(),
+                    integration_code: setting(config, "integration_code")?.to_owned(),
+                },
+                clock,
+            )?),
+            ConnectorKind::HaloPsa => Arc::new(halopsa::HaloPsaClient::new(
+                halopsa::HaloPsaConfig {
+                    base_url: config.base_url.clone(),
+                    tenant: optional_setting(config, "tenant")?.map(str::to_owned),
+                    client_id: setting(config, "client_id")?.to_owned(),
+                    client_secret: credentials.require(system, "client_secret")?.clone(),
+                    scope: optional_setting(config, "scope")?
+                        .unwrap_or("all")
+                        .to_owned(),
+                    opportunity_ticket_type: match config.settings.get("opportunity_ticket_type") {
+                        Some(value) => value.as_u64().ok_or_else(|| ConnectorError::Config {
+                            system,
+                            message: "setting `opportunity_ticket_type` must be a number".into(),
+                        })?,
+                        None => {
+                            return Err(ConnectorError::Config {
+                                system,
+                                message: format!(
+                                    "connector `{}` has no `opportunity_ticket_type` setting",
+                                    config.name
+                                ),
+                            });
+                        }
+                    },
+                    won_status: optional_setting(config, "won_status")?
+                        .unwrap_or("Won")
+                        .to_owned(),
+                },
+                clock,
+            )?),
+            _ => return Err(wrong_kind(config, ConnectorCategory::Psa)),
+        })
     }
 
     fn rmm(
         &self,
         config: &ConnectorConfig,
-        _credentials: &Credentials,
+        credentials: &Credentials,
     ) -> Result<Arc<dyn Rmm>, ConnectorError> {
-        match config.kind {
-            ConnectorKind::NinjaOne | ConnectorKind::DattoRmm => Err(not_wired(config)),
-            _ => Err(wrong_kind(config, ConnectorCategory::Rmm)),
-        }
+        use gatehouse_connectors::{dattormm, ninjaone};
+        let system = config.kind.as_str();
+        let clock = self.clock.clone();
+        Ok(match config.kind {
+            ConnectorKind::NinjaOne => {
+                let mut settings = ninjaone::NinjaOneConfig::new(
+                    &config.base_url,
+                    setting(config, "client_id")?,
+                    credentials.require(system, "client_secret")?.clone(),
+                );
+                if let Some(scope) = optional_setting(config, "scope")? {
+                    settings.scope = Some(scope.to_owned());
+                }
+                Arc::new(ninjaone::NinjaOneClient::new(settings, clock)?)
+            }
+            ConnectorKind::DattoRmm => Arc::new(dattormm::DattoRmmClient::new(
+                dattormm::DattoRmmConfig::new(
+                    &config.base_url,
+                    setting(config, "agent_url")?,
+                    credentials.require(system, "api_key")?.clone(),
+                    credentials.require(system, "api_secret")?.clone(),
+                ),
+                clock,
+            )?),
+            _ => return Err(wrong_kind(config, ConnectorCategory::Rmm)),
+        })
     }
 
     fn m365(
         &self,
         config: &ConnectorConfig,
-        _credentials: &Credentials,
+        credentials: &Credentials,
     ) -> Result<Arc<dyn M365>, ConnectorError> {
+        use gatehouse_connectors::graph;
+        let system = config.kind.as_str();
         match config.kind {
-            ConnectorKind::Graph => Err(not_wired(config)),
+            ConnectorKind::Graph => {
+                let mut settings = graph::GraphConfig::new(
+                    setting(config, "partner_tenant_id")?,
+                    setting(config, "client_id")?,
+                    credentials.require(system, "client_secret")?.clone(),
+                );
+                settings.graph_base = config.base_url.clone();
+                if let Some(login) = optional_setting(config, "login_base")? {
+                    settings.login_base = login.to_owned();
+                }
+                Ok(Arc::new(graph::GraphClient::new(
+                    settings,
+                    self.clock.clone(),
+                )?))
+            }
             _ => Err(wrong_kind(config, ConnectorCategory::Graph)),
         }
     }
@@ -186,12 +282,23 @@ impl ConnectorFactory for VendorFactory {
     fn docs(
         &self,
         config: &ConnectorConfig,
-        _credentials: &Credentials,
+        credentials: &Credentials,
     ) -> Result<Arc<dyn DocsPlatform>, ConnectorError> {
-        match config.kind {
-            ConnectorKind::ItGlue | ConnectorKind::Hudu => Err(not_wired(config)),
-            _ => Err(wrong_kind(config, ConnectorCategory::Docs)),
-        }
+        use gatehouse_connectors::{hudu, itglue};
+        let system = config.kind.as_str();
+        let key = credentials.require(system, "api_key")?.clone();
+        let clock = self.clock.clone();
+        Ok(match config.kind {
+            ConnectorKind::ItGlue => Arc::new(itglue::ItGlueClient::new(
+                itglue::ItGlueConfig::new(&config.base_url, key),
+                clock,
+            )?),
+            ConnectorKind::Hudu => Arc::new(hudu::HuduClient::new(
+                hudu::HuduConfig::new(&config.base_url, key),
+                clock,
+            )?),
+            _ => return Err(wrong_kind(config, ConnectorCategory::Docs)),
+        })
     }
 }
 
