@@ -876,6 +876,7 @@ mod tests {
         assert!(matches!(
             action_error(ConnectorError::Auth {
                 system: "graph",
+                status: Some(401),
                 message: "401".into()
             }),
             ActionError::Permanent { .. }
