@@ -14,6 +14,7 @@ mod bench_audit;
 mod bench_engine;
 mod commands;
 mod config;
+mod demo;
 mod notify;
 mod wiring;
 

@@ -59,6 +59,35 @@ async fn serve_bootstraps_prints_a_working_token_and_stops_on_sigterm(backend: B
         assert!(found.iter().any(|s| s == slug), "{slug} in {found:?}");
     }
 
+    // The sandbox ConnectWise won a deal and sent its signed callback: the
+    // client's onboarding waits at its first approval (creating the tenant).
+    server.wait_for_line(|l| l.starts_with("Demo: the sandbox ConnectWise just won a deal"));
+    let approvals = server.get("/api/v1/approvals", Some(&token)).await;
+    assert_eq!(approvals.status, 200, "{:?}", approvals.body);
+    let pending: Vec<&Value> = approvals.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["state"] == "pending")
+        .collect();
+    assert_eq!(pending.len(), 1, "{:?}", approvals.body);
+    assert_eq!(pending[0]["step_id"], "create-tenant", "{:?}", pending[0]);
+    assert_eq!(
+        pending[0]["plan"]["params"]["display_name"], "Tailspin Toys",
+        "{:?}",
+        pending[0]
+    );
+    let connectors = server
+        .get("/api/v1/tenants/msp/connectors", Some(&token))
+        .await;
+    assert_eq!(connectors.status, 200, "{:?}", connectors.body);
+    assert_eq!(
+        connectors.body["items"].as_array().map(Vec::len),
+        Some(4),
+        "{:?}",
+        connectors.body
+    );
+
     let anonymous = server.get("/api/v1/tenants", None).await;
     assert_error(&anonymous, 401, "unauthenticated");
     let wrong = server
@@ -104,8 +133,8 @@ async fn serve_bootstraps_prints_a_working_token_and_stops_on_sigterm(backend: B
     assert_eq!(listed.status, 200, "{:?}", listed.body);
     assert_eq!(
         slugs(&listed.body).len(),
-        3,
-        "the demo is not seeded twice: {:?}",
+        DEMO_SLUGS.len() + 1,
+        "the demo (three clients and the MSP's own tenant) is not seeded twice: {:?}",
         listed.body
     );
     let second = server.terminate();

@@ -24,7 +24,23 @@ pub struct ServeArgs {
 
 /// Runs the server until SIGTERM or Ctrl-C.
 pub async fn run(args: &ConfigArgs, serve: ServeArgs) -> Result<ExitCode, CliError> {
-    let config = Config::load(args, serve.listen)?;
+    let mut config = Config::load(args, serve.listen)?;
+    if serve.demo {
+        // The sandbox ConnectWise serves its callback signing key on
+        // loopback, and its won deal names no sales rep.
+        if !config
+            .connectwise_key_hosts
+            .iter()
+            .any(|h| h == "127.0.0.1")
+        {
+            config.connectwise_key_hosts.push("127.0.0.1".to_owned());
+        }
+        if config.default_onboarding_owner.is_none() {
+            config.default_onboarding_owner = Some(gatehouse_core::notify::EmailAddress::parse(
+                crate::demo::DEMO_OWNER,
+            )?);
+        }
+    }
     wiring::init_logging(&config)?;
     tracing::info!(config = ?config, "starting");
 
@@ -44,6 +60,14 @@ pub async fn run(args: &ConfigArgs, serve: ServeArgs) -> Result<ExitCode, CliErr
     let bootstrap = app.bootstrap().await?;
     let demo = if serve.demo {
         Some(gatehouse_server::demo::seed(&app).await?)
+    } else {
+        None
+    };
+    // The demo's vendor systems: every emulator, in this process.
+    let sandbox = if serve.demo {
+        let sandbox = gatehouse_sandbox::Sandbox::start().await?;
+        crate::demo::wire(&app, &sandbox, &config.msp_tenant).await?;
+        Some(Arc::new(sandbox))
     } else {
         None
     };
@@ -190,6 +214,29 @@ pub async fn run(args: &ConfigArgs, serve: ServeArgs) -> Result<ExitCode, CliErr
         },
     );
     let router = gatehouse_server::http::hooks::with_intake(router, intake);
+    if let Some(sandbox) = sandbox.clone() {
+        // Once the server accepts (the listener is bound, so the callback
+        // waits in its backlog until then), the sandbox PSA wins the deal.
+        let msp = config.msp_tenant.clone();
+        tokio::spawn(async move {
+            let clock: Arc<dyn gatehouse_core::clock::Clock> =
+                Arc::new(gatehouse_core::clock::SystemClock);
+            match crate::demo::send_won_deal(&sandbox, &base, &msp, clock).await {
+                Ok(sent) => {
+                    println!();
+                    println!(
+                        "Demo: the sandbox ConnectWise just won a deal for {} and sent its signed callback (intake answered {}).",
+                        crate::demo::DEMO_CLIENT,
+                        sent["deliveries"]
+                    );
+                    println!("The client's onboarding waits at its first approval:");
+                    println!("  cargo run --release -- approvals list");
+                    println!("  cargo run --release -- onboarding list");
+                }
+                Err(err) => tracing::error!(%err, "demo: the sandbox could not send the won deal"),
+            }
+        });
+    }
     let mut http_stopping = stopping;
     gatehouse_server::http::serve(listener, router, async move {
         let _ = http_stopping.wait_for(|stop| *stop).await;
