@@ -62,7 +62,18 @@ async fn serve_bootstraps_prints_a_working_token_and_stops_on_sigterm(backend: B
     // The sandbox ConnectWise won a deal and sent its signed callback: the
     // client's onboarding waits at its first approval (creating the tenant).
     server.wait_for_line(|l| l.starts_with("Demo: the sandbox ConnectWise just won a deal"));
-    let approvals = server.get("/api/v1/approvals", Some(&token)).await;
+    // The engine's next tick opens the approval.
+    let mut approvals = server.get("/api/v1/approvals", Some(&token)).await;
+    for _ in 0..300 {
+        if approvals.body["items"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        approvals = server.get("/api/v1/approvals", Some(&token)).await;
+    }
     assert_eq!(approvals.status, 200, "{:?}", approvals.body);
     let pending: Vec<&Value> = approvals.body["items"]
         .as_array()
