@@ -166,6 +166,10 @@ typed_id!(
     /// A notification in the outbox (an L1 review request).
     NotificationId, "ntf"
 );
+typed_id!(
+    /// A knowledge-base article.
+    ArticleId, "kba"
+);
 
 #[cfg(test)]
 mod tests {

@@ -14,6 +14,7 @@ pub mod clock;
 pub mod error;
 pub mod gate;
 pub mod id;
+pub mod kb;
 pub mod keys;
 pub mod notify;
 pub mod operator;

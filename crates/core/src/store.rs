@@ -748,6 +748,7 @@ pub trait Store:
     + MetricsStore
     + AuditStore
     + crate::audit_key::AuditKeyStore
+    + crate::kb::KbStore
     + Debug
 {
     /// Which engine this is.

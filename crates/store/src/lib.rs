@@ -13,6 +13,7 @@ mod audit_key_sql;
 mod audit_sql;
 mod engine_sql;
 mod gate_sql;
+mod kb_sql;
 mod metrics_sql;
 mod notify_sql;
 mod placeholders;

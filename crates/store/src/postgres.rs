@@ -227,6 +227,7 @@ crate::notify_sql::impl_notification_store!(PgStore, sqlx::Postgres);
 crate::metrics_sql::impl_metrics_store!(PgStore);
 crate::audit_sql::impl_audit_store!(PgStore, sqlx::Postgres, " COLLATE \"C\"");
 crate::audit_key_sql::impl_audit_key_store!(PgStore);
+crate::kb_sql::impl_kb_store!(PgStore);
 
 #[async_trait::async_trait]
 impl Store for PgStore {

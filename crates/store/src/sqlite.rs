@@ -147,6 +147,7 @@ crate::notify_sql::impl_notification_store!(SqliteStore, sqlx::Sqlite);
 crate::metrics_sql::impl_metrics_store!(SqliteStore);
 crate::audit_sql::impl_audit_store!(SqliteStore, sqlx::Sqlite, "");
 crate::audit_key_sql::impl_audit_key_store!(SqliteStore);
+crate::kb_sql::impl_kb_store!(SqliteStore);
 
 #[async_trait::async_trait]
 impl Store for SqliteStore {
