@@ -39,6 +39,8 @@ pub use audit_read::{
 pub use checkpoints::{CheckpointView, Issued};
 pub use oscal::{Fact, assemble};
 mod gates;
+mod kb;
+pub use kb::{ArticleFilter, ArticlePage};
 
 /// The largest secret value accepted, in bytes.
 pub const MAX_SECRET_BYTES: usize = 16 * 1024;
@@ -215,6 +217,8 @@ pub struct App {
     pub engine: Arc<Engine>,
     /// The audit log's checkpoint signer (see [`App::with_audit_signer`]).
     pub audit_signer: Option<Arc<gatehouse_vault::AuditSigner>>,
+    /// The knowledge base: sealed articles and their in-memory search indexes.
+    pub kb: Arc<crate::kb::KbService>,
 }
 
 impl App {
@@ -225,12 +229,18 @@ impl App {
         clock: Arc<dyn Clock>,
         engine: Arc<Engine>,
     ) -> Self {
+        let kb = Arc::new(crate::kb::KbService::new(
+            store.clone(),
+            keyring.clone(),
+            clock.clone(),
+        ));
         Self {
             store,
             keyring,
             clock,
             engine,
             audit_signer: None,
+            kb,
         }
     }
 
@@ -510,6 +520,7 @@ impl App {
         if action == TenantAction::Delete {
             self.store.delete_tenant(&current, &[audit]).await?;
             self.keyring.forget(current.id);
+            self.kb.forget(current.id);
             tracing::warn!(tenant = %current.id, slug = %current.slug, "tenant deleted; its data key is destroyed");
         } else {
             self.store.update_tenant(&current, &[audit]).await?;

@@ -42,6 +42,10 @@ pub enum Permission {
     /// Have a checkpoint of an audit log signed now (harmless: it only
     /// signs what is already there).
     IssueCheckpoints,
+    /// Read and search a tenant's knowledge base (runbooks, articles).
+    ReadKnowledge,
+    /// Write and edit a tenant's knowledge-base articles.
+    WriteKnowledge,
 }
 
 impl Permission {
@@ -64,6 +68,8 @@ impl Permission {
             Self::ManageGates => &[Admin, Lead],
             Self::ReadAudit => &[Admin, Lead, Auditor],
             Self::IssueCheckpoints => &[Admin, Lead, Auditor],
+            Self::ReadKnowledge => &[Admin, Lead, Technician, Auditor],
+            Self::WriteKnowledge => &[Admin, Lead, Technician],
         }
     }
 

@@ -15,6 +15,8 @@ pub mod authz;
 pub mod demo;
 pub mod error;
 pub mod http;
+pub mod kb;
+pub mod kb_action;
 pub mod metrics;
 
 pub use app::{Actor, App};

@@ -10,6 +10,7 @@ mod audit_read;
 mod extract;
 mod gates;
 mod health;
+mod kb;
 mod openapi;
 mod operators;
 mod oscal;
@@ -111,6 +112,10 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(audit_read::inclusion_proof))
         .routes(routes!(audit_read::consistency_proof))
         .routes(routes!(audit_read::verify_log))
+        .routes(routes!(kb::list_articles, kb::create_article))
+        .routes(routes!(kb::get_article, kb::update_article))
+        .routes(routes!(kb::article_versions))
+        .routes(routes!(kb::search))
 }
 
 /// The whole HTTP application.
