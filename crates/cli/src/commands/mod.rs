@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod audit_export;
+pub mod kb;
 pub mod keys;
 pub mod operator;
 pub mod serve;
