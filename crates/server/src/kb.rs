@@ -128,6 +128,29 @@ impl KbService {
         Ok(self.indexes.evict_idle(self.clock.now())?)
     }
 
+    /// Until `shutdown` completes, drops idle indexes every `every`, so an
+    /// idle tenant's plaintext does not wait for the next search to leave
+    /// memory. Errors are logged; there is nothing to finish on shutdown.
+    pub async fn sweep(
+        &self,
+        every: std::time::Duration,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = ticks.tick() => match self.evict_idle() {
+                    Ok(0) => {}
+                    Ok(dropped) => tracing::debug!(dropped, "idle search indexes dropped"),
+                    Err(err) => tracing::error!(%err, "dropping idle search indexes failed"),
+                },
+            }
+        }
+    }
+
     async fn seal(
         &self,
         tenant: TenantId,

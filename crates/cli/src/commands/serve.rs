@@ -150,6 +150,19 @@ pub async fn run(args: &ConfigArgs, serve: ServeArgs) -> Result<ExitCode, CliErr
         })
     };
 
+    // The knowledge base's sweeper: drops tenants' search indexes (plaintext
+    // in memory) once idle; nothing to finish on shutdown.
+    let kb_sweeper = {
+        let mut stopping = stopping.clone();
+        let kb = app.kb.clone();
+        tokio::spawn(async move {
+            kb.sweep(std::time::Duration::from_secs(60), async move {
+                let _ = stopping.wait_for(|stop| *stop).await;
+            })
+            .await;
+        })
+    };
+
     let state = ApiState {
         app: Arc::new(app),
         metrics: Arc::new(Metrics::new()),
@@ -174,6 +187,9 @@ pub async fn run(args: &ConfigArgs, serve: ServeArgs) -> Result<ExitCode, CliErr
     }
     if let Err(err) = audit_worker.await {
         tracing::error!(%err, "the audit sequencer task failed");
+    }
+    if let Err(err) = kb_sweeper.await {
+        tracing::error!(%err, "the knowledge base's index sweeper failed");
     }
     tracing::info!("closing the database");
     store.close().await;

@@ -254,8 +254,8 @@ pub async fn create_article(
 }
 
 /// Get one article.
-#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/kb/articles/{id}", tag = "kb",
-    params(("tenant" = String, Path, description = "tenant id or slug"), ("id" = String, Path, description = "article id (`kba_…`)")),
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/kb/articles/{article}", tag = "kb",
+    params(("tenant" = String, Path, description = "tenant id or slug"), ("article" = String, Path, description = "article id (`kba_…`)")),
     responses((status = 200, body = ArticleView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, description = "`article_not_found` (also for another tenant's article)", body = ErrorBody)))]
 pub async fn get_article(
@@ -274,8 +274,8 @@ pub async fn get_article(
 }
 
 /// Edit an article: a new version; the old one stays in its history.
-#[utoipa::path(put, path = "/api/v1/tenants/{tenant}/kb/articles/{id}", tag = "kb", request_body = UpdateArticle,
-    params(("tenant" = String, Path, description = "tenant id or slug"), ("id" = String, Path, description = "article id (`kba_…`)")),
+#[utoipa::path(put, path = "/api/v1/tenants/{tenant}/kb/articles/{article}", tag = "kb", request_body = UpdateArticle,
+    params(("tenant" = String, Path, description = "tenant id or slug"), ("article" = String, Path, description = "article id (`kba_…`)")),
     responses((status = 200, body = ArticleView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, description = "`edit_conflict`: the article has a newer version; `tenant_deleted`", body = ErrorBody),
         (status = 422, body = ErrorBody)))]
@@ -304,8 +304,8 @@ pub async fn update_article(
 }
 
 /// Every version of an article, oldest first.
-#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/kb/articles/{id}/versions", tag = "kb",
-    params(("tenant" = String, Path, description = "tenant id or slug"), ("id" = String, Path, description = "article id (`kba_…`)")),
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/kb/articles/{article}/versions", tag = "kb",
+    params(("tenant" = String, Path, description = "tenant id or slug"), ("article" = String, Path, description = "article id (`kba_…`)")),
     responses((status = 200, body = ArticleVersions), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 pub async fn article_versions(
