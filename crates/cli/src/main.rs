@@ -67,6 +67,9 @@ enum Command {
     /// See the webhook intake's deliveries.
     #[command(subcommand)]
     Hooks(commands::hooks::HooksCommand),
+    /// Client runbooks and articles: list, show, add, full-text search.
+    #[command(subcommand)]
+    Kb(commands::kb::KbCommand),
     /// Run a benchmark; the last line printed is a JSON object.
     Bench(bench::BenchArgs),
     /// Run the vendor emulators (PSA, RMM, Graph, documentation) on loopback.
@@ -132,6 +135,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Tenant(command) => commands::tenant::run(&cli.config, command).await,
         Command::Operator(command) => commands::operator::run(&cli.config, command).await,
         Command::Keys(command) => commands::keys::run(&cli.config, command).await,
+        Command::Kb(command) => commands::kb::run(&cli.config, command).await,
         Command::Audit(command) => commands::audit::run(&cli.config, command).await,
         Command::Events(command) => commands::workflows::run_events(&cli.config, command).await,
         Command::Workflows(command) => {

@@ -6,12 +6,14 @@ use std::time::Duration;
 
 use gatehouse_core::clock::{Clock, SystemClock};
 use gatehouse_core::store::Store;
-use gatehouse_engine::action::{ActionRegistry, Noop};
+use gatehouse_engine::action::{Action, ActionRegistry, Noop};
 use gatehouse_engine::http_action::{self, HttpPost};
 use gatehouse_engine::runtime::{Engine, EngineConfig};
 use gatehouse_engine::template::{TemplateSet, builtin_actions};
 use gatehouse_server::App;
 use gatehouse_server::audit::{CheckpointPolicy, Sequencer};
+use gatehouse_server::kb::KbService;
+use gatehouse_server::kb_action::{self, KbPublish};
 use gatehouse_server::onboarding::AppSlot;
 use gatehouse_vault::{KeyProvider, Keyring, LocalKeyFile, VaultTransit, VaultTransitConfig};
 
@@ -110,6 +112,7 @@ pub fn open_engine(
     clock: Arc<dyn Clock>,
     keyring: &Arc<Keyring>,
     onboarding: &AppSlot,
+    extra_actions: Vec<(&'static str, Arc<dyn Action>)>,
 ) -> Result<Arc<Engine>, CliError> {
     // Templates may name every built-in action; those without an
     // implementation yet fail when a step runs, and park the instance.
@@ -134,6 +137,9 @@ pub fn open_engine(
     // The onboarding's Gatehouse-side actions need the App, which needs
     // this engine: they get an empty slot that `open_app` fills.
     gatehouse_server::onboarding::register_actions(&mut actions, onboarding);
+    for (name, action) in extra_actions {
+        actions.register(name, action);
+    }
     Ok(Arc::new(Engine::new(
         store,
         Arc::new(templates),
@@ -150,18 +156,36 @@ pub fn open_engine(
 /// The services over an open store.
 pub async fn open_app(config: &Config, store: Arc<dyn Store>) -> Result<(App, bool), CliError> {
     let (provider, created) = open_key_provider(config).await?;
-    let keyring = Keyring::new(
-        provider,
-        store.clone(),
-        Duration::from_secs(config.key_cache_ttl_secs),
-    )
-    .with_audit_keys(store.clone());
-    let keyring = Arc::new(keyring);
+    let keyring = Arc::new(
+        Keyring::new(
+            provider,
+            store.clone(),
+            Duration::from_secs(config.key_cache_ttl_secs),
+        )
+        .with_audit_keys(store.clone()),
+    );
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    // One knowledge base (one set of search indexes) for the API and the
+    // `kb.publish` action.
+    let kb = Arc::new(KbService::new(
+        store.clone(),
+        keyring.clone(),
+        clock.clone(),
+    ));
+    let kb_publish: Arc<dyn Action> =
+        Arc::new(KbPublish::new(kb.clone(), store.clone(), clock.clone()));
     let onboarding = AppSlot::new();
-    let engine = open_engine(config, store.clone(), clock.clone(), &keyring, &onboarding)?;
+    let engine = open_engine(
+        config,
+        store.clone(),
+        clock.clone(),
+        &keyring,
+        &onboarding,
+        vec![(kb_action::NAME, kb_publish)],
+    )?;
     let signer = open_audit_signer(config, &keyring, store.as_ref(), clock.as_ref()).await?;
-    let app = App::new(store, keyring, clock, engine).with_audit_signer(signer);
+    let mut app = App::new(store, keyring, clock, engine).with_audit_signer(signer);
+    app.kb = kb;
     onboarding.set(app.clone());
     Ok((app, created))
 }

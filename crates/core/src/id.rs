@@ -182,6 +182,10 @@ typed_id!(
     /// A delivery attempt of an inbound webhook.
     HookDeliveryId, "hkd"
 );
+typed_id!(
+    /// A knowledge-base article.
+    ArticleId, "kba"
+);
 
 #[cfg(test)]
 mod tests {

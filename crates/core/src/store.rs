@@ -751,6 +751,7 @@ pub trait Store:
     + crate::onboarding::OnboardingStore
     + crate::connector::ConnectorStore
     + crate::hooks::HookStore
+    + crate::kb::KbStore
     + Debug
 {
     /// Which engine this is.

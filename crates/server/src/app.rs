@@ -41,6 +41,8 @@ pub use oscal::{Fact, assemble};
 mod connectors;
 mod gates;
 pub mod hooks;
+mod kb;
+pub use kb::{ArticleFilter, ArticlePage};
 
 /// The largest secret value accepted, in bytes.
 pub const MAX_SECRET_BYTES: usize = 16 * 1024;
@@ -217,6 +219,8 @@ pub struct App {
     pub engine: Arc<Engine>,
     /// The audit log's checkpoint signer (see [`App::with_audit_signer`]).
     pub audit_signer: Option<Arc<gatehouse_vault::AuditSigner>>,
+    /// The knowledge base: sealed articles and their in-memory search indexes.
+    pub kb: Arc<crate::kb::KbService>,
 }
 
 impl App {
@@ -227,12 +231,18 @@ impl App {
         clock: Arc<dyn Clock>,
         engine: Arc<Engine>,
     ) -> Self {
+        let kb = Arc::new(crate::kb::KbService::new(
+            store.clone(),
+            keyring.clone(),
+            clock.clone(),
+        ));
         Self {
             store,
             keyring,
             clock,
             engine,
             audit_signer: None,
+            kb,
         }
     }
 
@@ -512,6 +522,7 @@ impl App {
         if action == TenantAction::Delete {
             self.store.delete_tenant(&current, &[audit]).await?;
             self.keyring.forget(current.id);
+            self.kb.forget(current.id);
             tracing::warn!(tenant = %current.id, slug = %current.slug, "tenant deleted; its data key is destroyed");
         } else {
             self.store.update_tenant(&current, &[audit]).await?;

@@ -50,6 +50,10 @@ pub enum Permission {
     /// Download a file handed over for a checklist item (tenant data in
     /// the clear).
     ReadChecklistFiles,
+    /// Read and search a tenant's knowledge base (runbooks, articles).
+    ReadKnowledge,
+    /// Write and edit a tenant's knowledge-base articles.
+    WriteKnowledge,
 }
 
 impl Permission {
@@ -75,6 +79,8 @@ impl Permission {
             Self::WorkChecklists => &[Admin, Lead, Technician],
             Self::WaiveChecklistItems => &[Admin, Lead],
             Self::ReadChecklistFiles => &[Admin, Lead, Technician],
+            Self::ReadKnowledge => &[Admin, Lead, Technician, Auditor],
+            Self::WriteKnowledge => &[Admin, Lead, Technician],
         }
     }
 

@@ -17,6 +17,8 @@ pub mod demo;
 pub mod error;
 pub mod http;
 pub mod intake_poll;
+pub mod kb;
+pub mod kb_action;
 pub mod metrics;
 pub mod onboarding;
 

@@ -270,6 +270,7 @@ mod cases {
                 .replace("{workflow}", "wf_01jd8x3k2q9f6v0c4m7r5t8w1y")
                 .replace("{approval}", "apr_01jd8x3k2q9f6v0c4m7r5t8w1y")
                 .replace("{task}", "tsk_01jd8x3k2q9f6v0c4m7r5t8w1y")
+                .replace("{article}", "kba_01jd8x3k2q9f6v0c4m7r5t8w1y")
                 .replace("{step}", "only")
                 .replace("{log}", "system")
                 .replace("{idx}", "0")

@@ -230,6 +230,7 @@ crate::audit_key_sql::impl_audit_key_store!(PgStore);
 crate::onboarding_sql::impl_onboarding_store!(PgStore, sqlx::Postgres);
 crate::connector_sql::impl_connector_store!(PgStore);
 crate::hooks_sql::impl_hook_store!(PgStore);
+crate::kb_sql::impl_kb_store!(PgStore);
 
 #[async_trait::async_trait]
 impl Store for PgStore {

@@ -150,6 +150,7 @@ crate::audit_key_sql::impl_audit_key_store!(SqliteStore);
 crate::onboarding_sql::impl_onboarding_store!(SqliteStore, sqlx::Sqlite);
 crate::connector_sql::impl_connector_store!(SqliteStore);
 crate::hooks_sql::impl_hook_store!(SqliteStore);
+crate::kb_sql::impl_kb_store!(SqliteStore);
 
 #[async_trait::async_trait]
 impl Store for SqliteStore {

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod audit_export;
 pub mod connector;
 pub mod hooks;
+pub mod kb;
 pub mod keys;
 pub mod onboarding;
 pub mod operator;

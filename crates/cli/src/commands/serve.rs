@@ -194,6 +194,19 @@ pub async fn run(args: &ConfigArgs, serve: ServeArgs) -> Result<ExitCode, CliErr
         })
     };
 
+    // The knowledge base's sweeper: drops tenants' search indexes (plaintext
+    // in memory) once idle; nothing to finish on shutdown.
+    let kb_sweeper = {
+        let mut stopping = stopping.clone();
+        let kb = app.kb.clone();
+        tokio::spawn(async move {
+            kb.sweep(std::time::Duration::from_secs(60), async move {
+                let _ = stopping.wait_for(|stop| *stop).await;
+            })
+            .await;
+        })
+    };
+
     let state = ApiState {
         app: Arc::new(app),
         metrics: Arc::new(Metrics::new()),
@@ -259,6 +272,9 @@ pub async fn run(args: &ConfigArgs, serve: ServeArgs) -> Result<ExitCode, CliErr
         && let Err(err) = worker.await
     {
         tracing::error!(%err, "the autotask poller task failed");
+    }
+    if let Err(err) = kb_sweeper.await {
+        tracing::error!(%err, "the knowledge base's index sweeper failed");
     }
     tracing::info!("closing the database");
     store.close().await;

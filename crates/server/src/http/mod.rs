@@ -12,6 +12,7 @@ mod extract;
 mod gates;
 mod health;
 pub mod hooks;
+mod kb;
 mod onboarding;
 mod openapi;
 mod operators;
@@ -133,6 +134,10 @@ fn api_routes() -> OpenApiRouter<ApiState> {
             connectors::put_connector,
             connectors::delete_connector
         ))
+        .routes(routes!(kb::list_articles, kb::create_article))
+        .routes(routes!(kb::get_article, kb::update_article))
+        .routes(routes!(kb::article_versions))
+        .routes(routes!(kb::search))
 }
 
 /// The whole HTTP application.
