@@ -784,6 +784,127 @@ mod tests {
     use super::*;
     use gatehouse_core::connector::ConnectorSpec;
 
+    fn configured(kind: ConnectorKind, base_url: String, settings: Value) -> ConnectorConfig {
+        ConnectorConfig::new(
+            TenantId::generate(time::OffsetDateTime::UNIX_EPOCH),
+            ConnectorName::parse(kind.as_str()).unwrap(),
+            ConnectorSpec {
+                kind,
+                base_url,
+                settings,
+                secrets: BTreeMap::new(),
+            },
+            time::OffsetDateTime::UNIX_EPOCH,
+        )
+        .unwrap()
+    }
+
+    fn credentials(pairs: &[(&str, &str)]) -> Credentials {
+        Credentials::new(
+            pairs
+                .iter()
+                .map(|(role, value)| ((*role).to_owned(), Secret::new(*value))),
+        )
+    }
+
+    /// The production factory builds clients that really reach the
+    /// systems: here the sandbox's, with the sandbox's credentials.
+    #[tokio::test]
+    async fn the_vendor_factory_builds_clients_that_reach_the_sandbox() {
+        let sandbox = gatehouse_sandbox::Sandbox::start().await.unwrap();
+        let c = sandbox.credentials.clone();
+        let factory = VendorFactory {
+            clock: Arc::new(gatehouse_core::clock::FakeClock::default()),
+        };
+
+        let rmm = factory
+            .rmm(
+                &configured(
+                    ConnectorKind::NinjaOne,
+                    sandbox.ninjaone.url(),
+                    json!({ "client_id": c.ninjaone.0 }),
+                ),
+                &credentials(&[("client_secret", &c.ninjaone.1)]),
+            )
+            .unwrap();
+        let created = rmm
+            .create_organization("Tailspin Toys", "k1")
+            .await
+            .unwrap();
+        let found = rmm.find_organization("Tailspin Toys").await.unwrap();
+        assert_eq!(found, Some(created));
+
+        let company = sandbox.connectwise.seed_company("Tailspin Toys", "Active");
+        let psa = factory
+            .psa(
+                &configured(
+                    ConnectorKind::ConnectWise,
+                    sandbox.connectwise.url(),
+                    json!({
+                        "company_id": c.connectwise.company_id,
+                        "public_key": c.connectwise.public_key,
+                        "client_id": c.connectwise.client_id,
+                    }),
+                ),
+                &credentials(&[("private_key", &c.connectwise.private_key)]),
+            )
+            .unwrap();
+        let read = psa.company(&company.to_string()).await.unwrap().unwrap();
+        assert_eq!(read.name, "Tailspin Toys");
+
+        let docs = factory
+            .docs(
+                &configured(ConnectorKind::ItGlue, sandbox.itglue.url(), json!({})),
+                &credentials(&[("api_key", &c.itglue_key)]),
+            )
+            .unwrap();
+        assert_eq!(docs.find_organization("Tailspin Toys").await.unwrap(), None);
+
+        // A wrong credential is the system's refusal, not a panic or a hang.
+        let refused = factory
+            .rmm(
+                &configured(
+                    ConnectorKind::NinjaOne,
+                    sandbox.ninjaone.url(),
+                    json!({ "client_id": c.ninjaone.0 }),
+                ),
+                &credentials(&[("client_secret", "wrong")]),
+            )
+            .unwrap();
+        let err = refused.find_organization("x").await.unwrap_err();
+        assert!(matches!(err, ConnectorError::Auth { .. }), "{err}");
+        sandbox.shutdown().await;
+    }
+
+    #[test]
+    fn a_missing_setting_or_credential_is_named() {
+        let factory = VendorFactory {
+            clock: Arc::new(gatehouse_core::clock::FakeClock::default()),
+        };
+        let graph = configured(
+            ConnectorKind::Graph,
+            "https://graph.example".into(),
+            json!({ "client_id": "app" }),
+        );
+        let err = factory
+            .m365(&graph, &credentials(&[("client_secret", "s")]))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("partner_tenant_id"), "{err}");
+        let ninja = configured(
+            ConnectorKind::NinjaOne,
+            "https://eu.ninjarmm.example".into(),
+            json!({ "client_id": "app" }),
+        );
+        let err = factory.rmm(&ninja, &credentials(&[])).err().unwrap();
+        assert!(err.to_string().contains("client_secret"), "{err}");
+        let err = factory
+            .psa(&ninja, &credentials(&[("client_secret", "s")]))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("not a psa one"), "{err}");
+    }
+
     fn connector(tenant: TenantId, name: &str, kind: ConnectorKind) -> ConnectorConfig {
         ConnectorConfig::new(
             tenant,
