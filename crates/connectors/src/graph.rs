@@ -228,12 +228,6 @@ fn context(error: ConnectorError, what: &str) -> ConnectorError {
     }
 }
 
-/// Whether `error` is an HTTP 401 (as opposed to 403: a fresh token cannot
-/// help a missing permission).
-fn is_unauthorized(error: &ConnectorError) -> bool {
-    error.is_unauthorized()
-}
-
 fn is_status(error: &ConnectorError, status: u16) -> bool {
     error.status() == Some(status)
 }
@@ -496,7 +490,7 @@ impl GraphClient {
             })?;
             let request = build(self.http.client()).bearer_auth(bearer.expose());
             match self.http.send(request).await {
-                Err(e) if !refreshed && is_unauthorized(&e) => {
+                Err(e) if !refreshed && e.is_unauthorized() => {
                     tracing::debug!(tenant = %tenant.0, "graph answered 401; fetching a new token");
                     cache.forget().await;
                     refreshed = true;
