@@ -151,6 +151,71 @@ impl State {
     }
 }
 
+/// Records appended per transaction. A run of [`SEQUENCE_BATCH`] records
+/// of one log is written in a few transactions, so that the next one's
+/// leaves are built while one is being written.
+const APPEND_CHUNK: usize = 1024;
+
+/// One transaction's worth of a log: its entries, the subtrees they
+/// complete, the outbox records they consume, and the log's frontier
+/// after them.
+struct Batch {
+    start: u64,
+    entries: Vec<AuditEntry>,
+    nodes: Vec<AuditNode>,
+    consumed: Vec<i64>,
+    frontier: Frontier,
+}
+
+impl Batch {
+    /// Builds the leaves of `records`, appended to `log` at `frontier`.
+    fn build(
+        log: &str,
+        mut frontier: Frontier,
+        records: &[(i64, AuditRecord)],
+        sealing: &Sealing,
+    ) -> Result<Self, SequencerError> {
+        let start = frontier.size();
+        let mut entries = Vec::with_capacity(records.len());
+        let mut nodes = Vec::with_capacity(records.len() * 2);
+        let mut consumed = Vec::with_capacity(records.len());
+        for (id, record) in records {
+            let idx = frontier.size();
+            let leaf = leaf(log, idx, record, sealing)?;
+            let hash = leaf_hash(leaf.as_bytes());
+            frontier
+                .push_with(hash, |id, h| {
+                    nodes.push(AuditNode {
+                        level: id.level,
+                        index: id.index,
+                        hash: *h.as_bytes(),
+                    });
+                })
+                .map_err(|source| SequencerError::Tree {
+                    log: log.to_owned(),
+                    source,
+                })?;
+            entries.push(AuditEntry {
+                idx,
+                at: record.at,
+                actor: record.actor.clone(),
+                action: record.action.clone(),
+                subject: record.subject.clone(),
+                leaf,
+                leaf_hash: *hash.as_bytes(),
+            });
+            consumed.push(*id);
+        }
+        Ok(Self {
+            start,
+            entries,
+            nodes,
+            consumed,
+            frontier,
+        })
+    }
+}
+
 /// How a log's details go into its leaves in one run.
 enum Sealing {
     /// The system log: in clear.
@@ -270,64 +335,68 @@ impl Sequencer {
         }
         let mut appended = 0;
         for (log, records) in by_log {
-            let mut frontier = match state.frontiers.get(&log) {
+            let frontier = match state.frontiers.get(&log) {
                 Some(f) => f.clone(),
                 None => self.restore(&log).await?,
             };
             let sealing = self.sealing(&log, &records).await?;
-            let start = frontier.size();
-            let mut entries = Vec::with_capacity(records.len());
-            let mut nodes = Vec::with_capacity(records.len() * 2);
-            let mut consumed = Vec::with_capacity(records.len());
-            for (id, record) in &records {
-                let idx = frontier.size();
-                let leaf = leaf(&log, idx, record, &sealing)?;
-                let hash = leaf_hash(leaf.as_bytes());
-                frontier
-                    .push_with(hash, |id, h| {
-                        nodes.push(AuditNode {
-                            level: id.level,
-                            index: id.index,
-                            hash: *h.as_bytes(),
-                        });
+            let mut chunks = records.chunks(APPEND_CHUNK);
+            let mut next = chunks
+                .next()
+                .map(|chunk| Batch::build(&log, frontier, chunk, &sealing))
+                .transpose()?;
+            // Pipelined: while batch k is written (on the store's side),
+            // the leaves of batch k+1 are sealed, canonicalised and hashed
+            // here, from the frontier batch k leaves. If batch k is
+            // refused, batch k+1 is dropped unwritten.
+            while let Some(batch) = next.take() {
+                let Batch {
+                    start,
+                    entries,
+                    nodes,
+                    consumed,
+                    frontier,
+                } = batch;
+                let count = entries.len();
+                let writing = {
+                    let store = self.store.clone();
+                    let log = log.clone();
+                    tokio::spawn(async move {
+                        store
+                            .append_audit(&log, start, &entries, &nodes, &consumed)
+                            .await
                     })
-                    .map_err(|source| SequencerError::Tree {
-                        log: log.clone(),
-                        source,
-                    })?;
-                entries.push(AuditEntry {
-                    idx,
-                    at: record.at,
-                    actor: record.actor.clone(),
-                    action: record.action.clone(),
-                    subject: record.subject.clone(),
-                    leaf,
-                    leaf_hash: *hash.as_bytes(),
-                });
-                consumed.push(*id);
-            }
-            match self
-                .store
-                .append_audit(&log, start, &entries, &nodes, &consumed)
-                .await
-            {
-                Ok(()) => {
-                    appended += entries.len();
-                    self.checkpoint_if_grown(&mut state, &log, &frontier)
-                        .await?;
-                    state.frontiers.insert(log, frontier);
-                }
-                Err(StoreError::Stale(what)) => {
-                    tracing::info!(
-                        log,
-                        what,
-                        "another sequencer appended to the audit log; retrying on the next run"
-                    );
-                    state.forget(&log);
-                }
-                Err(err) => {
-                    state.forget(&log);
-                    return Err(err.into());
+                };
+                let following = chunks
+                    .next()
+                    .map(|chunk| Batch::build(&log, frontier.clone(), chunk, &sealing));
+                let written = match writing.await {
+                    Ok(written) => written,
+                    Err(join) => Err(StoreError::Backend {
+                        context: "appending audit entries",
+                        source: Box::new(join),
+                    }),
+                };
+                match written {
+                    Ok(()) => {
+                        appended += count;
+                        self.checkpoint_if_grown(&mut state, &log, &frontier)
+                            .await?;
+                        state.frontiers.insert(log.clone(), frontier);
+                        next = following.transpose()?;
+                    }
+                    Err(StoreError::Stale(what)) => {
+                        tracing::info!(
+                            log,
+                            what,
+                            "another sequencer appended to the audit log; retrying on the next run"
+                        );
+                        state.forget(&log);
+                    }
+                    Err(err) => {
+                        state.forget(&log);
+                        return Err(err.into());
+                    }
                 }
             }
         }

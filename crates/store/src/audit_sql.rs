@@ -45,12 +45,41 @@ pub(crate) fn insert_nodes_sql(rows: usize) -> String {
     )
 }
 
-/// `$first, $first+1, …` for `count` parameters.
-pub(crate) fn params(first: usize, count: usize) -> String {
-    (first..first + count)
-        .map(|n| format!("${n}"))
+/// Rows per statement of an append (entries, nodes): 8 values a row, so a
+/// statement binds at most 8,192 values (SQLite allows 32,766, PostgreSQL
+/// 65,535). Fewer, larger statements: every statement is a round trip to
+/// SQLite's worker thread or to the PostgreSQL server.
+pub(crate) const APPEND_ROWS: usize = 1024;
+
+/// The ids of `consumed` as runs of consecutive ids `(first, last)`,
+/// both included: the sequencer consumes the outbox in id order, so a
+/// batch of one log is usually one run, and deleting it one range.
+pub(crate) fn id_runs(consumed: &[i64]) -> Vec<(i64, i64)> {
+    let mut ids = consumed.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut runs: Vec<(i64, i64)> = Vec::new();
+    for id in ids {
+        match runs.last_mut() {
+            Some((_, last)) if last.checked_add(1) == Some(id) => *last = id,
+            _ => runs.push((id, id)),
+        }
+    }
+    runs
+}
+
+/// `(id >= $a AND id <= $b) OR …` for `count` runs, from `$first` on.
+pub(crate) fn run_filter(first: usize, count: usize) -> String {
+    (0..count)
+        .map(|i| {
+            format!(
+                "(id >= ${} AND id <= ${})",
+                first + 2 * i,
+                first + 2 * i + 1
+            )
+        })
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(" OR ")
 }
 
 /// `(log = $1 AND level = $a AND idx = $b) OR …` for `count` node ids,
@@ -155,6 +184,55 @@ pub(crate) fn outbox_record(row: OutboxRow) -> StoreResult<(i64, AuditRecord)> {
             details,
         },
     ))
+}
+
+/// The oldest `$1` outbox records packed into one row: a JSON array of
+/// `[id, log, at, tenant_id, actor, action, subject, details]` arrays, with
+/// `details` as its JSON text (read back by [`unpack_outbox`]). As for
+/// [`PACKED_LEAVES_SQL`]: SQLite hands rows to sqlx one by one through a
+/// worker thread, and one row per batch spares the sequencer thousands of
+/// messages per run. `NULL` when the outbox is empty.
+pub(crate) const PACKED_OUTBOX_SQL: &str = "SELECT json_group_array(json_array(id, log, at, \
+     tenant_id, actor, action, subject, details)) \
+     FROM (SELECT id, log, at, tenant_id, actor, action, subject, details \
+     FROM audit_outbox ORDER BY id LIMIT $1)";
+
+/// An outbox row as [`PACKED_OUTBOX_SQL`] packs it.
+type PackedOutboxRow = (
+    i64,
+    String,
+    String,
+    Option<String>,
+    String,
+    String,
+    String,
+    String,
+);
+
+/// Reads the row [`PACKED_OUTBOX_SQL`] returns, in id order.
+pub(crate) fn unpack_outbox(packed: Option<String>) -> StoreResult<Vec<(i64, AuditRecord)>> {
+    let Some(packed) = packed else {
+        return Ok(Vec::new());
+    };
+    let rows: Vec<PackedOutboxRow> = serde_json::from_str(&packed)
+        .map_err(|e| StoreError::Corrupt(format!("audit_outbox (packed batch): {e}")))?;
+    let mut records = rows
+        .into_iter()
+        .map(
+            |(id, log, at, tenant_id, actor, action, subject, details)| {
+                let at = time::OffsetDateTime::parse(
+                    &at,
+                    &time::format_description::well_known::Rfc3339,
+                )
+                .map_err(|e| StoreError::Corrupt(format!("audit_outbox.at: {e}")))?;
+                outbox_record((id, log, at, tenant_id, actor, action, subject, details))
+            },
+        )
+        .collect::<StoreResult<Vec<_>>>()?;
+    if !records.is_sorted_by_key(|(id, _)| *id) {
+        records.sort_unstable_by_key(|(id, _)| *id);
+    }
+    Ok(records)
 }
 
 /// An entry row as read.
@@ -271,12 +349,8 @@ pub(crate) fn listed(row: ListedRow) -> StoreResult<AuditRow> {
     })
 }
 
-/// The leaves of log `$1` with `$2 <= idx < $3`, one row each: what
-/// verification reads.
-pub(crate) const LEAVES_SQL: &str = "SELECT idx, leaf, leaf_hash FROM audit_entries \
-     WHERE log = $1 AND idx >= $2 AND idx < $3 ORDER BY idx";
-
-/// The same leaves as [`LEAVES_SQL`], packed into one row of four text
+/// The leaves of log `$1` with `$2 <= idx < $3` (what verification
+/// reads), packed into one row of four text
 /// values: the indexes (space-separated), the leaf hashes (64 hex digits
 /// each), the leaves' lengths in bytes (space-separated) and the leaves
 /// end to end (read back by [`unpack_leaves`]). SQLite hands rows to sqlx
@@ -289,14 +363,12 @@ pub(crate) const PACKED_LEAVES_SQL: &str = "SELECT group_concat(idx, ' '), \
      FROM (SELECT idx, leaf, leaf_hash FROM audit_entries \
      WHERE log = $1 AND idx >= $2 AND idx < $3 ORDER BY idx)";
 
-/// A packed page as read: see [`PACKED_LEAVES_SQL`]; all `None` when the
-/// page is empty.
-pub(crate) type PackedLeaves = (
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-);
+/// The leaves of log `$1` with `$2 <= idx < $3`, one row each: what
+/// verification reads on PostgreSQL. (Packed into one row with
+/// `string_agg`, as on SQLite, a page was read more slowly: the server
+/// builds the aggregate before it sends anything, where rows stream.)
+pub(crate) const LEAVES_SQL: &str = "SELECT idx, leaf, leaf_hash FROM audit_entries \
+     WHERE log = $1 AND idx >= $2 AND idx < $3 ORDER BY idx";
 
 /// A leaf row as read for verification.
 pub(crate) type LeafRow = (i64, String, String);
@@ -309,6 +381,15 @@ pub(crate) fn leaf(row: LeafRow) -> StoreResult<AuditLeaf> {
         leaf_hash: from_hex("audit_entries.leaf_hash", &leaf_hash)?,
     })
 }
+
+/// A packed page as read: see [`PACKED_LEAVES_SQL`]; all `None` when the
+/// page is empty.
+pub(crate) type PackedLeaves = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
 
 /// Reads the row [`PACKED_LEAVES_SQL`] returns, in index order.
 pub(crate) fn unpack_leaves(packed: PackedLeaves) -> StoreResult<Vec<AuditLeaf>> {
@@ -412,16 +493,7 @@ macro_rules! impl_audit_store {
                 &self,
                 limit: u32,
             ) -> gatehouse_core::store::StoreResult<Vec<(i64, gatehouse_core::audit::AuditRecord)>> {
-                let text = format!(
-                    "SELECT id, {} FROM audit_outbox ORDER BY id LIMIT $1",
-                    crate::audit_sql::OUTBOX_COLUMNS
-                );
-                let rows: Vec<crate::audit_sql::OutboxRow> = sqlx::query_as(&text)
-                    .bind(i64::from(limit))
-                    .fetch_all(&self.writer)
-                    .await
-                    .map_err(crate::db_error("reading the audit outbox"))?;
-                rows.into_iter().map(crate::audit_sql::outbox_record).collect()
+                self.read_audit_outbox(limit).await
             }
 
             async fn append_audit(
@@ -472,7 +544,7 @@ macro_rules! impl_audit_store {
                 if done.rows_affected() != 1 {
                     return Err(StoreError::Stale("audit log"));
                 }
-                for chunk in entries.chunks(MAX_ROWS) {
+                for chunk in entries.chunks(sql::APPEND_ROWS) {
                     let text = <$db as crate::placeholders::Placeholders>::sequential(sql::insert_entries_sql(chunk.len()));
                     let mut query = sqlx::query(&text);
                     for entry in chunk {
@@ -491,7 +563,7 @@ macro_rules! impl_audit_store {
                         .await
                         .map_err(crate::db_error("appending audit entries"))?;
                 }
-                for chunk in nodes.chunks(MAX_ROWS) {
+                for chunk in nodes.chunks(sql::APPEND_ROWS) {
                     let text = <$db as crate::placeholders::Placeholders>::sequential(sql::insert_nodes_sql(chunk.len()));
                     let mut query = sqlx::query(&text);
                     for node in chunk {
@@ -508,20 +580,23 @@ macro_rules! impl_audit_store {
                         _ => crate::db_error("storing audit nodes")(err),
                     })?;
                 }
-                for chunk in consumed.chunks(MAX_ROWS) {
+                let runs = sql::id_runs(consumed);
+                for chunk in runs.chunks(MAX_ROWS) {
                     let text = <$db as crate::placeholders::Placeholders>::sequential(format!(
-                        "DELETE FROM audit_outbox WHERE id IN ({})",
-                        sql::params(1, chunk.len())
+                        "DELETE FROM audit_outbox WHERE {}",
+                        sql::run_filter(1, chunk.len())
                     ));
                     let mut query = sqlx::query(&text);
-                    for id in chunk {
-                        query = query.bind(*id);
+                    let mut expected = 0u64;
+                    for &(first, last) in chunk {
+                        query = query.bind(first).bind(last);
+                        expected += last.abs_diff(first) + 1;
                     }
                     let done = query
                         .execute(&mut *tx)
                         .await
                         .map_err(crate::db_error("consuming audit records"))?;
-                    if usize::try_from(done.rows_affected()).ok() != Some(chunk.len()) {
+                    if done.rows_affected() != expected {
                         return Err(StoreError::Stale("audit outbox"));
                     }
                 }
@@ -793,6 +868,57 @@ mod tests {
             join(&|r| r.2.len().to_string(), " "),
             join(&|r| r.2.to_owned(), ""),
         )
+    }
+
+    #[test]
+    fn consumed_ids_become_runs_of_consecutive_ids() {
+        assert_eq!(id_runs(&[]), []);
+        assert_eq!(id_runs(&[7]), [(7, 7)]);
+        assert_eq!(id_runs(&[3, 4, 5, 6]), [(3, 6)]);
+        assert_eq!(
+            id_runs(&[9, 3, 4, 11, 10, 4, 20]),
+            [(3, 4), (9, 11), (20, 20)]
+        );
+        assert_eq!(
+            id_runs(&[i64::MAX - 1, i64::MAX]),
+            [(i64::MAX - 1, i64::MAX)]
+        );
+        assert_eq!(
+            run_filter(1, 2),
+            "(id >= $1 AND id <= $2) OR (id >= $3 AND id <= $4)"
+        );
+    }
+
+    #[test]
+    fn packed_outbox_batches_unpack_in_id_order() -> StoreResult<()> {
+        assert!(unpack_outbox(None)?.is_empty());
+        let packed = r#"[[5,"ten_01m94e0ymberm8e581cwz204m4","2026-12-06T01:03:20.730389Z","ten_01m94e0ymberm8e581cwz204m4","op_1","a.b","s","{\"k\":[1,\"Zoë\"]}"],
+            [2,"system","2026-12-06T01:03:20.000000Z",null,"system","c","t","{}"]]"#;
+        let records = unpack_outbox(Some(packed.to_owned()))?;
+        assert_eq!(
+            records.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            [2, 5]
+        );
+        assert_eq!(records[0].1.tenant_id, None);
+        assert_eq!(records[1].1.details, serde_json::json!({"k": [1, "Zoë"]}));
+        assert_eq!(
+            records[1].1.at,
+            time::macros::datetime!(2026-12-06 01:03:20.730389 UTC)
+        );
+        for corrupt in [
+            "not json",
+            r#"[[1,"system","yesterday",null,"a","b","c","{}"]]"#,
+            r#"[[1,"system","2026-12-06T01:03:20Z",null,"a","b","c","{"]]"#,
+        ] {
+            assert!(
+                matches!(
+                    unpack_outbox(Some(corrupt.to_owned())),
+                    Err(StoreError::Corrupt(_))
+                ),
+                "{corrupt}"
+            );
+        }
+        Ok(())
     }
 
     #[test]
