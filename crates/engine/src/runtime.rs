@@ -39,6 +39,7 @@ use crate::retry::random_unit;
 use crate::stats::EngineStats;
 use crate::template::{OnFailure, Step, Template};
 
+mod compensate;
 mod escalation;
 mod plans;
 mod rollback;

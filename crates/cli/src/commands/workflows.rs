@@ -82,6 +82,19 @@ pub enum WorkflowsCommand {
         #[arg(long = "as", value_name = "OPERATOR_NAME")]
         operator: Option<String>,
     },
+    /// Compensate a workflow (after a rejection or failure stopped it, or
+    /// instead of letting it go on): every completed step with a
+    /// compensation is undone, in reverse order.
+    Compensate {
+        /// The instance's id (`wf_…`).
+        workflow: String,
+        /// Why; recorded in the history.
+        #[arg(long)]
+        reason: String,
+        /// The operator asking (their handle); the local system otherwise.
+        #[arg(long = "as", value_name = "OPERATOR_NAME")]
+        operator: Option<String>,
+    },
 }
 
 /// Approval subcommands.
@@ -336,6 +349,23 @@ pub async fn run_workflows(
                 instance.id,
                 run.state.as_str(),
                 instance.state
+            );
+        }
+        WorkflowsCommand::Compensate {
+            workflow,
+            reason,
+            operator,
+        } => {
+            let actor = match operator {
+                Some(name) => app.act_as(&OperatorName::parse(&name)?).await?,
+                None => CLI,
+            };
+            let instance = app
+                .compensate_workflow(&actor, workflow_id(&workflow)?, &reason)
+                .await?;
+            println!(
+                "compensation of {} requested: the workflow is {}; the engine undoes its completed steps next, last first",
+                instance.id, instance.state
             );
         }
     }

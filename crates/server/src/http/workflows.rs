@@ -332,6 +332,32 @@ pub async fn cancel_workflow(
     Ok(axum::Json(CancelledWorkflow { instance }))
 }
 
+/// Compensate a workflow: undo every completed step that has a
+/// compensation, in reverse order (each with its own idempotency key),
+/// after a rejection or a failure stopped it, or instead of letting it go
+/// on. Open approvals and tasks are cancelled and steps not yet run are
+/// skipped in the same commit; the engine then runs the compensations and
+/// the workflow ends `compensated` (or parked if one fails for good).
+/// Refused for a completed workflow, one compensating or compensated
+/// already, and one with nothing to undo.
+#[utoipa::path(post, path = "/api/v1/workflows/{workflow}/compensate", tag = "workflows", request_body = WithReason,
+    params(("workflow" = String, Path, description = "workflow instance id (`wf_…`)")),
+    responses((status = 200, body = CancelledWorkflow), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, description = "`workflow_not_found`", body = ErrorBody),
+        (status = 409, description = "`workflow_refused`", body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn compensate_workflow(
+    State(state): State<ApiState>,
+    Auth(actor): Auth,
+    ApiPath(workflow): ApiPath<String>,
+    ApiJson(body): ApiJson<WithReason>,
+) -> Result<axum::Json<CancelledWorkflow>, AppError> {
+    let instance = state
+        .app
+        .compensate_workflow(&actor, workflow_id(&workflow)?, &body.reason)
+        .await?;
+    Ok(axum::Json(CancelledWorkflow { instance }))
+}
+
 /// The step whose rollback was asked for, and its workflow instance.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RolledBackStep {
