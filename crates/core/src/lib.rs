@@ -22,6 +22,7 @@ pub mod notify;
 pub mod onboarding;
 pub mod operator;
 pub mod retry_after;
+pub mod scim;
 pub mod secret;
 pub mod store;
 pub mod tenant;

@@ -752,6 +752,7 @@ pub trait Store:
     + crate::connector::ConnectorStore
     + crate::hooks::HookStore
     + crate::kb::KbStore
+    + crate::scim::ScimStore
     + Debug
 {
     /// Which engine this is.

@@ -22,6 +22,7 @@ mod onboarding_sql;
 mod placeholders;
 mod postgres;
 mod rows;
+mod scim_sql;
 mod sql;
 mod sqlite;
 #[cfg(feature = "testing")]

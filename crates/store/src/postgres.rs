@@ -45,6 +45,25 @@ impl PgStore {
             .map_err(crate::db_error("reading audit leaves"))?;
         rows.into_iter().map(crate::audit_sql::leaf).collect()
     }
+
+    /// `AuditStore::pending_audit`: one row per record.
+    async fn read_audit_outbox(
+        &self,
+        limit: u32,
+    ) -> StoreResult<Vec<(i64, gatehouse_core::audit::AuditRecord)>> {
+        let text = format!(
+            "SELECT id, {} FROM audit_outbox ORDER BY id LIMIT $1",
+            crate::audit_sql::OUTBOX_COLUMNS
+        );
+        let rows: Vec<crate::audit_sql::OutboxRow> = sqlx::query_as(&text)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(crate::db_error("reading the audit outbox"))?;
+        rows.into_iter()
+            .map(crate::audit_sql::outbox_record)
+            .collect()
+    }
 }
 
 impl PgStore {
@@ -231,6 +250,7 @@ crate::onboarding_sql::impl_onboarding_store!(PgStore, sqlx::Postgres);
 crate::connector_sql::impl_connector_store!(PgStore);
 crate::hooks_sql::impl_hook_store!(PgStore);
 crate::kb_sql::impl_kb_store!(PgStore);
+crate::scim_sql::impl_scim_store!(PgStore);
 
 #[async_trait::async_trait]
 impl Store for PgStore {

@@ -49,6 +49,22 @@ impl SqliteStore {
                 .map_err(db_error("reading audit leaves"))?;
         crate::audit_sql::unpack_leaves(packed)
     }
+
+    /// `AuditStore::pending_audit`: one packed row per batch (see
+    /// [`crate::audit_sql::PACKED_OUTBOX_SQL`]), read on a reader
+    /// connection so that the writer connection's thread only writes (WAL:
+    /// each read sees every commit made before it started).
+    async fn read_audit_outbox(
+        &self,
+        limit: u32,
+    ) -> StoreResult<Vec<(i64, gatehouse_core::audit::AuditRecord)>> {
+        let (packed,): (Option<String>,) = sqlx::query_as(crate::audit_sql::PACKED_OUTBOX_SQL)
+            .bind(i64::from(limit))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error("reading the audit outbox"))?;
+        crate::audit_sql::unpack_outbox(packed)
+    }
 }
 
 impl SqliteStore {
@@ -151,6 +167,7 @@ crate::onboarding_sql::impl_onboarding_store!(SqliteStore, sqlx::Sqlite);
 crate::connector_sql::impl_connector_store!(SqliteStore);
 crate::hooks_sql::impl_hook_store!(SqliteStore);
 crate::kb_sql::impl_kb_store!(SqliteStore);
+crate::scim_sql::impl_scim_store!(SqliteStore);
 
 #[async_trait::async_trait]
 impl Store for SqliteStore {

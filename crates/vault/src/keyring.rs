@@ -66,6 +66,25 @@ impl TenantSealer {
     pub fn open(&self, context: &str, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, VaultError> {
         self.key.open(&self.aad(context), sealed)
     }
+
+    /// A 32-byte key for `purpose` (such as `scim-blind-index`), derived
+    /// from the tenant's data key with HMAC-SHA-256 (a PRF), so it is never
+    /// the data key itself and each purpose gets its own. It changes only
+    /// when the data key does (KEK rotation rewraps, it does not change
+    /// data keys), and it is shredded with the tenant.
+    pub fn derive_key(&self, purpose: &str) -> Zeroizing<[u8; 32]> {
+        use hmac::digest::KeyInit;
+        use hmac::{Hmac, Mac};
+        // A key shorter than the block is zero-padded by HMAC itself, so
+        // padding it here gives the same MAC without a fallible call.
+        let mut block = Zeroizing::new([0u8; 64]);
+        block[..32].copy_from_slice(self.key.expose());
+        let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new(&(*block).into());
+        mac.update(&self.aad(&format!("derive:{purpose}")));
+        let mut out = Zeroizing::new([0u8; 32]);
+        out.copy_from_slice(&mac.finalize().into_bytes());
+        out
+    }
 }
 
 /// What a rotation rewraps to, and who is recorded as doing it.
