@@ -54,6 +54,9 @@ pub struct BenchArgs {
     /// Entries in the log exported as OSCAL (audit).
     #[arg(long, default_value_t = 100_000)]
     oscal_entries: u64,
+    /// Client onboardings driven to go-live at once (onboarding).
+    #[arg(long, default_value_t = 500)]
+    clients: u32,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -64,6 +67,8 @@ enum Scenario {
     Engine,
     /// The audit log: appends, verification, inclusion proofs, OSCAL export.
     Audit,
+    /// Won deals driven to go-live against the sandbox, approvals through the API.
+    Onboarding,
 }
 
 /// Peak resident memory of this process, in MiB (Linux `VmHWM`).
@@ -102,12 +107,14 @@ pub(crate) fn progress(label: &str, done: u32, total: u32) {
 /// Runs a benchmark.
 pub async fn run(args: &ConfigArgs, bench: BenchArgs) -> Result<ExitCode, CliError> {
     if bench.tenants == 0
+        || bench.clients == 0
         || bench.workflows == 0
         || bench.steps == 0
         || bench.concurrency == Some(0)
     {
         return Err(CliError::Usage(
-            "--tenants, --workflows, --steps and --concurrency must be at least 1".into(),
+            "--tenants, --clients, --workflows, --steps and --concurrency must be at least 1"
+                .into(),
         ));
     }
     let scratch = tempfile::tempdir()?;
@@ -144,6 +151,12 @@ pub async fn run(args: &ConfigArgs, bench: BenchArgs) -> Result<ExitCode, CliErr
                 oscal_entries: bench.oscal_entries,
             };
             crate::bench_audit::measure(store.clone(), scratch.path(), &audit).await
+        }
+        Scenario::Onboarding => {
+            let onboarding = crate::bench_onboarding::OnboardingBench {
+                clients: bench.clients,
+            };
+            crate::bench_onboarding::measure(args, store.clone(), scratch.path(), onboarding).await
         }
     };
     store.close().await;

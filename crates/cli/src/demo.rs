@@ -2,6 +2,14 @@
 //! own tenant gets connectors to them, and the sandbox ConnectWise sends a
 //! won deal through the real signed callback once the server listens.
 //!
+//! The sandbox plays the client's side too: the ConnectWise company has a
+//! website, the Graph emulator holds the client's Microsoft 365 tenant
+//! (with its own IT administrator and a previous provider's admin among the
+//! Global Administrators), the client "accepts" the GDAP request a few
+//! seconds after it is sent, and devices check in a few seconds after the
+//! agent installer link is made. So a person who approves every step and
+//! signs off the three L3 tasks sees the onboarding reach go-live.
+//!
 //! Nothing here is special-cased in the product: the connectors are set
 //! through the same service as `gatehouse connector set`, their credentials
 //! are the MSP tenant's sealed secrets, and the won deal arrives at
@@ -10,6 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use gatehouse_connectors::connectwise::{ConnectWiseClient, ConnectWiseConfig, NewCallback};
 use gatehouse_connectors::http::Secret;
@@ -17,7 +26,7 @@ use gatehouse_core::clock::Clock;
 use gatehouse_core::connector::{ConnectorKind, ConnectorName, ConnectorSpec};
 use gatehouse_core::secret::SecretName;
 use gatehouse_core::tenant::{DisplayName, Region, TenantSlug, TenantState};
-use gatehouse_sandbox::Sandbox;
+use gatehouse_sandbox::{AutoEnroll, Sandbox};
 use gatehouse_server::app::{Actor, NewTenant, TenantRef};
 use gatehouse_server::{App, AppError};
 use serde_json::{Value, json};
@@ -31,6 +40,59 @@ pub const DEMO_OWNER: &str = "lea.lindqvist@demo-msp.example";
 
 /// The client whose deal the sandbox PSA wins.
 pub const DEMO_CLIENT: &str = "Tailspin Toys";
+
+/// The client's website, as the sandbox ConnectWise holds it.
+pub const DEMO_WEBSITE: &str = "https://www.tailspintoys.com";
+
+/// The client's Microsoft 365 tenant in the sandbox Graph (synthetic).
+pub const DEMO_CUSTOMER_TENANT: &str = "6f1c2d3e-4a5b-4c6d-8e7f-90a1b2c3d4e5";
+
+/// The previous provider's partner tenant in the sandbox Graph (synthetic).
+pub const DEMO_PREVIOUS_PROVIDER: &str = "0b9a8c7d-6e5f-4a3b-9c2d-1e0f9a8b7c6d";
+
+/// How long after the GDAP request the demo client accepts it, and after
+/// the installer link the devices check in.
+const DEMO_CLIENT_DELAY: Duration = Duration::from_secs(5);
+
+/// How many of the client's devices check in.
+const DEMO_DEVICES: usize = 3;
+
+/// Sets up the client's side in the sandbox: its Microsoft 365 tenant
+/// (domains `tailspintoys.onmicrosoft.com`, the default, and
+/// `tailspintoys.com`; the MSP's app consented; its own IT administrator
+/// and a previous provider's admin account as Global Administrators), a
+/// client that accepts GDAP requests and devices that run the agent
+/// installer, each [`DEMO_CLIENT_DELAY`] later.
+pub fn seed_client_side(sandbox: &Sandbox) {
+    let graph = &sandbox.graph;
+    let c = &sandbox.credentials;
+    graph.add_tenant(DEMO_CUSTOMER_TENANT, DEMO_CLIENT);
+    graph.add_domain(DEMO_CUSTOMER_TENANT, "tailspintoys.com");
+    graph.consent_app(DEMO_CUSTOMER_TENANT, &c.graph_app.0, &c.graph_app.1);
+    if let Some(admin) = graph.add_user(
+        DEMO_CUSTOMER_TENANT,
+        "it.admin@tailspintoys.com",
+        "Tailspin Toys IT",
+    ) {
+        graph.assign_directory_role(
+            DEMO_CUSTOMER_TENANT,
+            gatehouse_sandbox::graph::GLOBAL_ADMINISTRATOR,
+            &admin,
+        );
+    }
+    graph.seed_previous_provider(
+        DEMO_CUSTOMER_TENANT,
+        DEMO_PREVIOUS_PROVIDER,
+        "Fourth Coffee IT",
+    );
+    graph.set_auto_accept_gdap(Some(DEMO_CLIENT_DELAY));
+    let auto = AutoEnroll {
+        devices: DEMO_DEVICES,
+        delay: DEMO_CLIENT_DELAY,
+    };
+    sandbox.ninjaone.set_auto_enroll(Some(auto));
+    sandbox.dattormm.set_auto_enroll(Some(auto));
+}
 
 /// Creates the MSP's own tenant (if missing) and points its connectors at
 /// `sandbox`, with the sandbox's credentials sealed as its secrets.
@@ -53,6 +115,7 @@ pub async fn wire(app: &App, sandbox: &Sandbox, msp: &TenantSlug) -> Result<(), 
         }
         Err(err) => return Err(err.into()),
     }
+    seed_client_side(sandbox);
     let c = &sandbox.credentials;
     let connectors = [
         (
@@ -119,7 +182,11 @@ pub async fn send_won_deal(
     clock: Arc<dyn Clock>,
 ) -> Result<Value, CliError> {
     let cw = &sandbox.connectwise;
+    // The MSP's own opportunity status for clients that went live, which
+    // the template's `close-opportunity` step sets.
+    cw.add_opportunity_status("Onboarded", true, true);
     let company = cw.seed_company(DEMO_CLIENT, "Active");
+    cw.set_company_website(company, DEMO_WEBSITE);
     let opportunity = cw.seed_opportunity("Managed services, 45 seats", company, "Open", None);
     let c = &sandbox.credentials.connectwise;
     let client = ConnectWiseClient::new(

@@ -12,6 +12,7 @@
 mod bench;
 mod bench_audit;
 mod bench_engine;
+mod bench_onboarding;
 mod commands;
 mod config;
 mod demo;
@@ -70,6 +71,9 @@ enum Command {
     /// Client runbooks and articles: list, show, add, full-text search.
     #[command(subcommand)]
     Kb(commands::kb::KbCommand),
+    /// The SCIM 2.0 service provider: manage tenants' SCIM bearer tokens.
+    #[command(subcommand)]
+    Scim(commands::scim::ScimCommand),
     /// Run a benchmark; the last line printed is a JSON object.
     Bench(bench::BenchArgs),
     /// Run the vendor emulators (PSA, RMM, Graph, documentation) on loopback.
@@ -136,6 +140,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Operator(command) => commands::operator::run(&cli.config, command).await,
         Command::Keys(command) => commands::keys::run(&cli.config, command).await,
         Command::Kb(command) => commands::kb::run(&cli.config, command).await,
+        Command::Scim(command) => commands::scim::run(&cli.config, command).await,
         Command::Audit(command) => commands::audit::run(&cli.config, command).await,
         Command::Events(command) => commands::workflows::run_events(&cli.config, command).await,
         Command::Workflows(command) => {

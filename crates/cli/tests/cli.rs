@@ -1495,7 +1495,7 @@ async fn the_sandbox_command_runs_every_emulator_with_its_printed_credentials() 
         .unwrap();
     let printed: Value = serde_json::from_str(&line).unwrap();
     let endpoints = printed["endpoints"].as_array().unwrap();
-    assert_eq!(endpoints.len(), 9, "{printed}");
+    assert_eq!(endpoints.len(), 10, "{printed}");
     let url_of = |system: &str| {
         endpoints
             .iter()
@@ -1525,6 +1525,25 @@ async fn the_sandbox_command_runs_every_emulator_with_its_printed_credentials() 
     assert_eq!(good.status(), 200);
     let bad = token("not-the-secret".to_owned()).await.unwrap();
     assert_eq!(bad.status(), 401);
+    // The SCIM application takes the printed bearer token.
+    let scim_users = format!("{}/Users", url_of("SCIM 2.0 app"));
+    let bearer = printed["credentials"]["scim"]["bearer_token"]
+        .as_str()
+        .unwrap();
+    let listed = client
+        .get(&scim_users)
+        .bearer_auth(bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200);
+    let refused = client
+        .get(&scim_users)
+        .bearer_auth("guess")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
     child.kill().unwrap();
     child.wait().unwrap();
 }

@@ -104,6 +104,8 @@ struct Company {
     company_name: String,
     #[serde(default)]
     company_type: Option<u64>,
+    #[serde(default)]
+    web_address: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -466,6 +468,10 @@ impl Psa for AutotaskClient {
             name: company.company_name,
             status: types.label(company.company_type),
             contract,
+            domain: company
+                .web_address
+                .as_deref()
+                .and_then(crate::ports::domain_from_website),
         }))
     }
 

@@ -113,6 +113,8 @@ struct Company {
     name: String,
     #[serde(default)]
     status: Option<Reference>,
+    #[serde(default)]
+    website: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -330,6 +332,10 @@ impl Psa for ConnectWiseClient {
             name: company.name,
             status: company.status.and_then(|s| s.name),
             contract,
+            domain: company
+                .website
+                .as_deref()
+                .and_then(crate::ports::domain_from_website),
         }))
     }
 

@@ -39,7 +39,10 @@ use serde_json::{Value, json};
 
 use crate::error::ConnectorError;
 use crate::http::{ClientCredentials, Http, Secret, TokenCache};
-use crate::ports::{DirectoryUser, GdapRelationship, GdapRequest, M365, NewDirectoryUser};
+pub use crate::ports::DirectoryMember;
+use crate::ports::{
+    DirectoryUser, GdapRelationship, GdapRequest, M365, NewDirectoryUser, TenantInformation,
+};
 
 /// The system name errors carry.
 const SYSTEM: &str = "graph";
@@ -96,20 +99,6 @@ impl GraphConfig {
             page_size: None,
         }
     }
-}
-
-/// A member of a directory role or group: a user, or another directory
-/// object (a service principal, a group), which has no UPN.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DirectoryMember {
-    /// Graph's object id.
-    pub id: String,
-    /// The object's type (`#microsoft.graph.user`, …), when Graph says.
-    pub object_type: Option<String>,
-    /// The display name, when there is one.
-    pub display_name: Option<String>,
-    /// The user principal name, for users.
-    pub user_principal_name: Option<String>,
 }
 
 /// A GDAP access assignment: a partner security group whose members hold
@@ -379,6 +368,16 @@ impl From<AssignmentDto> for GdapAccess {
 #[serde(rename_all = "camelCase")]
 struct LicenseDetailDto {
     sku_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TenantInformationDto {
+    tenant_id: String,
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    default_domain_name: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -772,6 +771,34 @@ impl GraphClient {
         }
     }
 
+    /// `GET /tenantRelationships/{function}` with the partner's token:
+    /// what Microsoft tells anyone about a tenant; 404 is "no such tenant".
+    async fn tenant_information(
+        &self,
+        function: String,
+        what: &str,
+    ) -> Result<Option<TenantInformation>, ConnectorError> {
+        let url = self.url(&["tenantRelationships", &function])?;
+        match self
+            .json(&self.partner, what, |c| {
+                c.get(url.clone())
+                    .header(header::ACCEPT, "application/json")
+            })
+            .await
+        {
+            Ok(v) => {
+                let dto: TenantInformationDto = decode(v, what)?;
+                Ok(Some(TenantInformation {
+                    tenant_id: dto.tenant_id,
+                    display_name: dto.display_name.unwrap_or_default(),
+                    default_domain: dto.default_domain_name.unwrap_or_default(),
+                }))
+            }
+            Err(e) if is_status(&e, 404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `{graph}/v1.0/directoryObjects/{id}`, as `members/$ref` wants.
     fn object_ref(&self, id: &str) -> Result<String, ConnectorError> {
         Ok(self.url(&["directoryObjects", id])?.to_string())
@@ -939,6 +966,59 @@ impl M365 for GraphClient {
                     "GDAP relationship {id} is {other}: it cannot be terminated until the customer approves it (an unapproved request expires on its own)"
                 ),
             }),
+        }
+    }
+
+    async fn gdap_relationship(
+        &self,
+        id: &str,
+    ) -> Result<Option<GdapRelationship>, ConnectorError> {
+        GraphClient::gdap_relationship(self, id).await
+    }
+
+    async fn tenant_by_domain(
+        &self,
+        domain: &str,
+    ) -> Result<Option<TenantInformation>, ConnectorError> {
+        let domain = segment(domain.trim(), "domain name")?;
+        if domain.contains('/') {
+            return Err(rejected(format!("'{domain}' is not a domain name")));
+        }
+        self.tenant_information(
+            format!(
+                "findTenantInformationByDomainName(domainName={})",
+                literal(domain)
+            ),
+            &format!("looking up the tenant of domain {domain}"),
+        )
+        .await
+    }
+
+    async fn tenant_by_id(
+        &self,
+        tenant_id: &str,
+    ) -> Result<Option<TenantInformation>, ConnectorError> {
+        let tenant = self.customer(tenant_id)?;
+        self.tenant_information(
+            format!(
+                "findTenantInformationByTenantId(tenantId={})",
+                literal(&tenant.0)
+            ),
+            &format!("looking up tenant {}", tenant.0),
+        )
+        .await
+    }
+
+    async fn directory_role_members(
+        &self,
+        customer_tenant_id: &str,
+        role_template_id: &str,
+    ) -> Result<Vec<DirectoryMember>, ConnectorError> {
+        // A role the tenant never activated is a 404: it has no members.
+        match GraphClient::directory_role_members(self, customer_tenant_id, role_template_id).await
+        {
+            Err(e) if is_status(&e, 404) => Ok(Vec::new()),
+            other => other,
         }
     }
 

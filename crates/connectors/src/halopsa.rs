@@ -93,6 +93,8 @@ struct Client {
     name: String,
     #[serde(default)]
     customertype: Option<String>,
+    #[serde(default)]
+    website: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -354,6 +356,10 @@ impl Psa for HaloPsaClient {
             name: client.name,
             status: client.customertype.filter(|t| !t.is_empty()),
             contract,
+            domain: client
+                .website
+                .as_deref()
+                .and_then(crate::ports::domain_from_website),
         }))
     }
 

@@ -40,6 +40,39 @@ pub struct PsaCompany {
     pub status: Option<String>,
     /// The name of its active managed-services contract or agreement, if any.
     pub contract: Option<String>,
+    /// Its internet domain (`tailspintoys.com`), read from the company's
+    /// website field (ConnectWise `website`, Autotask `webAddress`, HaloPSA
+    /// `website`) by [`domain_from_website`]; `None` when it has none.
+    #[serde(default)]
+    pub domain: Option<String>,
+}
+
+/// The bare domain of a website as PSAs hold it: the scheme, user, port,
+/// path, query and a leading `www.` are dropped and the rest is lower-cased
+/// (`https://www.TailspinToys.com/about` → `tailspintoys.com`). `None` when
+/// what is left is not a domain name (letters, digits, `-` and `.`, with at
+/// least one dot).
+pub fn domain_from_website(website: &str) -> Option<String> {
+    let text = website.trim();
+    let text = match text.find("://") {
+        Some(at) => &text[at + 3..],
+        None => text,
+    };
+    let text = text.split(['/', '?', '#']).next().unwrap_or_default();
+    let text = text.rsplit('@').next().unwrap_or_default();
+    let text = text.split(':').next().unwrap_or_default();
+    let text = text.trim_end_matches('.').to_ascii_lowercase();
+    let text = text.strip_prefix("www.").unwrap_or(&text);
+    let labels_ok = text.split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    });
+    (text.contains('.') && text.len() <= 253 && labels_ok).then(|| text.to_owned())
 }
 
 /// What to change on a PSA company; `None` leaves a field alone.
@@ -214,6 +247,39 @@ pub struct GdapRequest {
     pub roles: Vec<String>,
 }
 
+/// What Microsoft tells anyone about an Entra tenant
+/// (`findTenantInformationByDomainName`, `…ByTenantId`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantInformation {
+    /// The tenant id (a GUID).
+    pub tenant_id: String,
+    /// The organization's display name.
+    pub display_name: String,
+    /// Its default verified domain.
+    pub default_domain: String,
+}
+
+/// A member of a directory role or group: a user, or another directory
+/// object (a service principal, a group), which has no UPN.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectoryMember {
+    /// Graph's object id.
+    pub id: String,
+    /// The object's type (`#microsoft.graph.user`, …), when Graph says.
+    pub object_type: Option<String>,
+    /// The display name, when there is one.
+    pub display_name: Option<String>,
+    /// The user principal name, for users.
+    pub user_principal_name: Option<String>,
+}
+
+fn unsupported(what: &str) -> ConnectorError {
+    ConnectorError::Config {
+        system: "graph",
+        message: format!("{what} is not supported by this client"),
+    }
+}
+
 /// A user in a customer's directory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DirectoryUser {
@@ -321,19 +387,44 @@ pub trait M365: Send + Sync {
         customer_tenant_id: &str,
         group: &str,
     ) -> Result<Vec<String>, ConnectorError>;
-    /// Every delegated admin relationship the customer tenant has with any
-    /// partner (ours and other providers'), as read in the customer tenant.
-    /// Used to check that a previous provider's access is gone. Clients
-    /// that cannot read it answer a configuration error.
-    async fn customer_relationships(
+    /// The partner's GDAP relationship with this id, if it exists (to see
+    /// whether the customer accepted it). Clients that cannot read it answer
+    /// a configuration error.
+    async fn gdap_relationship(
+        &self,
+        id: &str,
+    ) -> Result<Option<GdapRelationship>, ConnectorError> {
+        let _ = id;
+        Err(unsupported("reading one GDAP relationship"))
+    }
+    /// The Entra tenant that holds the verified domain `domain`
+    /// (`findTenantInformationByDomainName`), if there is one.
+    async fn tenant_by_domain(
+        &self,
+        domain: &str,
+    ) -> Result<Option<TenantInformation>, ConnectorError> {
+        let _ = domain;
+        Err(unsupported("looking a tenant up by domain"))
+    }
+    /// The Entra tenant with this id (`findTenantInformationByTenantId`),
+    /// if there is one.
+    async fn tenant_by_id(
+        &self,
+        tenant_id: &str,
+    ) -> Result<Option<TenantInformation>, ConnectorError> {
+        let _ = tenant_id;
+        Err(unsupported("looking a tenant up by id"))
+    }
+    /// The members of a directory role (by role template id) in a customer
+    /// tenant, every page read; a role the tenant has not activated has
+    /// none.
+    async fn directory_role_members(
         &self,
         customer_tenant_id: &str,
-    ) -> Result<Vec<GdapRelationship>, ConnectorError> {
-        let _ = customer_tenant_id;
-        Err(ConnectorError::Config {
-            system: "graph",
-            message: "reading a customer's delegated admin relationships is not supported".into(),
-        })
+        role_template_id: &str,
+    ) -> Result<Vec<DirectoryMember>, ConnectorError> {
+        let _ = (customer_tenant_id, role_template_id);
+        Err(unsupported("listing a directory role's members"))
     }
 }
 
@@ -395,4 +486,32 @@ pub trait DocsPlatform: Send + Sync {
         password: &Secret,
         key: &str,
     ) -> Result<String, ConnectorError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::domain_from_website;
+
+    #[test]
+    fn websites_become_bare_domains() {
+        for (website, domain) in [
+            ("tailspintoys.com", Some("tailspintoys.com")),
+            (
+                "https://www.TailspinToys.com/about?x=1",
+                Some("tailspintoys.com"),
+            ),
+            (
+                "http://user@shop.tailspintoys.co.uk:8443/",
+                Some("shop.tailspintoys.co.uk"),
+            ),
+            ("www.contoso.com.", Some("contoso.com")),
+            ("", None),
+            ("localhost", None),
+            ("https://", None),
+            ("exa mple.com", None),
+            ("-bad.com", None),
+        ] {
+            assert_eq!(domain_from_website(website).as_deref(), domain, "{website}");
+        }
+    }
 }

@@ -975,3 +975,107 @@ async fn the_emulator_pages_selects_and_refuses_like_graph() {
     assert_eq!(body["error"], "invalid_scope");
     emu.shutdown().await;
 }
+
+/// The onboarding's reads through the port: the customer's tenant by a
+/// verified domain (any case) or by id, a relationship by id, and the
+/// members of a role the tenant never activated (none, not an error).
+#[tokio::test]
+async fn the_port_finds_a_tenant_by_domain_and_reads_roles_and_relationships() {
+    let emu = emulator().await;
+    assert!(emu.add_domain(CONTOSO, "contoso.example"));
+    let graph = client(&emu, None);
+    let port: &dyn M365 = &graph;
+
+    let found = port
+        .tenant_by_domain("Contoso.Example")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            found.tenant_id.as_str(),
+            found.display_name.as_str(),
+            found.default_domain.as_str()
+        ),
+        (CONTOSO, "Contoso", "contoso.onmicrosoft.com")
+    );
+    assert_eq!(
+        port.tenant_by_domain("nowhere.example").await.unwrap(),
+        None
+    );
+    assert_eq!(
+        port.tenant_by_id(FABRIKAM)
+            .await
+            .unwrap()
+            .unwrap()
+            .default_domain,
+        "fabrikam.onmicrosoft.com"
+    );
+    assert_eq!(
+        port.tenant_by_id("0d0d0d0d-0000-4000-8000-000000000009")
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(matches!(
+        port.tenant_by_domain("a/b").await,
+        Err(ConnectorError::Rejected { .. })
+    ));
+    // The look-ups use the partner's token.
+    assert_eq!(
+        emu.harness().counted(&format!("tokens.issued:{PARTNER}")),
+        1
+    );
+    assert_eq!(emu.harness().counted("tenants.looked_up"), 2);
+
+    let admin = emu
+        .add_user(CONTOSO, "it@contoso.example", "Contoso IT")
+        .unwrap();
+    assert!(emu.assign_directory_role(CONTOSO, GLOBAL_ADMINISTRATOR, &admin));
+    let members = port
+        .directory_role_members(CONTOSO, GLOBAL_ADMINISTRATOR)
+        .await
+        .unwrap();
+    assert_eq!(members.len(), 1);
+    assert_eq!(
+        members[0].user_principal_name.as_deref(),
+        Some("it@contoso.example")
+    );
+    // Privileged Authentication Administrator is not activated in the emulated tenants.
+    let none = port
+        .directory_role_members(CONTOSO, "7be44c8a-adaf-4e2a-84d6-ab2649e08a13")
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+
+    let request = GdapRequest {
+        display_name: "Gatehouse onboarding".into(),
+        customer_tenant_id: CONTOSO.into(),
+        duration: "P730D".into(),
+        roles: vec![USER_ADMIN.into()],
+    };
+    let made = port.request_gdap(&request, "k1").await.unwrap();
+    let read = port.gdap_relationship(&made.id).await.unwrap().unwrap();
+    assert_eq!(read.status, "approvalPending");
+    emu.set_auto_accept_gdap(Some(Duration::ZERO));
+    let second = port
+        .request_gdap(
+            &GdapRequest {
+                display_name: "Gatehouse second".into(),
+                ..request
+            },
+            "k2",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        port.gdap_relationship(&second.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        "active",
+        "accepted by the knob"
+    );
+    assert_eq!(port.gdap_relationship("no-such-id").await.unwrap(), None);
+}

@@ -22,7 +22,10 @@
 //!
 //! Creates honour `Idempotency-Key` through the [`Harness`]. Counters:
 //! `tokens.issued`, `auth.refused`, `sites.created`, `sites.updated`,
-//! `agents.downloaded`.
+//! `agents.downloaded`, `devices.enrolled`. Test-facing:
+//! [`DattoRmmEmulator::enroll_devices`]; the [`AutoEnroll`] knob
+//! ([`DattoRmmEmulator::set_auto_enroll`]) enrolls devices in every new
+//! site, whose agent link exists from its creation on.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -39,6 +42,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::emulator::{Harness, Served, error, lock, serve};
+use crate::enroll::{self, AutoEnroll};
 
 /// The page size when a listing names none (Datto's default is 250).
 const DEFAULT_PAGE_SIZE: usize = 250;
@@ -78,6 +82,7 @@ struct Store {
     order: Vec<String>,
     next_id: u64,
     max_page_size: usize,
+    auto_enroll: Option<AutoEnroll>,
 }
 
 struct Shared {
@@ -113,6 +118,7 @@ impl DattoRmmEmulator {
                 order: Vec::new(),
                 next_id: 1,
                 max_page_size: DEFAULT_PAGE_SIZE,
+                auto_enroll: None,
             }),
         });
         let router = Router::new()
@@ -170,6 +176,19 @@ impl DattoRmmEmulator {
         site.devices
             .push((uid.clone(), hostname.to_owned(), online));
         Some(uid)
+    }
+
+    /// `count` devices enroll in `site` and report online, named
+    /// `{site}-pc{n}`; answers their uids (empty if there is no such site).
+    /// Counted as `devices.enrolled`.
+    pub fn enroll_devices(&self, site: &str, count: usize) -> Vec<String> {
+        enroll_in(&self.shared, site, count)
+    }
+
+    /// Knob: every site created from now on gets `devices` devices after
+    /// `delay` (`None`, the default: nobody runs the agent).
+    pub fn set_auto_enroll(&self, auto: Option<AutoEnroll>) {
+        lock(&self.shared.store).auto_enroll = auto;
     }
 
     /// Every site, in creation order.
@@ -234,6 +253,26 @@ impl Site {
             "portalUrl": format!("{base}/site/{}", self.id),
         })
     }
+}
+
+/// `count` online devices in `site`; their uids.
+fn enroll_in(shared: &Shared, site: &str, count: usize) -> Vec<String> {
+    let mut store = lock(&shared.store);
+    let Some(site) = store.sites.get_mut(site) else {
+        return Vec::new();
+    };
+    let mut uids = Vec::with_capacity(count);
+    for _ in 0..count {
+        let uid = new_uid();
+        let name = enroll::device_name(&site.name, site.devices.len() + 1);
+        site.devices.push((uid.clone(), name, true));
+        uids.push(uid);
+    }
+    drop(store);
+    for _ in &uids {
+        shared.harness.count("devices.enrolled");
+    }
+    uids
 }
 
 /// A uid shaped like Datto's (a UUID).
@@ -422,6 +461,14 @@ async fn create_site(
             .get(&uid)
             .map(|s| s.json(&uid, &base))
             .unwrap_or(Value::Null);
+        let auto = store.auto_enroll;
+        drop(store);
+        if let Some(auto) = auto {
+            let shared = Arc::clone(&shared);
+            enroll::after(auto.delay, move || {
+                enroll_in(&shared, &uid, auto.devices);
+            });
+        }
         (StatusCode::OK, answer)
     })
 }

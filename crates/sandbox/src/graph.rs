@@ -41,6 +41,7 @@ mod gdap;
 mod model;
 mod odata;
 mod routes;
+mod tenants;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -268,16 +269,23 @@ impl GraphEmulator {
     /// The customer's admin approves relationship `id` (it must be
     /// `approvalPending`); answers whether it became `active`.
     pub fn approve_gdap(&self, id: &str) -> bool {
-        let mut dir = lock(&self.shared.dir);
-        let Some(customer) = dir.relationships.get(id).map(|r| r.customer_tenant.clone()) else {
-            return false;
-        };
-        let approved = gdap::apply_action(&mut dir, &customer, id, "approve").is_ok();
-        drop(dir);
-        if approved {
-            self.shared.harness.count("gdap.approve");
-        }
-        approved
+        tenants::approve(&self.shared, id)
+    }
+
+    /// Knob: the customer's admin accepts every relationship locked for
+    /// approval from now on, `delay` after the lock (`Duration::ZERO`: at
+    /// once); `None` (the default) leaves it to [`Self::approve_gdap`].
+    pub fn set_auto_accept_gdap(&self, delay: Option<std::time::Duration>) {
+        *lock(&self.shared.auto_accept_gdap) = delay;
+    }
+
+    /// The tenant's verified domains, its default (the first) first.
+    pub fn domains(&self, tenant: &str) -> Vec<String> {
+        lock(&self.shared.dir)
+            .tenants
+            .get(tenant)
+            .map(|t| t.domains.clone())
+            .unwrap_or_default()
     }
 
     /// Completes every requested termination (`terminationRequested →

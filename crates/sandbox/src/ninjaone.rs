@@ -26,7 +26,10 @@
 //! Test-facing: [`NinjaOneEmulator::add_device`] makes an agent report from
 //! an organization; [`NinjaOneEmulator::revoke_tokens`] makes every issued
 //! token stale (the next call gets `401`); [`NinjaOneEmulator::rotate_secret`]
-//! also changes the client secret.
+//! also changes the client secret; [`NinjaOneEmulator::enroll_devices`]
+//! enrolls devices that report online, and the [`AutoEnroll`] knob
+//! ([`NinjaOneEmulator::set_auto_enroll`]) does it by itself once a
+//! location's installer link is made (counted as `devices.enrolled`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -41,6 +44,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::emulator::{Harness, Served, error, lock, serve};
+use crate::enroll::{self, AutoEnroll};
 
 /// The installer types NinjaOne can generate.
 pub const INSTALLER_TYPES: [&str; 9] = [
@@ -104,6 +108,9 @@ struct Store {
     organizations: BTreeMap<u64, Organization>,
     next_id: u64,
     max_page_size: usize,
+    auto_enroll: Option<AutoEnroll>,
+    /// (organization, location) pairs whose devices auto-enrolled already.
+    enrolled: BTreeSet<(u64, u64)>,
 }
 
 struct Shared {
@@ -138,6 +145,8 @@ impl NinjaOneEmulator {
                 organizations: BTreeMap::new(),
                 next_id: 1,
                 max_page_size: 1000,
+                auto_enroll: None,
+                enrolled: BTreeSet::new(),
             }),
         });
         let router = Router::new()
@@ -223,6 +232,21 @@ impl NinjaOneEmulator {
             },
         );
         Some(id)
+    }
+
+    /// `count` devices enroll in `organization` (its first location, if it
+    /// has one) and report online, named `{organization}-pc{n}`; answers
+    /// their ids (empty if there is no such organization). Counted as
+    /// `devices.enrolled`.
+    pub fn enroll_devices(&self, organization: u64, count: usize) -> Vec<u64> {
+        enroll_in(&self.shared, organization, None, count)
+    }
+
+    /// Knob: when an installer link of a location is made, `devices`
+    /// devices enroll there after `delay`, once per location (`None`, the
+    /// default: nobody runs the installer).
+    pub fn set_auto_enroll(&self, auto: Option<AutoEnroll>) {
+        lock(&self.shared.store).auto_enroll = auto;
     }
 
     /// Every organization, by id.
@@ -559,9 +583,58 @@ async fn create_location(
     })
 }
 
+/// `count` online devices in `organization` (in `location`, else its first
+/// location); their ids.
+fn enroll_in(shared: &Shared, organization: u64, location: Option<u64>, count: usize) -> Vec<u64> {
+    let mut store = lock(&shared.store);
+    if !store.organizations.contains_key(&organization) {
+        return Vec::new();
+    }
+    let ids: Vec<u64> = (0..count).map(|_| store.next()).collect();
+    let Some(org) = store.organizations.get_mut(&organization) else {
+        return Vec::new();
+    };
+    let location_id = location.or_else(|| org.locations.keys().next().copied());
+    for id in &ids {
+        let name = enroll::device_name(&org.name, org.devices.len() + 1);
+        org.devices.insert(
+            *id,
+            Device {
+                name,
+                location_id,
+                online: true,
+            },
+        );
+    }
+    drop(store);
+    for _ in &ids {
+        shared.harness.count("devices.enrolled");
+    }
+    ids
+}
+
+/// Schedules the auto-enrollment of a location whose installer link was
+/// just made, unless it is off or that location's devices enrolled already.
+fn auto_enroll(shared: &Arc<Shared>, organization: u64, location: u64) {
+    let auto = {
+        let mut store = lock(&shared.store);
+        let Some(auto) = store.auto_enroll else {
+            return;
+        };
+        if !store.enrolled.insert((organization, location)) {
+            return;
+        }
+        auto
+    };
+    let shared = Arc::clone(shared);
+    enroll::after(auto.delay, move || {
+        enroll_in(&shared, organization, Some(location), auto.devices);
+    });
+}
+
 /// The installer URL of a location, or why there is none.
 fn installer_url(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     base: &str,
     organization: u64,
     location: u64,
@@ -583,7 +656,9 @@ fn installer_url(
     if !org.locations.contains_key(&location) {
         return Err(Box::new(error(StatusCode::NOT_FOUND, "location not found")));
     }
+    drop(store);
     shared.harness.count("installers.generated");
+    auto_enroll(shared, organization, location);
     let extension = kind
         .rsplit('_')
         .next()

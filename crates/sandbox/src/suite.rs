@@ -18,6 +18,7 @@ use crate::ninjaone::NinjaOneEmulator;
 use crate::psa::autotask::{AutotaskCredentials, AutotaskEmulator};
 use crate::psa::connectwise::{ConnectWiseCredentials, ConnectWiseEmulator};
 use crate::psa::halopsa::{HaloCredentials, HaloPsaEmulator};
+use crate::scim::ScimAppEmulator;
 use crate::smtp::SmtpSink;
 
 /// The credentials every emulator of one [`Sandbox`] accepts. `Debug`
@@ -42,6 +43,8 @@ pub struct SandboxCredentials {
     pub partner_tenant_id: String,
     /// The MSP's multi-tenant app registration: id and secret.
     pub graph_app: (String, String),
+    /// The SCIM 2.0 application's bearer token.
+    pub scim_token: String,
 }
 
 impl fmt::Debug for SandboxCredentials {
@@ -77,6 +80,7 @@ impl SandboxCredentials {
             hudu_key: token(16)?,
             partner_tenant_id: uuid_like()?,
             graph_app: (uuid_like()?, token(24)?),
+            scim_token: token(24)?,
         })
     }
 }
@@ -115,6 +119,8 @@ pub struct Sandbox {
     pub graph: GraphEmulator,
     /// An SMTP server that keeps what it is sent.
     pub smtp: SmtpSink,
+    /// A generic SCIM 2.0 application (a SaaS app that accepts provisioning).
+    pub scim: ScimAppEmulator,
 }
 
 impl Sandbox {
@@ -139,6 +145,7 @@ impl Sandbox {
             hudu,
             graph,
             smtp: SmtpSink::start().await?,
+            scim: ScimAppEmulator::start(&c.scim_token).await?,
             credentials,
         })
     }
@@ -191,6 +198,11 @@ impl Sandbox {
                 url: format!("smtp://{}", self.smtp.addr()),
                 auth: "none",
             },
+            Endpoint {
+                system: "SCIM 2.0 app",
+                url: self.scim.scim_url(),
+                auth: "Authorization: Bearer {token}",
+            },
         ]
     }
 
@@ -205,6 +217,7 @@ impl Sandbox {
         self.hudu.shutdown().await;
         self.graph.shutdown().await;
         self.smtp.shutdown().await;
+        self.scim.shutdown().await;
     }
 }
 
@@ -236,11 +249,11 @@ mod tests {
     async fn every_emulator_answers_on_its_own_loopback_port_with_the_generated_credentials() {
         let sandbox = Sandbox::start().await.unwrap();
         let endpoints = sandbox.endpoints();
-        assert_eq!(endpoints.len(), 9);
+        assert_eq!(endpoints.len(), 10);
         let mut ports: Vec<_> = endpoints.iter().map(|e| e.url.clone()).collect();
         ports.sort();
         ports.dedup();
-        assert_eq!(ports.len(), 9, "{endpoints:?}");
+        assert_eq!(ports.len(), 10, "{endpoints:?}");
         assert!(endpoints.iter().all(|e| e.url.contains("127.0.0.1")));
 
         // The Graph app is consented in the partner tenant: a token is granted.
@@ -262,10 +275,25 @@ mod tests {
             .unwrap();
         assert_eq!(token.status(), 200);
 
+        // The SCIM application takes this run's bearer token, and only it.
+        let users = format!("{}/Users", sandbox.scim.scim_url());
+        let http = reqwest::Client::new();
+        let ok = http
+            .get(&users)
+            .bearer_auth(&c.scim_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ok.status(), 200);
+        let refused = http.get(&users).bearer_auth("guess").send().await.unwrap();
+        assert_eq!(refused.status(), 401);
+
         // Two sandboxes never share credentials.
         let other = SandboxCredentials::generate().unwrap();
         assert_ne!(other.graph_app.1, c.graph_app.1);
+        assert_ne!(other.scim_token, c.scim_token);
         assert!(!format!("{c:?}").contains(&c.graph_app.1));
+        assert!(!format!("{c:?}").contains(&c.scim_token));
         sandbox.shutdown().await;
     }
 }

@@ -43,6 +43,7 @@ mod gates;
 pub mod hooks;
 mod kb;
 pub use kb::{ArticleFilter, ArticlePage};
+mod scim;
 
 /// The largest secret value accepted, in bytes.
 pub const MAX_SECRET_BYTES: usize = 16 * 1024;
@@ -917,6 +918,25 @@ impl App {
             .await
             .map_err(|err| engine_error(err, "workflow", id))?;
         tracing::warn!(workflow = %id, by = %actor_name(actor), "workflow cancelled");
+        Ok(instance)
+    }
+
+    /// Asks for the compensation of a stopped or unfinished workflow: every
+    /// completed step with a compensation is undone, in reverse order
+    /// (after a rejection or a failure parked or cancelled it).
+    pub async fn compensate_workflow(
+        &self,
+        actor: &Actor,
+        id: WorkflowId,
+        reason: &str,
+    ) -> Result<Instance, AppError> {
+        authorize(actor, Permission::CancelWorkflows)?;
+        let instance = self
+            .engine
+            .compensate(id, &actor_name(actor), reason)
+            .await
+            .map_err(|err| engine_error(err, "workflow", id))?;
+        tracing::warn!(workflow = %id, by = %actor_name(actor), "workflow compensation requested");
         Ok(instance)
     }
 

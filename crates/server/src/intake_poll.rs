@@ -128,7 +128,8 @@ impl AutotaskPoller {
                     tenant.id,
                     HookSource::Autotask,
                     opportunity,
-                    company.map(|c| c.name),
+                    company.as_ref().map(|c| c.name.clone()),
+                    company.and_then(|c| c.domain),
                 )
                 .await
             {

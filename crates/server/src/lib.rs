@@ -21,6 +21,7 @@ pub mod kb;
 pub mod kb_action;
 pub mod metrics;
 pub mod onboarding;
+pub mod scim;
 
 pub use app::{Actor, App};
 pub use error::AppError;

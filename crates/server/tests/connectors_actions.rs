@@ -1,8 +1,11 @@
 //! The connector-backed actions against in-test implementations of the
-//! ports (the end-to-end run against the emulators comes with the vendor
-//! clients): connector resolution (the client's own, else the MSP's),
+//! ports: connector resolution (the client's own, else the MSP's),
 //! credentials opened from the vault, find-before-create, plans as diffs,
-//! error mapping, and passwords that only ever reach the vault.
+//! error mapping, and passwords that only ever reach the vault. The last
+//! part (`live`) runs the go-live actions through the real vendor clients
+//! against the sandbox over HTTP, on SQLite and on PostgreSQL: the client's
+//! tenant found by domain, GDAP requested and awaited, the privileged-access
+//! review, and devices that enroll so that `rmm.verify_agents` passes.
 
 #![allow(
     clippy::unwrap_used,
@@ -220,7 +223,6 @@ impl Rmm for FakeRmm {
 #[derive(Default)]
 struct FakeGraph {
     relationships: Mutex<Vec<GdapRelationship>>,
-    foreign: Mutex<Vec<GdapRelationship>>,
     users: Mutex<Vec<DirectoryUser>>,
     /// UPN → the password it was created with.
     passwords: Mutex<BTreeMap<String, String>>,
@@ -346,13 +348,24 @@ impl M365 for FakeGraph {
     async fn group_members(&self, _c: &str, _g: &str) -> Result<Vec<String>, ConnectorError> {
         Ok(Vec::new())
     }
-    async fn customer_relationships(
+    async fn gdap_relationship(
         &self,
-        customer: &str,
-    ) -> Result<Vec<GdapRelationship>, ConnectorError> {
-        let mut all = self.gdap_relationships(customer).await?;
-        all.extend(self.foreign.lock().unwrap().iter().cloned());
-        Ok(all)
+        id: &str,
+    ) -> Result<Option<GdapRelationship>, ConnectorError> {
+        Ok(self
+            .relationships
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|r| r.id == id)
+            .cloned())
+    }
+    async fn directory_role_members(
+        &self,
+        _c: &str,
+        _role: &str,
+    ) -> Result<Vec<gatehouse_connectors::ports::DirectoryMember>, ConnectorError> {
+        Ok(Vec::new())
     }
 }
 
@@ -640,6 +653,19 @@ async fn every_action_is_registered() {
         for name in actions::NAMES {
             assert!(env.actions.contains(name), "{name}");
         }
+        // The go-live steps' actions, by the names the template uses; the
+        // check Graph cannot do is gone.
+        for name in [
+            "graph.resolve_customer_tenant",
+            "graph.await_gdap",
+            "graph.review_privileged_access",
+        ] {
+            assert!(actions::NAMES.contains(&name), "{name}");
+        }
+        assert!(
+            !env.actions
+                .contains("graph.verify_previous_provider_removed")
+        );
         // Each is also a name the template catalog knows.
         let catalog = gatehouse_engine::template::builtin_actions();
         for name in actions::NAMES {
@@ -650,6 +676,65 @@ async fn every_action_is_registered() {
         }
     })
     .await;
+}
+
+/// The built-in template's go-live path, as the end-to-end tests and the
+/// benchmark rely on it: the tenant found before GDAP is requested, the
+/// acceptance awaited for about two weeks before the accounts are made, and
+/// the privileged-access review followed by a person's sign-off.
+#[test]
+fn the_onboarding_template_waits_for_the_client_and_reviews_privileged_access() {
+    use gatehouse_core::gate::GateLevel;
+    use gatehouse_engine::template::{TemplateSet, builtin_actions};
+    let set = TemplateSet::builtin(&builtin_actions()).unwrap();
+    let template = set.latest("client-onboarding").unwrap();
+    let steps: BTreeMap<String, _> = template
+        .stages
+        .iter()
+        .flat_map(|stage| stage.steps.iter())
+        .map(|step| (step.id.to_string(), step))
+        .collect();
+    let action = |id: &str| steps[id].action.to_string();
+    let needs =
+        |id: &str| -> Vec<String> { steps[id].needs.iter().map(ToString::to_string).collect() };
+    assert_eq!(action("m365-tenant"), "graph.resolve_customer_tenant");
+    assert_eq!(
+        steps["m365-tenant"].params["domain"],
+        "{{ event.payload.company.domain }}"
+    );
+    assert_eq!(needs("gdap-request"), ["m365-tenant"]);
+    assert_eq!(action("gdap-accepted"), "graph.await_gdap");
+    assert_eq!(needs("gdap-accepted"), ["gdap-request"]);
+    assert_eq!(needs("admin-accounts"), ["gdap-accepted"]);
+    let retry = steps["gdap-accepted"].retry;
+    let waited: Duration = (1..retry.max_attempts)
+        .map(|attempt| retry.delay(attempt, None, 0.0).unwrap())
+        .sum();
+    let days = waited.as_secs_f64() / 86_400.0;
+    assert!(
+        (13.0..=15.0).contains(&days),
+        "the acceptance is awaited for {days:.1} days"
+    );
+    assert_eq!(retry.max, Duration::from_secs(6 * 3600));
+    assert_eq!(
+        action("verify-previous-provider"),
+        "graph.review_privileged_access"
+    );
+    assert_eq!(
+        steps["verify-previous-provider"].params["ours"],
+        "{{ steps.admin-accounts.output.accounts }}"
+    );
+    assert_eq!(action("previous-provider-removed"), "human.signoff");
+    assert_eq!(steps["previous-provider-removed"].gate, Some(GateLevel::L3));
+    assert_eq!(
+        steps["previous-provider-removed"].params["unknown_accounts"],
+        "{{ steps.verify-previous-provider.output.unknown }}"
+    );
+    let signoffs = steps
+        .values()
+        .filter(|s| s.gate == Some(GateLevel::L3))
+        .count();
+    assert_eq!(signoffs, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -673,7 +758,7 @@ async fn the_clients_connector_wins_and_the_msps_fills_in() {
             )
         );
         env.run(
-            "graph.verify_previous_provider_removed",
+            "graph.review_privileged_access",
             json!({"tenant": "acme", "customer_tenant_id": CUSTOMER}),
         )
         .await
@@ -689,7 +774,7 @@ async fn the_clients_connector_wins_and_the_msps_fills_in() {
         );
         // A connector named explicitly; a wrong category is refused.
         env.run(
-            "graph.verify_previous_provider_removed",
+            "graph.review_privileged_access",
             json!({"tenant": "acme", "customer_tenant_id": CUSTOMER, "connector": "partner"}),
         )
         .await
@@ -761,7 +846,7 @@ async fn psa_updates_plan_a_diff_and_change_only_what_differs() {
     with_env(async |env| {
         env.fakes.psa.companies.lock().unwrap().insert(
             "42".into(),
-            PsaCompany { id: "42".into(), name: "Acme".into(), status: Some("Prospect".into()), contract: None },
+            PsaCompany { id: "42".into(), name: "Acme".into(), status: Some("Prospect".into()), contract: None, domain: None },
         );
         let params = json!({"tenant": "acme", "psa": "connectwise", "company_id": 42, "status": "Active client", "contract": "Managed services"});
         let plan = env.plan("psa.update_company", params.clone()).await;
@@ -882,7 +967,7 @@ async fn rmm_actions_find_before_create_and_poll_for_agents() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gdap_is_requested_once_and_completes_when_accepted() {
+async fn gdap_is_requested_once_and_awaited_until_accepted() {
     with_env(async |env| {
         let params = json!({
             "tenant": "acme", "customer_tenant_id": CUSTOMER, "duration": "P730D",
@@ -890,16 +975,20 @@ async fn gdap_is_requested_once_and_completes_when_accepted() {
         });
         let plan = env.plan("graph.request_gdap", params.clone()).await;
         assert_eq!(plan["changes"].as_array().unwrap().len(), 1);
+        // The request answers at once, waiting for the customer or not.
         for _ in 0..2 {
-            match env.run("graph.request_gdap", params.clone()).await {
-                Err(ActionError::Retryable { message, .. }) => assert!(message.contains("approvalPending"), "{message}"),
-                other => panic!("{other:?}"),
-            }
+            let out = env.run("graph.request_gdap", params.clone()).await.unwrap();
+            assert_eq!((out["id"].clone(), out["status"].clone()), (json!("rel-1"), json!("approvalPending")));
+            assert!(out["approval_link"].as_str().unwrap().ends_with("/granularAdminRelationships/rel-1"));
         }
         assert_eq!(*env.fakes.graph.requests.lock().unwrap(), 1, "found, not requested again");
+        let wait = json!({"tenant": "acme", "relationship": "rel-1"});
+        match env.run("graph.await_gdap", wait.clone()).await {
+            Err(ActionError::Retryable { message, .. }) => assert!(message.contains("approvalPending"), "{message}"),
+            other => panic!("{other:?}"),
+        }
         env.fakes.graph.relationships.lock().unwrap()[0].status = "active".into();
-        let out = env.run("graph.request_gdap", params.clone()).await.unwrap();
-        assert_eq!(out["id"], "rel-1");
+        let out = env.run("graph.await_gdap", wait.clone()).await.unwrap();
         assert_eq!(
             out["roles"],
             json!(["729827e3-9c14-49f7-bb1b-9608f156bbb8", "fe930be7-5e62-47db-91af-98c3a49a38b1"])
@@ -909,23 +998,14 @@ async fn gdap_is_requested_once_and_completes_when_accepted() {
             env.run("graph.request_gdap", json!({"tenant": "acme", "customer_tenant_id": "not-a-guid", "roles": ["Global Reader"]})).await,
             "not an Entra tenant id",
         );
-
-        // Another provider's relationship blocks the check until it ends.
-        env.fakes.graph.foreign.lock().unwrap().push(GdapRelationship {
-            id: "theirs".into(), display_name: "Old MSP".into(), customer_tenant_id: CUSTOMER.into(),
-            status: "active".into(), roles: vec![], duration: "P730D".into(),
-        });
-        let verify = json!({"tenant": "acme", "customer_tenant_id": CUSTOMER, "our_relationship": "rel-1"});
-        match env.run("graph.verify_previous_provider_removed", verify.clone()).await {
-            Err(ActionError::Retryable { message, .. }) => assert!(message.contains("Old MSP"), "{message}"),
-            other => panic!("{other:?}"),
-        }
-        env.fakes.graph.foreign.lock().unwrap()[0].status = "terminated".into();
-        let ok = env.run("graph.verify_previous_provider_removed", verify).await.unwrap();
-        assert_eq!(ok["ours"], json!(["rel-1"]));
+        Env::permanent(
+            env.run("graph.await_gdap", json!({"tenant": "acme", "relationship": "rel-9"})).await,
+            "no GDAP relationship rel-9",
+        );
 
         env.run("graph.terminate_gdap", json!({"tenant": "acme", "relationship": "rel-1"})).await.unwrap();
         assert_eq!(env.fakes.graph.relationships.lock().unwrap()[0].status, "terminated");
+        Env::permanent(env.run("graph.await_gdap", wait).await, "request a new one");
     })
     .await;
 }
@@ -1204,4 +1284,592 @@ params = { tenant = "acme", name = "{{ event.payload.company.name }}" }
         assert_eq!(*env.fakes.rmm.creates.lock().unwrap(), 0, "never a second organization");
     })
     .await;
+}
+
+/// The go-live actions through the real vendor clients ([`actions::VendorFactory`])
+/// against the sandbox, over HTTP.
+mod live {
+    use super::*;
+    use gatehouse_sandbox::{AutoEnroll, Sandbox};
+
+    const TAILSPIN: &str = "6f1c2d3e-4a5b-4c6d-8e7f-90a1b2c3d4e5";
+
+    pub(super) struct Live {
+        pub served: Served,
+        pub sandbox: Sandbox,
+        actions: ActionRegistry,
+        instance: WorkflowId,
+    }
+
+    impl Live {
+        pub(super) async fn new(db: &TestDatabase) -> Self {
+            let served = Served::spawn(db, Vec::new(), ActionRegistry::new(), 64 * 1024)
+                .await
+                .unwrap();
+            let app = served.app.clone();
+            for slug in ["msp", "tailspin"] {
+                app.create_tenant(
+                    &SYSTEM,
+                    NewTenant {
+                        slug: TenantSlug::parse(slug).unwrap(),
+                        display_name: DisplayName::parse(slug).unwrap(),
+                        region: Region::parse("eu").unwrap(),
+                        state: TenantState::Active,
+                    },
+                )
+                .await
+                .unwrap();
+            }
+            let sandbox = Sandbox::start().await.unwrap();
+            let c = sandbox.credentials.clone();
+            sandbox.graph.add_tenant(TAILSPIN, "Tailspin Toys");
+            sandbox.graph.add_domain(TAILSPIN, "tailspintoys.com");
+            sandbox
+                .graph
+                .consent_app(TAILSPIN, &c.graph_app.0, &c.graph_app.1);
+            let directory = Arc::new(Directory::new(
+                app.store.clone(),
+                app.keyring.clone(),
+                app.clock.clone(),
+                Arc::new(actions::VendorFactory {
+                    clock: app.clock.clone(),
+                }),
+                TenantSlug::parse("msp").unwrap(),
+            ));
+            let mut registry = ActionRegistry::new();
+            actions::register(&mut registry, directory);
+            let live = Self {
+                instance: WorkflowId::generate(app.clock.now()),
+                served,
+                sandbox,
+                actions: registry,
+            };
+            live.connector(
+                ConnectorKind::Graph,
+                live.sandbox.graph.url(),
+                json!({"login_base": live.sandbox.graph.url(), "partner_tenant_id": c.partner_tenant_id, "client_id": c.graph_app.0}),
+                &[("client_secret", &c.graph_app.1)],
+            )
+            .await;
+            live.connector(
+                ConnectorKind::NinjaOne,
+                live.sandbox.ninjaone.url(),
+                json!({"client_id": c.ninjaone.0}),
+                &[("client_secret", &c.ninjaone.1)],
+            )
+            .await;
+            live.connector(
+                ConnectorKind::DattoRmm,
+                live.sandbox.dattormm.url(),
+                json!({"agent_url": live.sandbox.dattormm.url()}),
+                &[("api_key", &c.dattormm.0), ("api_secret", &c.dattormm.1)],
+            )
+            .await;
+            live
+        }
+
+        async fn connector(
+            &self,
+            kind: ConnectorKind,
+            base_url: String,
+            settings: Value,
+            credentials: &[(&str, &str)],
+        ) {
+            let app = &self.served.app;
+            let mut secrets = BTreeMap::new();
+            for (role, value) in credentials {
+                let name =
+                    SecretName::parse(&format!("{}.{}", kind.as_str(), role.replace('_', "-")))
+                        .unwrap();
+                app.put_secret(&SYSTEM, &TenantRef::parse("msp"), &name, value.as_bytes())
+                    .await
+                    .unwrap();
+                secrets.insert((*role).to_owned(), name);
+            }
+            app.set_connector(
+                &SYSTEM,
+                &TenantRef::parse("msp"),
+                &ConnectorName::parse(kind.as_str()).unwrap(),
+                ConnectorSpec {
+                    kind,
+                    base_url,
+                    settings,
+                    secrets,
+                },
+            )
+            .await
+            .unwrap();
+        }
+
+        /// Runs action `name` as a step would; the same action and
+        /// parameters get the same idempotency key, as a retried step does.
+        pub(super) async fn run(&self, name: &str, params: Value) -> Result<Value, ActionError> {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            params.to_string().hash(&mut hasher);
+            let key = format!("{}:{name}:{:x}", self.instance, hasher.finish());
+            self.actions
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| panic!("{name} is registered"))
+                .run(ActionCall {
+                    instance: self.instance,
+                    tenant: None,
+                    step_id: "step",
+                    idempotency_key: &key,
+                    params: &params,
+                    attempt: 1,
+                })
+                .await
+        }
+    }
+
+    fn retryable(result: Result<Value, ActionError>, needle: &str) {
+        match result {
+            Err(ActionError::Retryable { message, .. }) => {
+                assert!(
+                    message.contains(needle),
+                    "{message} does not mention {needle}"
+                );
+            }
+            other => panic!("expected a retryable error about {needle}, got {other:?}"),
+        }
+    }
+
+    pub(super) async fn the_clients_tenant_is_found_by_its_domain(live: &Live) {
+        let found = live
+            .run(
+                "graph.resolve_customer_tenant",
+                json!({"tenant": "tailspin", "domain": "https://www.TailspinToys.com/about"}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            found,
+            json!({"customer_tenant_id": TAILSPIN, "display_name": "Tailspin Toys",
+                   "default_domain": "tailspintoys.onmicrosoft.com", "domain": "tailspintoys.com"})
+        );
+        // A tenant id given by the sender is checked, not trusted.
+        let by_id = live
+            .run(
+                "graph.resolve_customer_tenant",
+                json!({"tenant": "tailspin", "domain": null, "customer_tenant_id": TAILSPIN}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(by_id["default_domain"], "tailspintoys.onmicrosoft.com");
+        Env::permanent(
+            live.run(
+                "graph.resolve_customer_tenant",
+                json!({"tenant": "tailspin", "customer_tenant_id": "11111111-2222-3333-4444-555555555555"}),
+            )
+            .await,
+            "no Microsoft 365 tenant has the id 11111111-2222-3333-4444-555555555555",
+        );
+        Env::permanent(
+            live.run(
+                "graph.resolve_customer_tenant",
+                json!({"tenant": "tailspin", "domain": "wingtip.example"}),
+            )
+            .await,
+            "verified the domain `wingtip.example`",
+        );
+        Env::permanent(
+            live.run(
+                "graph.resolve_customer_tenant",
+                json!({"tenant": "tailspin", "domain": null}),
+            )
+            .await,
+            "no website",
+        );
+        Env::permanent(
+            live.run(
+                "graph.resolve_customer_tenant",
+                json!({"tenant": "tailspin", "domain": "not a domain"}),
+            )
+            .await,
+            "not a domain name",
+        );
+        assert_eq!(live.sandbox.graph.harness().counted("tenants.looked_up"), 2);
+    }
+
+    pub(super) async fn gdap_is_requested_at_once_and_awaited(live: &Live) {
+        let params = json!({
+            "tenant": "tailspin", "customer_tenant_id": TAILSPIN,
+            "roles": ["Helpdesk Administrator", "Security Reader"],
+        });
+        let first = live
+            .run("graph.request_gdap", params.clone())
+            .await
+            .unwrap();
+        assert_eq!(first["status"], "approvalPending");
+        let id = first["id"].as_str().unwrap().to_owned();
+        assert!(first["approval_link"].as_str().unwrap().ends_with(&id));
+        let again = live
+            .run("graph.request_gdap", params.clone())
+            .await
+            .unwrap();
+        assert_eq!(again["id"], first["id"]);
+        let graph = live.sandbox.graph.harness();
+        assert_eq!(
+            (
+                graph.counted("gdap.created"),
+                graph.counted("gdap.lockForApproval")
+            ),
+            (1, 1)
+        );
+
+        let wait = json!({"tenant": "tailspin", "relationship": id});
+        retryable(
+            live.run("graph.await_gdap", wait.clone()).await,
+            "approvalPending",
+        );
+        retryable(
+            live.run("graph.await_gdap", wait.clone()).await,
+            "accept it at https://admin.microsoft.com/",
+        );
+        assert!(live.sandbox.graph.approve_gdap(&id));
+        let accepted = live.run("graph.await_gdap", wait.clone()).await.unwrap();
+        assert_eq!(
+            (
+                accepted["status"].clone(),
+                accepted["customer_tenant_id"].clone()
+            ),
+            (json!("active"), json!(TAILSPIN))
+        );
+        // Once accepted, asking again changes nothing.
+        let after = live.run("graph.request_gdap", params).await.unwrap();
+        assert_eq!(
+            (after["status"].clone(), after["approval_link"].clone()),
+            (json!("active"), Value::Null)
+        );
+
+        // The knob the demo uses: the client accepts by itself.
+        live.sandbox
+            .graph
+            .set_auto_accept_gdap(Some(Duration::ZERO));
+        let second = live
+            .run(
+                "graph.request_gdap",
+                json!({"tenant": "tailspin", "customer_tenant_id": TAILSPIN,
+                       "roles": ["Global Reader"], "display_name": "Gatehouse second"}),
+            )
+            .await
+            .unwrap();
+        let ok = live
+            .run(
+                "graph.await_gdap",
+                json!({"tenant": "tailspin", "relationship": second["id"]}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(ok["status"], "active");
+
+        // An ended relationship cannot be accepted any more; an unknown one is named.
+        live.run(
+            "graph.terminate_gdap",
+            json!({"tenant": "tailspin", "relationship": id}),
+        )
+        .await
+        .unwrap();
+        Env::permanent(
+            live.run("graph.await_gdap", wait).await,
+            "request a new one",
+        );
+        Env::permanent(
+            live.run(
+                "graph.await_gdap",
+                json!({"tenant": "tailspin", "relationship": "no-such-relationship"}),
+            )
+            .await,
+            "no GDAP relationship no-such-relationship",
+        );
+    }
+
+    pub(super) async fn the_review_flags_privileged_accounts_we_did_not_create(live: &Live) {
+        let graph = &live.sandbox.graph;
+        let previous = graph
+            .seed_previous_provider(
+                TAILSPIN,
+                "0b9a8c7d-6e5f-4a3b-9c2d-1e0f9a8b7c6d",
+                "Fourth Coffee IT",
+            )
+            .unwrap();
+        let own_admin = graph
+            .add_user(TAILSPIN, "it.admin@tailspintoys.com", "Tailspin IT")
+            .unwrap();
+        graph.assign_directory_role(
+            TAILSPIN,
+            gatehouse_sandbox::graph::GLOBAL_ADMINISTRATOR,
+            &own_admin,
+        );
+        let accounts = live
+            .run(
+                "graph.create_admin_accounts",
+                json!({"tenant": "tailspin", "customer_tenant_id": TAILSPIN,
+                       "domain": "tailspintoys.onmicrosoft.com", "break_glass": 1,
+                       "admins": ["lea@msp.example"]}),
+            )
+            .await
+            .unwrap()["accounts"]
+            .clone();
+        // Our break-glass account is made a Global Administrator, our admin a User Administrator.
+        let ours: Vec<String> = accounts
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["id"].as_str().unwrap().to_owned())
+            .collect();
+        graph.assign_directory_role(
+            TAILSPIN,
+            gatehouse_sandbox::graph::GLOBAL_ADMINISTRATOR,
+            &ours[0],
+        );
+        graph.assign_directory_role(TAILSPIN, "fe930be7-5e62-47db-91af-98c3a49a38b1", &ours[1]);
+
+        // `ours` as the list the template renders, once as a value and once as text.
+        for rendered in [accounts.clone(), Value::String(accounts.to_string())] {
+            let review = live
+                .run(
+                    "graph.review_privileged_access",
+                    json!({"tenant": "tailspin", "customer_tenant_id": TAILSPIN, "ours": rendered}),
+                )
+                .await
+                .unwrap();
+            let upns = |list: &Value, flag: Option<&str>| -> Vec<String> {
+                let mut out: Vec<String> = list
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|m| flag.is_none_or(|f| m[f] == true))
+                    .map(|m| m["user_principal_name"].as_str().unwrap().to_owned())
+                    .collect();
+                out.sort();
+                out
+            };
+            assert_eq!(
+                upns(&review["privileged"], None),
+                [
+                    "adm-lea@tailspintoys.onmicrosoft.com",
+                    "breakglass1@tailspintoys.onmicrosoft.com",
+                    "fourthcoffeeit-admin@tailspintoys.onmicrosoft.com",
+                    "it.admin@tailspintoys.com",
+                ]
+            );
+            assert_eq!(
+                upns(&review["privileged"], Some("ours")),
+                [
+                    "adm-lea@tailspintoys.onmicrosoft.com",
+                    "breakglass1@tailspintoys.onmicrosoft.com"
+                ]
+            );
+            assert_eq!(
+                upns(&review["unknown"], None),
+                [
+                    "fourthcoffeeit-admin@tailspintoys.onmicrosoft.com",
+                    "it.admin@tailspintoys.com"
+                ]
+            );
+            assert_eq!(review["unknown_count"], 2);
+            let previous_admin = review["unknown"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["id"] == previous.admin_user_id.as_str())
+                .unwrap();
+            assert_eq!(previous_admin["roles"], json!(["Global Administrator"]));
+        }
+        // The client confirms its own admin: only the previous provider's is left.
+        let review = live
+            .run(
+                "graph.review_privileged_access",
+                json!({"tenant": "tailspin", "customer_tenant_id": TAILSPIN, "ours": accounts,
+                       "known": ["IT.Admin@tailspintoys.com"]}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(review["unknown_count"], 1);
+        assert_eq!(review["unknown"][0]["id"], previous.admin_user_id.as_str());
+        // Only the roles asked for: our User Administrator is not listed.
+        let review = live
+            .run(
+                "graph.review_privileged_access",
+                json!({"tenant": "tailspin", "customer_tenant_id": TAILSPIN, "ours": accounts,
+                       "roles": ["Global Administrator"]}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(review["roles_checked"], json!(["Global Administrator"]));
+        assert_eq!(review["privileged"].as_array().unwrap().len(), 3);
+        assert_eq!(review["unknown_count"], 2);
+        Env::permanent(
+            live.run(
+                "graph.review_privileged_access",
+                json!({"tenant": "tailspin", "customer_tenant_id": TAILSPIN, "roles": ["Chief Wizard"]}),
+            )
+            .await,
+            "Chief Wizard",
+        );
+    }
+
+    pub(super) async fn enrolled_devices_make_verify_agents_pass(live: &Live) {
+        let ninja = json!({"tenant": "tailspin", "connector": "ninjaone"});
+        let with = |extra: Value| {
+            let mut p = ninja.clone();
+            p.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            p
+        };
+        // Devices enrolled through the handle.
+        let org = live
+            .run(
+                "rmm.create_organization",
+                with(json!({"name": "Tailspin Toys"})),
+            )
+            .await
+            .unwrap();
+        let verify = with(json!({"organization": org["id"], "min_devices": 2}));
+        retryable(
+            live.run("rmm.verify_agents", verify.clone()).await,
+            "0 of the 2",
+        );
+        let org_id: u64 = org["id"].as_str().unwrap().parse().unwrap();
+        assert_eq!(live.sandbox.ninjaone.enroll_devices(org_id, 2).len(), 2);
+        let ok = live.run("rmm.verify_agents", verify).await.unwrap();
+        assert_eq!(
+            ok["devices"],
+            json!(["tailspintoys-pc1", "tailspintoys-pc2"])
+        );
+
+        // Auto-enrollment once the installer link exists, once per location.
+        live.sandbox.ninjaone.set_auto_enroll(Some(AutoEnroll {
+            devices: 3,
+            delay: Duration::ZERO,
+        }));
+        let org = live
+            .run(
+                "rmm.create_organization",
+                with(json!({"name": "Wingtip Toys"})),
+            )
+            .await
+            .unwrap();
+        let loc = live
+            .run(
+                "rmm.create_location",
+                with(json!({"organization": org["id"], "name": "Main office"})),
+            )
+            .await
+            .unwrap();
+        let verify = with(json!({"organization": org["id"], "min_devices": 3}));
+        retryable(
+            live.run("rmm.verify_agents", verify.clone()).await,
+            "0 of the 3",
+        );
+        for _ in 0..2 {
+            live.run(
+                "rmm.create_installer_link",
+                with(json!({"organization": org["id"], "location": loc["id"]})),
+            )
+            .await
+            .unwrap();
+        }
+        assert_eq!(
+            live.run("rmm.verify_agents", verify).await.unwrap()["online"],
+            3
+        );
+        assert_eq!(
+            live.sandbox.ninjaone.harness().counted("devices.enrolled"),
+            5,
+            "2 by hand, 3 once"
+        );
+
+        // Datto RMM: by hand, and for every new site.
+        let datto = |extra: Value| {
+            let mut p = json!({"tenant": "tailspin", "connector": "dattormm"});
+            p.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            p
+        };
+        let site = live
+            .run(
+                "rmm.create_organization",
+                datto(json!({"name": "Tailspin Toys"})),
+            )
+            .await
+            .unwrap();
+        let verify = datto(json!({"organization": site["id"], "min_devices": 1}));
+        retryable(
+            live.run("rmm.verify_agents", verify.clone()).await,
+            "0 of the 1",
+        );
+        assert_eq!(
+            live.sandbox
+                .dattormm
+                .enroll_devices(site["id"].as_str().unwrap(), 1)
+                .len(),
+            1
+        );
+        live.run("rmm.verify_agents", verify).await.unwrap();
+        live.sandbox.dattormm.set_auto_enroll(Some(AutoEnroll {
+            devices: 2,
+            delay: Duration::ZERO,
+        }));
+        let site = live
+            .run(
+                "rmm.create_organization",
+                datto(json!({"name": "Wingtip Toys"})),
+            )
+            .await
+            .unwrap();
+        let ok = live
+            .run(
+                "rmm.verify_agents",
+                datto(json!({"organization": site["id"], "min_devices": 2})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(ok["devices"], json!(["wingtiptoys-pc1", "wingtiptoys-pc2"]));
+    }
+
+    macro_rules! live_tests {
+        ($($case:ident),* $(,)?) => {
+            mod sqlite {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $case() {
+                        let db = super::TestDatabase::sqlite().await.unwrap();
+                        let mut live = super::Live::new(&db).await;
+                        super::$case(&live).await;
+                        live.served.stop();
+                        db.cleanup().await;
+                    }
+                )*
+            }
+
+            mod postgres {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $case() {
+                        let Some(db) = super::TestDatabase::postgres(stringify!($case)).await.unwrap() else {
+                            eprintln!("GATEHOUSE_TEST_DATABASE_URL is not set; skipping the PostgreSQL run");
+                            return;
+                        };
+                        let mut live = super::Live::new(&db).await;
+                        super::$case(&live).await;
+                        live.served.stop();
+                        db.cleanup().await;
+                    }
+                )*
+            }
+        };
+    }
+
+    live_tests!(
+        the_clients_tenant_is_found_by_its_domain,
+        gdap_is_requested_at_once_and_awaited,
+        the_review_flags_privileged_accounts_we_did_not_create,
+        enrolled_devices_make_verify_agents_pass,
+    );
 }

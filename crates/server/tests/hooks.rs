@@ -557,6 +557,8 @@ mod cases {
             .await?;
         assert_eq!(stored.dedup_key.as_str(), "autotask:opportunity:9001:won");
         assert_eq!(stored.payload["company"]["name"], "Globex Inc");
+        // No website in the webhook and no PSA to ask: no domain.
+        assert_eq!(stored.payload["company"]["domain"], Value::Null);
         // No owner in the webhook: the configured default.
         assert_eq!(stored.payload["owner"]["email"], "lead@msp.example");
         h.stop().await;
@@ -695,6 +697,8 @@ mod cases {
             stored.payload["company"]["name"],
             "Company 250 from the PSA"
         );
+        // And its domain, from the company's website in the PSA.
+        assert_eq!(stored.payload["company"]["domain"], "company250.example");
         assert_eq!(h.onboardings().await, 1);
         h.stop().await;
         Ok(())
@@ -773,6 +777,11 @@ mod cases {
         assert_eq!((round.started, round.duplicates), (1, 0), "{round:?}");
         assert_eq!(round.watermark, Some(closed));
         assert_eq!(h.onboardings().await, 1);
+        // The company's name and domain (its website) come from the PSA.
+        let event = h.deliveries("msp").await[0].event_id.unwrap();
+        let payload = h.app.store.get_event(event).await?.payload;
+        assert_eq!(payload["company"]["name"], "Company 501 from the PSA");
+        assert_eq!(payload["company"]["domain"], "company501.example");
 
         // A restart: a new poller reads the stored watermark; the overlap
         // sees opportunity 2 again, as a duplicate.
@@ -847,6 +856,7 @@ impl Psa for FakePsa {
             name: format!("Company {id} from the PSA"),
             status: None,
             contract: None,
+            domain: Some(format!("company{id}.example")),
         }))
     }
 

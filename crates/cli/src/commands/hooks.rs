@@ -100,15 +100,63 @@ pub async fn run(args: &ConfigArgs, command: HooksCommand) -> Result<ExitCode, C
     Ok(ExitCode::SUCCESS)
 }
 
-/// The webhook intake `serve` mounts at `/hooks/{source}/{tenant}`.
-pub fn open_intake(config: &Config, app: Arc<App>) -> Result<Arc<Intake>, CliError> {
+/// The MSP tenant's PSA (`msp_tenant`'s PSA connector, with its sealed
+/// credentials), for the intake to read a deal's opportunity and company
+/// from, and for the Autotask poller. `None`, with the reason logged, when
+/// the MSP has none (or several) or it cannot be opened; a connector set
+/// later is used after the next start.
+pub async fn msp_psa(config: &Config, app: &App) -> Option<Arc<dyn Psa>> {
+    use gatehouse_server::actions::{Directory, VendorFactory, Wanted};
+    let actor = gatehouse_server::app::Actor::System("webhook intake");
+    let msp = match app
+        .get_tenant(&actor, &TenantRef::Slug(config.msp_tenant.clone()))
+        .await
+    {
+        Ok(msp) => msp,
+        Err(err) => {
+            tracing::info!(%err, "webhook intake: no MSP tenant yet, so no PSA to read deals from");
+            return None;
+        }
+    };
+    let directory = Directory::new(
+        app.store.clone(),
+        app.keyring.clone(),
+        app.clock.clone(),
+        Arc::new(VendorFactory {
+            clock: app.clock.clone(),
+        }),
+        config.msp_tenant.clone(),
+    );
+    match directory.psa(msp.id, &Wanted::default()).await {
+        Ok((connector, psa)) => {
+            tracing::info!(connector = %connector.name, kind = %connector.kind, "webhook intake: reading deals from the MSP's PSA");
+            Some(psa)
+        }
+        Err(err) => {
+            tracing::info!(%err, "webhook intake: deals are read from the webhook bodies only");
+            None
+        }
+    }
+}
+
+/// The webhook intake `serve` mounts at `/hooks/{source}/{tenant}`, reading
+/// deals from `psa` when given (see [`msp_psa`]).
+pub fn open_intake(
+    config: &Config,
+    app: Arc<App>,
+    psa: Option<Arc<dyn Psa>>,
+) -> Result<Arc<Intake>, CliError> {
     let mut settings = IntakeConfig::new(config.default_region.clone());
     settings.connectwise_key_hosts = KeyHostAllowlist::new(&config.connectwise_key_hosts);
     settings.replay_window = Duration::from_secs(config.hook_replay_window_secs);
     settings.default_owner = config.default_onboarding_owner.clone();
     let fetcher = HttpKeyFetcher::new(Duration::from_secs(10))
         .map_err(|e| CliError::Config(e.to_string()))?;
-    Ok(Arc::new(Intake::new(app, settings, Arc::new(fetcher))))
+    let intake = Intake::new(app, settings, Arc::new(fetcher));
+    Ok(Arc::new(match psa {
+        Some(psa) => intake.with_psa(psa),
+        None => intake,
+    }))
 }
 
 /// Starts the Autotask poller when an Autotask connector is configured

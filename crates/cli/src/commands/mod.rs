@@ -9,6 +9,7 @@ pub mod keys;
 pub mod onboarding;
 pub mod operator;
 pub mod sandbox;
+pub mod scim;
 pub mod serve;
 pub mod tenant;
 pub mod workflows;

@@ -49,6 +49,7 @@ pub async fn run(args: SandboxArgs) -> Result<ExitCode, CliError> {
             "client_id": c.graph_app.0,
             "client_secret": c.graph_app.1,
         },
+        "scim": { "bearer_token": c.scim_token },
     });
     let endpoints = sandbox.endpoints();
     if args.json {

@@ -213,11 +213,15 @@ pub async fn run(args: &ConfigArgs, serve: ServeArgs) -> Result<ExitCode, CliErr
     };
     // The webhook intake (`/hooks/{source}/{tenant}`) and, once an Autotask
     // connector is wired here, its opportunity poller (same shutdown signal).
-    let intake = crate::commands::hooks::open_intake(&config, state.app.clone())?;
+    let psa = crate::commands::hooks::msp_psa(&config, &state.app).await;
+    let autotask = psa
+        .clone()
+        .filter(|p| p.kind() == gatehouse_connectors::ports::PsaKind::Autotask);
+    let intake = crate::commands::hooks::open_intake(&config, state.app.clone(), psa)?;
     let poll_worker = crate::commands::hooks::start_autotask_poller(
         &config,
         intake.clone(),
-        None,
+        autotask,
         stopping.clone(),
     );
     let router = gatehouse_server::http::router(

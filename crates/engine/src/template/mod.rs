@@ -114,7 +114,9 @@ pub fn builtin_actions() -> BTreeSet<&'static str> {
         "rmm.delete_organization",
         "rmm.create_location",
         "rmm.create_installer_link",
+        "graph.resolve_customer_tenant",
         "graph.request_gdap",
+        "graph.await_gdap",
         "graph.terminate_gdap",
         "graph.create_admin_accounts",
         "graph.delete_admin_accounts",
@@ -124,7 +126,7 @@ pub fn builtin_actions() -> BTreeSet<&'static str> {
         // knowledge transfer
         "kb.publish",
         "rmm.verify_agents",
-        "graph.verify_previous_provider_removed",
+        "graph.review_privileged_access",
         // go-live
         "sla.start",
         "sla.stop",

@@ -281,6 +281,9 @@ pub(super) async fn relationship_request(
     Ok(model::idempotent(&shared.harness, &scoped, || {
         apply_action(&mut lock(&shared.dir), &tenant, &id, &action)?;
         shared.harness.count(&format!("gdap.{action}"));
+        if action == "lockForApproval" {
+            super::tenants::schedule_acceptance(&shared, &id);
+        }
         let now = now_rfc3339();
         Ok((
             StatusCode::CREATED,

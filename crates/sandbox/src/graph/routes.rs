@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use super::model::{Directory, Fault, Tenant, Token, guid, now_rfc3339};
 use super::odata::decode_form;
-use super::{batch, directory, gdap};
+use super::{batch, directory, gdap, tenants};
 use crate::emulator::{Harness, IDEMPOTENCY_KEY, lock};
 
 /// The only scope the token endpoint grants.
@@ -43,6 +43,9 @@ pub(super) const GLOBAL_ADMIN: &str = "62e90394-69f5-4237-9190-012177145e10";
 pub(super) struct Shared {
     pub harness: Harness,
     pub dir: Mutex<Directory>,
+    /// The `auto_accept_gdap` knob: the customer accepts every relationship
+    /// locked for approval after this long.
+    pub auto_accept_gdap: Mutex<Option<std::time::Duration>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -106,6 +109,10 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route(
             "/v1.0/tenantRelationships/delegatedAdminRelationships",
             get(gdap::list_relationships).post(gdap::create_relationship),
+        )
+        .route(
+            "/v1.0/tenantRelationships/{function}",
+            get(tenants::tenant_information),
         )
         .route(
             "/v1.0/tenantRelationships/delegatedAdminRelationships/{id}",

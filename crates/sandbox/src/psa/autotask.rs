@@ -208,6 +208,17 @@ impl AutotaskEmulator {
         id
     }
 
+    /// Sets a company's `webAddress` (what the intake reads the client's
+    /// internet domain from); false if there is no such company.
+    pub fn set_company_website(&self, company: u64, web_address: &str) -> bool {
+        let mut r = lock(&self.shared.records);
+        let Some(record) = r.table("Companies").get_mut(&company) else {
+            return false;
+        };
+        record["webAddress"] = json!(web_address);
+        true
+    }
+
     /// Adds a contract for a company; answers its id.
     pub fn seed_contract(&self, company: u64, name: &str) -> u64 {
         let mut r = lock(&self.shared.records);

@@ -195,6 +195,37 @@ impl ConnectWiseEmulator {
         id
     }
 
+    /// Sets a company's `website` (what the intake reads the client's
+    /// internet domain from); false if there is no such company.
+    pub fn set_company_website(&self, company: u64, website: &str) -> bool {
+        let mut r = lock(&self.shared.records);
+        let Some(record) = r.companies.get_mut(&company) else {
+            return false;
+        };
+        record["website"] = json!(website);
+        true
+    }
+
+    /// Adds an opportunity status (as an MSP configures its own, such as
+    /// `Onboarded`) unless one of that name exists; answers its id.
+    pub fn add_opportunity_status(&self, name: &str, won: bool, closed: bool) -> u64 {
+        let mut r = lock(&self.shared.records);
+        if let Some(id) = r
+            .opportunity_statuses
+            .iter()
+            .find(|s| s["name"] == name)
+            .and_then(|s| s["id"].as_u64())
+        {
+            return id;
+        }
+        let id = r.id();
+        r.opportunity_statuses.push(json!({
+            "id": id, "name": name, "wonFlag": won, "lostFlag": false,
+            "closedFlag": closed, "inactiveFlag": false, "defaultFlag": false,
+        }));
+        id
+    }
+
     /// Adds an agreement for a company; answers its id.
     pub fn seed_agreement(&self, company: u64, name: &str) -> u64 {
         let mut r = lock(&self.shared.records);

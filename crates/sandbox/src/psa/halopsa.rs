@@ -226,6 +226,17 @@ impl HaloPsaEmulator {
         id
     }
 
+    /// Sets a client's `website` (what the intake reads the client's
+    /// internet domain from); false if there is no such client.
+    pub fn set_client_website(&self, client: u64, website: &str) -> bool {
+        let mut r = lock(&self.shared.records);
+        let Some(record) = r.table(Kind::Client).get_mut(&client) else {
+            return false;
+        };
+        record["website"] = json!(website);
+        true
+    }
+
     /// Adds a contract for a client; answers its id.
     pub fn seed_contract(&self, client: u64, reference: &str) -> u64 {
         let mut r = lock(&self.shared.records);

@@ -1,6 +1,7 @@
 //! `graph.…`: the GDAP relationship with the client's Microsoft 365
-//! tenant, its break-glass and admin accounts, and the check that the
-//! previous provider's access is gone.
+//! tenant and its break-glass and admin accounts. The reads that find the
+//! tenant, wait for the client's acceptance and review privileged access
+//! are in `graph_access`.
 //!
 //! Passwords of the accounts Gatehouse creates are random, go straight into
 //! the client tenant's vault (sealed under its key, as secrets named
@@ -22,7 +23,7 @@ use super::{Directory, Wanted, action_error, id_param, optional_text, text};
 
 /// Well-known Entra built-in roles by display name → role template id, so
 /// templates can name roles the way people do. An id is accepted as is.
-const ROLES: [(&str, &str); 14] = [
+pub(super) const ROLES: [(&str, &str); 15] = [
     (
         "Global Administrator",
         "62e90394-69f5-4237-9190-012177145e10",
@@ -63,6 +64,10 @@ const ROLES: [(&str, &str); 14] = [
         "e8611ab8-c189-46e8-94e1-60213ab1f814",
     ),
     (
+        "Privileged Authentication Administrator",
+        "7be44c8a-adaf-4e2a-84d6-ab2649e08a13",
+    ),
+    (
         "Cloud Device Administrator",
         "7698a772-787b-4ac8-901f-60d6b08affd2",
     ),
@@ -70,7 +75,7 @@ const ROLES: [(&str, &str); 14] = [
 ];
 
 /// Whether `text` is a GUID (8-4-4-4-12 hex digits).
-fn is_guid(text: &str) -> bool {
+pub(super) fn is_guid(text: &str) -> bool {
     let parts: Vec<&str> = text.split('-').collect();
     parts.len() == 5
         && parts
@@ -116,7 +121,7 @@ fn role_ids(params: &Value) -> Result<Vec<String>, ActionError> {
 
 /// Graph for the call's tenant, and the customer's Entra tenant id: the
 /// `customer_tenant_id` parameter, else the connector's setting of that name.
-async fn graph(
+pub(super) async fn graph(
     directory: &Directory,
     call: &ActionCall<'_>,
 ) -> Result<(ConnectorConfig, Arc<dyn M365>, String), ActionError> {
@@ -145,9 +150,11 @@ async fn graph(
 
 /// `graph.request_gdap {tenant, customer_tenant_id, duration, roles,
 /// display_name?}`: requests a GDAP relationship (reusing one of the same
-/// name that is not ended) and completes once the customer's global
-/// administrator has accepted it; until then a retryable failure, so the
-/// step's retry policy polls. Output: `{id, display_name, status, roles}`.
+/// name that is not ended) and answers at once, whatever its status: the
+/// customer's global administrator accepts it in their own time, and
+/// `graph.await_gdap` waits for that. Output: `{id, display_name, status,
+/// roles, customer_tenant_id, approval_link}` (`approval_link`: the admin
+/// centre page where the customer accepts it, while it waits for them).
 #[derive(Debug, Clone)]
 pub struct RequestGdap(pub Arc<Directory>);
 
@@ -176,11 +183,23 @@ fn gdap_request(call: &ActionCall<'_>, customer: &str) -> Result<GdapRequest, Ac
     })
 }
 
-fn ended(relationship: &GdapRelationship) -> bool {
+pub(super) fn ended(relationship: &GdapRelationship) -> bool {
     matches!(
         relationship.status.as_str(),
         "terminated" | "terminationRequested" | "terminating" | "expired"
     )
+}
+
+/// The Microsoft 365 admin centre page where the customer's global
+/// administrator reviews and accepts a relationship (Microsoft's documented
+/// form; Graph itself does not return it), while it waits for them.
+pub(super) fn approval_link(relationship: &GdapRelationship) -> Option<String> {
+    matches!(relationship.status.as_str(), "created" | "approvalPending").then(|| {
+        format!(
+            "https://admin.microsoft.com/AdminPortal/Home#/partners/invitation/granularAdminRelationships/{}",
+            relationship.id
+        )
+    })
 }
 
 #[async_trait]
@@ -201,15 +220,12 @@ impl Action for RequestGdap {
                 .await
                 .map_err(action_error)?,
         };
-        if relationship.status != "active" {
-            return Err(ActionError::retryable(format!(
-                "GDAP relationship {} is {}: waiting for the customer's global administrator to accept it",
-                relationship.id, relationship.status
-            )));
-        }
+        let link = approval_link(&relationship);
         Ok(json!({
             "id": relationship.id, "display_name": relationship.display_name,
             "status": relationship.status, "roles": relationship.roles,
+            "customer_tenant_id": relationship.customer_tenant_id,
+            "approval_link": link,
         }))
     }
 
@@ -531,52 +547,6 @@ impl Action for DeleteAdminAccounts {
             deleted.push(upn.to_owned());
         }
         Ok(json!({ "deleted": deleted }))
-    }
-}
-
-/// `graph.verify_previous_provider_removed {tenant, customer_tenant_id,
-/// our_relationship?}` (read-only): succeeds when the customer tenant has
-/// no active delegated admin relationship other than ours; until then a
-/// retryable failure naming the others. Output: `{customer_tenant_id,
-/// ours, others: []}`.
-#[derive(Debug, Clone)]
-pub struct VerifyPreviousProviderRemoved(pub Arc<Directory>);
-
-#[async_trait]
-impl Action for VerifyPreviousProviderRemoved {
-    async fn run(&self, call: ActionCall<'_>) -> Result<Value, ActionError> {
-        let (_, m365, customer) = graph(&self.0, &call).await?;
-        let mut ours: Vec<String> = m365
-            .gdap_relationships(&customer)
-            .await
-            .map_err(action_error)?
-            .into_iter()
-            .map(|r| r.id)
-            .collect();
-        if let Some(id) = optional_text(call.params, "our_relationship")? {
-            ours.push(id.to_owned());
-        }
-        let others: Vec<GdapRelationship> = m365
-            .customer_relationships(&customer)
-            .await
-            .map_err(action_error)?
-            .into_iter()
-            .filter(|r| !ended(r) && !ours.contains(&r.id))
-            .collect();
-        if !others.is_empty() {
-            let names: Vec<String> = others
-                .iter()
-                .map(|r| format!("\"{}\" ({})", r.display_name, r.status))
-                .collect();
-            return Err(ActionError::retryable(format!(
-                "{} delegated admin relationship(s) of another provider still open in {customer}: {}",
-                others.len(),
-                names.join(", ")
-            )));
-        }
-        ours.sort();
-        ours.dedup();
-        Ok(json!({ "customer_tenant_id": customer, "ours": ours, "others": [] }))
     }
 }
 

@@ -23,6 +23,7 @@
 
 mod docs;
 mod graph;
+mod graph_access;
 mod psa;
 mod rmm;
 
@@ -44,10 +45,8 @@ use gatehouse_vault::Keyring;
 use serde_json::{Value, json};
 
 pub use docs::{CreateDocsOrganization, DeleteDocsOrganization};
-pub use graph::{
-    CreateAdminAccounts, DeleteAdminAccounts, RequestGdap, TerminateGdap,
-    VerifyPreviousProviderRemoved,
-};
+pub use graph::{CreateAdminAccounts, DeleteAdminAccounts, RequestGdap, TerminateGdap};
+pub use graph_access::{AwaitGdap, ResolveCustomerTenant, ReviewPrivilegedAccess};
 pub use psa::{UpdateCompany, UpdateOpportunity};
 pub use rmm::{
     CreateInstallerLink, CreateLocation, CreateRmmOrganization, DeleteRmmOrganization, VerifyAgents,
@@ -748,8 +747,13 @@ pub fn register(actions: &mut ActionRegistry, directory: Arc<Directory>) {
         Arc::new(DeleteAdminAccounts(d())),
     );
     actions.register(
-        "graph.verify_previous_provider_removed",
-        Arc::new(VerifyPreviousProviderRemoved(d())),
+        "graph.resolve_customer_tenant",
+        Arc::new(ResolveCustomerTenant(d())),
+    );
+    actions.register("graph.await_gdap", Arc::new(AwaitGdap(d())));
+    actions.register(
+        "graph.review_privileged_access",
+        Arc::new(ReviewPrivilegedAccess(d())),
     );
     actions.register(
         "docs.create_organization",
@@ -762,7 +766,7 @@ pub fn register(actions: &mut ActionRegistry, directory: Arc<Directory>) {
 }
 
 /// The names [`register`] registers.
-pub const NAMES: [&str; 14] = [
+pub const NAMES: [&str; 16] = [
     "psa.update_company",
     "psa.update_opportunity",
     "rmm.create_organization",
@@ -774,7 +778,9 @@ pub const NAMES: [&str; 14] = [
     "graph.terminate_gdap",
     "graph.create_admin_accounts",
     "graph.delete_admin_accounts",
-    "graph.verify_previous_provider_removed",
+    "graph.resolve_customer_tenant",
+    "graph.await_gdap",
+    "graph.review_privileged_access",
     "docs.create_organization",
     "docs.delete_organization",
 ];

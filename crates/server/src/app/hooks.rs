@@ -31,7 +31,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gatehouse_connectors::ports::{Psa, PsaOpportunity};
+use gatehouse_connectors::ports::{Psa, PsaKind, PsaOpportunity};
 use gatehouse_connectors::webhook::{
     self, ConnectWiseVerifier, HaloAuth, KeyHostAllowlist, SignatureError, SigningKeyFetcher,
 };
@@ -357,7 +357,10 @@ impl Intake {
             other => other,
         };
         match reading {
-            Reading::Won(deal) => self.submit(source, &deal).await,
+            Reading::Won(deal) => {
+                let deal = self.enrich(source, deal).await;
+                self.submit(source, &deal).await
+            }
             Reading::Ignored(reason) => Verdict::reason(DeliveryOutcome::Ignored, reason),
             Reading::Malformed(reason) => Verdict::reason(DeliveryOutcome::Malformed, reason),
             Reading::LookUp { .. } => Verdict::reason(
@@ -365,6 +368,35 @@ impl Intake {
                 "the opportunity could not be looked up",
             ),
         }
+    }
+
+    /// Fills in a deal's missing domain from its company's website in the
+    /// PSA, when the intake has the PSA that sent it. Best effort: a PSA
+    /// that cannot answer leaves it missing, and the onboarding's
+    /// `m365-tenant` step then says so.
+    async fn enrich(&self, source: HookSource, mut deal: WonDeal) -> WonDeal {
+        if deal.domain.is_some() {
+            return deal;
+        }
+        let (Some(psa), Some(company)) = (&self.psa, deal.company_id.clone()) else {
+            return deal;
+        };
+        let same = matches!(
+            (source, psa.kind()),
+            (HookSource::ConnectWise, PsaKind::ConnectWise)
+                | (HookSource::Autotask, PsaKind::Autotask)
+                | (HookSource::HaloPsa, PsaKind::HaloPsa)
+        );
+        if !same {
+            return deal;
+        }
+        match psa.company(&company).await {
+            Ok(found) => deal.domain = found.and_then(|c| c.domain),
+            Err(err) => {
+                tracing::warn!(error = %err, "the intake could not read the company's website from the PSA");
+            }
+        }
+        deal
     }
 
     /// Submits `deal` as one `psa.opportunity.won` event.
@@ -507,9 +539,11 @@ async fn look_up(psa: &dyn Psa, id: &str, partial: WonDeal) -> Result<Reading, S
         .company(&opportunity.company_id)
         .await
         .map_err(|e| format!("the PSA could not be asked about the company: {e}"))?;
+    let domain = company.as_ref().and_then(|c| c.domain.clone());
     Ok(Reading::Won(WonDeal {
         company_id: Some(opportunity.company_id.clone()),
         company_name: company.map(|c| c.name).or(partial.company_name.clone()),
+        domain: domain.or(partial.domain.clone()),
         opportunity_id: Some(opportunity.id),
         ..partial
     }))
@@ -571,6 +605,7 @@ impl Intake {
         hook: HookSource,
         opportunity: &PsaOpportunity,
         company_name: Option<String>,
+        domain: Option<String>,
     ) -> Result<(DeliveryOutcome, Option<String>), AppError> {
         let psa = hook.as_str();
         let deal = WonDeal {
@@ -578,6 +613,7 @@ impl Intake {
             dedup_key: format!("{psa}:opportunity:{}:won", opportunity.id),
             company_id: Some(opportunity.company_id.clone()),
             company_name,
+            domain,
             opportunity_id: Some(opportunity.id.clone()),
             needs_opportunity: true,
             ..WonDeal::default()

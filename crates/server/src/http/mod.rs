@@ -17,6 +17,8 @@ mod onboarding;
 mod openapi;
 mod operators;
 mod oscal;
+pub mod scim;
+mod scim_tokens;
 mod tenants;
 mod workflows;
 
@@ -96,6 +98,7 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(workflows::list_workflows))
         .routes(routes!(workflows::get_workflow))
         .routes(routes!(workflows::cancel_workflow))
+        .routes(routes!(workflows::compensate_workflow))
         .routes(routes!(workflows::rollback_step))
         .routes(routes!(workflows::list_approvals))
         .routes(routes!(workflows::get_approval))
@@ -138,6 +141,11 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(kb::get_article, kb::update_article))
         .routes(routes!(kb::article_versions))
         .routes(routes!(kb::search))
+        .routes(routes!(
+            scim_tokens::list_scim_tokens,
+            scim_tokens::create_scim_token
+        ))
+        .routes(routes!(scim_tokens::revoke_scim_token))
 }
 
 /// The whole HTTP application.
@@ -161,6 +169,7 @@ pub fn router(state: ApiState, config: HttpConfig) -> Router {
             "/hooks/{source}/{tenant}",
             axum::routing::post(hooks::receive).layer(DefaultBodyLimit::max(hooks::MAX_HOOK_BODY_BYTES)),
         )
+        .merge(scim::routes(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), track))

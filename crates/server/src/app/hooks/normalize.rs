@@ -25,6 +25,9 @@ pub(crate) struct WonDeal {
     pub slug: Option<String>,
     pub region: Option<String>,
     pub m365_tenant_id: Option<String>,
+    /// The company's internet domain, or its website as the PSA holds it
+    /// (checked and reduced to the bare domain by [`payload`]).
+    pub domain: Option<String>,
     pub opportunity_id: Option<String>,
     /// Whether this kind of deal must name its opportunity (an Autotask
     /// company turning customer has none).
@@ -190,6 +193,7 @@ pub(crate) fn autotask(body: &[u8]) -> Reading {
         company_id,
         company_name: text(field(fields, "companyName")),
         m365_tenant_id: None,
+        domain: text(field(fields, "webAddress")),
         opportunity_id: opportunity,
         needs_opportunity: kind == "opportunity",
         owner_email: text(field(fields, "ownerEmail")),
@@ -284,6 +288,7 @@ pub(crate) fn generic(body: &[u8]) -> Reading {
         slug: text(at(&value, &["company", "slug"])),
         region: text(at(&value, &["company", "region"])),
         m365_tenant_id: text(at(&value, &["company", "m365_tenant_id"])),
+        domain: text(at(&value, &["company", "domain"])),
         opportunity_id: text(at(&value, &["opportunity", "id"])).or(Some(id)),
         needs_opportunity: true,
         owner_email: text(at(&value, &["owner", "email"])),
@@ -385,6 +390,16 @@ pub(crate) fn payload(deal: &WonDeal, slug: &str, defaults: &Defaults) -> Result
         },
         None => Some(defaults.region.clone()),
     };
+    let domain = match deal.domain.as_deref() {
+        Some(text) => {
+            let domain = gatehouse_connectors::ports::domain_from_website(text);
+            if domain.is_none() {
+                invalid.push("company.domain is not a domain name or website");
+            }
+            domain
+        }
+        None => None,
+    };
     if TenantSlug::parse(slug).is_err() {
         invalid.push("company.slug is not a valid tenant slug");
     }
@@ -404,6 +419,7 @@ pub(crate) fn payload(deal: &WonDeal, slug: &str, defaults: &Defaults) -> Result
             "slug": slug,
             "region": region.map(|r| r.as_str().to_owned()),
             "m365_tenant_id": deal.m365_tenant_id,
+            "domain": domain,
         },
         "opportunity": { "id": deal.opportunity_id },
         "owner": { "email": owner.map(|e| e.as_str().to_owned()) },
@@ -508,5 +524,25 @@ mod tests {
         assert_eq!(value["company"]["region"], "eu");
         assert_eq!(value["company"]["slug"], "acme");
         assert_eq!(value["company"]["m365_tenant_id"], Value::Null);
+        assert_eq!(value["company"]["domain"], Value::Null);
+    }
+
+    #[test]
+    fn the_domain_comes_from_the_website_and_a_bad_one_is_named() {
+        let body = json!({"Action": "Update", "EntityType": "Company", "Id": 7,
+            "Fields": {"companyType": 1, "companyName": "Tailspin Toys",
+                       "webAddress": "https://www.TailspinToys.com/"}});
+        let Reading::Won(deal) = autotask(body.to_string().as_bytes()) else {
+            panic!("won");
+        };
+        let mut deal = WonDeal {
+            owner_email: Some("lead@msp.example".into()),
+            ..deal
+        };
+        let value = payload(&deal, "tailspin-toys", &defaults()).unwrap();
+        assert_eq!(value["company"]["domain"], "tailspintoys.com");
+        deal.domain = Some("not a <domain>".into());
+        let err = payload(&deal, "tailspin-toys", &defaults()).unwrap_err();
+        assert_eq!(err, "company.domain is not a domain name or website");
     }
 }
