@@ -41,7 +41,8 @@ use crate::error::ConnectorError;
 use crate::http::{ClientCredentials, Http, Secret, TokenCache};
 pub use crate::ports::DirectoryMember;
 use crate::ports::{
-    DirectoryUser, GdapRelationship, GdapRequest, M365, NewDirectoryUser, TenantInformation,
+    DirectoryMembership, DirectoryUser, GdapRelationship, GdapRequest, M365, NewDirectoryUser,
+    TenantInformation,
 };
 
 /// The system name errors carry.
@@ -390,6 +391,18 @@ struct MemberDto {
     display_name: Option<String>,
     #[serde(default)]
     user_principal_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MembershipDto {
+    id: String,
+    #[serde(rename = "@odata.type", default)]
+    object_type: Option<String>,
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    role_template_id: Option<String>,
 }
 
 fn parse_url(value: &str, what: &str) -> Result<Url, ConnectorError> {
@@ -767,6 +780,32 @@ impl GraphClient {
             .await
         {
             Err(e) if says(&e, ALREADY_MEMBER) => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// Removes a user from a directory role (by role template id) in a
+    /// customer tenant; removing one not there (404) succeeds.
+    pub async fn remove_directory_role_member(
+        &self,
+        customer_tenant_id: &str,
+        role_template_id: &str,
+        user: &str,
+    ) -> Result<(), ConnectorError> {
+        let tenant = self.customer(customer_tenant_id)?;
+        let role = format!(
+            "directoryRoles(roleTemplateId='{}')",
+            segment(role_template_id, "role template id")?
+        );
+        let url = self.url(&[&role, "members", segment(user, "user id")?, "$ref"])?;
+        let what = format!("removing {user} from role {role_template_id}");
+        match self
+            .write(&tenant, &what, Method::DELETE, &url, None, None)
+            .await
+        {
+            // Graph answers 404 for a member not there and for a role the
+            // tenant never activated: either way the user does not hold it.
+            Err(e) if is_status(&e, 404) => Ok(()),
             other => other.map(|_| ()),
         }
     }
@@ -1241,6 +1280,60 @@ impl M365 for GraphClient {
             .into_iter()
             .map(|v| decode::<MemberDto>(v, &what).map(|m| m.id))
             .collect()
+    }
+
+    async fn users(&self, customer_tenant_id: &str) -> Result<Vec<DirectoryUser>, ConnectorError> {
+        let tenant = self.customer(customer_tenant_id)?;
+        let mut url = self.url(&["users"])?;
+        url.query_pairs_mut().append_pair("$select", USER_FIELDS);
+        let what = "listing users";
+        self.list(&tenant, what, url)
+            .await?
+            .into_iter()
+            .map(|v| decode::<UserDto>(v, what).map(|u| u.into_user(false)))
+            .collect()
+    }
+
+    async fn member_of(
+        &self,
+        customer_tenant_id: &str,
+        user: &str,
+    ) -> Result<Vec<DirectoryMembership>, ConnectorError> {
+        let tenant = self.customer(customer_tenant_id)?;
+        let url = self.url(&["users", segment(user, "user id")?, "memberOf"])?;
+        let what = format!("listing the memberships of user {user}");
+        self.list(&tenant, &what, url)
+            .await?
+            .into_iter()
+            .map(|v| {
+                decode::<MembershipDto>(v, &what).map(|m| DirectoryMembership {
+                    id: m.id,
+                    object_type: m.object_type,
+                    display_name: m.display_name,
+                    role_template_id: m.role_template_id,
+                })
+            })
+            .collect()
+    }
+
+    async fn add_directory_role_member(
+        &self,
+        customer_tenant_id: &str,
+        role_template_id: &str,
+        user: &str,
+    ) -> Result<(), ConnectorError> {
+        GraphClient::add_directory_role_member(self, customer_tenant_id, role_template_id, user)
+            .await
+    }
+
+    async fn remove_directory_role_member(
+        &self,
+        customer_tenant_id: &str,
+        role_template_id: &str,
+        user: &str,
+    ) -> Result<(), ConnectorError> {
+        GraphClient::remove_directory_role_member(self, customer_tenant_id, role_template_id, user)
+            .await
     }
 }
 

@@ -11,6 +11,8 @@
 //!   (implementing [`ports::Psa`]); RMMs [`ninjaone`], [`dattormm`]
 //!   ([`ports::Rmm`]); documentation platforms [`itglue`], [`hudu`]
 //!   ([`ports::DocsPlatform`]); Microsoft [`graph`] ([`ports::M365`]).
+//! - [`directory`]: the [`AccountDirectory`] port the identity reconciler
+//!   drives, over any SCIM 2.0 application ([`scim`]) or Microsoft 365.
 //!
 //! Every client forwards the engine's idempotency key as `Idempotency-Key`
 //! where it creates something, and the actions also look for what an earlier
@@ -21,6 +23,7 @@
 pub mod autotask;
 pub mod connectwise;
 pub mod dattormm;
+pub mod directory;
 pub mod error;
 pub mod graph;
 pub mod halopsa;
@@ -31,6 +34,10 @@ pub mod ninjaone;
 pub mod ports;
 mod psa_common;
 mod rest;
+pub mod scim;
 pub mod webhook;
 
+pub use directory::{
+    AccountChange, AccountDirectory, AccountRef, GraphDirectory, Holdings, ScimDirectory,
+};
 pub use error::ConnectorError;

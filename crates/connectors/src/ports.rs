@@ -293,6 +293,21 @@ pub struct DirectoryUser {
     pub account_enabled: bool,
 }
 
+/// A group or directory role a user is a direct member of
+/// (`/users/{id}/memberOf`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectoryMembership {
+    /// Graph's object id.
+    pub id: String,
+    /// The object's type (`#microsoft.graph.group`,
+    /// `#microsoft.graph.directoryRole`, …), when Graph says.
+    pub object_type: Option<String>,
+    /// The display name, when there is one.
+    pub display_name: Option<String>,
+    /// For a directory role, its role template id.
+    pub role_template_id: Option<String>,
+}
+
 /// A user to create in a customer's directory.
 #[derive(Debug, Clone)]
 pub struct NewDirectoryUser {
@@ -425,6 +440,43 @@ pub trait M365: Send + Sync {
     ) -> Result<Vec<DirectoryMember>, ConnectorError> {
         let _ = (customer_tenant_id, role_template_id);
         Err(unsupported("listing a directory role's members"))
+    }
+    /// Every user of a customer tenant, every page read.
+    async fn users(&self, customer_tenant_id: &str) -> Result<Vec<DirectoryUser>, ConnectorError> {
+        let _ = customer_tenant_id;
+        Err(unsupported("listing users"))
+    }
+    /// The groups and directory roles a user is a direct member of, every
+    /// page read.
+    async fn member_of(
+        &self,
+        customer_tenant_id: &str,
+        user: &str,
+    ) -> Result<Vec<DirectoryMembership>, ConnectorError> {
+        let _ = (customer_tenant_id, user);
+        Err(unsupported("listing a user's memberships"))
+    }
+    /// Adds a user to a directory role (by role template id); adding one
+    /// already there succeeds.
+    async fn add_directory_role_member(
+        &self,
+        customer_tenant_id: &str,
+        role_template_id: &str,
+        user: &str,
+    ) -> Result<(), ConnectorError> {
+        let _ = (customer_tenant_id, role_template_id, user);
+        Err(unsupported("adding a directory role member"))
+    }
+    /// Removes a user from a directory role (by role template id);
+    /// removing one not there succeeds.
+    async fn remove_directory_role_member(
+        &self,
+        customer_tenant_id: &str,
+        role_template_id: &str,
+        user: &str,
+    ) -> Result<(), ConnectorError> {
+        let _ = (customer_tenant_id, role_template_id, user);
+        Err(unsupported("removing a directory role member"))
     }
 }
 

@@ -17,7 +17,8 @@
 //!   licences (`subscribedSkus`, `assignLicense`, `licenseDetails`), groups
 //!   and their members (`members/$ref`; mail-enabled security groups and
 //!   distribution lists refuse it, as Graph does), directory role members
-//!   (for admin and break-glass accounts);
+//!   (for admin and break-glass accounts; added and removed through
+//!   `members/$ref`), and a user's `memberOf` (groups and roles);
 //! - GDAP relationships in partner tenants, with Graph's status machine
 //!   `created → approvalPending → active → terminationRequested →
 //!   terminated`; the customer's approval is [`GraphEmulator::approve_gdap`]

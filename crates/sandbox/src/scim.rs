@@ -21,6 +21,10 @@
 //! - `GET /ServiceProviderConfig`, `/ResourceTypes[/{id}]`,
 //!   `/Schemas[/{id}]`.
 //!
+//! A user's read-only `groups` is computed on every read from the groups'
+//! `members` (as Gatehouse's own SCIM store does), and left out when the
+//! user is in no group.
+//!
 //! Answers are `application/scim+json`; errors are RFC 7644 §3.12 bodies
 //! (except the harness's fault answers, which are the harness's). Creates
 //! honour `Idempotency-Key` through the [`Harness`]. Counters:
@@ -42,13 +46,14 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use gatehouse_scim::backend::{MemoryBackend, ScimBackend, Service};
+use gatehouse_scim::backend::{MemoryBackend, ScimBackend, Service, Stored};
 use gatehouse_scim::list::MAX_RESULTS;
 use gatehouse_scim::meta::etag_list_matches;
 use gatehouse_scim::schema::documents::{
     ServiceProviderConfig, find_resource_type_document, find_schema_document, resource_types_list,
     schemas_list,
 };
+use gatehouse_scim::{Filter, UniqueKey};
 use gatehouse_scim::{ListQuery, Projection, ResourceType, ScimError};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -64,13 +69,13 @@ pub const SCIM_JSON: &str = "application/scim+json";
 struct Shared {
     harness: Harness,
     token: String,
-    backend: MemoryBackend,
+    backend: Memberships,
     /// `http://127.0.0.1:PORT/scim/v2`, known once the listener is bound.
     base_url: OnceLock<String>,
 }
 
 impl Shared {
-    fn service(&self) -> Service<&MemoryBackend> {
+    fn service(&self) -> Service<&Memberships> {
         let base = self.base_url.get().map_or(SCIM_BASE, String::as_str);
         Service::new(&self.backend, base, MAX_RESULTS)
     }
@@ -97,7 +102,7 @@ impl ScimAppEmulator {
         let shared = Arc::new(Shared {
             harness: harness.clone(),
             token: token.to_owned(),
-            backend: MemoryBackend::new(synthetic_clock()),
+            backend: Memberships(MemoryBackend::new(synthetic_clock())),
             base_url: OnceLock::new(),
         });
         let resources = Router::new()
@@ -200,6 +205,111 @@ impl ScimAppEmulator {
     /// Stops the server and waits for it.
     pub async fn shutdown(self) {
         self.served.shutdown().await;
+    }
+}
+
+/// The in-memory store, with a user's read-only `groups` computed from the
+/// groups' `members` whenever a user is read, and never stored.
+struct Memberships(MemoryBackend);
+
+impl Memberships {
+    /// `stored` with its `groups`, if it is a user in any group.
+    fn with_groups(&self, rt: &ResourceType, mut stored: Stored) -> Result<Stored, ScimError> {
+        if rt.id != ResourceType::user().id {
+            return Ok(stored);
+        }
+        let groups: Vec<Value> = now(self.0.candidates(ResourceType::group(), None))?
+            .into_iter()
+            .filter(|g| {
+                g.attributes
+                    .get("members")
+                    .and_then(Value::as_array)
+                    .is_some_and(|members| {
+                        members
+                            .iter()
+                            .any(|m| m.get("value").and_then(Value::as_str) == Some(&stored.id))
+                    })
+            })
+            .map(|g| {
+                serde_json::json!({
+                    "value": g.id,
+                    "display": g.attributes.get("displayName"),
+                    "type": "direct",
+                })
+            })
+            .collect();
+        if let Some(obj) = stored.attributes.as_object_mut() {
+            obj.remove("groups");
+            if !groups.is_empty() {
+                obj.insert("groups".into(), Value::Array(groups));
+            }
+        }
+        Ok(stored)
+    }
+}
+
+/// A user's `groups` is never stored: it is computed when read.
+fn without_groups(mut attributes: Value) -> Value {
+    if let Some(obj) = attributes.as_object_mut() {
+        obj.remove("groups");
+    }
+    attributes
+}
+
+impl ScimBackend for Memberships {
+    fn create(
+        &self,
+        rt: &ResourceType,
+        attributes: Value,
+        unique: Vec<UniqueKey>,
+    ) -> impl Future<Output = Result<Stored, ScimError>> + Send {
+        let stored = now(self.0.create(rt, without_groups(attributes), unique));
+        std::future::ready(stored.and_then(|s| self.with_groups(rt, s)))
+    }
+
+    fn get(
+        &self,
+        rt: &ResourceType,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<Stored>, ScimError>> + Send {
+        let stored = now(self.0.get(rt, id));
+        std::future::ready(stored.and_then(|s| s.map(|s| self.with_groups(rt, s)).transpose()))
+    }
+
+    fn replace(
+        &self,
+        rt: &ResourceType,
+        id: &str,
+        expected_version: u64,
+        attributes: Value,
+        unique: Vec<UniqueKey>,
+    ) -> impl Future<Output = Result<Stored, ScimError>> + Send {
+        let stored =
+            now(self
+                .0
+                .replace(rt, id, expected_version, without_groups(attributes), unique));
+        std::future::ready(stored.and_then(|s| self.with_groups(rt, s)))
+    }
+
+    fn delete(
+        &self,
+        rt: &ResourceType,
+        id: &str,
+    ) -> impl Future<Output = Result<bool, ScimError>> + Send {
+        self.0.delete(rt, id)
+    }
+
+    fn candidates(
+        &self,
+        rt: &ResourceType,
+        filter: Option<&Filter>,
+    ) -> impl Future<Output = Result<Vec<Stored>, ScimError>> + Send {
+        let stored = now(self.0.candidates(rt, filter));
+        std::future::ready(stored.and_then(|all| {
+            all.into_iter()
+                .map(|s| self.with_groups(rt, s))
+                .collect::<Result<Vec<_>, _>>()
+        }))
     }
 }
 

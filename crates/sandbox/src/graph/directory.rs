@@ -650,3 +650,63 @@ pub(super) async fn add_role_member(
         Ok(no_content())
     })
 }
+
+/// `DELETE /{role}/members/{member}/$ref`: 404 when the user does not
+/// hold the role, as Graph answers.
+pub(super) async fn remove_role_member(
+    State(shared): St,
+    headers: HeaderMap,
+    Path((role, member)): Path<(String, String)>,
+) -> Answer {
+    let template = role_template(&role)?;
+    with_tenant(&shared, &headers, |t, harness| {
+        let removed = t
+            .roles
+            .get_mut(&template)
+            .is_some_and(|members| members.remove(&member));
+        if !removed {
+            return Err(Fault::not_found(&member));
+        }
+        harness.count("roles.members_removed");
+        Ok(no_content())
+    })
+}
+
+/// `GET /users/{id}/memberOf`: the groups and directory roles the user is
+/// a direct member of (a role's id is its template id here).
+pub(super) async fn member_of(
+    State(shared): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Q,
+) -> Answer {
+    let options = Options::parse(&q)?;
+    let (uid, items) = with_tenant(&shared, &headers, |t, _| {
+        let uid = user_of(t, &id)?;
+        let mut items: Vec<Value> = t
+            .groups
+            .values()
+            .filter(|g| g.members.contains(&uid))
+            .map(Group::json)
+            .collect();
+        for (template, members) in &t.roles {
+            if members.contains(&uid) {
+                items.push(json!({
+                    "@odata.type": "#microsoft.graph.directoryRole",
+                    "id": template,
+                    "roleTemplateId": template,
+                    "displayName": null,
+                }));
+            }
+        }
+        Ok((uid, items))
+    })?;
+    Ok(ok(options.page(
+        items,
+        None,
+        "directoryObject",
+        &headers,
+        &format!("/v1.0/users/{uid}/memberOf"),
+        "directoryObjects",
+    )?))
+}

@@ -107,6 +107,11 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
             post(directory::add_role_member),
         )
         .route(
+            "/v1.0/{role}/members/{member}/$ref",
+            axum::routing::delete(directory::remove_role_member),
+        )
+        .route("/v1.0/users/{id}/memberOf", get(directory::member_of))
+        .route(
             "/v1.0/tenantRelationships/delegatedAdminRelationships",
             get(gdap::list_relationships).post(gdap::create_relationship),
         )
