@@ -140,11 +140,7 @@ fn no_account(system: &'static str, person: &AccountRef, change: &AccountChange)
 }
 
 fn path(text: &str) -> Result<PatchPath, ConnectorError> {
-    PatchPath::parse(text).map_err(|e| ConnectorError::Rejected {
-        system: "scim",
-        status: None,
-        message: format!("{text:?} is not a usable PATCH path: {e}"),
-    })
+    crate::scim::patch_path(text)
 }
 
 // ---- SCIM -------------------------------------------------------------------

@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use gatehouse_core::clock::{Clock, SystemClock};
 use gatehouse_core::retry_after::parse_retry_after;
-use gatehouse_scim::{AttrPath, CompValue, CompareOp, Filter, PatchOp, PatchOperation};
+use gatehouse_scim::{AttrPath, CompValue, CompareOp, Filter, PatchOp, PatchOperation, PatchPath};
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url, header};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -258,6 +258,13 @@ pub fn has_value_filter(attribute: &str, value: &str) -> String {
     .to_string()
 }
 
+/// A PATCH path; an error only if `text` is not one (a bug, or a value
+/// that cannot be put in a filter).
+pub(crate) fn patch_path(text: &str) -> Result<PatchPath, ConnectorError> {
+    PatchPath::parse(text)
+        .map_err(|e| rejected(format!("{text:?} is not a usable PATCH path: {e}")))
+}
+
 /// A PATCH operation as JSON.
 fn operation_json(op: &PatchOperation) -> Value {
     let mut out = Map::new();
@@ -309,6 +316,11 @@ impl ScimClient {
         };
         if base_url.cannot_be_a_base() || !matches!(base_url.scheme(), "http" | "https") {
             return Err(config("the SCIM base URL must be an http(s) URL"));
+        }
+        if !base_url.username().is_empty() || base_url.password().is_some() {
+            return Err(config(
+                "the SCIM base URL must not carry credentials; give the token instead",
+            ));
         }
         if base_url.query().is_some() || base_url.fragment().is_some() {
             return Err(config(
@@ -616,7 +628,7 @@ impl ScimClient {
     pub async fn set_active(&self, id: &str, active: bool) -> Result<(), ConnectorError> {
         let op = PatchOperation {
             op: PatchOp::Replace,
-            path: gatehouse_scim::PatchPath::parse("active").ok(),
+            path: Some(patch_path("active")?),
             value: Some(json!(active)),
         };
         self.patch_user(id, &[op]).await.map(|_| ())
@@ -707,7 +719,7 @@ impl ScimClient {
     pub async fn add_member(&self, group_id: &str, user_id: &str) -> Result<(), ConnectorError> {
         let op = PatchOperation {
             op: PatchOp::Add,
-            path: gatehouse_scim::PatchPath::parse("members").ok(),
+            path: Some(patch_path("members")?),
             value: Some(json!([{ "value": user_id }])),
         };
         let what = format!("adding user {user_id} to group {group_id}");
@@ -722,14 +734,9 @@ impl ScimClient {
     pub async fn remove_member(&self, group_id: &str, user_id: &str) -> Result<(), ConnectorError> {
         let op = PatchOperation {
             op: PatchOp::Remove,
-            path: gatehouse_scim::PatchPath::parse(&has_value_filter("members", user_id)).ok(),
+            path: Some(patch_path(&has_value_filter("members", user_id))?),
             value: None,
         };
-        if op.path.is_none() {
-            return Err(rejected(format!(
-                "{user_id:?} cannot be put in a member path"
-            )));
-        }
         let what = format!("removing user {user_id} from group {group_id}");
         match self.patch("Groups", group_id, &[op], &what).await {
             Ok(_) => Ok(()),
