@@ -20,10 +20,11 @@
 //! A user's read-only `groups` attribute is optional for a service
 //! provider, and an empty one is left out of answers, so its absence says
 //! nothing until the application has shown it computes it: the client
-//! remembers the first answer that carried `groups`, and from then on a
-//! user without it is a user in no group. Until then
-//! [`ScimClient::groups_of`] asks the Groups endpoint
-//! (`members[value eq "…"]`).
+//! remembers the first answer that carried `groups`, and from then on
+//! [`ScimClient::groups_of`] takes a user without it to be in no group.
+//! Until then it asks the Groups endpoint (`members[value eq "…"]`).
+//! Changes never rely on that inference: a removal is skipped only when
+//! the user's own answer lists groups without the one to remove.
 
 use std::fmt;
 use std::sync::Arc;
@@ -88,8 +89,9 @@ pub struct ScimUser {
     pub active: bool,
     /// `roles[].value`.
     pub roles: Vec<String>,
-    /// The read-only `groups`, when the application returns them: `None`
-    /// when it has not (yet) shown that it computes them.
+    /// The read-only `groups`, as the answer carried them: `None` when it
+    /// had none (no groups, or an application that does not compute
+    /// them; [`ScimClient::groups_of`] tells which).
     pub groups: Option<Vec<ScimMembership>>,
 }
 
@@ -468,11 +470,7 @@ impl ScimClient {
         if dto.groups.is_some() {
             self.returns_groups.store(true, Ordering::Relaxed);
         }
-        let groups = match dto.groups {
-            Some(list) => Some(list),
-            None if self.returns_groups.load(Ordering::Relaxed) => Some(Vec::new()),
-            None => None,
-        };
+        let groups = dto.groups;
         Ok(ScimUser {
             id: dto.id,
             external_id: dto.external_id,
@@ -745,20 +743,23 @@ impl ScimClient {
         }
     }
 
-    /// The groups `user_id` is a member of: from `user`'s `groups` when the
-    /// application computes them and names them, else from the Groups
+    /// The groups `user` is a member of: from its `groups` when the
+    /// application computes them and names them (a user without `groups`
+    /// is in none once [`Self::returns_groups`]), else from the Groups
     /// endpoint (`members[value eq "…"]`).
     pub async fn groups_of(&self, user: &ScimUser) -> Result<Vec<ScimGroup>, ConnectorError> {
-        if let Some(list) = &user.groups
-            && list.iter().all(|g| g.display.is_some())
-        {
-            return Ok(list
-                .iter()
-                .map(|g| ScimGroup {
-                    id: g.id.clone(),
-                    display_name: g.display.clone().unwrap_or_default(),
-                })
-                .collect());
+        match &user.groups {
+            Some(list) if list.iter().all(|g| g.display.is_some()) => {
+                return Ok(list
+                    .iter()
+                    .map(|g| ScimGroup {
+                        id: g.id.clone(),
+                        display_name: g.display.clone().unwrap_or_default(),
+                    })
+                    .collect());
+            }
+            None if self.returns_groups() => return Ok(Vec::new()),
+            _ => {}
         }
         let what = format!("listing the groups of user {}", user.id);
         self.groups_where(&has_value_filter("members", &user.id), &what)

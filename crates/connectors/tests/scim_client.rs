@@ -225,7 +225,7 @@ async fn groups_are_created_found_and_their_members_changed() {
     scim.remove_member(&sales.id, &ada.id).await.unwrap();
     assert_eq!(emu.harness().counted("groups.updated"), 2);
     let user = scim.user(&ada.id).await.unwrap().unwrap();
-    assert_eq!(user.groups, Some(Vec::new()));
+    assert_eq!(user.groups, None, "an empty groups is left out");
     assert!(scim.groups_of(&user).await.unwrap().is_empty());
 }
 
@@ -245,11 +245,14 @@ async fn groups_of_asks_the_groups_endpoint_until_the_application_shows_groups()
         "members": [{ "value": id }],
     }))
     .unwrap();
-    let scim = client(&emu);
-    let mut user = scim.user(id).await.unwrap().unwrap();
-    // Pretend the answer had no `groups`: the Groups endpoint answers.
+    let mut user = client(&emu).user(id).await.unwrap().unwrap();
+    assert!(user.groups.is_some());
+    // As an application that does not compute `groups` would answer, to a
+    // client that has never seen one: the Groups endpoint answers.
     user.groups = None;
-    let groups = scim.groups_of(&user).await.unwrap();
+    let fresh = client(&emu);
+    assert!(!fresh.returns_groups());
+    let groups = fresh.groups_of(&user).await.unwrap();
     assert_eq!(groups.len(), 1);
     assert_eq!(groups[0].display_name, "Finance");
 }
