@@ -428,6 +428,17 @@ impl GraphDirectory {
             .await
     }
 
+    /// The usage location a new user gets: the organization's country
+    /// (licensing refuses a user without one); `None` when the client
+    /// cannot read it.
+    async fn usage_location(&self) -> Result<Option<String>, ConnectorError> {
+        match self.client.tenant_country(self.tenant()).await {
+            Ok(country) => Ok(country),
+            Err(ConnectorError::Config { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn create(&self, person: &AccountRef, key: &str) -> Result<(), ConnectorError> {
         if self.find(person).await?.is_some() {
             return Ok(());
@@ -449,7 +460,7 @@ impl GraphDirectory {
                 nickname
             },
             password: random_password()?,
-            usage_location: None,
+            usage_location: self.usage_location().await?,
         };
         self.client
             .create_user(self.tenant(), &user, key)

@@ -1282,6 +1282,23 @@ impl M365 for GraphClient {
             .collect()
     }
 
+    async fn tenant_country(
+        &self,
+        customer_tenant_id: &str,
+    ) -> Result<Option<String>, ConnectorError> {
+        let tenant = self.customer(customer_tenant_id)?;
+        let mut url = self.url(&["organization"])?;
+        url.query_pairs_mut()
+            .append_pair("$select", "id,countryLetterCode");
+        let what = "reading the organization's country";
+        let organizations = self.list(&tenant, what, url).await?;
+        Ok(organizations
+            .iter()
+            .find_map(|o| o.get("countryLetterCode").and_then(Value::as_str))
+            .filter(|c| c.len() == 2 && c.chars().all(|ch| ch.is_ascii_alphabetic()))
+            .map(str::to_ascii_uppercase))
+    }
+
     async fn users(&self, customer_tenant_id: &str) -> Result<Vec<DirectoryUser>, ConnectorError> {
         let tenant = self.customer(customer_tenant_id)?;
         let mut url = self.url(&["users"])?;

@@ -441,6 +441,15 @@ pub trait M365: Send + Sync {
         let _ = (customer_tenant_id, role_template_id);
         Err(unsupported("listing a directory role's members"))
     }
+    /// The customer organization's country (`countryLetterCode`), the
+    /// usage location new users get (licensing needs one).
+    async fn tenant_country(
+        &self,
+        customer_tenant_id: &str,
+    ) -> Result<Option<String>, ConnectorError> {
+        let _ = customer_tenant_id;
+        Err(unsupported("reading the organization's country"))
+    }
     /// Every user of a customer tenant, every page read.
     async fn users(&self, customer_tenant_id: &str) -> Result<Vec<DirectoryUser>, ConnectorError> {
         let _ = customer_tenant_id;

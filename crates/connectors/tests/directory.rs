@@ -24,7 +24,7 @@ use gatehouse_core::clock::SystemClock;
 use gatehouse_sandbox::graph::GroupKind;
 use gatehouse_sandbox::{GraphEmulator, ScimAppEmulator};
 use reqwest::Url;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const TOKEN: &str = "scim-bearer-do-not-leak";
 
@@ -271,32 +271,6 @@ async fn graph() -> (GraphEmulator, GraphDirectory) {
     (emu, GraphDirectory::new(Arc::new(client), CONTOSO))
 }
 
-/// Sets a user's usage location straight through Graph (licensing needs
-/// one; the port does not choose a country).
-async fn set_usage_location(emu: &GraphEmulator, upn: &str) {
-    let token: Value = reqwest::Client::new()
-        .post(format!("{}/{CONTOSO}/oauth2/v2.0/token", emu.url()))
-        .body(format!(
-            "grant_type=client_credentials&client_id={APP}&client_secret={SECRET}&scope=https%3A%2F%2Fgraph.microsoft.com%2F.default"
-        ))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let status = reqwest::Client::new()
-        .patch(format!("{}/v1.0/users/{upn}", emu.url()))
-        .bearer_auth(token["access_token"].as_str().unwrap())
-        .json(&json!({ "usageLocation": "GB" }))
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert!(status.is_success(), "{status}");
-}
-
 #[tokio::test]
 async fn graph_changes_are_idempotent_and_holdings_show_them() {
     let (emu, dir) = graph().await;
@@ -313,12 +287,14 @@ async fn graph_changes_are_idempotent_and_holdings_show_them() {
         .unwrap();
     let ops = emu.add_group(CONTOSO, "Ops", GroupKind::Security).unwrap();
     assert!(dir.holdings(&person).await.unwrap().is_none());
+    assert!(emu.set_country(CONTOSO, "GB"));
 
     twice(&dir, counts, &person, AccountChange::CreateAccount).await;
     assert_eq!(emu.harness().counted("users.created"), 1);
     let user = emu.user(CONTOSO, &person.user_name).unwrap();
     assert_eq!(user["accountEnabled"], true);
-    set_usage_location(&emu, &person.user_name).await;
+    // The organization's country, so that licensing works.
+    assert_eq!(user["usageLocation"], "GB");
 
     for change in [
         AccountChange::AddGroup(sales.clone()),
@@ -402,12 +378,22 @@ async fn graph_refuses_a_group_that_does_not_exist_naming_it() {
         ConnectorError::Rejected { message, .. } => assert!(message.contains(missing), "{message}"),
         other => panic!("expected a rejection, got {other:?}"),
     }
-    // A licence without a usage location is Graph's refusal, passed on.
+    // A licence for a user made elsewhere without a usage location is
+    // Graph's refusal, passed on.
+    let mut made_elsewhere = ada();
+    made_elsewhere.user_name = "grace@contoso.onmicrosoft.com".into();
+    emu.add_user(CONTOSO, &made_elsewhere.user_name, "Grace")
+        .unwrap();
     let err = dir
-        .apply(&person, &AccountChange::AddLicense(E3.into()), "k")
+        .apply(&made_elsewhere, &AccountChange::AddLicense(E3.into()), "k")
         .await
         .unwrap_err();
-    assert!(matches!(err, ConnectorError::Rejected { .. }), "{err:?}");
+    match err {
+        ConnectorError::Rejected { message, .. } => {
+            assert!(message.contains("usage location"), "{message}");
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
     assert_eq!(emu.harness().counted("licenses.added"), 0);
 }
 

@@ -18,7 +18,8 @@
 //!   and their members (`members/$ref`; mail-enabled security groups and
 //!   distribution lists refuse it, as Graph does), directory role members
 //!   (for admin and break-glass accounts; added and removed through
-//!   `members/$ref`), and a user's `memberOf` (groups and roles);
+//!   `members/$ref`), a user's `memberOf` (groups and roles), and the
+//!   tenant's `organization` (its country, for usage locations);
 //! - GDAP relationships in partner tenants, with Graph's status machine
 //!   `created → approvalPending → active → terminationRequested →
 //!   terminated`; the customer's approval is [`GraphEmulator::approve_gdap`]
@@ -140,6 +141,17 @@ impl GraphEmulator {
             return false;
         };
         t.domains.push(domain.to_owned());
+        true
+    }
+
+    /// Sets the organization's country (`countryLetterCode`, `US` until
+    /// set); false if there is no such tenant.
+    pub fn set_country(&self, tenant: &str, country: &str) -> bool {
+        let mut dir = lock(&self.shared.dir);
+        let Some(t) = dir.tenants.get_mut(tenant) else {
+            return false;
+        };
+        t.country = Some(country.to_owned());
         true
     }
 

@@ -710,3 +710,26 @@ pub(super) async fn member_of(
         "directoryObjects",
     )?))
 }
+
+/// `GET /organization`: the caller's tenant as one organization, with its
+/// `countryLetterCode` (what new users' usage location defaults to).
+pub(super) async fn organization(State(shared): St, headers: HeaderMap) -> Answer {
+    let tenant = caller(&shared, &headers)?;
+    with_tenant(&shared, &headers, |t, _| {
+        let domains: Vec<Value> = t
+            .domains
+            .iter()
+            .enumerate()
+            .map(|(i, d)| json!({"name": d, "isDefault": i == 0, "isInitial": i == 0}))
+            .collect();
+        Ok(ok(json!({
+            "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#organization",
+            "value": [{
+                "id": tenant,
+                "displayName": t.name,
+                "countryLetterCode": t.country.as_deref().unwrap_or("US"),
+                "verifiedDomains": domains,
+            }],
+        })))
+    })
+}

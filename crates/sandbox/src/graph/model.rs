@@ -323,6 +323,8 @@ pub(super) struct Tenant {
     pub skus: BTreeMap<String, Sku>,
     /// Directory role template id → member user ids.
     pub roles: BTreeMap<String, BTreeSet<String>>,
+    /// The organization's `countryLetterCode`; `US` when not set.
+    pub country: Option<String>,
 }
 
 impl Tenant {

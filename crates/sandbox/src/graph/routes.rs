@@ -111,6 +111,7 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
             axum::routing::delete(directory::remove_role_member),
         )
         .route("/v1.0/users/{id}/memberOf", get(directory::member_of))
+        .route("/v1.0/organization", get(directory::organization))
         .route(
             "/v1.0/tenantRelationships/delegatedAdminRelationships",
             get(gdap::list_relationships).post(gdap::create_relationship),
