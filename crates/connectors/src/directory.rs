@@ -158,7 +158,10 @@ impl ScimDirectory {
         Self { client }
     }
 
-    /// The person's account: by `externalId`, then by `userName`.
+    /// The person's account: by `externalId`, then by `userName`. An
+    /// account found by `userName` that carries another person's
+    /// `externalId` is not this person's: a conflict for someone to
+    /// resolve, never an account to change.
     async fn find(&self, person: &AccountRef) -> Result<Option<ScimUser>, ConnectorError> {
         if let Some(user) = self
             .client
@@ -167,7 +170,26 @@ impl ScimDirectory {
         {
             return Ok(Some(user));
         }
-        self.client.find_user_by_user_name(&person.user_name).await
+        match self
+            .client
+            .find_user_by_user_name(&person.user_name)
+            .await?
+        {
+            Some(user) => match user.external_id.as_deref() {
+                Some(other) if !other.is_empty() && other != person.external_id => {
+                    Err(ConnectorError::Rejected {
+                        system: "scim",
+                        status: Some(409),
+                        message: format!(
+                            "{}: the userName is held by account {} of another person (externalId {other:?})",
+                            person.user_name, user.id
+                        ),
+                    })
+                }
+                _ => Ok(Some(user)),
+            },
+            None => Ok(None),
+        }
     }
 
     async fn holdings_of(&self, user: ScimUser) -> Result<Holdings, ConnectorError> {
@@ -199,26 +221,17 @@ impl ScimDirectory {
 
     async fn create(&self, person: &AccountRef, key: &str) -> Result<(), ConnectorError> {
         if let Some(user) = self.find(person).await? {
-            return match user.external_id.as_deref() {
-                Some(id) if id == person.external_id => Ok(()),
-                // Found by userName, without an id: adopt it.
-                None => {
-                    let op = PatchOperation {
-                        op: PatchOp::Replace,
-                        path: Some(path("externalId")?),
-                        value: Some(json!(person.external_id)),
-                    };
-                    self.client.patch_user(&user.id, &[op]).await.map(|_| ())
-                }
-                Some(other) => Err(ConnectorError::Rejected {
-                    system: "scim",
-                    status: Some(409),
-                    message: format!(
-                        "creating {}: the userName is held by account {} of another person (externalId {other:?})",
-                        person.user_name, user.id
-                    ),
-                }),
-            };
+            // Found by userName without our id (`find` refuses another's):
+            // adopt it.
+            if user.external_id.as_deref() != Some(person.external_id.as_str()) {
+                let op = PatchOperation {
+                    op: PatchOp::Replace,
+                    path: Some(path("externalId")?),
+                    value: Some(json!(person.external_id)),
+                };
+                self.client.patch_user(&user.id, &[op]).await?;
+            }
+            return Ok(());
         }
         let new = NewScimUser {
             external_id: person.external_id.clone(),

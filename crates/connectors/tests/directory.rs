@@ -192,19 +192,27 @@ async fn scim_finds_by_user_name_adopts_an_account_without_an_id_and_refuses_ano
         "per_ada"
     );
 
-    // Someone else's account under the same sign-in name.
+    // Someone else's account under the same sign-in name is a conflict:
+    // neither read as this person's nor changed.
     let mut other = ada();
     other.external_id = "per_other".into();
-    let err = dir
-        .apply(&other, &AccountChange::CreateAccount, "k2")
-        .await
-        .unwrap_err();
-    match err {
-        ConnectorError::Rejected { message, .. } => {
-            assert!(message.contains("per_ada"), "{message}");
+    let before = emu.harness().counts();
+    for change in [
+        AccountChange::CreateAccount,
+        AccountChange::DisableAccount,
+        AccountChange::DeleteAccount,
+    ] {
+        let err = dir.apply(&other, &change, "k2").await.unwrap_err();
+        match err {
+            ConnectorError::Rejected { message, .. } => {
+                assert!(message.contains("per_ada"), "{message}");
+            }
+            other => panic!("expected a rejection, got {other:?}"),
         }
-        other => panic!("expected a rejection, got {other:?}"),
     }
+    assert!(dir.holdings(&other).await.is_err());
+    assert_eq!(emu.harness().counts(), before);
+    assert!(dir.holdings(&person).await.unwrap().unwrap().active);
 }
 
 #[tokio::test]
