@@ -107,6 +107,7 @@ struct FileConfig {
     connectwise_key_hosts: Option<Vec<String>>,
     hook_replay_window_secs: Option<u64>,
     autotask_poll_secs: Option<u64>,
+    revocation_deadline_secs: Option<u64>,
     default_region: Option<String>,
     default_onboarding_owner: Option<String>,
 }
@@ -181,6 +182,9 @@ pub struct Config {
     pub hook_replay_window_secs: u64,
     /// Seconds between two rounds of the Autotask opportunity poller.
     pub autotask_poll_secs: NonZeroU64,
+    /// How long a leaver's revocation may stay incomplete before a human
+    /// is told exactly what remains (retries go on).
+    pub revocation_deadline_secs: u64,
     /// The region of a new client when the won deal does not say.
     pub default_region: gatehouse_core::tenant::Region,
     /// The onboarding owner when the won deal does not name one.
@@ -371,6 +375,13 @@ impl Config {
                     .or(file.autotask_poll_secs)
                     .unwrap_or(300),
             )?,
+            revocation_deadline_secs: at_least_one(
+                "revocation_deadline_secs",
+                parse_env("GATEHOUSE_REVOCATION_DEADLINE_SECS")?
+                    .or(file.revocation_deadline_secs)
+                    .unwrap_or(900),
+            )?
+            .get(),
             default_region: {
                 let text = env("GATEHOUSE_DEFAULT_REGION")
                     .or(file.default_region)
@@ -527,6 +538,7 @@ mod tests {
         );
         assert_eq!(config.hook_replay_window_secs, 300);
         assert_eq!(config.autotask_poll_secs.get(), 300);
+        assert_eq!(config.revocation_deadline_secs, 900);
         assert_eq!(config.default_region.as_str(), "eu");
         assert_eq!(config.default_onboarding_owner, None);
 

@@ -74,6 +74,15 @@ enum Command {
     /// The SCIM 2.0 service provider: manage tenants' SCIM bearer tokens.
     #[command(subcommand)]
     Scim(commands::scim::ScimCommand),
+    /// People: lifecycle events, CSV import, drift, leavers' revocations.
+    #[command(subcommand)]
+    People(commands::people::PeopleCommand),
+    /// A tenant's access policy: role templates and attribute rules.
+    #[command(subcommand, name = "access-policy")]
+    AccessPolicy(commands::people::PolicyCommand),
+    /// Just-in-time elevated access: request, list, end early.
+    #[command(subcommand)]
+    Elevation(commands::people::ElevationCommand),
     /// Run a benchmark; the last line printed is a JSON object.
     Bench(bench::BenchArgs),
     /// Run the vendor emulators (PSA, RMM, Graph, documentation) on loopback.
@@ -141,6 +150,9 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Keys(command) => commands::keys::run(&cli.config, command).await,
         Command::Kb(command) => commands::kb::run(&cli.config, command).await,
         Command::Scim(command) => commands::scim::run(&cli.config, command).await,
+        Command::People(command) => commands::people::run(&cli.config, command).await,
+        Command::AccessPolicy(command) => commands::people::run_policy(&cli.config, command).await,
+        Command::Elevation(command) => commands::people::run_elevation(&cli.config, command).await,
         Command::Audit(command) => commands::audit::run(&cli.config, command).await,
         Command::Events(command) => commands::workflows::run_events(&cli.config, command).await,
         Command::Workflows(command) => {

@@ -12,6 +12,7 @@ use gatehouse_engine::runtime::{Engine, EngineConfig};
 use gatehouse_engine::template::{TemplateSet, builtin_actions};
 use gatehouse_server::App;
 use gatehouse_server::audit::{CheckpointPolicy, Sequencer};
+use gatehouse_server::identity::{IdentityConfig, IdentityCore};
 use gatehouse_server::kb::KbService;
 use gatehouse_server::kb_action::{self, KbPublish};
 use gatehouse_server::onboarding::AppSlot;
@@ -175,16 +176,38 @@ pub async fn open_app(config: &Config, store: Arc<dyn Store>) -> Result<(App, bo
     let kb_publish: Arc<dyn Action> =
         Arc::new(KbPublish::new(kb.clone(), store.clone(), clock.clone()));
     let onboarding = AppSlot::new();
+    // One identity core for the API and the engine's identity actions.
+    let identity = Arc::new(IdentityCore::new(
+        store.clone(),
+        keyring.clone(),
+        clock.clone(),
+        Arc::new(gatehouse_server::actions::Directory::new(
+            store.clone(),
+            keyring.clone(),
+            clock.clone(),
+            Arc::new(gatehouse_server::actions::VendorFactory {
+                clock: clock.clone(),
+            }),
+            config.msp_tenant.clone(),
+        )),
+        IdentityConfig {
+            revocation_deadline: Duration::from_secs(config.revocation_deadline_secs),
+        },
+    ));
+    let mut extra = vec![(kb_action::NAME, kb_publish)];
+    extra.extend(gatehouse_server::identity::actions::all(&identity));
     let engine = open_engine(
         config,
         store.clone(),
         clock.clone(),
         &keyring,
         &onboarding,
-        vec![(kb_action::NAME, kb_publish)],
+        extra,
     )?;
     let signer = open_audit_signer(config, &keyring, store.as_ref(), clock.as_ref()).await?;
-    let mut app = App::new(store, keyring, clock, engine).with_audit_signer(signer);
+    let mut app = App::new(store, keyring, clock, engine)
+        .with_audit_signer(signer)
+        .with_identity(identity);
     app.kb = kb;
     onboarding.set(app.clone());
     Ok((app, created))

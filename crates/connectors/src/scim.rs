@@ -34,7 +34,8 @@ use std::time::Duration;
 use gatehouse_core::clock::{Clock, SystemClock};
 use gatehouse_core::retry_after::parse_retry_after;
 use gatehouse_scim::{AttrPath, CompValue, CompareOp, Filter, PatchOp, PatchOperation, PatchPath};
-use reqwest::{Method, RequestBuilder, Response, StatusCode, Url, header};
+pub use reqwest::Url;
+use reqwest::{Method, RequestBuilder, Response, StatusCode, header};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 

@@ -16,6 +16,7 @@ pub mod error;
 pub mod gate;
 pub mod hooks;
 pub mod id;
+pub mod identity;
 pub mod kb;
 pub mod keys;
 pub mod notify;

@@ -753,6 +753,7 @@ pub trait Store:
     + crate::hooks::HookStore
     + crate::kb::KbStore
     + crate::scim::ScimStore
+    + crate::identity::IdentityStore
     + Debug
 {
     /// Which engine this is.

@@ -31,6 +31,12 @@ pub struct TenantSlug(String);
 
 impl TenantSlug {
     /// Validates and wraps a slug.
+    /// `msp`: the conventional slug of the MSP's own tenant (the
+    /// configuration's `msp_tenant` default).
+    pub fn msp() -> Self {
+        Self("msp".to_owned())
+    }
+
     pub fn parse(text: &str) -> Result<Self, DomainError> {
         let invalid = |reason: &str| DomainError::invalid("slug", reason.to_string());
         if text.len() < 3 || text.len() > 63 {

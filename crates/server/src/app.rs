@@ -41,6 +41,7 @@ pub use oscal::{Fact, assemble};
 mod connectors;
 mod gates;
 pub mod hooks;
+pub mod identity;
 mod kb;
 pub use kb::{ArticleFilter, ArticlePage};
 mod scim;
@@ -222,6 +223,8 @@ pub struct App {
     pub audit_signer: Option<Arc<gatehouse_vault::AuditSigner>>,
     /// The knowledge base: sealed articles and their in-memory search indexes.
     pub kb: Arc<crate::kb::KbService>,
+    /// Identity lifecycle: people, the access policy, provisioning.
+    pub identity: Arc<crate::identity::service::IdentityService>,
 }
 
 impl App {
@@ -237,6 +240,29 @@ impl App {
             keyring.clone(),
             clock.clone(),
         ));
+        // The real vendor clients and the default MSP tenant; `serve` wires
+        // its own core with [`App::with_identity`] so the engine's actions
+        // and the API share it.
+        let directory = Arc::new(crate::actions::Directory::new(
+            store.clone(),
+            keyring.clone(),
+            clock.clone(),
+            Arc::new(crate::actions::VendorFactory {
+                clock: clock.clone(),
+            }),
+            gatehouse_core::tenant::TenantSlug::msp(),
+        ));
+        let core = Arc::new(crate::identity::IdentityCore::new(
+            store.clone(),
+            keyring.clone(),
+            clock.clone(),
+            directory,
+            crate::identity::IdentityConfig::default(),
+        ));
+        let identity = Arc::new(crate::identity::service::IdentityService::new(
+            core,
+            engine.clone(),
+        ));
         Self {
             store,
             keyring,
@@ -244,7 +270,18 @@ impl App {
             engine,
             audit_signer: None,
             kb,
+            identity,
         }
+    }
+
+    /// Uses `core` for identity lifecycle (the one the engine's identity
+    /// actions use).
+    pub fn with_identity(mut self, core: Arc<crate::identity::IdentityCore>) -> Self {
+        self.identity = Arc::new(crate::identity::service::IdentityService::new(
+            core,
+            self.engine.clone(),
+        ));
+        self
     }
 
     fn now(&self) -> OffsetDateTime {

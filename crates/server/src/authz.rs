@@ -54,6 +54,15 @@ pub enum Permission {
     ReadKnowledge,
     /// Write and edit a tenant's knowledge-base articles.
     WriteKnowledge,
+    /// See a tenant's people, their grants, drift and revocations.
+    ReadPeople,
+    /// Send lifecycle events (hire, move, leave), import people, reconcile
+    /// and remediate drift, end elevations early.
+    ManagePeople,
+    /// Change a tenant's access policy (role templates and rules).
+    ManageAccessPolicy,
+    /// Ask for just-in-time elevated access (someone else approves it).
+    RequestElevation,
 }
 
 impl Permission {
@@ -81,6 +90,10 @@ impl Permission {
             Self::ReadChecklistFiles => &[Admin, Lead, Technician],
             Self::ReadKnowledge => &[Admin, Lead, Technician, Auditor],
             Self::WriteKnowledge => &[Admin, Lead, Technician],
+            Self::ReadPeople => &[Admin, Lead, Technician, Auditor],
+            Self::ManagePeople => &[Admin, Lead],
+            Self::ManageAccessPolicy => &[Admin, Lead],
+            Self::RequestElevation => &[Admin, Lead, Technician],
         }
     }
 

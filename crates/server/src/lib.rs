@@ -16,6 +16,7 @@ pub mod authz;
 pub mod demo;
 pub mod error;
 pub mod http;
+pub mod identity;
 pub mod intake_poll;
 pub mod kb;
 pub mod kb_action;

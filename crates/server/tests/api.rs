@@ -275,7 +275,9 @@ mod cases {
                 .replace("{log}", "system")
                 .replace("{idx}", "0")
                 .replace("{onboarding}", "wf_01jd8x3k2q9f6v0c4m7r5t8w1y")
-                .replace("{item}", "chk_01jd8x3k2q9f6v0c4m7r5t8w1y");
+                .replace("{item}", "chk_01jd8x3k2q9f6v0c4m7r5t8w1y")
+                .replace("{person}", "E100")
+                .replace("{id}", "jit_0000");
             assert!(
                 !concrete.contains('{'),
                 "a path parameter of {path} is not covered by this test"

@@ -15,6 +15,7 @@ mod connector_sql;
 mod engine_sql;
 mod gate_sql;
 mod hooks_sql;
+mod identity_sql;
 mod kb_sql;
 mod metrics_sql;
 mod notify_sql;

@@ -251,6 +251,7 @@ crate::connector_sql::impl_connector_store!(PgStore);
 crate::hooks_sql::impl_hook_store!(PgStore);
 crate::kb_sql::impl_kb_store!(PgStore);
 crate::scim_sql::impl_scim_store!(PgStore);
+crate::identity_sql::impl_identity_store!(PgStore, sqlx::Postgres);
 
 #[async_trait::async_trait]
 impl Store for PgStore {

@@ -168,6 +168,7 @@ crate::connector_sql::impl_connector_store!(SqliteStore);
 crate::hooks_sql::impl_hook_store!(SqliteStore);
 crate::kb_sql::impl_kb_store!(SqliteStore);
 crate::scim_sql::impl_scim_store!(SqliteStore);
+crate::identity_sql::impl_identity_store!(SqliteStore, sqlx::Sqlite);
 
 #[async_trait::async_trait]
 impl Store for SqliteStore {

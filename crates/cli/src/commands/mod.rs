@@ -8,6 +8,7 @@ pub mod kb;
 pub mod keys;
 pub mod onboarding;
 pub mod operator;
+pub mod people;
 pub mod sandbox;
 pub mod scim;
 pub mod serve;

@@ -194,6 +194,24 @@ pub async fn run(args: &ConfigArgs, serve: ServeArgs) -> Result<ExitCode, CliErr
         })
     };
 
+    // Contract ends: a sweep every 5 minutes terminates people whose
+    // contract or employment end date has passed (one event per date, so a
+    // repeated sweep adds nothing); their revocation starts at once.
+    let contract_worker = {
+        let mut stopping = stopping.clone();
+        let identity = app.identity.clone();
+        tokio::spawn(async move {
+            gatehouse_server::identity::service::run_contract_ends(
+                identity,
+                std::time::Duration::from_secs(300),
+                async move {
+                    let _ = stopping.wait_for(|stop| *stop).await;
+                },
+            )
+            .await;
+        })
+    };
+
     // The knowledge base's sweeper: drops tenants' search indexes (plaintext
     // in memory) once idle; nothing to finish on shutdown.
     let kb_sweeper = {
@@ -268,6 +286,9 @@ pub async fn run(args: &ConfigArgs, serve: ServeArgs) -> Result<ExitCode, CliErr
     }
     if let Err(err) = audit_worker.await {
         tracing::error!(%err, "the audit sequencer task failed");
+    }
+    if let Err(err) = contract_worker.await {
+        tracing::warn!(%err, "the contract-end sweep ended abnormally");
     }
     if let Err(err) = reminder_worker.await {
         tracing::error!(%err, "the checklist reminder task failed");

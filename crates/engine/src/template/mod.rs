@@ -133,6 +133,10 @@ pub fn builtin_actions() -> BTreeSet<&'static str> {
         "psa.update_opportunity",
         // engine-bench
         "sandbox.noop",
+        // identity-revocation, -joiner, -sensitive, -elevation
+        "identity.apply",
+        "identity.elevation_grant",
+        "identity.elevation_end",
     ]
     .into_iter()
     .chain(GENERIC_ACTIONS)

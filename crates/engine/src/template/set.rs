@@ -25,7 +25,7 @@ use super::load;
 use super::model::Template;
 
 /// The built-in templates: file name and text, from `crates/engine/templates/`.
-const BUILTIN: [(&str, &str); 2] = [
+const BUILTIN: [(&str, &str); 6] = [
     (
         "client-onboarding.toml",
         include_str!("../../templates/client-onboarding.toml"),
@@ -33,6 +33,22 @@ const BUILTIN: [(&str, &str); 2] = [
     (
         "engine-bench.toml",
         include_str!("../../templates/engine-bench.toml"),
+    ),
+    (
+        "identity-elevation.toml",
+        include_str!("../../templates/identity-elevation.toml"),
+    ),
+    (
+        "identity-joiner.toml",
+        include_str!("../../templates/identity-joiner.toml"),
+    ),
+    (
+        "identity-revocation.toml",
+        include_str!("../../templates/identity-revocation.toml"),
+    ),
+    (
+        "identity-sensitive.toml",
+        include_str!("../../templates/identity-sensitive.toml"),
     ),
 ];
 

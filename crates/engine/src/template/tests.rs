@@ -69,7 +69,7 @@ fn only(text: &str, line: usize, field: &str, fragment: &str) {
 #[test]
 fn builtin_templates_load_and_use_exactly_the_builtin_actions() {
     let set = TemplateSet::builtin(&builtin_actions()).unwrap();
-    assert_eq!(set.len(), 2);
+    assert_eq!(set.len(), 6);
     let used: BTreeSet<&str> = set.iter().flat_map(|t| t.actions()).collect();
     let mut specific = builtin_actions();
     for generic in GENERIC_ACTIONS {
@@ -1314,7 +1314,7 @@ fn custom_templates_load_from_the_data_dir_next_to_the_builtins() {
         ("engine-bench.toml", builtin_text("engine-bench")),
     ]);
     let set = TemplateSet::load(dir.path(), &builtin_actions()).unwrap();
-    assert_eq!(set.len(), 4);
+    assert_eq!(set.len(), 8);
     assert_eq!(set.latest("client-onboarding").unwrap().version, 2);
     assert_eq!(set.get("client-onboarding", 1).unwrap().version, 1);
     assert_eq!(
@@ -1346,7 +1346,7 @@ fn custom_templates_load_from_the_data_dir_next_to_the_builtins() {
         TemplateSet::load(empty.path(), &builtin_actions())
             .unwrap()
             .len(),
-        2
+        6
     );
 }
 
@@ -1396,7 +1396,7 @@ fn two_custom_files_cannot_define_one_version_differently() {
     assert!(error.message.contains("a.toml"), "{error}");
     // All or nothing: a.toml was not added either.
     assert!(set.latest("test").is_none());
-    assert_eq!(set.len(), 2);
+    assert_eq!(set.len(), 6);
 }
 
 #[test]

@@ -31,6 +31,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use gatehouse_connectors::ConnectorError;
+use gatehouse_connectors::directory::AccountDirectory;
 use gatehouse_connectors::http::Secret;
 use gatehouse_connectors::ports::{DocsPlatform, M365, Psa, Rmm};
 use gatehouse_core::audit::Provenance;
@@ -115,6 +116,17 @@ pub trait ConnectorFactory: Send + Sync {
         config: &ConnectorConfig,
         credentials: &Credentials,
     ) -> Result<Arc<dyn DocsPlatform>, ConnectorError>;
+    /// The accounts of a system people are provisioned into (a SCIM
+    /// application, or Microsoft 365 through Graph). Factories that build
+    /// none answer a configuration error.
+    fn accounts(
+        &self,
+        config: &ConnectorConfig,
+        credentials: &Credentials,
+    ) -> Result<Arc<dyn AccountDirectory>, ConnectorError> {
+        let _ = credentials;
+        Err(wrong_kind(config, ConnectorCategory::Scim))
+    }
 }
 
 /// The factory of the real vendor clients.
@@ -299,6 +311,34 @@ impl ConnectorFactory for VendorFactory {
             _ => return Err(wrong_kind(config, ConnectorCategory::Docs)),
         })
     }
+
+    fn accounts(
+        &self,
+        config: &ConnectorConfig,
+        credentials: &Credentials,
+    ) -> Result<Arc<dyn AccountDirectory>, ConnectorError> {
+        use gatehouse_connectors::directory::{GraphDirectory, ScimDirectory};
+        use gatehouse_connectors::scim::ScimClient;
+        let system = config.kind.as_str();
+        match config.kind {
+            ConnectorKind::Scim => {
+                let url = reqwest_url(config)?;
+                let client = ScimClient::with_options(
+                    url,
+                    credentials.require(system, "token")?.clone(),
+                    gatehouse_connectors::scim::ScimOptions::default(),
+                    self.clock.clone(),
+                )?;
+                Ok(Arc::new(ScimDirectory::new(Arc::new(client))))
+            }
+            ConnectorKind::Graph => {
+                let client = self.m365(config, credentials)?;
+                let customer = setting(config, "customer_tenant_id")?;
+                Ok(Arc::new(GraphDirectory::new(client, customer)))
+            }
+            _ => Err(wrong_kind(config, ConnectorCategory::Scim)),
+        }
+    }
 }
 
 fn wrong_kind(config: &ConnectorConfig, wanted: ConnectorCategory) -> ConnectorError {
@@ -318,6 +358,30 @@ pub struct Directory {
     clock: Arc<dyn Clock>,
     factory: Arc<dyn ConnectorFactory>,
     msp_tenant: TenantSlug,
+    /// Account systems already built, by connector and its version, so a
+    /// burst of provisioning reuses one client (and its token).
+    accounts: std::sync::Mutex<BTreeMap<(String, i64), Arc<dyn AccountDirectory>>>,
+}
+
+/// One system people are provisioned into: a tenant's own SCIM or Graph
+/// connector.
+#[derive(Clone)]
+pub struct AccountSystem {
+    /// The connector's name: what policies call the system.
+    pub name: String,
+    /// Its kind (`scim`, `graph`).
+    pub kind: ConnectorKind,
+    /// Its accounts.
+    pub directory: Arc<dyn AccountDirectory>,
+}
+
+impl std::fmt::Debug for AccountSystem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountSystem")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for Directory {
@@ -355,6 +419,16 @@ impl Wanted {
     }
 }
 
+/// A connector's `base_url` as a URL, or a configuration error naming it.
+fn reqwest_url(
+    config: &ConnectorConfig,
+) -> Result<gatehouse_connectors::scim::Url, ConnectorError> {
+    gatehouse_connectors::scim::Url::parse(&config.base_url).map_err(|e| ConnectorError::Config {
+        system: config.kind.as_str(),
+        message: format!("connector `{}`: base_url is not a URL: {e}", config.name),
+    })
+}
+
 impl Directory {
     /// A directory over `store`, opening credentials with `keyring`,
     /// building clients with `factory`, falling back to the connectors of
@@ -372,7 +446,59 @@ impl Directory {
             clock,
             factory,
             msp_tenant,
+            accounts: std::sync::Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// The systems `tenant`'s people are provisioned into: its own
+    /// connectors of category SCIM or Graph (never the MSP's: a client's
+    /// people live in the client's systems), by name.
+    pub async fn account_systems(
+        &self,
+        tenant: TenantId,
+    ) -> Result<Vec<AccountSystem>, ActionError> {
+        let connectors = self
+            .store
+            .list_connectors(tenant)
+            .await
+            .map_err(|e| store_error("reading the tenant's connectors", e))?;
+        let mut systems = Vec::new();
+        for config in connectors.into_iter().filter(|c| {
+            matches!(
+                c.category,
+                ConnectorCategory::Scim | ConnectorCategory::Graph
+            )
+        }) {
+            let key = (config.id.to_string(), config.version);
+            let cached = self
+                .accounts
+                .lock()
+                .ok()
+                .and_then(|cache| cache.get(&key).cloned());
+            let directory = match cached {
+                Some(directory) => directory,
+                None => {
+                    let credentials = self.credentials(&config).await?;
+                    let directory = self
+                        .factory
+                        .accounts(&config, &credentials)
+                        .map_err(action_error)?;
+                    if let Ok(mut cache) = self.accounts.lock() {
+                        // Older versions of this connector are stale.
+                        let id = key.0.clone();
+                        cache.retain(|(c, _), _| *c != id);
+                        cache.insert(key, directory.clone());
+                    }
+                    directory
+                }
+            };
+            systems.push(AccountSystem {
+                name: config.name.to_string(),
+                kind: config.kind,
+                directory,
+            });
+        }
+        Ok(systems)
     }
 
     /// The tenant a call works for: its `tenant` parameter (an id or a

@@ -12,6 +12,7 @@ mod extract;
 mod gates;
 mod health;
 pub mod hooks;
+mod identity;
 mod kb;
 mod onboarding;
 mod openapi;
@@ -146,6 +147,28 @@ fn api_routes() -> OpenApiRouter<ApiState> {
             scim_tokens::create_scim_token
         ))
         .routes(routes!(scim_tokens::revoke_scim_token))
+        .routes(routes!(identity::post_event))
+        .merge(
+            // CSV files are larger than the API's JSON bodies.
+            OpenApiRouter::new()
+                .routes(routes!(identity::import))
+                .layer(DefaultBodyLimit::max(
+                    crate::app::identity::MAX_IMPORT_BYTES + 1024,
+                )),
+        )
+        .routes(routes!(identity::list_people))
+        .routes(routes!(identity::get_person))
+        .routes(routes!(identity::reconcile))
+        .routes(routes!(identity::get_policy, identity::put_policy))
+        .routes(routes!(identity::preview_policy))
+        .routes(routes!(identity::drift))
+        .routes(routes!(identity::remediate))
+        .routes(routes!(
+            identity::request_elevation,
+            identity::list_elevations
+        ))
+        .routes(routes!(identity::revoke_elevation))
+        .routes(routes!(identity::revocations))
 }
 
 /// The whole HTTP application.

@@ -17,6 +17,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
         (name = "operators", description = "MSP staff accounts and API tokens"),
         (name = "audit", description = "The audit log: browsing, proofs and verification (role auditor, lead or admin); its public key needs no token"),
         (name = "workflows", description = "Events, workflow instances, approvals (gate L2) and human tasks (gate L3)"),
+        (name = "identity", description = "People, lifecycle events, the access policy, drift, just-in-time elevation and leavers' revocations"),
         (name = "scim", description = "Tenants' SCIM bearer tokens (the SCIM 2.0 endpoint itself is /scim/v2/{tenant}/, described by its own /ServiceProviderConfig, /ResourceTypes and /Schemas)"),
         (name = "onboarding", description = "Client onboardings: stage, progress, what blocks them, and their documentation checklists"),
     )
