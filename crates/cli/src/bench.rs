@@ -57,6 +57,15 @@ pub struct BenchArgs {
     /// Client onboardings driven to go-live at once (onboarding).
     #[arg(long, default_value_t = 500)]
     clients: u32,
+    /// People in the tenant (revocation).
+    #[arg(long, default_value_t = 10_000)]
+    people: u32,
+    /// Single leavers measured one after another (revocation).
+    #[arg(long, default_value_t = 200)]
+    runs: u32,
+    /// Leavers terminated at once (revocation).
+    #[arg(long, default_value_t = 1_000)]
+    bulk: u32,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -69,6 +78,8 @@ enum Scenario {
     Audit,
     /// Won deals driven to go-live against the sandbox, approvals through the API.
     Onboarding,
+    /// Leavers revoked on five sandbox systems: one at a time, then many at once.
+    Revocation,
 }
 
 /// Peak resident memory of this process, in MiB (Linux `VmHWM`).
@@ -110,6 +121,7 @@ pub async fn run(args: &ConfigArgs, bench: BenchArgs) -> Result<ExitCode, CliErr
         || bench.clients == 0
         || bench.workflows == 0
         || bench.steps == 0
+        || bench.people == 0
         || bench.concurrency == Some(0)
     {
         return Err(CliError::Usage(
@@ -157,6 +169,14 @@ pub async fn run(args: &ConfigArgs, bench: BenchArgs) -> Result<ExitCode, CliErr
                 clients: bench.clients,
             };
             crate::bench_onboarding::measure(args, store.clone(), scratch.path(), onboarding).await
+        }
+        Scenario::Revocation => {
+            let revocation = crate::bench_revocation::RevocationBench {
+                people: bench.people,
+                runs: bench.runs,
+                bulk: bench.bulk,
+            };
+            crate::bench_revocation::measure(args, store.clone(), scratch.path(), revocation).await
         }
     };
     store.close().await;

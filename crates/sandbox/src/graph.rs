@@ -235,6 +235,25 @@ impl GraphEmulator {
         Some(id)
     }
 
+    /// Makes `user` a member of `group` directly (not counted); false if
+    /// the tenant, group or user is unknown.
+    pub fn add_group_member(&self, tenant: &str, group: &str, user: &str) -> bool {
+        let mut dir = lock(&self.shared.dir);
+        let Some(t) = dir.tenants.get_mut(tenant) else {
+            return false;
+        };
+        if !t.users.contains_key(user) {
+            return false;
+        }
+        match t.groups.get_mut(group) {
+            Some(g) => {
+                g.members.insert(user.to_owned());
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Makes `user` a member of a directory role (by role template id);
     /// false if the tenant or user is unknown.
     pub fn assign_directory_role(&self, tenant: &str, role_template_id: &str, user: &str) -> bool {

@@ -102,7 +102,7 @@ impl ScimAppEmulator {
         let shared = Arc::new(Shared {
             harness: harness.clone(),
             token: token.to_owned(),
-            backend: Memberships(MemoryBackend::new(synthetic_clock())),
+            backend: Memberships::new(MemoryBackend::new(synthetic_clock())),
             base_url: OnceLock::new(),
         });
         let resources = Router::new()
@@ -210,34 +210,167 @@ impl ScimAppEmulator {
 
 /// The in-memory store, with a user's read-only `groups` computed from the
 /// groups' `members` whenever a user is read, and never stored.
-struct Memberships(MemoryBackend);
+///
+/// An application holding tens of thousands of users answers a lookup by
+/// `userName`, `externalId` or `displayName` without scanning them all,
+/// as a real one would: an index of those values, and of each user's
+/// groups, is kept beside the store.
+struct Memberships {
+    store: MemoryBackend,
+    index: std::sync::Mutex<Index>,
+}
+
+/// What the emulator indexes.
+#[derive(Default)]
+struct Index {
+    /// (resource type, attribute, lowercased value) → ids.
+    by_value: std::collections::HashMap<
+        (String, &'static str, String),
+        std::collections::BTreeSet<String>,
+    >,
+    /// user id → the ids of the groups it is a member of.
+    member_of: std::collections::HashMap<String, std::collections::BTreeSet<String>>,
+    /// group id → its display name.
+    group_names: std::collections::HashMap<String, Value>,
+}
+
+/// The attributes an equality filter can find through the index.
+const INDEXED: [&str; 3] = ["userName", "externalId", "displayName"];
+
+fn indexed_values(attributes: &Value) -> Vec<(&'static str, String)> {
+    INDEXED
+        .iter()
+        .filter_map(|a| {
+            attributes
+                .get(*a)
+                .and_then(Value::as_str)
+                .map(|v| (*a, v.to_lowercase()))
+        })
+        .collect()
+}
+
+fn member_ids(attributes: &Value) -> Vec<String> {
+    attributes
+        .get("members")
+        .and_then(Value::as_array)
+        .map(|m| {
+            m.iter()
+                .filter_map(|m| m.get("value").and_then(Value::as_str).map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl Index {
+    fn remove(&mut self, rt: &ResourceType, stored: &Stored) {
+        for (attribute, value) in indexed_values(&stored.attributes) {
+            if let Some(ids) = self.by_value.get_mut(&(rt.id.clone(), attribute, value)) {
+                ids.remove(&stored.id);
+            }
+        }
+        if rt.id == ResourceType::group().id {
+            for member in member_ids(&stored.attributes) {
+                if let Some(groups) = self.member_of.get_mut(&member) {
+                    groups.remove(&stored.id);
+                }
+            }
+            self.group_names.remove(&stored.id);
+        }
+    }
+
+    fn add(&mut self, rt: &ResourceType, stored: &Stored) {
+        for (attribute, value) in indexed_values(&stored.attributes) {
+            self.by_value
+                .entry((rt.id.clone(), attribute, value))
+                .or_default()
+                .insert(stored.id.clone());
+        }
+        if rt.id == ResourceType::group().id {
+            for member in member_ids(&stored.attributes) {
+                self.member_of
+                    .entry(member)
+                    .or_default()
+                    .insert(stored.id.clone());
+            }
+            self.group_names.insert(
+                stored.id.clone(),
+                stored
+                    .attributes
+                    .get("displayName")
+                    .cloned()
+                    .unwrap_or(Value::Null),
+            );
+        }
+    }
+
+    /// The ids an equality on an indexed attribute (alone, or as one
+    /// operand of an `and`) narrows `filter` to.
+    fn narrow(
+        &self,
+        rt: &ResourceType,
+        filter: &Filter,
+    ) -> Option<std::collections::BTreeSet<String>> {
+        use gatehouse_scim::filter::{CompValue, CompareOp};
+        match filter {
+            Filter::Compare {
+                path,
+                op: CompareOp::Eq,
+                value: CompValue::String(value),
+            } if path.sub_attr.is_none() => {
+                let attribute = INDEXED
+                    .iter()
+                    .find(|a| a.eq_ignore_ascii_case(&path.name))?;
+                Some(
+                    self.by_value
+                        .get(&(rt.id.clone(), attribute, value.to_lowercase()))
+                        .cloned()
+                        .unwrap_or_default(),
+                )
+            }
+            Filter::And(items) => items.iter().find_map(|f| self.narrow(rt, f)),
+            _ => None,
+        }
+    }
+}
 
 impl Memberships {
+    fn new(store: MemoryBackend) -> Self {
+        Self {
+            store,
+            index: std::sync::Mutex::new(Index::default()),
+        }
+    }
+
+    fn index(&self) -> Result<std::sync::MutexGuard<'_, Index>, ScimError> {
+        self.index
+            .lock()
+            .map_err(|_| ScimError::new(500, None, "the in-memory index is unavailable"))
+    }
+
     /// `stored` with its `groups`, if it is a user in any group.
     fn with_groups(&self, rt: &ResourceType, mut stored: Stored) -> Result<Stored, ScimError> {
         if rt.id != ResourceType::user().id {
             return Ok(stored);
         }
-        let groups: Vec<Value> = now(self.0.candidates(ResourceType::group(), None))?
-            .into_iter()
-            .filter(|g| {
-                g.attributes
-                    .get("members")
-                    .and_then(Value::as_array)
-                    .is_some_and(|members| {
-                        members
-                            .iter()
-                            .any(|m| m.get("value").and_then(Value::as_str) == Some(&stored.id))
-                    })
-            })
-            .map(|g| {
-                serde_json::json!({
-                    "value": g.id,
-                    "display": g.attributes.get("displayName"),
-                    "type": "direct",
+        let groups: Vec<Value> = {
+            let index = self.index()?;
+            index
+                .member_of
+                .get(&stored.id)
+                .map(|groups| {
+                    groups
+                        .iter()
+                        .map(|g| {
+                            serde_json::json!({
+                                "value": g,
+                                "display": index.group_names.get(g),
+                                "type": "direct",
+                            })
+                        })
+                        .collect()
                 })
-            })
-            .collect();
+                .unwrap_or_default()
+        };
         if let Some(obj) = stored.attributes.as_object_mut() {
             obj.remove("groups");
             if !groups.is_empty() {
@@ -263,7 +396,10 @@ impl ScimBackend for Memberships {
         attributes: Value,
         unique: Vec<UniqueKey>,
     ) -> impl Future<Output = Result<Stored, ScimError>> + Send {
-        let stored = now(self.0.create(rt, without_groups(attributes), unique));
+        let stored = now(self.store.create(rt, without_groups(attributes), unique)).and_then(|s| {
+            self.index()?.add(rt, &s);
+            Ok(s)
+        });
         std::future::ready(stored.and_then(|s| self.with_groups(rt, s)))
     }
 
@@ -272,7 +408,7 @@ impl ScimBackend for Memberships {
         rt: &ResourceType,
         id: &str,
     ) -> impl Future<Output = Result<Option<Stored>, ScimError>> + Send {
-        let stored = now(self.0.get(rt, id));
+        let stored = now(self.store.get(rt, id));
         std::future::ready(stored.and_then(|s| s.map(|s| self.with_groups(rt, s)).transpose()))
     }
 
@@ -284,11 +420,23 @@ impl ScimBackend for Memberships {
         attributes: Value,
         unique: Vec<UniqueKey>,
     ) -> impl Future<Output = Result<Stored, ScimError>> + Send {
-        let stored =
-            now(self
-                .0
-                .replace(rt, id, expected_version, without_groups(attributes), unique));
-        std::future::ready(stored.and_then(|s| self.with_groups(rt, s)))
+        let result = (|| {
+            let before = now(self.store.get(rt, id))?;
+            let after = now(self.store.replace(
+                rt,
+                id,
+                expected_version,
+                without_groups(attributes),
+                unique,
+            ))?;
+            let mut index = self.index()?;
+            if let Some(before) = &before {
+                index.remove(rt, before);
+            }
+            index.add(rt, &after);
+            Ok(after)
+        })();
+        std::future::ready(result.and_then(|s| self.with_groups(rt, s)))
     }
 
     fn delete(
@@ -296,7 +444,15 @@ impl ScimBackend for Memberships {
         rt: &ResourceType,
         id: &str,
     ) -> impl Future<Output = Result<bool, ScimError>> + Send {
-        self.0.delete(rt, id)
+        let result = (|| {
+            let before = now(self.store.get(rt, id))?;
+            let deleted = now(self.store.delete(rt, id))?;
+            if let (true, Some(before)) = (deleted, before) {
+                self.index()?.remove(rt, &before);
+            }
+            Ok(deleted)
+        })();
+        std::future::ready(result)
     }
 
     fn candidates(
@@ -304,7 +460,17 @@ impl ScimBackend for Memberships {
         rt: &ResourceType,
         filter: Option<&Filter>,
     ) -> impl Future<Output = Result<Vec<Stored>, ScimError>> + Send {
-        let stored = now(self.0.candidates(rt, filter));
+        let narrowed = match filter {
+            Some(filter) => self.index().map(|index| index.narrow(rt, filter)),
+            None => Ok(None),
+        };
+        let stored = narrowed.and_then(|ids| match ids {
+            Some(ids) => ids
+                .iter()
+                .filter_map(|id| now(self.store.get(rt, id)).transpose())
+                .collect::<Result<Vec<_>, _>>(),
+            None => now(self.store.candidates(rt, filter)),
+        });
         std::future::ready(stored.and_then(|all| {
             all.into_iter()
                 .map(|s| self.with_groups(rt, s))

@@ -175,7 +175,8 @@ impl IdentityCore {
         self.clock.now()
     }
 
-    pub(crate) async fn sealer(&self, tenant: TenantId) -> Result<TenantSealer, IdentityError> {
+    /// The tenant's sealer (its data key).
+    pub async fn sealer(&self, tenant: TenantId) -> Result<TenantSealer, IdentityError> {
         self.keyring
             .sealer(tenant)
             .await
