@@ -49,15 +49,19 @@ pub enum HookSource {
     HaloPsa,
     /// Gatehouse's own signed format, for anything else.
     Generic,
+    /// An HR system's lifecycle events (hire, transfer, leave, …), signed
+    /// as the generic format is.
+    Hr,
 }
 
 impl HookSource {
     /// Every source.
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::ConnectWise,
         Self::Autotask,
         Self::HaloPsa,
         Self::Generic,
+        Self::Hr,
     ];
 
     /// The name in the path.
@@ -67,6 +71,7 @@ impl HookSource {
             Self::Autotask => "autotask",
             Self::HaloPsa => "halopsa",
             Self::Generic => "generic",
+            Self::Hr => "hr",
         }
     }
 }

@@ -20,6 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::TestResult;
+use gatehouse_connectors::webhook::{
+    GENERIC_SIGNATURE, GENERIC_TIMESTAMP, HttpKeyFetcher, sign_generic,
+};
 use gatehouse_core::clock::{Clock, FakeClock};
 use gatehouse_core::connector::{ConnectorKind, ConnectorName, ConnectorSpec};
 use gatehouse_core::secret::SecretName;
@@ -30,6 +33,7 @@ use gatehouse_engine::template::{TemplateSet, builtin_actions};
 use gatehouse_sandbox::graph::GroupKind;
 use gatehouse_sandbox::{GraphEmulator, ScimAppEmulator};
 use gatehouse_server::actions::{Directory, VendorFactory};
+use gatehouse_server::app::hooks::{HR_SECRET, Intake, IntakeConfig};
 use gatehouse_server::app::{Actor, App, NewTenant, TenantRef};
 use gatehouse_server::http::{ApiState, HttpConfig};
 use gatehouse_server::identity::{IdentityConfig, IdentityCore};
@@ -170,12 +174,20 @@ impl Id {
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
-        let router = gatehouse_server::http::router(
-            ApiState {
-                app: app.clone(),
-                metrics: Arc::new(Metrics::new()),
-            },
-            HttpConfig::default(),
+        let intake = Arc::new(Intake::new(
+            app.clone(),
+            IntakeConfig::new(Region::parse("eu")?),
+            Arc::new(HttpKeyFetcher::new(Duration::from_secs(5))?),
+        ));
+        let router = gatehouse_server::http::hooks::with_intake(
+            gatehouse_server::http::router(
+                ApiState {
+                    app: app.clone(),
+                    metrics: Arc::new(Metrics::new()),
+                },
+                HttpConfig::default(),
+            ),
+            intake,
         );
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
@@ -1054,6 +1066,73 @@ async fn late_events_are_replayed_in_order(t: &Id) -> TestResult {
     Ok(())
 }
 
+async fn an_hr_system_sends_signed_lifecycle_events(t: &Id) -> TestResult {
+    let secret = b"hr-webhook-secret-never-logged";
+    t.app
+        .put_secret(
+            &SYSTEM,
+            &TenantRef::parse(CLIENT),
+            &SecretName::parse(HR_SECRET)?,
+            secret,
+        )
+        .await?;
+    let url = format!("{}/hooks/hr/{CLIENT}", t.base);
+    let send = |body: Vec<u8>, signature: Option<String>| {
+        let now = t.clock.now().unix_timestamp();
+        let mut request = t
+            .http
+            .post(&url)
+            .header(GENERIC_TIMESTAMP, now.to_string())
+            .body(body.clone());
+        request = request.header(
+            GENERIC_SIGNATURE,
+            signature.unwrap_or_else(|| sign_generic(secret, now, &body)),
+        );
+        request.send()
+    };
+    let batch = serde_json::to_vec(&json!([
+        {"id": "bamboo-1", "person": "E500", "kind": "hire", "attributes": {"user_name": "eve@contoso.example", "department": "Sales"}},
+        {"id": "bamboo-2", "person": "E501", "kind": "promote"},
+    ]))?;
+    // A bad signature starts nothing.
+    let refused = send(batch.clone(), Some("v1=00".into())).await?;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert!(t.graph.user(CONTOSO_M365, "eve@contoso.example").is_none());
+    let answer = send(batch.clone(), None).await?;
+    assert_eq!(answer.status(), StatusCode::ACCEPTED);
+    let body: Value = answer.json().await?;
+    assert_eq!(body["outcome"], "accepted", "{body}");
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("bamboo-2"),
+        "the refused event is named: {body}"
+    );
+    t.settle().await;
+    assert_eq!(
+        Id::scim_groups(&t.crm, "eve@contoso.example"),
+        BTreeSet::from(["All staff".to_owned(), "Sales".to_owned()])
+    );
+    // The same delivery again: nothing new.
+    let again: Value = send(batch, None).await?.json().await?;
+    assert_eq!(again["outcome"], "duplicate", "{again}");
+    let (_, person) = t
+        .call(
+            &t.admin,
+            Method::GET,
+            &format!("/api/v1/tenants/{CLIENT}/people/E500"),
+            None,
+        )
+        .await;
+    assert_eq!(person["events"], 1);
+    assert_eq!(person["lineage"]["department"]["source"], "hr");
+    // Not JSON: 400 with the reason.
+    let malformed = send(b"not json".to_vec(), None).await?;
+    assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
+    Ok(())
+}
+
 macro_rules! identity_tests {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -1102,4 +1181,5 @@ identity_tests!(
     strangers_and_other_tenants_see_nothing,
     a_contract_end_date_terminates_and_revokes,
     late_events_are_replayed_in_order,
+    an_hr_system_sends_signed_lifecycle_events,
 );

@@ -43,7 +43,7 @@ use gatehouse_core::secret::SecretName;
 use gatehouse_core::store::StoreError;
 use gatehouse_core::tenant::{Region, Tenant, TenantSlug, TenantState};
 use gatehouse_core::workflow::{DedupKey, EventKind, EventSource};
-use serde_json::json;
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
@@ -65,6 +65,9 @@ pub const AUTOTASK_SECRET: &str = "hooks.autotask.secret";
 pub const HALOPSA_SECRET: &str = "hooks.halopsa.auth";
 /// The secret holding the generic webhook's HMAC secret.
 pub const GENERIC_SECRET: &str = "hooks.generic.secret";
+/// The tenant secret that signs its HR system's deliveries (the generic
+/// scheme: HMAC-SHA256 over timestamp and body).
+pub const HR_SECRET: &str = "hooks.hr.secret";
 
 const NOT_FOUND: &str = "no such webhook";
 const UNVERIFIED: &str = "the webhook's signature or credentials did not verify";
@@ -251,7 +254,11 @@ impl Intake {
             return Err(AppError::Unauthenticated(UNVERIFIED));
         }
 
-        let verdict = self.process(source, body).await;
+        let verdict = if source == HookSource::Hr {
+            self.process_hr(&tenant, body).await
+        } else {
+            self.process(source, body).await
+        };
         let delivery = record(&verdict);
         self.record(&delivery).await?;
         tracing::info!(tenant = %tenant.id, %source, delivery = %delivery.id, outcome = %delivery.outcome, event = ?delivery.event_id, "webhook received");
@@ -320,8 +327,13 @@ impl Intake {
                 let text = String::from_utf8_lossy(&secret);
                 HaloAuth::parse(&text).and_then(|auth| auth.verify(headers.get("authorization")))
             }
-            HookSource::Generic => {
-                let secret = self.secret(tenant.id, GENERIC_SECRET).await?;
+            HookSource::Generic | HookSource::Hr => {
+                let name = if source == HookSource::Hr {
+                    HR_SECRET
+                } else {
+                    GENERIC_SECRET
+                };
+                let secret = self.secret(tenant.id, name).await?;
                 webhook::verify_generic(
                     &secret,
                     body,
@@ -334,6 +346,85 @@ impl Intake {
         })
     }
 
+    /// Applies the lifecycle events of a verified HR delivery: one event
+    /// (the API's shape) or a JSON array of them, each with its own id, so
+    /// a redelivery changes nothing. Refused events are named in the
+    /// reason; the delivery is malformed only if none could be applied.
+    async fn process_hr(&self, tenant: &Tenant, body: &[u8]) -> Verdict {
+        let events: Vec<crate::identity::EventInput> = match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Array(items)) => {
+                match items.into_iter().map(serde_json::from_value).collect() {
+                    Ok(events) => events,
+                    Err(e) => {
+                        return Verdict::reason(
+                            DeliveryOutcome::Malformed,
+                            format!("an event is not readable: {e}"),
+                        );
+                    }
+                }
+            }
+            Ok(one) => match serde_json::from_value(one) {
+                Ok(event) => vec![event],
+                Err(e) => {
+                    return Verdict::reason(
+                        DeliveryOutcome::Malformed,
+                        format!("the event is not readable: {e}"),
+                    );
+                }
+            },
+            Err(e) => {
+                return Verdict::reason(
+                    DeliveryOutcome::Malformed,
+                    format!("the body is not JSON: {e}"),
+                );
+            }
+        };
+        if events.is_empty() {
+            return Verdict::reason(DeliveryOutcome::Malformed, "the delivery holds no event");
+        }
+        let now = self.app.now();
+        let by = gatehouse_core::audit::Provenance::system("hr webhook", now);
+        let (mut applied, mut duplicates, mut refused, mut instances) =
+            (0, 0, Vec::new(), Vec::new());
+        for input in events {
+            let mut input = input;
+            input.source.get_or_insert_with(|| "hr".to_owned());
+            let id = input.id.clone();
+            let event = match input.into_event(now) {
+                Ok(event) => event,
+                Err(reason) => {
+                    refused.push(format!("{id}: {reason}"));
+                    continue;
+                }
+            };
+            match self.app.identity.ingest(tenant.id, event, &by).await {
+                Ok(done) if done.duplicate => duplicates += 1,
+                Ok(done) => {
+                    applied += 1;
+                    instances.extend(done.workflows);
+                }
+                Err(
+                    crate::identity::IdentityError::Invalid(reason)
+                    | crate::identity::IdentityError::NotFound(reason),
+                ) => {
+                    refused.push(format!("{id}: {reason}"));
+                }
+                Err(other) => return Verdict::reason(DeliveryOutcome::Failed, other.to_string()),
+            }
+        }
+        let outcome = match (applied, duplicates) {
+            (0, 0) => DeliveryOutcome::Malformed,
+            (0, _) => DeliveryOutcome::Duplicate,
+            _ => DeliveryOutcome::Accepted,
+        };
+        Verdict {
+            outcome,
+            reason: (!refused.is_empty()).then(|| format!("refused: {}", refused.join("; "))),
+            event: None,
+            instances,
+        }
+    }
+
     /// Reads a verified body and submits the won deal it describes.
     async fn process(&self, source: HookSource, body: &[u8]) -> Verdict {
         let reading = match source {
@@ -341,6 +432,12 @@ impl Intake {
             HookSource::Autotask => normalize::autotask(body),
             HookSource::HaloPsa => normalize::halopsa(body),
             HookSource::Generic => normalize::generic(body),
+            HookSource::Hr => {
+                return Verdict::reason(
+                    DeliveryOutcome::Ignored,
+                    "HR deliveries carry lifecycle events",
+                );
+            }
         };
         let reading = match reading {
             Reading::LookUp {
@@ -516,6 +613,7 @@ pub(crate) fn source_name(source: HookSource) -> &'static str {
         HookSource::Autotask => "psa.autotask",
         HookSource::HaloPsa => "psa.halopsa",
         HookSource::Generic => "webhook.generic",
+        HookSource::Hr => "hr",
     }
 }
 

@@ -3,17 +3,12 @@
 //! its impact, drift, just-in-time elevation and leavers' revocations.
 //! Reference: `docs/identity.md`.
 
-use std::collections::BTreeMap;
-use std::collections::BTreeSet;
-
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use gatehouse_identity::{EventKind, LifecycleEvent, PersonKind};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
 use super::ApiState;
@@ -21,37 +16,8 @@ use super::extract::{ApiJson, ApiPath, ApiQuery, Auth};
 use crate::app::TenantRef;
 use crate::app::identity::{ImportReport, RevocationView};
 use crate::error::{AppError, ErrorBody};
+use crate::identity::EventInput;
 use crate::identity::service::Ingested;
-
-/// A lifecycle event as the API takes it.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct EventInput {
-    /// Unique per tenant: sending the same id again changes nothing.
-    pub id: String,
-    /// The person's key (an HR employee number, an e-mail).
-    pub person: String,
-    /// `hire`, `update` (transfer, role change), `leave_of_absence`,
-    /// `return`, `terminate`, `contract_end`.
-    pub kind: String,
-    /// Who says so (default `api`).
-    #[serde(default)]
-    pub source: Option<String>,
-    /// When it happened, RFC 3339 (default: now).
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    pub occurred_at: Option<OffsetDateTime>,
-    /// Canonical attributes to set (`null` clears one).
-    #[serde(default)]
-    #[schema(value_type = Object)]
-    pub attributes: BTreeMap<String, Option<String>>,
-    /// `client_user`, `msp_staff` or `contractor`.
-    #[serde(default)]
-    #[schema(value_type = Option<String>)]
-    pub person_kind: Option<PersonKind>,
-    /// Role templates assigned by name (replaces the earlier set).
-    #[serde(default)]
-    pub roles: Option<BTreeSet<String>>,
-}
 
 /// Paging of people.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -112,26 +78,6 @@ fn tenant(text: &str) -> TenantRef {
     TenantRef::parse(text)
 }
 
-/// Turns an API event into a lifecycle event.
-fn event(input: EventInput, now: OffsetDateTime) -> Result<LifecycleEvent, AppError> {
-    let kind = EventKind::parse(&input.kind).ok_or_else(|| {
-        AppError::Invalid(format!(
-            "kind `{}` is not one of hire, update, leave_of_absence, return, terminate, contract_end",
-            input.kind
-        ))
-    })?;
-    Ok(LifecycleEvent {
-        id: input.id,
-        person: input.person,
-        kind,
-        source: input.source.unwrap_or_else(|| "api".into()),
-        occurred_at: input.occurred_at.unwrap_or(now),
-        attributes: input.attributes,
-        person_kind: input.person_kind,
-        roles: input.roles,
-    })
-}
-
 #[utoipa::path(post, path = "/api/v1/tenants/{tenant}/people/events", tag = "identity", request_body = EventInput,
     params(("tenant" = String, Path, description = "tenant id or slug")),
     responses((status = 200, body = Ingested), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -142,7 +88,9 @@ pub async fn post_event(
     ApiPath(t): ApiPath<String>,
     ApiJson(input): ApiJson<EventInput>,
 ) -> Result<axum::Json<Ingested>, AppError> {
-    let event = event(input, state.app.clock.now())?;
+    let event = input
+        .into_event(state.app.clock.now())
+        .map_err(AppError::Invalid)?;
     Ok(axum::Json(
         state
             .app

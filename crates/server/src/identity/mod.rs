@@ -24,7 +24,12 @@ use gatehouse_core::clock::Clock;
 use gatehouse_core::id::TenantId;
 use gatehouse_core::identity::{StoredElevation, StoredPerson, StoredRevocation};
 use gatehouse_core::store::Store;
-use gatehouse_identity::{AccountChange, Elevation, Entitlement, Held, Person, Policy};
+use std::collections::BTreeSet;
+
+use gatehouse_identity::{
+    AccountChange, Elevation, Entitlement, EventKind, Held, LifecycleEvent, Person, PersonKind,
+    Policy,
+};
 use gatehouse_vault::{Keyring, TenantSealer};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -62,6 +67,58 @@ pub enum IdentityError {
     /// The systems could not be listed (the message says why).
     #[error("{0}")]
     Systems(String),
+}
+
+/// A lifecycle event as the API takes it.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventInput {
+    /// Unique per tenant: sending the same id again changes nothing.
+    pub id: String,
+    /// The person's key (an HR employee number, an e-mail).
+    pub person: String,
+    /// `hire`, `update` (transfer, role change), `leave_of_absence`,
+    /// `return`, `terminate`, `contract_end`.
+    pub kind: String,
+    /// Who says so (default `api`).
+    #[serde(default)]
+    pub source: Option<String>,
+    /// When it happened, RFC 3339 (default: now).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub occurred_at: Option<OffsetDateTime>,
+    /// Canonical attributes to set (`null` clears one).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub attributes: BTreeMap<String, Option<String>>,
+    /// `client_user`, `msp_staff` or `contractor`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub person_kind: Option<PersonKind>,
+    /// Role templates assigned by name (replaces the earlier set).
+    #[serde(default)]
+    pub roles: Option<BTreeSet<String>>,
+}
+
+impl EventInput {
+    /// The lifecycle event, or why not (an unknown kind).
+    pub fn into_event(self, now: OffsetDateTime) -> Result<LifecycleEvent, String> {
+        let kind = EventKind::parse(&self.kind).ok_or_else(|| {
+            format!(
+                "kind `{}` is not one of hire, update, leave_of_absence, return, terminate, contract_end",
+                self.kind
+            )
+        })?;
+        Ok(LifecycleEvent {
+            id: self.id,
+            person: self.person,
+            kind,
+            source: self.source.unwrap_or_else(|| "api".into()),
+            occurred_at: self.occurred_at.unwrap_or(now),
+            attributes: self.attributes,
+            person_kind: self.person_kind,
+            roles: self.roles,
+        })
+    }
 }
 
 /// Tuning.
