@@ -12,6 +12,7 @@
 //!   `identity.elevation_end`, run by the engine.
 
 pub mod actions;
+pub mod scim_push;
 pub mod service;
 
 use std::collections::BTreeMap;

@@ -755,6 +755,35 @@ impl IdentityService {
         Ok(ended)
     }
 
+    /// Turns a user written to the tenant's SCIM endpoint into a lifecycle
+    /// event (see [`super::scim_push`]) and applies it. Answers `None` when
+    /// the user names no key.
+    pub async fn scim_written(
+        &self,
+        tenant: TenantId,
+        user: &Value,
+        deleted: bool,
+    ) -> Result<Option<Ingested>, IdentityError> {
+        let Some(key) = super::scim_push::person_key(user) else {
+            return Ok(None);
+        };
+        let active = match self.person(tenant, &key).await {
+            Ok(view) => Some(view.person.status == PersonStatus::Active),
+            Err(IdentityError::NotFound(_)) => None,
+            Err(other) => return Err(other),
+        };
+        let now = self.core.now();
+        let Some(event) = super::scim_push::event(user, deleted, active, now) else {
+            return Ok(None);
+        };
+        if deleted && active.is_none() {
+            // A user Gatehouse never knew as a person: nothing to revoke.
+            return Ok(None);
+        }
+        let by = Provenance::system("scim push", now);
+        self.ingest(tenant, event, &by).await.map(Some)
+    }
+
     /// The tenant's revocations: who, when it started, when it completed,
     /// and what remains.
     pub async fn revocations(
