@@ -57,6 +57,12 @@ pub struct BenchArgs {
     /// Client onboardings driven to go-live at once (onboarding).
     #[arg(long, default_value_t = 500)]
     clients: u32,
+    /// Users provisioned over SCIM (scim).
+    #[arg(long, default_value_t = 100_000)]
+    users: u32,
+    /// Gets, filters and patches measured, each (scim).
+    #[arg(long, default_value_t = 5_000)]
+    samples: u32,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -69,6 +75,8 @@ enum Scenario {
     Audit,
     /// Won deals driven to go-live against the sandbox, approvals through the API.
     Onboarding,
+    /// A tenant's SCIM service provider: users created, read, filtered and patched over HTTP.
+    Scim,
 }
 
 /// Peak resident memory of this process, in MiB (Linux `VmHWM`).
@@ -110,10 +118,12 @@ pub async fn run(args: &ConfigArgs, bench: BenchArgs) -> Result<ExitCode, CliErr
         || bench.clients == 0
         || bench.workflows == 0
         || bench.steps == 0
+        || bench.users == 0
+        || bench.samples == 0
         || bench.concurrency == Some(0)
     {
         return Err(CliError::Usage(
-            "--tenants, --clients, --workflows, --steps and --concurrency must be at least 1"
+            "--tenants, --clients, --workflows, --steps, --users, --samples and --concurrency must be at least 1"
                 .into(),
         ));
     }
@@ -157,6 +167,14 @@ pub async fn run(args: &ConfigArgs, bench: BenchArgs) -> Result<ExitCode, CliErr
                 clients: bench.clients,
             };
             crate::bench_onboarding::measure(args, store.clone(), scratch.path(), onboarding).await
+        }
+        Scenario::Scim => {
+            let scim = crate::bench_scim::ScimBench {
+                users: bench.users,
+                samples: bench.samples,
+                concurrency: bench.concurrency.unwrap_or(16),
+            };
+            crate::bench_scim::measure(args, store.clone(), scratch.path(), scim).await
         }
     };
     store.close().await;

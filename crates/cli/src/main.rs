@@ -13,6 +13,7 @@ mod bench;
 mod bench_audit;
 mod bench_engine;
 mod bench_onboarding;
+mod bench_scim;
 mod commands;
 mod config;
 mod demo;
