@@ -48,8 +48,8 @@ const TENANT: &str = "bench-scim";
 /// Family names the users are drawn from; the unindexed filter asks for
 /// one prefix of them, so it matches about one user in this many.
 const FAMILIES: [&str; 16] = [
-    "Andersen", "Baker", "Chen", "Dubois", "Evans", "Fischer", "Garcia", "Haddad", "Ito",
-    "Jensen", "Kowalski", "Lopez", "Moreau", "Novak", "Okafor", "Patel",
+    "Andersen", "Baker", "Chen", "Dubois", "Evans", "Fischer", "Garcia", "Haddad", "Ito", "Jensen",
+    "Kowalski", "Lopez", "Moreau", "Novak", "Okafor", "Patel",
 ];
 const GIVEN: [&str; 8] = [
     "Alex", "Sam", "Kim", "Noor", "Ravi", "Lena", "Tomás", "Yuki",
@@ -245,7 +245,8 @@ fn user_body(i: u32) -> Value {
     });
     if i > 0 {
         // Every user reports to the first of their department's block.
-        user[ENTERPRISE]["manager"] = json!({"value": format!("b7e2c0de-0000-4000-8000-{:012}", i / 50 * 50)});
+        user[ENTERPRISE]["manager"] =
+            json!({"value": format!("b7e2c0de-0000-4000-8000-{:012}", i / 50 * 50)});
     }
     user
 }
@@ -398,7 +399,10 @@ async fn run(client: &Client, bench: ScimBench) -> Result<Value, CliError> {
             let i = pick(s.wrapping_add(7), n);
             let body = user_body(i);
             let filter = if s % 2 == 0 {
-                format!("userName eq \"{}\"", body["userName"].as_str().unwrap_or(""))
+                format!(
+                    "userName eq \"{}\"",
+                    body["userName"].as_str().unwrap_or("")
+                )
             } else {
                 format!(
                     "externalId eq \"{}\"",

@@ -22,7 +22,13 @@ async fn bench_scim_provisions_every_user_and_prints_json_last(backend: Backend)
     let install = Install::new(&backend);
     let run = install
         .run(&[
-            "bench", "scim", "--json", "--users", "40", "--samples", "24",
+            "bench",
+            "scim",
+            "--json",
+            "--users",
+            "40",
+            "--samples",
+            "24",
         ])
         .ok();
     let last = run

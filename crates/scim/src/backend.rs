@@ -245,17 +245,45 @@ impl<B: ScimBackend> Service<B> {
 }
 
 /// The document without its top-level readOnly attributes (such as a
-/// User's `groups`, which a store may compute when it reads): what a PATCH
-/// can change.
+/// User's `groups`, which a store may compute when it reads) and without
+/// the readOnly sub-attributes of the others (such as a Group's
+/// `members.display`): what a PATCH can change.
 fn writable(rt: &ResourceType, attributes: &Value) -> Value {
+    use crate::schema::Mutability::ReadOnly;
     let mut out = attributes.clone();
     if let Some(obj) = out.as_object_mut() {
         obj.retain(|name, _| {
-            !rt.schema.attributes.iter().any(|a| {
-                a.name.eq_ignore_ascii_case(name)
-                    && a.mutability == crate::schema::Mutability::ReadOnly
-            })
+            !rt.schema
+                .attributes
+                .iter()
+                .any(|a| a.name.eq_ignore_ascii_case(name) && a.mutability == ReadOnly)
         });
+        for (name, value) in obj.iter_mut() {
+            let Some(def) = rt
+                .schema
+                .attributes
+                .iter()
+                .find(|a| a.name.eq_ignore_ascii_case(name))
+            else {
+                continue;
+            };
+            let read_only: Vec<&str> = def
+                .sub_attributes
+                .iter()
+                .filter(|s| s.mutability == ReadOnly)
+                .map(|s| s.name.as_str())
+                .collect();
+            if read_only.is_empty() {
+                continue;
+            }
+            let items: Vec<&mut Value> = match value {
+                Value::Array(items) => items.iter_mut().collect(),
+                other => vec![other],
+            };
+            for item in items.into_iter().filter_map(Value::as_object_mut) {
+                item.retain(|k, _| !read_only.iter().any(|r| r.eq_ignore_ascii_case(k)));
+            }
+        }
     }
     out
 }
