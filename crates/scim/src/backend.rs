@@ -232,7 +232,10 @@ impl<B: ScimBackend> Service<B> {
         query: &ListQuery,
     ) -> Result<ListResponse, ScimError> {
         let candidates = self.backend.candidates(rt, query.filter.as_ref()).await?;
-        let rendered: Vec<Value> = candidates.iter().map(|s| self.render(rt, s)).collect();
+        // Rendered one at a time as the filter reads them: each candidate
+        // is dropped once rendered, and a non-match once tested, so an
+        // unindexed filter over a large tenant holds the matches only.
+        let rendered = candidates.into_iter().map(|s| self.render(rt, &s));
         list_resources(rt, rendered, query, self.max_results)
     }
 
