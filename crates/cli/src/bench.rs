@@ -66,6 +66,12 @@ pub struct BenchArgs {
     /// Leavers terminated at once (revocation).
     #[arg(long, default_value_t = 1_000)]
     bulk: u32,
+    /// Users provisioned over SCIM (scim).
+    #[arg(long, default_value_t = 100_000)]
+    users: u32,
+    /// Gets, filters and patches measured, each (scim).
+    #[arg(long, default_value_t = 5_000)]
+    samples: u32,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -80,6 +86,8 @@ enum Scenario {
     Onboarding,
     /// Leavers revoked on five sandbox systems: one at a time, then many at once.
     Revocation,
+    /// A tenant's SCIM service provider: users created, read, filtered and patched over HTTP.
+    Scim,
 }
 
 /// Peak resident memory of this process, in MiB (Linux `VmHWM`).
@@ -122,10 +130,12 @@ pub async fn run(args: &ConfigArgs, bench: BenchArgs) -> Result<ExitCode, CliErr
         || bench.workflows == 0
         || bench.steps == 0
         || bench.people == 0
+        || bench.users == 0
+        || bench.samples == 0
         || bench.concurrency == Some(0)
     {
         return Err(CliError::Usage(
-            "--tenants, --clients, --workflows, --steps and --concurrency must be at least 1"
+            "--tenants, --clients, --workflows, --steps, --users, --samples and --concurrency must be at least 1"
                 .into(),
         ));
     }
@@ -177,6 +187,14 @@ pub async fn run(args: &ConfigArgs, bench: BenchArgs) -> Result<ExitCode, CliErr
                 bulk: bench.bulk,
             };
             crate::bench_revocation::measure(args, store.clone(), scratch.path(), revocation).await
+        }
+        Scenario::Scim => {
+            let scim = crate::bench_scim::ScimBench {
+                users: bench.users,
+                samples: bench.samples,
+                concurrency: bench.concurrency.unwrap_or(16),
+            };
+            crate::bench_scim::measure(args, store.clone(), scratch.path(), scim).await
         }
     };
     store.close().await;

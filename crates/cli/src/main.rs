@@ -14,6 +14,7 @@ mod bench_audit;
 mod bench_engine;
 mod bench_onboarding;
 mod bench_revocation;
+mod bench_scim;
 mod commands;
 mod config;
 mod demo;

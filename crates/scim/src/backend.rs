@@ -232,7 +232,10 @@ impl<B: ScimBackend> Service<B> {
         query: &ListQuery,
     ) -> Result<ListResponse, ScimError> {
         let candidates = self.backend.candidates(rt, query.filter.as_ref()).await?;
-        let rendered: Vec<Value> = candidates.iter().map(|s| self.render(rt, s)).collect();
+        // Rendered one at a time as the filter reads them: each candidate
+        // is dropped once rendered, and a non-match once tested, so an
+        // unindexed filter over a large tenant holds the matches only.
+        let rendered = candidates.into_iter().map(|s| self.render(rt, &s));
         list_resources(rt, rendered, query, self.max_results)
     }
 
@@ -245,17 +248,45 @@ impl<B: ScimBackend> Service<B> {
 }
 
 /// The document without its top-level readOnly attributes (such as a
-/// User's `groups`, which a store may compute when it reads): what a PATCH
-/// can change.
+/// User's `groups`, which a store may compute when it reads) and without
+/// the readOnly sub-attributes of the others (such as a Group's
+/// `members.display`): what a PATCH can change.
 fn writable(rt: &ResourceType, attributes: &Value) -> Value {
+    use crate::schema::Mutability::ReadOnly;
     let mut out = attributes.clone();
     if let Some(obj) = out.as_object_mut() {
         obj.retain(|name, _| {
-            !rt.schema.attributes.iter().any(|a| {
-                a.name.eq_ignore_ascii_case(name)
-                    && a.mutability == crate::schema::Mutability::ReadOnly
-            })
+            !rt.schema
+                .attributes
+                .iter()
+                .any(|a| a.name.eq_ignore_ascii_case(name) && a.mutability == ReadOnly)
         });
+        for (name, value) in obj.iter_mut() {
+            let Some(def) = rt
+                .schema
+                .attributes
+                .iter()
+                .find(|a| a.name.eq_ignore_ascii_case(name))
+            else {
+                continue;
+            };
+            let read_only: Vec<&str> = def
+                .sub_attributes
+                .iter()
+                .filter(|s| s.mutability == ReadOnly)
+                .map(|s| s.name.as_str())
+                .collect();
+            if read_only.is_empty() {
+                continue;
+            }
+            let items: Vec<&mut Value> = match value {
+                Value::Array(items) => items.iter_mut().collect(),
+                other => vec![other],
+            };
+            for item in items.into_iter().filter_map(Value::as_object_mut) {
+                item.retain(|k, _| !read_only.iter().any(|r| r.eq_ignore_ascii_case(k)));
+            }
+        }
     }
     out
 }

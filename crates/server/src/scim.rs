@@ -18,12 +18,24 @@
 //!
 //! **Computed `groups`.** A user's read-only `groups` is not stored: group
 //! member ids are in the blind index too (`members.value`), and reading a
-//! user looks its groups up there (one indexed query per user rendered).
+//! user looks its groups up there (one indexed query per user rendered;
+//! a list of many users reads the tenant's groups once instead).
+//!
+//! **Computed member fields.** A group's members keep only `value` (and
+//! the `type` the client gave); `display` and `$ref` are filled in when
+//! the group is read, from the member itself, so a renamed user shows its
+//! new name (one read per member).
+//!
+//! **Referential integrity.** Deleting a user or a group removes it from
+//! every group's `members` (each group rewritten and audited like a
+//! PATCH), before the deletion and again after it, so a member added by a
+//! racing write is caught too.
 //!
 //! **Scaling.** Any other filter (`co`, `sw`, `pr`, `or`, …) reads and opens
 //! every resource of the type in the tenant and filters in memory: linear
 //! in the tenant's size (see docs/scim.md).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use gatehouse_core::audit::AuditRecord;
@@ -35,7 +47,7 @@ use gatehouse_core::scim::{
 use gatehouse_core::store::{Store, StoreError};
 use gatehouse_scim::backend::{ScimBackend, Stored};
 use gatehouse_scim::filter::{CompValue, CompareOp, Filter};
-use gatehouse_scim::validate::UniqueKey;
+use gatehouse_scim::validate::{UniqueKey, unique_keys};
 use gatehouse_scim::{ResourceType, ScimError};
 use gatehouse_vault::TenantSealer;
 use hmac::{Hmac, Mac};
@@ -50,6 +62,12 @@ const INDEX_PURPOSE: &str = "scim-blind-index";
 const MEMBER_VALUE: &str = "members.value";
 /// What a SCIM token starts with.
 pub const TOKEN_PREFIX: &str = "gh_scim_";
+/// Above this many users, a list reads the tenant's groups once to fill in
+/// `groups`, instead of one index query per user.
+const GROUPS_BULK_ABOVE: usize = 8;
+/// How often removing a deleted member from a group is retried when the
+/// group changes meanwhile.
+const MEMBER_REMOVAL_TRIES: usize = 5;
 
 /// One tenant's SCIM resources, for the duration of a request.
 pub struct TenantBackend {
@@ -60,6 +78,8 @@ pub struct TenantBackend {
     index_key: Zeroizing<[u8; 64]>,
     actor: String,
     clock: Arc<dyn Clock>,
+    /// The tenant's SCIM base URL, for the `$ref`s of members and groups.
+    base_url: Option<String>,
 }
 
 impl std::fmt::Debug for TenantBackend {
@@ -128,7 +148,22 @@ impl TenantBackend {
             sealer,
             actor,
             clock,
+            base_url: None,
         }
+    }
+
+    /// Fills in `$ref`s under `base_url` (the tenant's `/scim/v2/{tenant}`).
+    #[must_use]
+    pub fn with_base_url(mut self, base_url: impl Into<String>) -> Self {
+        self.base_url = Some(base_url.into().trim_end_matches('/').to_owned());
+        self
+    }
+
+    /// The `$ref` of a resource, if the base URL is known.
+    fn reference(&self, rt: &ResourceType, id: &str) -> Option<Value> {
+        self.base_url
+            .as_ref()
+            .map(|base| Value::String(format!("{base}{}/{id}", rt.endpoint)))
     }
 
     /// The blind-index digest of a normalised value.
@@ -190,6 +225,13 @@ impl TenantBackend {
             obj.remove("password");
             // Computed on read from the groups' members.
             obj.remove("groups");
+            // Computed on read from the members themselves.
+            if let Some(Value::Array(members)) = obj.get_mut("members") {
+                for member in members.iter_mut().filter_map(Value::as_object_mut) {
+                    member.remove("display");
+                    member.remove("$ref");
+                }
+            }
         }
         let plain = Zeroizing::new(
             serde_json::to_vec(&attributes).map_err(|e| internal("encoding a resource", e))?,
@@ -214,32 +256,173 @@ impl TenantBackend {
         let mut groups = Vec::with_capacity(rows.len());
         for row in rows {
             let opened = self.open_sealed(row)?;
-            let mut entry = serde_json::Map::new();
-            entry.insert("value".into(), Value::String(opened.id.clone()));
-            if let Some(name) = opened.attributes.get("displayName") {
-                entry.insert("display".into(), name.clone());
-            }
-            entry.insert("type".into(), Value::String("direct".into()));
-            groups.push(Value::Object(entry));
+            groups.push(self.group_entry(&opened));
         }
         Ok(Value::Array(groups))
     }
 
-    /// Opens a stored resource; a user gets its computed `groups`.
+    /// A user's `groups` entry for a group it is a direct member of.
+    fn group_entry(&self, group: &Stored) -> Value {
+        let mut entry = serde_json::Map::new();
+        entry.insert("value".into(), Value::String(group.id.clone()));
+        if let Some(reference) = self.reference(ResourceType::group(), &group.id) {
+            entry.insert("$ref".into(), reference);
+        }
+        if let Some(name) = group.attributes.get("displayName") {
+            entry.insert("display".into(), name.clone());
+        }
+        entry.insert("type".into(), Value::String("direct".into()));
+        Value::Object(entry)
+    }
+
+    /// Every group's `groups` entry, by member id: what a list of many
+    /// users reads once instead of one index query per user.
+    async fn groups_by_member(&self) -> Result<HashMap<String, Vec<Value>>, ScimError> {
+        let rows = self
+            .store
+            .scim_list(self.tenant, &ResourceType::group().id, None)
+            .await
+            .map_err(store_error("listing groups"))?;
+        let mut by_member: HashMap<String, Vec<Value>> = HashMap::new();
+        for row in rows {
+            let group = self.open_sealed(row)?;
+            let entry = self.group_entry(&group);
+            if let Some(Value::Array(members)) = group.attributes.get("members") {
+                for id in members.iter().filter_map(|m| m.get("value")?.as_str()) {
+                    by_member
+                        .entry(id.to_owned())
+                        .or_default()
+                        .push(entry.clone());
+                }
+            }
+        }
+        Ok(by_member)
+    }
+
+    /// Fills in what is computed on read: a user's `groups`, a group's
+    /// members' `display`, `$ref` and `type`.
+    async fn complete(&self, rt: &ResourceType, opened: &mut Stored) -> Result<(), ScimError> {
+        if rt.id == ResourceType::user().id {
+            let groups = self.groups_of(&opened.id).await?;
+            set_groups(&mut opened.attributes, groups);
+        } else if rt.id == ResourceType::group().id {
+            self.resolve_members(&mut opened.attributes).await?;
+        }
+        Ok(())
+    }
+
+    /// A group's members with `display` (the member's `displayName`, else
+    /// a user's `userName`), `$ref` and, if the client gave none, `type`.
+    /// A member that no longer exists is left as stored.
+    async fn resolve_members(&self, attributes: &mut Value) -> Result<(), ScimError> {
+        let Some(Value::Array(members)) = attributes.get_mut("members") else {
+            return Ok(());
+        };
+        let (user, group) = (ResourceType::user(), ResourceType::group());
+        for member in members.iter_mut().filter_map(Value::as_object_mut) {
+            let Some(id) = member.get("value").and_then(Value::as_str) else {
+                continue;
+            };
+            let id = id.to_owned();
+            let declared_group = member
+                .get("type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t.eq_ignore_ascii_case("Group"));
+            let order = if declared_group {
+                [group, user]
+            } else {
+                [user, group]
+            };
+            for rt in order {
+                let Some(row) = self
+                    .store
+                    .scim_get(self.tenant, &rt.id, &id)
+                    .await
+                    .map_err(store_error("reading a group's member"))?
+                else {
+                    continue;
+                };
+                let found = self.open_sealed(row)?;
+                let display = found
+                    .attributes
+                    .get("displayName")
+                    .or_else(|| found.attributes.get("userName"))
+                    .cloned();
+                if let Some(display) = display {
+                    member.insert("display".into(), display);
+                }
+                if let Some(reference) = self.reference(rt, &id) {
+                    member.insert("$ref".into(), reference);
+                }
+                member
+                    .entry("type")
+                    .or_insert_with(|| Value::String(rt.id.clone()));
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes `id` from every group's `members` (a deleted user or
+    /// group). Each group is rewritten through [`ScimBackend::replace`],
+    /// so it gets a new version and an audit record; a group that changed
+    /// meanwhile is read again.
+    async fn remove_member_everywhere(&self, id: &str) -> Result<(), ScimError> {
+        let group = ResourceType::group();
+        let digest = self.digest(group, MEMBER_VALUE, id);
+        for _ in 0..MEMBER_REMOVAL_TRIES {
+            let rows = self
+                .store
+                .scim_list(self.tenant, &group.id, Some((MEMBER_VALUE, &digest)))
+                .await
+                .map_err(store_error("listing a member's groups"))?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            for row in rows {
+                let current = self.open_sealed(row)?;
+                let mut attributes = current.attributes;
+                if let Some(obj) = attributes.as_object_mut() {
+                    let emptied = match obj.get_mut("members") {
+                        Some(Value::Array(members)) => {
+                            members.retain(|m| m.get("value").and_then(Value::as_str) != Some(id));
+                            members.is_empty()
+                        }
+                        _ => false,
+                    };
+                    if emptied {
+                        obj.remove("members");
+                    }
+                }
+                let unique = unique_keys(group, &attributes);
+                match self
+                    .replace(group, &current.id, current.version, attributes, unique)
+                    .await
+                {
+                    // A group deleted or changed meanwhile: the next pass
+                    // reads the index again.
+                    Err(e) if e.status() == 404 || e.status() == 412 => {}
+                    other => {
+                        other?;
+                    }
+                }
+            }
+        }
+        Err(ScimError::new(
+            409,
+            None,
+            "the groups of this member kept changing; retry the deletion",
+        ))
+    }
+
+    /// Opens a stored resource with what is computed on read.
     async fn open(
         &self,
         rt: &ResourceType,
         stored: StoredScimResource,
     ) -> Result<Stored, ScimError> {
         let mut opened = self.open_sealed(stored)?;
-        if rt.id == ResourceType::user().id {
-            let groups = self.groups_of(&opened.id).await?;
-            if let (Some(obj), Some(list)) = (opened.attributes.as_object_mut(), groups.as_array())
-                && !list.is_empty()
-            {
-                obj.insert("groups".into(), groups);
-            }
-        }
+        self.complete(rt, &mut opened).await?;
         Ok(opened)
     }
 
@@ -316,6 +499,15 @@ impl TenantBackend {
     }
 }
 
+/// Sets a user's computed `groups` (left out when there are none).
+fn set_groups(attributes: &mut Value, groups: Value) {
+    if let (Some(obj), Some(list)) = (attributes.as_object_mut(), groups.as_array())
+        && !list.is_empty()
+    {
+        obj.insert("groups".into(), groups);
+    }
+}
+
 fn write_error(rt: &ResourceType, id: &str, err: ScimWriteError) -> ScimError {
     match err {
         ScimWriteError::Taken(attribute) => ScimError::uniqueness(format!(
@@ -353,13 +545,17 @@ impl ScimBackend for TenantBackend {
             .await
             .map_err(store_error("storing a resource"))?
             .map_err(|e| write_error(rt, &id, e))?;
-        Ok(Stored {
+        let mut stored = Stored {
             id,
             version: 1,
             created: now,
             last_modified: now,
             attributes,
-        })
+        };
+        if rt.id == ResourceType::group().id {
+            self.resolve_members(&mut stored.attributes).await?;
+        }
+        Ok(stored)
     }
 
     async fn get(&self, rt: &ResourceType, id: &str) -> Result<Option<Stored>, ScimError> {
@@ -409,30 +605,39 @@ impl ScimBackend for TenantBackend {
             .await
             .map_err(store_error("replacing a resource"))?
             .map_err(|e| write_error(rt, id, e))?;
-        let mut attributes = attributes;
-        if rt.id == ResourceType::user().id {
-            let groups = self.groups_of(&row.id).await?;
-            if let (Some(obj), Some(list)) = (attributes.as_object_mut(), groups.as_array())
-                && !list.is_empty()
-            {
-                obj.insert("groups".into(), groups);
-            }
-        }
-        Ok(Stored {
+        let mut stored = Stored {
             id: row.id,
             version,
             created: row.created_at,
             last_modified: now,
             attributes,
-        })
+        };
+        self.complete(rt, &mut stored).await?;
+        Ok(stored)
     }
 
     async fn delete(&self, rt: &ResourceType, id: &str) -> Result<bool, ScimError> {
+        // Out of its groups first: if the deletion then fails, the client
+        // retries it, and no group is left naming a member that is gone.
+        let exists = self
+            .store
+            .scim_get(self.tenant, &rt.id, id)
+            .await
+            .map_err(store_error("reading a resource"))?
+            .is_some();
+        if !exists {
+            return Ok(false);
+        }
+        self.remove_member_everywhere(id).await?;
         let audit = self.audit(truncate(self.clock.now()), action::DELETED, rt, id, None);
-        self.store
+        let deleted = self
+            .store
             .scim_delete(self.tenant, &rt.id, id, &[audit])
             .await
-            .map_err(store_error("deleting a resource"))
+            .map_err(store_error("deleting a resource"))?;
+        // A group that added it meanwhile.
+        self.remove_member_everywhere(id).await?;
+        Ok(deleted)
     }
 
     async fn candidates(
@@ -462,8 +667,18 @@ impl ScimBackend for TenantBackend {
                 .map_err(store_error("listing resources"))?,
         };
         let mut opened = Vec::with_capacity(rows.len());
-        for row in rows {
-            opened.push(self.open(rt, row).await?);
+        if rt.id == ResourceType::user().id && rows.len() > GROUPS_BULK_ABOVE {
+            let mut by_member = self.groups_by_member().await?;
+            for row in rows {
+                let mut user = self.open_sealed(row)?;
+                let groups = by_member.remove(&user.id).unwrap_or_default();
+                set_groups(&mut user.attributes, Value::Array(groups));
+                opened.push(user);
+            }
+        } else {
+            for row in rows {
+                opened.push(self.open(rt, row).await?);
+            }
         }
         Ok(opened)
     }

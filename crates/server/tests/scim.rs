@@ -407,7 +407,14 @@ mod cases {
         assert_eq!(p.body["members"].as_array().unwrap().len(), 2);
         let p = t.scim(Method::PATCH, &format!("{base}/Groups/{group}"), tok, Some(json!({"schemas": [PATCH], "Operations": [{"op": "remove", "path": format!("members[value eq \"{alice}\"]")}]})), &[]).await;
         assert_eq!(p.status, StatusCode::OK, "{}", p.body);
-        assert_eq!(p.body["members"], json!([{"value": bob_id}]));
+        // Members carry a computed display, $ref and type.
+        let origin = format!("{}{base}", t.base);
+        assert_eq!(
+            p.body["members"],
+            json!([{"value": bob_id, "display": "bob@contoso.com", "$ref": format!("{origin}/Users/{bob_id}"), "type": "User"}]),
+            "{}",
+            p.body
+        );
         // A user's read-only groups are computed from the groups' members.
         let b = t
             .scim(
@@ -420,7 +427,7 @@ mod cases {
             .await;
         assert_eq!(
             b.body["groups"],
-            json!([{"value": group, "display": "Sales", "type": "direct"}]),
+            json!([{"value": group, "$ref": format!("{origin}/Groups/{group}"), "display": "Sales", "type": "direct"}]),
             "{}",
             b.body
         );
@@ -798,6 +805,340 @@ mod cases {
             "{actions:?}"
         );
     }
+
+    /// Members carry `display`, `$ref` and `type` computed from the member
+    /// itself; deleting a user or a group removes it from every group,
+    /// with a new version and an audit record; many users listed at once
+    /// still get their `groups`.
+    pub async fn members_follow_their_users(t: &TestApp, _db: &TestDatabase) {
+        t.create_tenant("contoso").await;
+        let token = t.scim_token("contoso").await;
+        let tok = Some(token.as_str());
+        let base = "/scim/v2/contoso";
+        let origin = format!("{}{base}", t.base);
+        let mut ids = Vec::new();
+        for i in 0..12 {
+            let mut body = user(
+                &format!("u{i:02}@contoso.com"),
+                "U",
+                &format!("N{i:02}"),
+                &format!("u{i:02}@contoso.com"),
+            );
+            if i == 0 {
+                body["displayName"] = json!("Alice Smith");
+            }
+            let r = t
+                .scim(Method::POST, &format!("{base}/Users"), tok, Some(body), &[])
+                .await;
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+            ids.push(r.body["id"].as_str().unwrap().to_owned());
+        }
+        let (alice, bob) = (ids[0].clone(), ids[1].clone());
+        let g = t.scim(Method::POST, &format!("{base}/Groups"), tok, Some(json!({"schemas": [GROUP], "displayName": "Sales", "members": [{"value": alice}, {"value": bob}]})), &[]).await;
+        assert_eq!(g.status, StatusCode::CREATED, "{}", g.body);
+        let sales = g.body["id"].as_str().unwrap().to_owned();
+        assert_eq!(
+            g.body["members"],
+            json!([
+                {"value": alice, "display": "Alice Smith", "$ref": format!("{origin}/Users/{alice}"), "type": "User"},
+                {"value": bob, "display": "u01@contoso.com", "$ref": format!("{origin}/Users/{bob}"), "type": "User"},
+            ])
+        );
+        // A group inside a group, and a member that names a missing id.
+        let g = t.scim(Method::POST, &format!("{base}/Groups"), tok, Some(json!({"schemas": [GROUP], "displayName": "Everyone", "members": [{"value": sales, "type": "Group"}, {"value": "no-such-id"}, {"value": alice}]})), &[]).await;
+        assert_eq!(g.status, StatusCode::CREATED, "{}", g.body);
+        let everyone = g.body["id"].as_str().unwrap().to_owned();
+        assert_eq!(
+            g.body["members"][0],
+            json!({"value": sales, "display": "Sales", "$ref": format!("{origin}/Groups/{sales}"), "type": "Group"})
+        );
+        assert_eq!(g.body["members"][1], json!({"value": "no-such-id"}));
+
+        // Renaming a user shows in the group at once (display is not stored).
+        let p = t.scim(Method::PATCH, &format!("{base}/Users/{alice}"), tok, Some(json!({"schemas": [PATCH], "Operations": [{"op": "Replace", "path": "displayName", "value": "Alice Jones"}]})), &[]).await;
+        assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+        let r = t
+            .scim(
+                Method::GET,
+                &format!("{base}/Groups/{sales}"),
+                tok,
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(r.body["members"][0]["display"], "Alice Jones");
+        assert_eq!(r.body["meta"]["version"], "W/\"1\"");
+        // A PATCH of the group that changes nothing keeps its version,
+        // computed fields notwithstanding.
+        let p = t.scim(Method::PATCH, &format!("{base}/Groups/{sales}"), tok, Some(json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "displayName", "value": "Sales"}]})), &[]).await;
+        assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+        assert_eq!(p.body["meta"]["version"], "W/\"1\"", "{}", p.body);
+        assert_eq!(
+            p.body["members"][0]["$ref"],
+            format!("{origin}/Users/{alice}")
+        );
+
+        // Listing many users at once fills in groups as a single read does.
+        let l = t
+            .scim(
+                Method::GET,
+                &format!("{base}/Users?count=50"),
+                tok,
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(l.body["totalResults"], 12);
+        for resource in l.body["Resources"].as_array().unwrap() {
+            let id = resource["id"].as_str().unwrap();
+            let groups: Vec<&str> = resource["groups"]
+                .as_array()
+                .map(|g| g.iter().map(|g| g["value"].as_str().unwrap()).collect())
+                .unwrap_or_default();
+            if id == alice {
+                let mut groups = groups.clone();
+                groups.sort_unstable();
+                let mut expected = vec![sales.as_str(), everyone.as_str()];
+                expected.sort_unstable();
+                assert_eq!(groups, expected, "{resource}");
+            } else if id == bob {
+                assert_eq!(groups, vec![sales.as_str()], "{resource}");
+                assert_eq!(
+                    resource["groups"][0]["$ref"],
+                    format!("{origin}/Groups/{sales}")
+                );
+            } else {
+                assert!(groups.is_empty(), "{resource}");
+            }
+        }
+
+        // Deleting Alice removes her from both groups (new versions).
+        let d = t
+            .scim(
+                Method::DELETE,
+                &format!("{base}/Users/{alice}"),
+                tok,
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(d.status, StatusCode::NO_CONTENT, "{}", d.body);
+        let r = t
+            .scim(
+                Method::GET,
+                &format!("{base}/Groups/{sales}"),
+                tok,
+                None,
+                &[],
+            )
+            .await;
+        let members: Vec<&str> = r.body["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["value"].as_str().unwrap())
+            .collect();
+        assert_eq!(members, vec![bob.as_str()]);
+        assert_eq!(r.body["meta"]["version"], "W/\"2\"");
+        let r = t
+            .scim(
+                Method::GET,
+                &format!("{base}/Groups/{everyone}"),
+                tok,
+                None,
+                &[],
+            )
+            .await;
+        let members: Vec<&str> = r.body["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["value"].as_str().unwrap())
+            .collect();
+        assert_eq!(members, vec![sales.as_str(), "no-such-id"]);
+        let f = t
+            .scim(
+                Method::GET,
+                &format!(
+                    "{base}/Groups?filter={}",
+                    urlencode(&format!("members.value eq \"{alice}\""))
+                ),
+                tok,
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(f.body["totalResults"], 0, "{}", f.body);
+        // Deleting a missing user is still 404, and touches no group.
+        let d = t
+            .scim(
+                Method::DELETE,
+                &format!("{base}/Users/{alice}"),
+                tok,
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(d.status, StatusCode::NOT_FOUND);
+
+        // Deleting a group removes it from the groups it was in; deleting
+        // the last member leaves a group with no members.
+        let d = t
+            .scim(
+                Method::DELETE,
+                &format!("{base}/Groups/{sales}"),
+                tok,
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(d.status, StatusCode::NO_CONTENT);
+        let r = t
+            .scim(
+                Method::GET,
+                &format!("{base}/Groups/{everyone}"),
+                tok,
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(
+            r.body["members"],
+            json!([{"value": "no-such-id"}]),
+            "{}",
+            r.body
+        );
+        let b = t
+            .scim(Method::GET, &format!("{base}/Users/{bob}"), tok, None, &[])
+            .await;
+        assert!(b.body.get("groups").is_none(), "{}", b.body);
+        let g = t
+            .scim(
+                Method::POST,
+                &format!("{base}/Groups"),
+                tok,
+                Some(
+                    json!({"schemas": [GROUP], "displayName": "Solo", "members": [{"value": bob}]}),
+                ),
+                &[],
+            )
+            .await;
+        let solo = g.body["id"].as_str().unwrap().to_owned();
+        let d = t
+            .scim(
+                Method::DELETE,
+                &format!("{base}/Users/{bob}"),
+                tok,
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(d.status, StatusCode::NO_CONTENT);
+        let r = t
+            .scim(
+                Method::GET,
+                &format!("{base}/Groups/{solo}"),
+                tok,
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert!(r.body.get("members").is_none(), "{}", r.body);
+
+        // The group rewrites are audited like any update.
+        let actions = audit_actions(t, "contoso").await;
+        let updated = actions
+            .iter()
+            .filter(|a| *a == "scim.resource.updated")
+            .count();
+        assert!(updated >= 5, "{actions:?}");
+    }
+
+    /// `POST /.search` at the root: both types, sorted and paged together,
+    /// each projected by its own schema.
+    pub async fn root_search_across_types(t: &TestApp, _db: &TestDatabase) {
+        t.create_tenant("contoso").await;
+        let token = t.scim_token("contoso").await;
+        let tok = Some(token.as_str());
+        let base = "/scim/v2/contoso";
+        for (name, display) in [("b@contoso.com", "Bravo"), ("d@contoso.com", "Delta")] {
+            let mut body = user(name, "X", "Y", name);
+            body["displayName"] = json!(display);
+            let r = t
+                .scim(Method::POST, &format!("{base}/Users"), tok, Some(body), &[])
+                .await;
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        }
+        for display in ["Alpha", "Charlie"] {
+            let r = t.scim(Method::POST, &format!("{base}/Groups"), tok, Some(json!({"schemas": [GROUP], "displayName": display, "externalId": format!("ext-{display}")})), &[]).await;
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        }
+        let search = |body: Value| async move {
+            t.scim(
+                Method::POST,
+                &format!("{base}/.search"),
+                tok,
+                Some(body),
+                &[],
+            )
+            .await
+        };
+        let displays = |r: &Answer| -> Vec<String> {
+            r.body["Resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["displayName"].as_str().unwrap_or("-").to_owned())
+                .collect()
+        };
+
+        // Sorted across types, both ways.
+        let r = search(json!({"schemas": [SEARCH], "sortBy": "displayName"})).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(r.body["totalResults"], 4);
+        assert_eq!(displays(&r), vec!["Alpha", "Bravo", "Charlie", "Delta"]);
+        let r = search(
+            json!({"schemas": [SEARCH], "sortBy": "displayName", "sortOrder": "descending"}),
+        )
+        .await;
+        assert_eq!(displays(&r), vec!["Delta", "Charlie", "Bravo", "Alpha"]);
+        // Paged together, after sorting.
+        let r = search(
+            json!({"schemas": [SEARCH], "sortBy": "displayName", "startIndex": 2, "count": 2}),
+        )
+        .await;
+        assert_eq!(r.body["totalResults"], 4);
+        assert_eq!(r.body["startIndex"], 2);
+        assert_eq!(r.body["itemsPerPage"], 2);
+        assert_eq!(displays(&r), vec!["Bravo", "Charlie"]);
+        // A filter applied with each type's own schema (externalId is
+        // caseExact in both; `ext-Alpha` is a group's, `ext-b@…` a user's).
+        let r = search(json!({"schemas": [SEARCH], "filter": "externalId sw \"ext-\"", "sortBy": "externalId"})).await;
+        assert_eq!(r.body["totalResults"], 4);
+        let r = search(json!({"schemas": [SEARCH], "filter": "displayName co \"a\" and meta.resourceType eq \"Group\"", "sortBy": "displayName"})).await;
+        assert_eq!(displays(&r), vec!["Alpha", "Charlie"]);
+        // Projected per type after sorting, even when the sort key is excluded.
+        let r = search(
+            json!({"schemas": [SEARCH], "sortBy": "displayName", "attributes": ["userName"]}),
+        )
+        .await;
+        let resources = r.body["Resources"].as_array().unwrap();
+        assert_eq!(resources.len(), 4);
+        assert!(
+            resources.iter().all(|r| r.get("displayName").is_none()),
+            "{}",
+            r.body
+        );
+        assert_eq!(resources[1]["userName"], "b@contoso.com");
+        assert_eq!(resources[3]["userName"], "d@contoso.com");
+        assert!(resources[0].get("userName").is_none());
+        assert_eq!(resources[0]["schemas"], json!([GROUP]), "{}", r.body);
+        // A bad body is still a SCIM error.
+        let r = search(json!({"filter": "userName eq \"x\""})).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert_eq!(r.body["scimType"], "invalidSyntax");
+    }
 }
 
 fn urlencode(s: &str) -> String {
@@ -930,4 +1271,10 @@ macro_rules! scim_tests {
     };
 }
 
-scim_tests!(conformance_walk, strangers, tokens);
+scim_tests!(
+    conformance_walk,
+    strangers,
+    tokens,
+    members_follow_their_users,
+    root_search_across_types
+);

@@ -292,12 +292,16 @@ macro_rules! impl_scim_store {
                     .bind(resource_type)
                     .fetch_all(&self.pool)
                     .await,
+                    // Ordered by the index's column, not `r.id`: ordering by
+                    // `r.id` lets SQLite's planner walk every resource of the
+                    // type (to skip a sort) and probe the index for each, a
+                    // scan of the tenant per equality filter.
                     Some((attribute, digest)) => sqlx::query_as::<_, crate::scim_sql::ResourceRow>(
                         "SELECT r.tenant_id, r.resource_type, r.id, r.version, r.created_at, r.updated_at, r.sealed
                          FROM scim_index i JOIN scim_resources r
                            ON r.tenant_id = i.tenant_id AND r.resource_type = i.resource_type AND r.id = i.resource_id
                          WHERE i.tenant_id = $1 AND i.resource_type = $2 AND i.attribute = $3 AND i.digest = $4
-                         ORDER BY r.id",
+                         ORDER BY i.resource_id",
                     )
                     .bind(tenant.to_string())
                     .bind(resource_type)

@@ -16,7 +16,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use gatehouse_scim::backend::Service;
-use gatehouse_scim::list::MAX_RESULTS;
+use gatehouse_scim::list::{MAX_RESULTS, sort_resources};
 use gatehouse_scim::meta::etag_list_matches;
 use gatehouse_scim::schema::documents::{
     ServiceProviderConfig, find_resource_type_document, find_schema_document, resource_types_list,
@@ -201,7 +201,8 @@ impl Ctx {
             state.app.clock.clone(),
             sealer,
             format!("scim:{}", self.caller.token),
-        );
+        )
+        .with_base_url(self.base.clone());
         Ok(Service::new(backend, self.base.clone(), max_results))
     }
 
@@ -479,25 +480,44 @@ typed_handlers!(
     delete_group
 );
 
-/// `POST /.search` at the root: both types, filtered each by its own
-/// schema, then paged together (Users first).
+/// `POST /.search` at the root (RFC 7644 §3.4.3): both types, each
+/// filtered by its own schema, then sorted together (`sortBy` is resolved
+/// in the User schema, whose common attributes — `id`, `externalId`,
+/// `displayName`, `meta.*` — sort the same in Group; with no `sortBy`,
+/// Users come first), paged together, and each projected by its own
+/// schema.
 async fn search_root(State(state): State<ApiState>, request: Request) -> Response {
     respond(
         async {
             let (ctx, request) = ctx(request)?;
             let query = ListQuery::from_search_request(&body_json(request).await?)?;
             let service = ctx.service(&state, usize::MAX).await?;
+            let per_type = ListQuery {
+                sort_by: None,
+                start_index: None,
+                count: None,
+                projection: Projection::default(),
+                ..query.clone()
+            };
             let mut all = Vec::new();
             for rt in ResourceType::all() {
-                let per_type = ListQuery {
-                    start_index: None,
-                    count: None,
-                    ..query.clone()
-                };
                 all.extend(service.list(rt, &per_type).await?.resources);
             }
-            let page: ListResponse =
+            if let Some(by) = &query.sort_by {
+                sort_resources(ResourceType::user(), &mut all, by, query.sort_order);
+            }
+            let mut page: ListResponse =
                 Page::new(query.start_index, query.count, MAX_RESULTS).apply(all);
+            for resource in &mut page.resources {
+                let kind = resource
+                    .get("meta")
+                    .and_then(|m| m.get("resourceType"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                if let Some(rt) = ResourceType::all().iter().find(|rt| rt.id == kind) {
+                    *resource = query.projection.apply(rt, resource);
+                }
+            }
             Ok(scim_response(StatusCode::OK, &page.to_json(), None, false))
         }
         .await,
