@@ -1133,6 +1133,82 @@ async fn an_hr_system_sends_signed_lifecycle_events(t: &Id) -> TestResult {
     Ok(())
 }
 
+async fn an_identity_provider_provisions_people_over_scim(t: &Id) -> TestResult {
+    let issued = t
+        .app
+        .create_scim_token(&SYSTEM, &TenantRef::parse(CLIENT), "entra")
+        .await?;
+    let token = issued.secret.as_str().to_owned();
+    let users = format!("{}/scim/v2/{CLIENT}/Users", t.base);
+    let created: Value = t
+        .http
+        .post(&users)
+        .bearer_auth(&token)
+        .header("content-type", "application/scim+json")
+        .json(&json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"],
+            "externalId": "0c9f-entra-object",
+            "userName": "finn@contoso.example",
+            "active": true,
+            "name": {"givenName": "Finn", "familyName": "Fox"},
+            "emails": [{"value": "finn@contoso.example", "type": "work", "primary": true}],
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"department": "Sales"}
+        }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let id = created["id"].as_str().ok_or("created")?.to_owned();
+    t.settle().await;
+    assert_eq!(
+        Id::scim_groups(&t.crm, "finn@contoso.example"),
+        BTreeSet::from(["All staff".to_owned(), "Sales".to_owned()])
+    );
+    let (_, person) = t
+        .call(
+            &t.admin,
+            Method::GET,
+            &format!("/api/v1/tenants/{CLIENT}/people/0c9f-entra-object"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        person["lineage"]["department"]["source"], "scim",
+        "{person}"
+    );
+
+    // Entra disables the user (out of scope, or soft-deleted): a leaver.
+    let status = t
+        .http
+        .patch(format!("{users}/{id}"))
+        .bearer_auth(&token)
+        .header("content-type", "application/scim+json")
+        .json(
+            &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                      "Operations": [{"op": "Replace", "path": "active", "value": "False"}]}),
+        )
+        .send()
+        .await?
+        .status();
+    assert_eq!(status, StatusCode::OK);
+    t.settle().await;
+    assert_eq!(
+        Id::scim_user(&t.crm, "finn@contoso.example")["active"],
+        false
+    );
+    assert!(Id::scim_groups(&t.crm, "finn@contoso.example").is_empty());
+    let (_, person) = t
+        .call(
+            &t.admin,
+            Method::GET,
+            &format!("/api/v1/tenants/{CLIENT}/people/0c9f-entra-object"),
+            None,
+        )
+        .await;
+    assert_eq!(person["status"], "terminated");
+    Ok(())
+}
+
 macro_rules! identity_tests {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -1182,4 +1258,5 @@ identity_tests!(
     a_contract_end_date_terminates_and_revokes,
     late_events_are_replayed_in_order,
     an_hr_system_sends_signed_lifecycle_events,
+    an_identity_provider_provisions_people_over_scim,
 );

@@ -331,6 +331,7 @@ async fn create(
     let body = body_json(request).await?;
     let service = ctx.service(&state, MAX_RESULTS).await?;
     let full = service.create(rt, &body, &Projection::default()).await?;
+    push(&state, &ctx, rt, &full, false).await;
     Ok(resource_response(
         rt,
         StatusCode::CREATED,
@@ -338,6 +339,32 @@ async fn create(
         &projection,
         true,
     ))
+}
+
+/// Hands a user the identity provider wrote to identity lifecycle, as a
+/// lifecycle event of the person (see `crate::identity::scim_push`). The
+/// SCIM write stands whatever happens here; a failure is logged, and the
+/// person is brought in line by the next write or a reconciliation.
+async fn push(
+    state: &ApiState,
+    ctx: &Ctx,
+    rt: &ResourceType,
+    user: &serde_json::Value,
+    deleted: bool,
+) {
+    if rt.id != ResourceType::user().id {
+        return;
+    }
+    let tenant = ctx.caller.tenant.id;
+    match state.app.identity.scim_written(tenant, user, deleted).await {
+        Ok(Some(done)) => {
+            tracing::info!(%tenant, person = %done.person, status = %done.status, duplicate = done.duplicate, "SCIM user applied as a lifecycle event");
+        }
+        Ok(None) => {}
+        Err(err) => {
+            tracing::warn!(%tenant, error = %err, "a SCIM user could not be applied as a lifecycle event")
+        }
+    }
 }
 
 async fn get_one(
@@ -394,6 +421,7 @@ async fn update_one(
         Update::Replace => service.replace(rt, &id, &body, if_match, &all).await?,
         Update::Patch => service.patch(rt, &id, &body, if_match, &all).await?,
     };
+    push(&state, &ctx, rt, &full, false).await;
     Ok(resource_response(
         rt,
         StatusCode::OK,
@@ -411,9 +439,18 @@ async fn delete_one(
 ) -> Result<Response, ScimError> {
     let (ctx, _) = ctx(request)?;
     let service = ctx.service(&state, MAX_RESULTS).await?;
+    // A deleted user is a leaver: what it was is read first.
+    let before = if rt.id == ResourceType::user().id {
+        service.get(rt, &id, &Projection::default()).await.ok()
+    } else {
+        None
+    };
     service
         .delete(rt, &id, ctx.header(header::IF_MATCH))
         .await?;
+    if let Some(before) = before {
+        push(&state, &ctx, rt, &before, true).await;
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

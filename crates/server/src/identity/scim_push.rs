@@ -27,7 +27,11 @@ use time::OffsetDateTime;
 const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 
 fn text(value: Option<&Value>) -> Option<String> {
-    value.and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned)
+    value
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
 }
 
 /// The person's key for a SCIM user: `externalId`, else `userName`.
@@ -59,7 +63,10 @@ pub fn attributes(user: &Value) -> BTreeMap<String, Option<String>> {
     put("email", email);
     put(
         "location",
-        user.get("addresses").and_then(Value::as_array).and_then(|a| a.first()).and_then(|a| text(a.get("locality"))),
+        user.get("addresses")
+            .and_then(Value::as_array)
+            .and_then(|a| a.first())
+            .and_then(|a| text(a.get("locality"))),
     );
     if let Some(enterprise) = user.get(ENTERPRISE) {
         put("department", text(enterprise.get("department")));
@@ -71,7 +78,12 @@ pub fn attributes(user: &Value) -> BTreeMap<String, Option<String>> {
 /// The lifecycle event for a user as written (`deleted`: it was deleted),
 /// given whether the person is known and active now. `None` when the user
 /// names no key.
-pub fn event(user: &Value, deleted: bool, person_active: Option<bool>, now: OffsetDateTime) -> Option<LifecycleEvent> {
+pub fn event(
+    user: &Value,
+    deleted: bool,
+    person_active: Option<bool>,
+    now: OffsetDateTime,
+) -> Option<LifecycleEvent> {
     let person = person_key(user)?;
     let id = text(user.get("id")).unwrap_or_default();
     let version = user
@@ -90,12 +102,20 @@ pub fn event(user: &Value, deleted: bool, person_active: Option<bool>, now: Offs
         EventKind::Hire
     };
     Some(LifecycleEvent {
-        id: if deleted { format!("scim:{id}:deleted") } else { format!("scim:{id}:{version}") },
+        id: if deleted {
+            format!("scim:{id}:deleted")
+        } else {
+            format!("scim:{id}:{version}")
+        },
         person,
         kind,
         source: "scim".to_owned(),
         occurred_at: now,
-        attributes: if kind == EventKind::Terminate { BTreeMap::new() } else { attributes(user) },
+        attributes: if kind == EventKind::Terminate {
+            BTreeMap::new()
+        } else {
+            attributes(user)
+        },
         person_kind: None,
         roles: None,
     })
@@ -141,11 +161,27 @@ mod tests {
     #[test]
     fn inactive_or_deleted_is_a_leaver_and_a_known_active_person_moves() {
         let now = OffsetDateTime::UNIX_EPOCH;
-        assert_eq!(event(&entra_user(false), false, Some(true), now).map(|e| e.kind), Some(EventKind::Terminate));
+        assert_eq!(
+            event(&entra_user(false), false, Some(true), now).map(|e| e.kind),
+            Some(EventKind::Terminate)
+        );
         let deleted = event(&entra_user(true), true, Some(true), now).unwrap();
-        assert_eq!((deleted.kind, deleted.id.as_str()), (EventKind::Terminate, "scim:u1:deleted"));
-        assert_eq!(event(&entra_user(true), false, Some(true), now).map(|e| e.kind), Some(EventKind::Update));
-        assert_eq!(event(&entra_user(true), false, Some(false), now).map(|e| e.kind), Some(EventKind::Hire), "a rehire");
-        assert!(event(&json!({"id": "x"}), false, None, now).is_none(), "no key, no event");
+        assert_eq!(
+            (deleted.kind, deleted.id.as_str()),
+            (EventKind::Terminate, "scim:u1:deleted")
+        );
+        assert_eq!(
+            event(&entra_user(true), false, Some(true), now).map(|e| e.kind),
+            Some(EventKind::Update)
+        );
+        assert_eq!(
+            event(&entra_user(true), false, Some(false), now).map(|e| e.kind),
+            Some(EventKind::Hire),
+            "a rehire"
+        );
+        assert!(
+            event(&json!({"id": "x"}), false, None, now).is_none(),
+            "no key, no event"
+        );
     }
 }
