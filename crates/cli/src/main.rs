@@ -170,3 +170,15 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Connector(command) => commands::connector::run(&cli.config, command).await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every command and subcommand is well formed (clap checks names,
+    /// flags and defaults only when a command is built, so a clash would
+    /// otherwise surface as a panic the first time someone types it).
+    #[test]
+    fn every_command_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

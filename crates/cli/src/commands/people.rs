@@ -136,7 +136,7 @@ pub enum PolicyCommand {
         file: PathBuf,
         /// The version it replaces (see `show`; 0 for the first).
         #[arg(long)]
-        version: u64,
+        replaces: u64,
     },
 }
 
@@ -433,10 +433,10 @@ pub async fn run_policy(args: &ConfigArgs, command: PolicyCommand) -> Result<Exi
         PolicyCommand::Set {
             tenant,
             file,
-            version,
+            replaces,
         } => {
             let (version, impact) = app
-                .set_access_policy(&CLI, &TenantRef::parse(&tenant), &text(&file)?, version)
+                .set_access_policy(&CLI, &TenantRef::parse(&tenant), &text(&file)?, replaces)
                 .await?;
             println!(
                 "policy version {version} set; {} people affected",
