@@ -1,5 +1,7 @@
 //! Desired grants, plans, impact and drift, from the documented policy.
 
+#![allow(clippy::unwrap_used, reason = "integration tests fail loudly")]
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use gatehouse_core::gate::ProcessArea;

@@ -253,17 +253,16 @@ impl Id {
         Ok(())
     }
 
+    /// A connector of the client tenant with one credential `(role, secret)`.
     async fn connector(
         &self,
-        tenant: &str,
         name: &str,
         kind: ConnectorKind,
         base_url: String,
         settings: Value,
-        role: &str,
-        secret: &str,
+        (role, secret): (&str, &str),
     ) -> TestResult {
-        let t = TenantRef::parse(tenant);
+        let t = TenantRef::parse(CLIENT);
         let secret_name = SecretName::parse(&format!("{name}.{role}"))?;
         self.app
             .put_secret(&SYSTEM, &t, &secret_name, secret.as_bytes())
@@ -285,33 +284,27 @@ impl Id {
         self.tenant(CLIENT).await?;
         self.tenant(OTHER).await?;
         self.connector(
-            CLIENT,
             "crm",
             ConnectorKind::Scim,
             self.crm.scim_url(),
             json!({}),
-            "token",
-            SCIM_TOKEN,
+            ("token", SCIM_TOKEN),
         )
         .await?;
         self.connector(
-            CLIENT,
             "erp",
             ConnectorKind::Scim,
             self.erp.scim_url(),
             json!({}),
-            "token",
-            SCIM_TOKEN,
+            ("token", SCIM_TOKEN),
         )
         .await?;
         self.connector(
-            CLIENT,
             "m365",
             ConnectorKind::Graph,
             self.graph.url(),
             json!({"login_base": self.graph.url(), "partner_tenant_id": PARTNER, "client_id": APP_ID, "customer_tenant_id": CONTOSO_M365}),
-            "client_secret",
-            APP_SECRET,
+            ("client_secret", APP_SECRET),
         )
         .await?;
         let (status, body) = self

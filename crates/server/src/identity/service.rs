@@ -378,10 +378,10 @@ impl IdentityService {
         person: &Person,
     ) -> Result<OffsetDateTime, IdentityError> {
         let core = &self.core;
-        if let Some((stored, _)) = core.revocation(tenant, sealer, pid).await? {
-            if stored.started_at >= person.status_since || stored.completed_at.is_none() {
-                return Ok(stored.started_at);
-            }
+        if let Some((stored, _)) = core.revocation(tenant, sealer, pid).await?
+            && (stored.started_at >= person.status_since || stored.completed_at.is_none())
+        {
+            return Ok(stored.started_at);
         }
         let now = core.now();
         let deadline = now + core.config.revocation_deadline;
