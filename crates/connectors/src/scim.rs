@@ -606,8 +606,14 @@ impl ScimClient {
             "schemas": [PATCH_SCHEMA],
             "Operations": operations.iter().map(operation_json).collect::<Vec<_>>(),
         });
+        let mut url = self.url(&[endpoint, id]);
+        if endpoint == "Groups" {
+            // A large group's members are not wanted back (RFC 7644 §3.9
+            // lets a PATCH name what to leave out of its answer).
+            url.query_pairs_mut().append_pair("excludedAttributes", "members");
+        }
         let request = self
-            .request(Method::PATCH, self.url(&[endpoint, id]))
+            .request(Method::PATCH, url)
             .header(header::CONTENT_TYPE, SCIM_JSON)
             .body(body.to_string());
         let response = self.send(what, request).await?;

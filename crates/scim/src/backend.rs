@@ -164,21 +164,28 @@ impl<B: ScimBackend> Service<B> {
         if_match: Option<&str>,
         projection: &Projection,
     ) -> Result<Value, ScimError> {
-        let stored = self.load(rt, id).await?;
-        check_if_match(if_match, stored.version)?;
-        let attributes = prepare_write(
-            rt,
-            body,
-            Write::Replace {
-                existing: &stored.attributes,
-            },
-        )?;
-        let unique = unique_keys(rt, &attributes);
-        let new = self
-            .backend
-            .replace(rt, id, stored.version, attributes, unique)
-            .await?;
-        Ok(projection.apply(rt, &self.render(rt, &new)))
+        let mut attempt = 0;
+        loop {
+            let stored = self.load(rt, id).await?;
+            check_if_match(if_match, stored.version)?;
+            let attributes = prepare_write(
+                rt,
+                body,
+                Write::Replace {
+                    existing: &stored.attributes,
+                },
+            )?;
+            let unique = unique_keys(rt, &attributes);
+            match self
+                .backend
+                .replace(rt, id, stored.version, attributes, unique)
+                .await
+            {
+                Ok(new) => return Ok(projection.apply(rt, &self.render(rt, &new))),
+                Err(err) if retry_stale(&err, if_match, &mut attempt) => continue,
+                Err(err) => return Err(err),
+            }
+        }
     }
 
     /// PATCH: 200 with the rendered resource, projected (RFC 7644 §3.5.2
@@ -193,18 +200,25 @@ impl<B: ScimBackend> Service<B> {
         projection: &Projection,
     ) -> Result<Value, ScimError> {
         let request = PatchRequest::from_json(body)?;
-        let stored = self.load(rt, id).await?;
-        check_if_match(if_match, stored.version)?;
-        let attributes = apply_patch(rt, &stored.attributes, &request)?;
-        if writable(rt, &attributes) == writable(rt, &stored.attributes) {
-            return Ok(projection.apply(rt, &self.render(rt, &stored)));
+        let mut attempt = 0;
+        loop {
+            let stored = self.load(rt, id).await?;
+            check_if_match(if_match, stored.version)?;
+            let attributes = apply_patch(rt, &stored.attributes, &request)?;
+            if writable(rt, &attributes) == writable(rt, &stored.attributes) {
+                return Ok(projection.apply(rt, &self.render(rt, &stored)));
+            }
+            let unique = unique_keys(rt, &attributes);
+            match self
+                .backend
+                .replace(rt, id, stored.version, attributes, unique)
+                .await
+            {
+                Ok(new) => return Ok(projection.apply(rt, &self.render(rt, &new))),
+                Err(err) if retry_stale(&err, if_match, &mut attempt) => continue,
+                Err(err) => return Err(err),
+            }
         }
-        let unique = unique_keys(rt, &attributes);
-        let new = self
-            .backend
-            .replace(rt, id, stored.version, attributes, unique)
-            .await?;
-        Ok(projection.apply(rt, &self.render(rt, &new)))
     }
 
     /// DELETE: 204.
@@ -308,6 +322,21 @@ type Clock = Box<dyn Fn() -> OffsetDateTime + Send + Sync>;
 
 /// Resources by (type, id), each with its uniqueness keys.
 type Table = BTreeMap<(String, String), (Stored, Vec<UniqueKey>)>;
+
+/// How many times a write without `If-Match` is applied again to a newer
+/// version when another write got there first.
+const STALE_RETRIES: u32 = 16;
+
+/// Whether a write that lost a race (`412` from the backend's version
+/// check) should be applied again to the newer version: only when the
+/// client did not ask for a version (`If-Match`), which makes a PUT or
+/// PATCH atomic from the client's side, as RFC 7644 §3.5 expects (two
+/// clients adding members to one group both succeed). With `If-Match` the
+/// `412` is the answer.
+fn retry_stale(err: &ScimError, if_match: Option<&str>, attempt: &mut u32) -> bool {
+    *attempt += 1;
+    err.status() == 412 && if_match.is_none() && *attempt <= STALE_RETRIES
+}
 
 /// An in-memory backend: resources by type and id, with uniqueness keys.
 pub struct MemoryBackend {

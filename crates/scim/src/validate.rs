@@ -204,10 +204,15 @@ pub(crate) fn coerce(
         Value::Array(items) => items.iter().collect(),
         other => vec![other],
     };
+    // Duplicates are dropped, first one kept. `serde_json` serialises
+    // objects with sorted keys, so equal values have equal texts: one
+    // set lookup per value instead of comparing each with all before it
+    // (a group of 10,000 members would take 50 million comparisons).
     let mut out = Vec::with_capacity(items.len());
+    let mut seen = std::collections::HashSet::with_capacity(items.len());
     for item in items {
         if let Some(v) = coerce_single(def, item, path)?
-            && !out.contains(&v)
+            && seen.insert(v.to_string())
         {
             out.push(v);
         }

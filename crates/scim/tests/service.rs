@@ -288,3 +288,124 @@ fn a_service_over_a_borrowed_backend_shares_its_data() {
     .unwrap();
     assert_eq!(got["userName"], "a");
 }
+
+/// A backend whose first `replace` loses a race: another writer changes the
+/// resource just before it, as two clients PATCHing one group at once do.
+struct Racing {
+    inner: MemoryBackend,
+    raced: std::sync::atomic::AtomicBool,
+}
+
+impl gatehouse_scim::backend::ScimBackend for Racing {
+    fn create(
+        &self,
+        rt: &ResourceType,
+        attributes: Value,
+        unique: Vec<gatehouse_scim::UniqueKey>,
+    ) -> impl Future<Output = Result<gatehouse_scim::backend::Stored, gatehouse_scim::ScimError>> + Send
+    {
+        self.inner.create(rt, attributes, unique)
+    }
+
+    fn get(
+        &self,
+        rt: &ResourceType,
+        id: &str,
+    ) -> impl Future<
+        Output = Result<Option<gatehouse_scim::backend::Stored>, gatehouse_scim::ScimError>,
+    > + Send {
+        self.inner.get(rt, id)
+    }
+
+    fn replace(
+        &self,
+        rt: &ResourceType,
+        id: &str,
+        expected_version: u64,
+        attributes: Value,
+        unique: Vec<gatehouse_scim::UniqueKey>,
+    ) -> impl Future<Output = Result<gatehouse_scim::backend::Stored, gatehouse_scim::ScimError>> + Send
+    {
+        if !self.raced.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            // The other writer: adds member "m-other" first.
+            let current = block_on(self.inner.get(rt, id)).unwrap().unwrap();
+            let mut theirs = current.attributes.clone();
+            let mut members = theirs["members"].as_array().cloned().unwrap_or_default();
+            members.push(json!({"value": "m-other"}));
+            theirs["members"] = Value::Array(members);
+            block_on(
+                self.inner
+                    .replace(rt, id, current.version, theirs, Vec::new()),
+            )
+            .unwrap();
+        }
+        self.inner
+            .replace(rt, id, expected_version, attributes, unique)
+    }
+
+    fn delete(
+        &self,
+        rt: &ResourceType,
+        id: &str,
+    ) -> impl Future<Output = Result<bool, gatehouse_scim::ScimError>> + Send {
+        self.inner.delete(rt, id)
+    }
+
+    fn candidates(
+        &self,
+        rt: &ResourceType,
+        filter: Option<&gatehouse_scim::Filter>,
+    ) -> impl Future<
+        Output = Result<Vec<gatehouse_scim::backend::Stored>, gatehouse_scim::ScimError>,
+    > + Send {
+        self.inner.candidates(rt, filter)
+    }
+}
+
+#[test]
+fn a_patch_without_if_match_that_loses_a_race_applies_to_the_newer_version() {
+    let racing = |raced| {
+        Service::new(
+            Racing {
+                inner: MemoryBackend::new(|| datetime!(2026-01-02 03:04:05 UTC)),
+                raced: std::sync::atomic::AtomicBool::new(raced),
+            },
+            BASE,
+            200,
+        )
+    };
+    let add_mine = json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "add", "path": "members", "value": [{"value": "m-mine"}]}]
+    });
+    let group = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "Staff", "members": []});
+
+    // Without If-Match: both additions stand.
+    let svc = racing(true);
+    let created = block_on(svc.create(ResourceType::group(), &group, &none())).unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    svc.backend()
+        .raced
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let patched =
+        block_on(svc.patch(ResourceType::group(), &id, &add_mine, None, &none())).unwrap();
+    let members: Vec<&str> = patched["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["value"].as_str().unwrap())
+        .collect();
+    assert_eq!(members, ["m-other", "m-mine"], "{patched}");
+
+    // With If-Match naming the version read: the lost race is the answer.
+    let svc = racing(true);
+    let created = block_on(svc.create(ResourceType::group(), &group, &none())).unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let etag = created["meta"]["version"].as_str().unwrap().to_owned();
+    svc.backend()
+        .raced
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let err = block_on(svc.patch(ResourceType::group(), &id, &add_mine, Some(&etag), &none()))
+        .unwrap_err();
+    assert_eq!(err.status(), 412);
+}
