@@ -610,7 +610,8 @@ impl ScimClient {
         if endpoint == "Groups" {
             // A large group's members are not wanted back (RFC 7644 §3.9
             // lets a PATCH name what to leave out of its answer).
-            url.query_pairs_mut().append_pair("excludedAttributes", "members");
+            url.query_pairs_mut()
+                .append_pair("excludedAttributes", "members");
         }
         let request = self
             .request(Method::PATCH, url)
