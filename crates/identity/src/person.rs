@@ -164,10 +164,14 @@ impl Person {
         if self.status == PersonStatus::Terminated {
             return None;
         }
+        self.ends_on().filter(|date| date.as_str() < today)
+    }
+
+    /// The earliest of `contract_end` and `end_date`, if either is set.
+    pub fn ends_on(&self) -> Option<String> {
         ["contract_end", "end_date"]
             .iter()
             .filter_map(|a| self.attribute(a))
-            .filter(|date| *date < today)
             .min()
             .map(str::to_owned)
     }

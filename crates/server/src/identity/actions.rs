@@ -34,7 +34,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::{IdentityCore, IdentityError, Remaining, context};
-use crate::actions::AccountSystem;
+use crate::actions::{AccountSystem, text};
 
 /// The notification kind of an escalated revocation.
 pub const KIND_REVOCATION_ESCALATED: &str = "identity.revocation.escalated";
@@ -49,14 +49,6 @@ fn failed(err: IdentityError) -> ActionError {
 fn tenant_of(call: &ActionCall<'_>) -> Result<TenantId, ActionError> {
     call.tenant
         .ok_or_else(|| ActionError::permanent("identity actions need the workflow's tenant"))
-}
-
-fn text<'a>(params: &'a Value, key: &str) -> Result<&'a str, ActionError> {
-    params
-        .get(key)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| ActionError::permanent(format!("parameter `{key}` is required")))
 }
 
 fn rfc3339(at: OffsetDateTime) -> String {

@@ -99,14 +99,6 @@ impl std::fmt::Debug for IdentityService {
     }
 }
 
-fn earliest_end(person: &Person) -> Option<String> {
-    ["contract_end", "end_date"]
-        .iter()
-        .filter_map(|a| person.attribute(a))
-        .min()
-        .map(str::to_owned)
-}
-
 fn key_of(parts: &[&str]) -> String {
     let mut hash = Sha256::new();
     for part in parts {
@@ -167,7 +159,7 @@ impl IdentityService {
                 status: person.status.as_str().to_owned(),
                 version,
                 updated_at: now,
-                ends_on: earliest_end(&person),
+                ends_on: person.ends_on(),
                 sealed: IdentityCore::seal(&sealer, &context("person", &pid), &person)?,
             };
             let audit = by.record(
@@ -435,6 +427,27 @@ impl IdentityService {
             .collect()
     }
 
+    /// Every person of the tenant with their live elevations, read page by
+    /// page.
+    async fn everyone(
+        &self,
+        tenant: TenantId,
+        sealer: &TenantSealer,
+    ) -> Result<Vec<(PersonView, Vec<gatehouse_identity::Elevation>)>, IdentityError> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.people(tenant, after.as_deref(), 500).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id.clone());
+            for view in page {
+                let elevations = self.core.live_elevations(tenant, sealer, &view.id).await?;
+                out.push((view, elevations));
+            }
+        }
+        Ok(out)
+    }
+
     /// One person, by id (`per_…`) or by key.
     pub async fn person(
         &self,
@@ -477,20 +490,13 @@ impl IdentityService {
         let sealer = self.core.sealer(tenant).await?;
         let (_, _, before) = self.core.policy(tenant, &sealer).await?;
         let mut out = Vec::new();
-        let mut after_id: Option<String> = None;
-        loop {
-            let page = self.people(tenant, after_id.as_deref(), 500).await?;
-            let Some(last) = page.last() else { break };
-            after_id = Some(last.id.clone());
-            for view in &page {
-                let elevations = self.core.live_elevations(tenant, &sealer, &view.id).await?;
-                out.extend(impact(
-                    [(&view.person, elevations.as_slice())],
-                    &before,
-                    &after,
-                    self.core.now(),
-                ));
-            }
+        for (view, elevations) in self.everyone(tenant, &sealer).await? {
+            out.extend(impact(
+                [(&view.person, elevations.as_slice())],
+                &before,
+                &after,
+                self.core.now(),
+            ));
         }
         Ok(out)
     }
@@ -538,16 +544,9 @@ impl IdentityService {
         let (_, _, policy) = self.core.policy(tenant, &sealer).await?;
         let now = self.core.now();
         let mut people: BTreeMap<String, (PersonStatus, Desired)> = BTreeMap::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self.people(tenant, after.as_deref(), 500).await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.id.clone());
-            for view in page {
-                let elevations = self.core.live_elevations(tenant, &sealer, &view.id).await?;
-                let want = desired(&view.person, &policy, &elevations, now);
-                people.insert(view.id, (view.person.status, want));
-            }
+        for (view, elevations) in self.everyone(tenant, &sealer).await? {
+            let want = desired(&view.person, &policy, &elevations, now);
+            people.insert(view.id, (view.person.status, want));
         }
         let systems = self.core.systems(tenant).await?;
         let mut out = Vec::new();
