@@ -377,6 +377,87 @@ async fn groups_take_members_and_are_counted_apart_from_users() {
     app.scim.shutdown().await;
 }
 
+/// A leaver taken out of a group: `remove members[value eq "…"]` answered
+/// without members is applied in place; the answer, the version, the
+/// group's members and the users' `groups` all agree afterwards, and a
+/// stale `If-Match` or a non-member is refused as the RFC says.
+#[tokio::test]
+async fn removing_a_member_without_reading_the_members_back() {
+    let app = App::start().await;
+    let ids: Vec<String> = ["ada", "bob", "cy"]
+        .iter()
+        .map(|n| {
+            app.scim
+                .seed_user(&json!({ "schemas": [USER], "userName": format!("{n}@example.com") }))
+                .unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let members: Vec<Value> = ids.iter().map(|id| json!({ "value": id })).collect();
+    let group = app
+        .scim
+        .seed_group(&json!({ "schemas": [GROUP], "displayName": "Staff", "members": members }))
+        .unwrap();
+    let path = format!(
+        "/Groups/{}?excludedAttributes=members",
+        group["id"].as_str().unwrap()
+    );
+    let remove = |who: &str| {
+        json!({
+            "schemas": [PATCH_OP],
+            "Operations": [{ "op": "remove", "path": format!("members[value eq \"{who}\"]") }],
+        })
+    };
+    let stale = app
+        .call(Method::PATCH, &path)
+        .header("if-match", "W/\"999\"")
+        .json(&remove(&ids[1]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 412);
+
+    let removed = app
+        .call(Method::PATCH, &path)
+        .json(&remove(&ids[1]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), 200);
+    let answer = body(removed).await;
+    assert!(answer.get("members").is_none(), "{answer}");
+    assert_eq!(answer["displayName"], "Staff");
+    assert_eq!(answer["meta"]["version"], "W/\"2\"");
+    assert_eq!(app.scim.harness().counted("groups.updated"), 1);
+
+    let stored = &app.scim.groups()[0];
+    let left: Vec<&str> = stored["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["value"].as_str().unwrap())
+        .collect();
+    assert_eq!(left, [ids[0].as_str(), ids[2].as_str()]);
+    let bob = app.scim.user_by_name("bob@example.com").unwrap();
+    assert!(bob.get("groups").is_none(), "{bob}");
+    let ada = app.scim.user_by_name("ada@example.com").unwrap();
+    assert_eq!(ada["groups"][0]["value"], group["id"]);
+
+    // Someone who is not (or no longer) a member: noTarget, nothing written.
+    let again = app
+        .call(Method::PATCH, &path)
+        .json(&remove(&ids[1]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 400);
+    assert_eq!(body(again).await["scimType"], "noTarget");
+    assert_eq!(app.scim.harness().counted("groups.updated"), 1);
+    app.scim.shutdown().await;
+}
+
 #[tokio::test]
 async fn discovery_documents_are_served() {
     let app = App::start().await;

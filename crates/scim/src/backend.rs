@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Mutex;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 use crate::error::ScimError;
@@ -320,8 +320,28 @@ fn check_if_match(if_match: Option<&str>, version: u64) -> Result<(), ScimError>
 
 type Clock = Box<dyn Fn() -> OffsetDateTime + Send + Sync>;
 
-/// Resources by (type, id), each with its uniqueness keys.
-type Table = BTreeMap<(String, String), (Stored, Vec<UniqueKey>)>;
+/// Resources by (type, id), each with its uniqueness keys, and who holds
+/// each key (so that a write checks its keys without a scan).
+#[derive(Default)]
+struct Table {
+    resources: BTreeMap<(String, String), (Stored, Vec<UniqueKey>)>,
+    holders: std::collections::HashMap<(String, UniqueKey), String>,
+}
+
+impl Table {
+    fn release(&mut self, rt: &ResourceType, keys: &[UniqueKey]) {
+        for key in keys {
+            self.holders.remove(&(rt.id.clone(), key.clone()));
+        }
+    }
+
+    fn hold(&mut self, rt: &ResourceType, id: &str, keys: &[UniqueKey]) {
+        for key in keys {
+            self.holders
+                .insert((rt.id.clone(), key.clone()), id.to_owned());
+        }
+    }
+}
 
 /// How many times a write without `If-Match` is applied again to a newer
 /// version when another write got there first.
@@ -355,10 +375,66 @@ impl MemoryBackend {
     /// An empty backend reading time from `clock`.
     pub fn new(clock: impl Fn() -> OffsetDateTime + Send + Sync + 'static) -> Self {
         Self {
-            inner: Mutex::new(BTreeMap::new()),
+            inner: Mutex::new(Table::default()),
             next_id: Mutex::new(0),
             clock: Box::new(clock),
         }
+    }
+
+    /// Edits a resource's stored attributes in place, without copying them:
+    /// for edits that cannot break its schema or uniqueness (taking values
+    /// out of a multi-valued attribute), where a copy, a patch and a full
+    /// validation would cost as much as the resource is large. `edit`
+    /// answers whether it changed anything; if it did, the version moves
+    /// on. Refuses with `412` if `if_match` does not name the stored
+    /// version. Answers the resource without the attribute `omit` (so that
+    /// a large one is not copied for the answer either).
+    pub fn edit_in_place(
+        &self,
+        rt: &ResourceType,
+        id: &str,
+        if_match: Option<&str>,
+        edit: impl FnOnce(&mut Map<String, Value>) -> Result<bool, ScimError>,
+        omit: &str,
+    ) -> Result<Stored, ScimError> {
+        let now = (self.clock)();
+        let mut map = self.inner.lock().map_err(|_| poisoned())?;
+        let Some((stored, _)) = map.resources.get_mut(&(rt.id.clone(), id.to_owned())) else {
+            return Err(not_found(rt, id));
+        };
+        check_if_match(if_match, stored.version)?;
+        let Some(attributes) = stored.attributes.as_object_mut() else {
+            return Err(ScimError::new(
+                500,
+                None,
+                "a stored resource is not an object",
+            ));
+        };
+        if edit(attributes)? {
+            stored.version += 1;
+            stored.last_modified = now;
+        }
+        let kept: Map<String, Value> = attributes
+            .iter()
+            .filter(|(k, _)| !k.eq_ignore_ascii_case(omit))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Ok(Stored {
+            id: stored.id.clone(),
+            version: stored.version,
+            created: stored.created,
+            last_modified: stored.last_modified,
+            attributes: Value::Object(kept),
+        })
+    }
+
+    /// The stored version of a resource, without copying it.
+    pub fn version(&self, rt: &ResourceType, id: &str) -> Result<Option<u64>, ScimError> {
+        let map = self.inner.lock().map_err(|_| poisoned())?;
+        Ok(map
+            .resources
+            .get(&(rt.id.clone(), id.to_owned()))
+            .map(|(s, _)| s.version))
     }
 
     fn taken(
@@ -367,9 +443,13 @@ impl MemoryBackend {
         except: Option<&str>,
         unique: &[UniqueKey],
     ) -> Option<ScimError> {
-        map.iter()
-            .filter(|((t, id), _)| *t == rt.id && Some(id.as_str()) != except)
-            .find_map(|(_, (_, keys))| keys.iter().find(|k| unique.contains(k)))
+        unique
+            .iter()
+            .find(|k| {
+                map.holders
+                    .get(&(rt.id.clone(), (*k).clone()))
+                    .is_some_and(|holder| Some(holder.as_str()) != except)
+            })
             .map(|k| {
                 ScimError::uniqueness(format!("{} \"{}\" is already in use", k.attribute, k.value))
             })
@@ -402,7 +482,9 @@ impl ScimBackend for MemoryBackend {
                 last_modified: now,
                 attributes,
             };
-            map.insert((rt.id.clone(), stored.id.clone()), (stored.clone(), unique));
+            map.hold(rt, &stored.id, &unique);
+            map.resources
+                .insert((rt.id.clone(), stored.id.clone()), (stored.clone(), unique));
             Ok(stored)
         })();
         std::future::ready(result)
@@ -414,7 +496,8 @@ impl ScimBackend for MemoryBackend {
         id: &str,
     ) -> impl Future<Output = Result<Option<Stored>, ScimError>> + Send {
         let result = self.inner.lock().map_err(|_| poisoned()).map(|map| {
-            map.get(&(rt.id.clone(), id.to_owned()))
+            map.resources
+                .get(&(rt.id.clone(), id.to_owned()))
                 .map(|(s, _)| s.clone())
         });
         std::future::ready(result)
@@ -434,7 +517,8 @@ impl ScimBackend for MemoryBackend {
                 return Err(e);
             }
             let now = (self.clock)();
-            let Some((stored, keys)) = map.get_mut(&(rt.id.clone(), id.to_owned())) else {
+            let key = (rt.id.clone(), id.to_owned());
+            let Some((stored, keys)) = map.resources.get_mut(&key) else {
                 return Err(not_found(rt, id));
             };
             if stored.version != expected_version {
@@ -445,8 +529,11 @@ impl ScimBackend for MemoryBackend {
             stored.version += 1;
             stored.last_modified = now;
             stored.attributes = attributes;
-            *keys = unique;
-            Ok(stored.clone())
+            let answer = stored.clone();
+            let released = std::mem::replace(keys, unique.clone());
+            map.release(rt, &released);
+            map.hold(rt, id, &unique);
+            Ok(answer)
         })();
         std::future::ready(result)
     }
@@ -456,11 +543,13 @@ impl ScimBackend for MemoryBackend {
         rt: &ResourceType,
         id: &str,
     ) -> impl Future<Output = Result<bool, ScimError>> + Send {
-        let result = self
-            .inner
-            .lock()
-            .map_err(|_| poisoned())
-            .map(|mut map| map.remove(&(rt.id.clone(), id.to_owned())).is_some());
+        let result = self.inner.lock().map_err(|_| poisoned()).map(|mut map| {
+            let removed = map.resources.remove(&(rt.id.clone(), id.to_owned()));
+            if let Some((_, keys)) = &removed {
+                map.release(rt, keys);
+            }
+            removed.is_some()
+        });
         std::future::ready(result)
     }
 
@@ -470,7 +559,8 @@ impl ScimBackend for MemoryBackend {
         _filter: Option<&Filter>,
     ) -> impl Future<Output = Result<Vec<Stored>, ScimError>> + Send {
         let result = self.inner.lock().map_err(|_| poisoned()).map(|map| {
-            map.iter()
+            map.resources
+                .iter()
                 .filter(|((t, _), _)| *t == rt.id)
                 .map(|(_, (s, _))| s.clone())
                 .collect()

@@ -105,6 +105,25 @@ fn a_taken_user_name_is_409_uniqueness_whatever_its_case() {
         &none(),
     ))
     .unwrap();
+    // A name is free again once its holder is renamed or deleted.
+    block_on(svc.patch(
+        ResourceType::user(),
+        id,
+        &patch_body(json!([{"op": "replace", "path": "userName", "value": "renamed"}])),
+        None,
+        &none(),
+    ))
+    .unwrap();
+    new_user(&svc, "other");
+    let e = block_on(svc.create(
+        ResourceType::user(),
+        &json!({"schemas": [USER], "userName": "Renamed"}),
+        &none(),
+    ))
+    .unwrap_err();
+    assert_eq!(e.status(), 409, "the new name is held");
+    block_on(svc.delete(ResourceType::user(), id, None)).unwrap();
+    new_user(&svc, "renamed");
 }
 
 #[test]

@@ -36,8 +36,16 @@ pub(super) async fn list_users(State(shared): St, headers: HeaderMap, Query(q): 
     let options = Options::parse(&q)?;
     options.check_filter(&user_sample(), "user")?;
     let items = with_tenant(&shared, &headers, |t, _| {
-        Ok(t.users
-            .values()
+        // A lookup by name (what a connector resolving one account sends)
+        // reads that user alone instead of rendering the whole directory.
+        let by_name = options
+            .equals("userPrincipalName")
+            .map(|upn| t.user_id(upn).and_then(|id| t.users.get(&id)));
+        let candidates: Box<dyn Iterator<Item = &User>> = match by_name {
+            Some(found) => Box::new(found.into_iter()),
+            None => Box::new(t.users.values()),
+        };
+        Ok(candidates
             .map(User::json)
             .filter(|u| options.matches(u))
             .collect::<Vec<_>>())

@@ -70,6 +70,14 @@ impl Options {
         Ok(options)
     }
 
+    /// The value an `eq` clause on `path` asks for, if there is one.
+    pub fn equals(&self, path: &str) -> Option<&str> {
+        self.filter
+            .iter()
+            .find(|(p, _)| p.eq_ignore_ascii_case(path))
+            .map(|(_, want)| want.as_str())
+    }
+
     /// Whether `item` matches every filter clause (strings compare without
     /// regard to case, as Graph's `eq` on names does).
     pub fn matches(&self, item: &Value) -> bool {
