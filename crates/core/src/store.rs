@@ -546,7 +546,17 @@ pub trait AuditStore: Send + Sync {
     /// record in its own transaction instead.
     async fn queue_audit(&self, records: &[AuditRecord]) -> StoreResult<()>;
     /// Up to `limit` outbox records, oldest first, with their outbox ids.
-    async fn pending_audit(&self, limit: u32) -> StoreResult<Vec<(i64, AuditRecord)>>;
+    async fn pending_audit(&self, limit: u32) -> StoreResult<Vec<(i64, AuditRecord)>> {
+        self.pending_audit_after(i64::MIN, limit).await
+    }
+    /// Up to `limit` outbox records whose ids are above `after`, oldest
+    /// first: what the sequencer reads next while the records it holds are
+    /// still being appended.
+    async fn pending_audit_after(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<(i64, AuditRecord)>>;
     /// In one transaction: moves `log` from `expected_size` to
     /// `expected_size + entries.len()` (`Stale("audit log")` if its size is
     /// another: a second sequencer appended meanwhile), stores `entries`

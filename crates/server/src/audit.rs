@@ -94,8 +94,12 @@ pub enum IssueError {
     Store(#[from] StoreError),
 }
 
-/// Records sequenced per run of [`Sequencer::run`].
-pub const SEQUENCE_BATCH: u32 = 4096;
+/// Records read per page of a run of [`Sequencer::run`].
+pub const SEQUENCE_BATCH: u32 = 16384;
+
+/// Pages one run reads at most before it lets go of the sequencer's state
+/// (so that an on-demand checkpoint waits for a few pages, not a backlog).
+pub const PAGES_PER_RUN: usize = 4;
 
 /// When the sequencer signs a checkpoint of a log that grew.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,7 +158,7 @@ impl State {
 /// Records appended per transaction. A run of [`SEQUENCE_BATCH`] records
 /// of one log is written in a few transactions, so that the next one's
 /// leaves are built while one is being written.
-const APPEND_CHUNK: usize = 1024;
+const APPEND_CHUNK: usize = 2048;
 
 /// One transaction's worth of a log: its entries, the subtrees they
 /// complete, the outbox records they consume, and the log's frontier
@@ -321,14 +325,67 @@ impl Sequencer {
         }
     }
 
-    /// Sequences up to `limit` of the oldest outbox records; returns how
-    /// many were appended. A log whose append was refused because another
-    /// sequencer appended meanwhile is skipped (its records stay queued).
-    /// After each append, signs a checkpoint of the log if it grew by the
-    /// policy's number of entries since its latest one.
+    /// Sequences the oldest outbox records, in pages of `limit`, at most
+    /// [`PAGES_PER_RUN`] pages; returns how many were appended. Each page
+    /// after the first is read (the records above the current page's ids)
+    /// while the current one is appended, so the writer does not wait for
+    /// the read. A log whose append was refused because another sequencer
+    /// appended meanwhile is skipped (its records stay queued), and the run
+    /// ends there. After each append, signs a checkpoint of the log if it
+    /// grew by the policy's number of entries since its latest one.
     pub async fn run_once(&self, limit: u32) -> Result<usize, SequencerError> {
         let mut state = self.state.lock().await;
-        let pending = self.store.pending_audit(limit).await?;
+        let mut page = self.store.pending_audit(limit).await?;
+        let mut appended = 0;
+        for turn in 1..=PAGES_PER_RUN {
+            let Some(&(last, _)) = page.last() else {
+                break;
+            };
+            let next = (turn < PAGES_PER_RUN).then(|| {
+                let store = self.store.clone();
+                tokio::spawn(async move { store.pending_audit_after(last, limit).await })
+            });
+            let sequenced = self.sequence_page(&mut state, page).await;
+            let (n, whole) = match sequenced {
+                Ok(done) => done,
+                Err(err) => {
+                    if let Some(next) = next {
+                        next.abort();
+                    }
+                    return Err(err);
+                }
+            };
+            appended += n;
+            page = match next {
+                Some(next) if whole => match next.await {
+                    Ok(read) => read?,
+                    Err(join) => {
+                        return Err(StoreError::Backend {
+                            context: "reading the audit outbox",
+                            source: Box::new(join),
+                        }
+                        .into());
+                    }
+                },
+                Some(next) => {
+                    next.abort();
+                    break;
+                }
+                None => break,
+            };
+        }
+        Ok(appended)
+    }
+
+    /// Appends one page of outbox records (in id order) to their logs;
+    /// answers how many were appended and whether every log took its
+    /// records (`false`: one was refused and keeps them queued).
+    async fn sequence_page(
+        &self,
+        state: &mut State,
+        pending: Vec<(i64, AuditRecord)>,
+    ) -> Result<(usize, bool), SequencerError> {
+        let mut whole = true;
         let mut by_log: BTreeMap<String, Vec<(i64, AuditRecord)>> = BTreeMap::new();
         for (id, record) in pending {
             by_log.entry(record.log()).or_default().push((id, record));
@@ -380,8 +437,7 @@ impl Sequencer {
                 match written {
                     Ok(()) => {
                         appended += count;
-                        self.checkpoint_if_grown(&mut state, &log, &frontier)
-                            .await?;
+                        self.checkpoint_if_grown(state, &log, &frontier).await?;
                         state.frontiers.insert(log.clone(), frontier);
                         next = following.transpose()?;
                     }
@@ -392,6 +448,7 @@ impl Sequencer {
                             "another sequencer appended to the audit log; retrying on the next run"
                         );
                         state.forget(&log);
+                        whole = false;
                     }
                     Err(err) => {
                         state.forget(&log);
@@ -400,7 +457,7 @@ impl Sequencer {
                 }
             }
         }
-        Ok(appended)
+        Ok((appended, whole))
     }
 
     /// How this run writes the details of `log`'s records: in clear in the

@@ -186,7 +186,7 @@ pub(crate) fn outbox_record(row: OutboxRow) -> StoreResult<(i64, AuditRecord)> {
     ))
 }
 
-/// The oldest `$1` outbox records packed into one row: a JSON array of
+/// The oldest `$2` outbox records with ids above `$1` packed into one row: a JSON array of
 /// `[id, log, at, tenant_id, actor, action, subject, details]` arrays, with
 /// `details` as its JSON text (read back by [`unpack_outbox`]). As for
 /// [`PACKED_LEAVES_SQL`]: SQLite hands rows to sqlx one by one through a
@@ -195,7 +195,7 @@ pub(crate) fn outbox_record(row: OutboxRow) -> StoreResult<(i64, AuditRecord)> {
 pub(crate) const PACKED_OUTBOX_SQL: &str = "SELECT json_group_array(json_array(id, log, at, \
      tenant_id, actor, action, subject, details)) \
      FROM (SELECT id, log, at, tenant_id, actor, action, subject, details \
-     FROM audit_outbox ORDER BY id LIMIT $1)";
+     FROM audit_outbox WHERE id > $1 ORDER BY id LIMIT $2)";
 
 /// An outbox row as [`PACKED_OUTBOX_SQL`] packs it.
 type PackedOutboxRow = (
@@ -489,11 +489,12 @@ macro_rules! impl_audit_store {
                     .map_err(crate::db_error("queueing audit records"))
             }
 
-            async fn pending_audit(
+            async fn pending_audit_after(
                 &self,
+                after: i64,
                 limit: u32,
             ) -> gatehouse_core::store::StoreResult<Vec<(i64, gatehouse_core::audit::AuditRecord)>> {
-                self.read_audit_outbox(limit).await
+                self.read_audit_outbox(after, limit).await
             }
 
             async fn append_audit(

@@ -49,13 +49,15 @@ impl PgStore {
     /// `AuditStore::pending_audit`: one row per record.
     async fn read_audit_outbox(
         &self,
+        after: i64,
         limit: u32,
     ) -> StoreResult<Vec<(i64, gatehouse_core::audit::AuditRecord)>> {
         let text = format!(
-            "SELECT id, {} FROM audit_outbox ORDER BY id LIMIT $1",
+            "SELECT id, {} FROM audit_outbox WHERE id > $1 ORDER BY id LIMIT $2",
             crate::audit_sql::OUTBOX_COLUMNS
         );
         let rows: Vec<crate::audit_sql::OutboxRow> = sqlx::query_as(&text)
+            .bind(after)
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await

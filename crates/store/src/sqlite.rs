@@ -6,8 +6,17 @@
 //! foreign keys on; a busy timeout so concurrent writers queue instead of
 //! failing; and `secure_delete` so that the bytes of a destroyed tenant key
 //! are overwritten in the file, not merely unlinked from the b-tree.
+//!
+//! WAL checkpoints (copying committed pages into the database file, with
+//! its `fsync`) run beside the writer, not in it: a background task asks
+//! for a passive checkpoint every [`CHECKPOINT_EVERY`] on a reader
+//! connection, so the writer's commits never wait for the disk. The
+//! writer's own automatic checkpoint stays as a safety net, at
+//! [`AUTOCHECKPOINT_PAGES`], for when the task falls behind; and the WAL
+//! file is cut back to [`WAL_SIZE_LIMIT`] once checkpointed.
 
 use std::str::FromStr;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use gatehouse_core::store::{Backend, SchemaStatus, Store, StoreError, StoreResult};
@@ -17,6 +26,14 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use crate::db_error;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// How often the background task checkpoints the WAL.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+/// WAL pages after which the writer checkpoints by itself (64 MB of 4 KB
+/// pages; SQLite's default is 1,000).
+pub const AUTOCHECKPOINT_PAGES: u32 = 16_384;
+/// The size the WAL file is cut back to once checkpointed.
+pub const WAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
 
 /// A store in a SQLite database file.
 #[derive(Debug, Clone)]
@@ -29,6 +46,9 @@ pub struct SqliteStore {
     /// Where lease claims run: the writer (its commits do not wait for a
     /// flush anyway, with `synchronous = NORMAL` in WAL mode).
     pub(crate) claimer: SqlitePool,
+    /// Alive while any clone of the store is: the checkpoint task stops
+    /// when the last one is dropped.
+    _alive: Arc<()>,
 }
 
 impl SqliteStore {
@@ -56,9 +76,11 @@ impl SqliteStore {
     /// each read sees every commit made before it started).
     async fn read_audit_outbox(
         &self,
+        after: i64,
         limit: u32,
     ) -> StoreResult<Vec<(i64, gatehouse_core::audit::AuditRecord)>> {
         let (packed,): (Option<String>,) = sqlx::query_as(crate::audit_sql::PACKED_OUTBOX_SQL)
+            .bind(after)
             .bind(i64::from(limit))
             .fetch_one(&self.pool)
             .await
@@ -78,7 +100,9 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
-            .pragma("secure_delete", "ON");
+            .pragma("secure_delete", "ON")
+            .pragma("wal_autocheckpoint", AUTOCHECKPOINT_PAGES.to_string())
+            .pragma("journal_size_limit", WAL_SIZE_LIMIT.to_string());
         let path = options.get_filename();
         let in_memory = path.as_os_str().is_empty() || path.to_string_lossy().contains(":memory:");
         if !in_memory && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -98,6 +122,7 @@ impl SqliteStore {
                 pool: writer.clone(),
                 claimer: writer.clone(),
                 writer,
+                _alive: Arc::new(()),
             });
         }
         let pool = SqlitePoolOptions::new()
@@ -105,11 +130,44 @@ impl SqliteStore {
             .connect_with(options.create_if_missing(false))
             .await
             .map_err(db_error("opening the SQLite database"))?;
+        let alive = Arc::new(());
+        tokio::spawn(checkpoint_in_background(
+            pool.clone(),
+            Arc::downgrade(&alive),
+        ));
         Ok(Self {
             pool,
             claimer: writer.clone(),
             writer,
+            _alive: alive,
         })
+    }
+}
+
+/// Checkpoints the WAL every [`CHECKPOINT_EVERY`] on a reader connection
+/// (passive: it copies what no reader still needs and never blocks the
+/// writer), until the store is dropped.
+async fn checkpoint_in_background(pool: SqlitePool, alive: Weak<()>) {
+    let mut failures = 0u32;
+    loop {
+        tokio::time::sleep(CHECKPOINT_EVERY).await;
+        if alive.strong_count() == 0 {
+            break;
+        }
+        match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&pool)
+            .await
+        {
+            Ok(_) => failures = 0,
+            Err(err) => {
+                failures = failures.saturating_add(1);
+                // Once, then every few minutes: the writer's own
+                // checkpoints still bound the WAL meanwhile.
+                if failures == 1 || failures.is_multiple_of(1_000) {
+                    tracing::warn!(%err, failures, "checkpointing the SQLite WAL in the background failed");
+                }
+            }
+        }
     }
 }
 

@@ -323,6 +323,44 @@ mod cases {
         assert_eq!(restored.root(), memory.root());
     }
 
+    /// The sequencer reads its next page from the ids above the page it is
+    /// appending: in id order, nothing at or below the cursor, and an
+    /// empty answer past the end.
+    pub async fn the_outbox_reads_on_from_a_cursor(c: &Case) {
+        for _ in 0..5 {
+            c.store
+                .commit_progress(&[c.progress(&c.instance(), &[1])])
+                .await
+                .unwrap();
+        }
+        let all: Vec<i64> = c
+            .store
+            .pending_audit(100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert!(all.len() >= 5, "{all:?}");
+        assert!(all.windows(2).all(|w| w[0] < w[1]), "{all:?}");
+        let after = |cursor: i64, limit: u32| {
+            let store = c.store.clone();
+            async move {
+                store
+                    .pending_audit_after(cursor, limit)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|(id, _)| id)
+                    .collect::<Vec<i64>>()
+            }
+        };
+        assert_eq!(after(all[1], 2).await, all[2..4]);
+        assert_eq!(after(all[1], 100).await, all[2..]);
+        assert_eq!(after(i64::MIN, 100).await, all);
+        assert!(after(all[all.len() - 1], 100).await.is_empty());
+    }
+
     pub async fn checkpoints_are_one_per_size(c: &Case) {
         let log = "system";
         let mut tree = Frontier::new();
@@ -397,5 +435,6 @@ macro_rules! conformance {
 conformance!(
     progress_and_events_queue_their_records_in_their_transaction,
     appends_are_a_compare_and_set_on_the_size,
+    the_outbox_reads_on_from_a_cursor,
     checkpoints_are_one_per_size,
 );

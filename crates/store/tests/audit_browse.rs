@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use gatehouse_audit::{Frontier, Hash, leaf_hash};
-use gatehouse_core::audit::{AuditCheckpoint, AuditEntry, AuditNode};
+use gatehouse_core::audit::{AuditCheckpoint, AuditEntry, AuditNode, AuditRecord};
 use gatehouse_core::store::{ActionFilter, AuditCursor, AuditFilter, AuditRow, Store, StoreError};
 use time::{Duration, OffsetDateTime};
 
@@ -350,3 +350,46 @@ browse_tests!(
     single_entries_leaves_sizes_and_checkpoints,
     cursors_and_action_filters_are_parsed_strictly,
 );
+
+/// On SQLite, committed pages reach the database file without anyone
+/// checkpointing by hand and well before the writer's own automatic
+/// checkpoint (64 MB of WAL): the background task copies them.
+#[tokio::test]
+async fn sqlite_checkpoints_the_wal_in_the_background() -> TestResult {
+    let db = gatehouse_store::testing::TestDatabase::sqlite().await?;
+    let file = db
+        .url
+        .strip_prefix("sqlite://")
+        .map(std::path::PathBuf::from)
+        .ok_or("not a file URL")?;
+    let before = std::fs::metadata(&file)?.len();
+    // About 4 MB of records, far below the automatic checkpoint.
+    let filler = "x".repeat(4_000);
+    let records: Vec<AuditRecord> = (0..1_000)
+        .map(|i| AuditRecord {
+            at: OffsetDateTime::UNIX_EPOCH,
+            tenant_id: None,
+            actor: "test".into(),
+            action: "test.filler".into(),
+            subject: format!("s{i}"),
+            details: serde_json::json!({ "filler": filler }),
+        })
+        .collect();
+    for chunk in records.chunks(100) {
+        db.store.queue_audit(chunk).await?;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let size = std::fs::metadata(&file)?.len();
+        if size >= before + 3_000_000 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the database file stayed at {size} bytes (from {before}): the WAL was not checkpointed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    db.cleanup().await;
+    Ok(())
+}
