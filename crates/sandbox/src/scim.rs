@@ -253,13 +253,17 @@ fn indexed_values(attributes: &Value) -> Vec<(&'static str, String)> {
         .collect()
 }
 
+fn member_value(member: &Value) -> Option<&str> {
+    member.get("value").and_then(Value::as_str)
+}
+
 fn member_values(attributes: &Value) -> impl Iterator<Item = &str> {
     attributes
         .get("members")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .filter_map(|m| m.get("value").and_then(Value::as_str))
+        .filter_map(member_value)
 }
 
 impl Index {
@@ -887,15 +891,17 @@ fn remove_members(
                     gone.first().map_or("", String::as_str)
                 )));
             };
-            for value in &gone {
-                let before = members.len();
-                members.retain(|m| m.get("value").and_then(Value::as_str) != Some(value));
-                if members.len() == before {
-                    return Err(ScimError::no_target(format!(
-                        "no value of \"members\" matches \"members[value eq \"{value}\"]\""
-                    )));
-                }
+            // All or nothing, as the general path: every operation must
+            // find its member before any is taken out.
+            if let Some(missing) = gone
+                .iter()
+                .find(|g| !members.iter().any(|m| member_value(m) == Some(g.as_str())))
+            {
+                return Err(ScimError::no_target(format!(
+                    "no value of \"members\" matches \"members[value eq \"{missing}\"]\""
+                )));
             }
+            members.retain(|m| member_value(m).is_none_or(|v| !gone.iter().any(|g| g == v)));
             if members.is_empty() {
                 attributes.remove("members");
             }

@@ -445,6 +445,23 @@ async fn removing_a_member_without_reading_the_members_back() {
     let ada = app.scim.user_by_name("ada@example.com").unwrap();
     assert_eq!(ada["groups"][0]["value"], group["id"]);
 
+    // Two removals, the second of someone not a member: refused whole.
+    let both = app
+        .call(Method::PATCH, &path)
+        .json(&json!({
+            "schemas": [PATCH_OP],
+            "Operations": [
+                { "op": "remove", "path": format!("members[value eq \"{}\"]", ids[0]) },
+                { "op": "remove", "path": format!("members[value eq \"{}\"]", ids[1]) },
+            ],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(both.status(), 400);
+    assert_eq!(app.scim.groups()[0]["members"].as_array().unwrap().len(), 2);
+    assert_eq!(app.scim.groups()[0]["meta"]["version"], "W/\"2\"");
+
     // Someone who is not (or no longer) a member: noTarget, nothing written.
     let again = app
         .call(Method::PATCH, &path)

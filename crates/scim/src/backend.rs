@@ -386,7 +386,7 @@ impl MemoryBackend {
     /// out of a multi-valued attribute), where a copy, a patch and a full
     /// validation would cost as much as the resource is large. `edit`
     /// answers whether it changed anything; if it did, the version moves
-    /// on. Refuses with `412` if `if_match` does not name the stored
+    /// on. An `edit` that answers an error must have changed nothing. Refuses with `412` if `if_match` does not name the stored
     /// version. Answers the resource without the attribute `omit` (so that
     /// a large one is not copied for the answer either).
     pub fn edit_in_place(
