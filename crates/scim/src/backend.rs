@@ -175,15 +175,12 @@ impl<B: ScimBackend> Service<B> {
                     existing: &stored.attributes,
                 },
             )?;
-            let unique = unique_keys(rt, &attributes);
             match self
-                .backend
-                .replace(rt, id, stored.version, attributes, unique)
+                .write(rt, id, stored.version, attributes, projection)
                 .await
             {
-                Ok(new) => return Ok(projection.apply(rt, &self.render(rt, &new))),
                 Err(err) if retry_stale(&err, if_match, &mut attempt) => continue,
-                Err(err) => return Err(err),
+                answer => return answer,
             }
         }
     }
@@ -208,17 +205,32 @@ impl<B: ScimBackend> Service<B> {
             if writable(rt, &attributes) == writable(rt, &stored.attributes) {
                 return Ok(projection.apply(rt, &self.render(rt, &stored)));
             }
-            let unique = unique_keys(rt, &attributes);
             match self
-                .backend
-                .replace(rt, id, stored.version, attributes, unique)
+                .write(rt, id, stored.version, attributes, projection)
                 .await
             {
-                Ok(new) => return Ok(projection.apply(rt, &self.render(rt, &new))),
                 Err(err) if retry_stale(&err, if_match, &mut attempt) => continue,
-                Err(err) => return Err(err),
+                answer => return answer,
             }
         }
+    }
+
+    /// Replaces the stored attributes of version `version` (with their
+    /// uniqueness keys) and answers the new resource, projected.
+    async fn write(
+        &self,
+        rt: &ResourceType,
+        id: &str,
+        version: u64,
+        attributes: Value,
+        projection: &Projection,
+    ) -> Result<Value, ScimError> {
+        let unique = unique_keys(rt, &attributes);
+        let new = self
+            .backend
+            .replace(rt, id, version, attributes, unique)
+            .await?;
+        Ok(projection.apply(rt, &self.render(rt, &new)))
     }
 
     /// DELETE: 204.
