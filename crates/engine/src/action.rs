@@ -192,10 +192,31 @@ impl Plan {
     }
 }
 
-/// The SHA-256 (hex) of `observed` serialised as JSON. `serde_json` keeps
-/// object keys sorted, so the same state always gives the same fingerprint.
+/// The SHA-256 (hex) of `observed` serialised as JSON with every object's
+/// keys sorted, so the same state always gives the same fingerprint,
+/// whatever order its keys were inserted or read in. (`serde_json` alone
+/// does not promise that: with its `preserve_order` feature, which any
+/// crate in the build may turn on, objects keep insertion order.)
 pub fn fingerprint(observed: &Value) -> String {
     use sha2::Digest;
-    let bytes = serde_json::to_vec(observed).unwrap_or_default();
+    let bytes = serde_json::to_vec(&sorted(observed)).unwrap_or_default();
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+/// `value` with every object rebuilt in key order.
+fn sorted(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k.clone(), sorted(v)))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+        other => other.clone(),
+    }
 }

@@ -29,6 +29,7 @@ use gatehouse_engine::runtime::{Engine, EngineConfig, NewEvent};
 use gatehouse_engine::template::Template;
 use gatehouse_store::testing::TestDatabase;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 /// A fake PSA: companies with a status, which the test changes at will.
 #[derive(Default)]
@@ -475,4 +476,18 @@ fn the_fingerprint_depends_on_the_observed_state_only() {
     let c = Plan::new("a", Vec::new(), json!({ "x": 2, "y": [1, 2] }));
     assert_eq!(a.fingerprint, b.fingerprint);
     assert_ne!(a.fingerprint, c.fingerprint);
+}
+
+#[test]
+fn the_fingerprint_sorts_nested_keys_and_matches_the_sorted_text() {
+    // Whatever order serde_json keeps keys in (its `preserve_order` feature
+    // may be on in the build), nested objects are hashed in key order, and
+    // the bytes are the sorted text, so plans stored earlier still match.
+    let observed = json!({ "z": { "b": [ { "d": 1, "c": 2 } ], "a": null }, "m": "x" });
+    let sorted_text = r#"{"m":"x","z":{"a":null,"b":[{"c":2,"d":1}]}}"#;
+    let expected = format!(
+        "sha256:{}",
+        hex::encode(Sha256::digest(sorted_text.as_bytes()))
+    );
+    assert_eq!(Plan::new("p", Vec::new(), observed).fingerprint, expected);
 }
