@@ -156,6 +156,9 @@ pub fn open_engine(
 
 /// The services over an open store.
 pub async fn open_app(config: &Config, store: Arc<dyn Store>) -> Result<(App, bool), CliError> {
+    // The authorization policies are checked before anything else: a
+    // policy that does not fit its schema stops the start.
+    gatehouse_server::authz::policies().map_err(|e| CliError::Config(e.to_string()))?;
     let (provider, created) = open_key_provider(config).await?;
     let keyring = Arc::new(
         Keyring::new(

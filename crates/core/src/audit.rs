@@ -81,6 +81,17 @@ pub mod action {
     pub const TOKEN_ISSUED: &str = "operator.token.issued";
     /// An API token was revoked (system log).
     pub const TOKEN_REVOKED: &str = "operator.token.revoked";
+    /// An operator's password was set or changed (system log).
+    pub const PASSWORD_SET: &str = "operator.password.set";
+    /// An operator enrolled a TOTP second factor (system log).
+    pub const TOTP_ENROLLED: &str = "operator.totp.enrolled";
+    /// An operator signed in to the console (system log).
+    pub const SIGNED_IN: &str = "operator.signed_in";
+    /// A sign-in was refused: wrong password or code, locked, disabled
+    /// (system log; never the password or the code).
+    pub const SIGN_IN_FAILED: &str = "operator.sign_in_failed";
+    /// An operator signed out, or a session was ended (system log).
+    pub const SIGNED_OUT: &str = "operator.signed_out";
 }
 
 /// Who makes a change, for its [`AuditRecord`]: an operator (and the API

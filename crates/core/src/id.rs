@@ -147,6 +147,10 @@ typed_id!(
     TokenId, "tok"
 );
 typed_id!(
+    /// A console session of an operator (signed in with a password).
+    SessionId, "ses"
+);
+typed_id!(
     /// An inbound event in the inbox.
     EventId, "evt"
 );

@@ -25,6 +25,7 @@ pub mod operator;
 pub mod retry_after;
 pub mod scim;
 pub mod secret;
+pub mod signin;
 pub mod store;
 pub mod tenant;
 pub mod workflow;

@@ -764,6 +764,7 @@ pub trait Store:
     + crate::kb::KbStore
     + crate::scim::ScimStore
     + crate::identity::IdentityStore
+    + crate::signin::SignInStore
     + Debug
 {
     /// Which engine this is.

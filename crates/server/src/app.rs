@@ -54,17 +54,50 @@ pub const MAX_PAGE: u32 = 500;
 /// Who is acting.
 #[derive(Debug, Clone)]
 pub enum Actor {
-    /// An operator, authenticated by an API token.
+    /// An operator, authenticated by an API token or a console session.
     Operator {
         /// The operator.
         operator: Operator,
-        /// The token they used; `None` when a local administrator acts as
-        /// this operator at the CLI (see [`App::act_as`]).
-        token: Option<TokenId>,
+        /// How they authenticated.
+        via: Via,
     },
     /// Gatehouse itself or a local administrator at the CLI (who holds the
     /// database and the key file anyway); the reason says which.
     System(&'static str),
+}
+
+/// How an operator authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// With an API token.
+    Token(TokenId),
+    /// With a console session, signed in with a password and, if
+    /// `second_factor`, a TOTP code.
+    Session {
+        /// The session.
+        id: gatehouse_core::id::SessionId,
+        /// Whether a second factor was checked at sign-in.
+        second_factor: bool,
+    },
+    /// Not at all: a local administrator acts as this operator at the CLI
+    /// (see [`App::act_as`]).
+    Cli,
+}
+
+impl Via {
+    /// How the policies see it (`context.via`): `token`, `session+totp`,
+    /// `session` (a password only) or `cli`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Token(_) => "token",
+            Self::Session {
+                second_factor: true,
+                ..
+            } => "session+totp",
+            Self::Session { .. } => "session",
+            Self::Cli => "cli",
+        }
+    }
 }
 
 impl Actor {
@@ -80,13 +113,18 @@ impl Actor {
     /// operator and the token they used, or `system` with its reason.
     pub fn provenance(&self, at: OffsetDateTime) -> Provenance {
         match self {
-            Self::Operator { operator, token } => Provenance {
+            Self::Operator { operator, via } => Provenance {
                 actor: operator.id.to_string(),
-                token: *token,
-                // No token: a local administrator acts for the operator.
-                reason: token
-                    .is_none()
-                    .then(|| "local cli, as the operator".to_owned()),
+                token: match via {
+                    Via::Token(token) => Some(*token),
+                    _ => None,
+                },
+                reason: match via {
+                    Via::Token(_) => None,
+                    Via::Session { id, .. } => Some(format!("console session {id}")),
+                    // A local administrator acts for the operator.
+                    Via::Cli => Some("local cli, as the operator".to_owned()),
+                },
                 at,
             },
             Self::System(reason) => Provenance::system(reason, at),
@@ -284,7 +322,7 @@ impl App {
         self
     }
 
-    fn now(&self) -> OffsetDateTime {
+    pub(crate) fn now(&self) -> OffsetDateTime {
         self.clock.now()
     }
 
@@ -305,7 +343,7 @@ impl App {
         }
         Ok(Actor::Operator {
             operator,
-            token: Some(token.id),
+            via: Via::Token(token.id),
         })
     }
 
@@ -328,7 +366,7 @@ impl App {
         }
         Ok(Actor::Operator {
             operator,
-            token: None,
+            via: Via::Cli,
         })
     }
 

@@ -1,11 +1,32 @@
-//! Who may do what. The one place that decides, so that policy-based
-//! authorization (Cedar, a later step) can replace it without touching the
-//! services that call [`authorize`].
+//! Who may do what: every permission is decided by Cedar policies
+//! (`crates/server/policies/gatehouse.cedar`, over the schema
+//! `gatehouse.cedarschema` beside it), compiled into the binary and
+//! validated in strict mode against the schema before the first decision.
+//! [`authorize`] is the one place that asks; services call it before they
+//! look anything up.
+//!
+//! Today the resource is the installation and the principal an operator in
+//! one role; tenant scopes, separation of duties and "approvals need a
+//! second factor" move into the policies as the console's sign-in brings
+//! the attributes they need (docs/authorization.md).
 
+use std::collections::HashSet;
+use std::str::FromStr;
+use std::sync::LazyLock;
+
+use cedar_policy::{
+    Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid,
+    PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
+};
 use gatehouse_core::operator::Role;
 
 use crate::app::Actor;
 use crate::error::AppError;
+
+/// The policies in force.
+pub const POLICIES: &str = include_str!("../policies/gatehouse.cedar");
+/// The schema they are validated against.
+pub const SCHEMA: &str = include_str!("../policies/gatehouse.cedarschema");
 
 /// Something an actor wants to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,68 +87,235 @@ pub enum Permission {
 }
 
 impl Permission {
-    /// The roles that hold this permission.
-    pub fn roles(self) -> &'static [Role] {
-        use Role::*;
+    /// Every permission.
+    pub const ALL: [Permission; 24] = [
+        Self::ReadTenants,
+        Self::ManageTenants,
+        Self::ManageSecrets,
+        Self::RevealSecrets,
+        Self::ReadOperators,
+        Self::ManageOperators,
+        Self::ManageKeys,
+        Self::SubmitEvents,
+        Self::ReadWorkflows,
+        Self::DecideApprovals,
+        Self::CompleteTasks,
+        Self::CancelWorkflows,
+        Self::ManageGates,
+        Self::ReadAudit,
+        Self::IssueCheckpoints,
+        Self::WorkChecklists,
+        Self::WaiveChecklistItems,
+        Self::ReadChecklistFiles,
+        Self::ReadKnowledge,
+        Self::WriteKnowledge,
+        Self::ReadPeople,
+        Self::ManagePeople,
+        Self::ManageAccessPolicy,
+        Self::RequestElevation,
+    ];
+
+    /// The Cedar action's id (`Gatehouse::Action::"…"`).
+    pub fn action(self) -> &'static str {
         match self {
-            Self::ReadTenants => &[Admin, Lead, Technician, Auditor],
-            Self::ManageTenants => &[Admin],
-            Self::ManageSecrets => &[Admin, Lead],
-            Self::RevealSecrets => &[],
-            Self::ReadOperators => &[Admin, Lead, Auditor],
-            Self::ManageOperators => &[Admin],
-            Self::ManageKeys => &[Admin],
-            Self::SubmitEvents => &[Admin, Lead],
-            Self::ReadWorkflows => &[Admin, Lead, Technician, Auditor],
-            Self::DecideApprovals => &[Admin, Lead],
-            Self::CompleteTasks => &[Admin, Lead, Technician],
-            Self::CancelWorkflows => &[Admin, Lead],
-            Self::ManageGates => &[Admin, Lead],
-            Self::ReadAudit => &[Admin, Lead, Auditor],
-            Self::IssueCheckpoints => &[Admin, Lead, Auditor],
-            Self::WorkChecklists => &[Admin, Lead, Technician],
-            Self::WaiveChecklistItems => &[Admin, Lead],
-            Self::ReadChecklistFiles => &[Admin, Lead, Technician],
-            Self::ReadKnowledge => &[Admin, Lead, Technician, Auditor],
-            Self::WriteKnowledge => &[Admin, Lead, Technician],
-            Self::ReadPeople => &[Admin, Lead, Technician, Auditor],
-            Self::ManagePeople => &[Admin, Lead],
-            Self::ManageAccessPolicy => &[Admin, Lead],
-            Self::RequestElevation => &[Admin, Lead, Technician],
+            Self::ReadTenants => "ReadTenants",
+            Self::ManageTenants => "ManageTenants",
+            Self::ManageSecrets => "ManageSecrets",
+            Self::RevealSecrets => "RevealSecrets",
+            Self::ReadOperators => "ReadOperators",
+            Self::ManageOperators => "ManageOperators",
+            Self::ManageKeys => "ManageKeys",
+            Self::SubmitEvents => "SubmitEvents",
+            Self::ReadWorkflows => "ReadWorkflows",
+            Self::DecideApprovals => "DecideApprovals",
+            Self::CompleteTasks => "CompleteTasks",
+            Self::CancelWorkflows => "CancelWorkflows",
+            Self::ManageGates => "ManageGates",
+            Self::ReadAudit => "ReadAudit",
+            Self::IssueCheckpoints => "IssueCheckpoints",
+            Self::WorkChecklists => "WorkChecklists",
+            Self::WaiveChecklistItems => "WaiveChecklistItems",
+            Self::ReadChecklistFiles => "ReadChecklistFiles",
+            Self::ReadKnowledge => "ReadKnowledge",
+            Self::WriteKnowledge => "WriteKnowledge",
+            Self::ReadPeople => "ReadPeople",
+            Self::ManagePeople => "ManagePeople",
+            Self::ManageAccessPolicy => "ManageAccessPolicy",
+            Self::RequestElevation => "RequestElevation",
         }
     }
 
-    /// The roles that hold this permission, in words: "admin or lead".
-    fn describe(self) -> String {
-        match self.roles() {
+    /// The roles the policies give this permission, in words: "admin or
+    /// lead" (for the answer to a refused request).
+    fn describe(self, policies: &Policies) -> String {
+        let roles: Vec<&str> = Role::ALL
+            .into_iter()
+            .filter(|role| {
+                policies
+                    .allows("someone", *role, "token", self)
+                    .unwrap_or(false)
+            })
+            .map(Role::as_str)
+            .collect();
+        match roles.as_slice() {
             [] => "Gatehouse itself (no operator role)".into(),
-            [only] => only.as_str().into(),
-            [rest @ .., last] => {
-                let rest: Vec<&str> = rest.iter().map(|r| r.as_str()).collect();
-                format!("{} or {}", rest.join(", "), last.as_str())
-            }
+            [only] => (*only).into(),
+            [rest @ .., last] => format!("{} or {}", rest.join(", "), last),
         }
     }
 }
 
-/// Allows or refuses `permission` to `actor`.
+/// The policies, validated against the schema, and what a request needs.
+#[derive(Debug)]
+pub struct Policies {
+    schema: Schema,
+    set: PolicySet,
+    authorizer: Authorizer,
+    installation: EntityUid,
+}
+
+/// Why the policies cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("the authorization policies are unusable: {0}")]
+pub struct PolicyError(String);
+
+fn uid(type_name: &str, id: &str) -> Result<EntityUid, PolicyError> {
+    let type_name = EntityTypeName::from_str(type_name).map_err(|e| PolicyError(e.to_string()))?;
+    Ok(EntityUid::from_type_name_and_id(
+        type_name,
+        EntityId::new(id),
+    ))
+}
+
+impl Policies {
+    /// Parses `schema` and `policies` and validates them strictly: a policy
+    /// naming an action, entity or attribute the schema does not have is
+    /// refused, and so is a schema missing one of [`Permission::ALL`].
+    pub fn parse(schema: &str, policies: &str) -> Result<Self, PolicyError> {
+        let (schema, _warnings) =
+            Schema::from_cedarschema_str(schema).map_err(|e| PolicyError(e.to_string()))?;
+        let set = PolicySet::from_str(policies).map_err(|e| PolicyError(e.to_string()))?;
+        let validation = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
+        if !validation.validation_passed() {
+            return Err(PolicyError(validation.to_string()));
+        }
+        let known: HashSet<String> = schema
+            .actions()
+            .map(|a| a.id().unescaped().to_owned())
+            .collect();
+        if let Some(missing) = Permission::ALL.iter().find(|p| !known.contains(p.action())) {
+            return Err(PolicyError(format!(
+                "the schema has no action for the permission {missing:?}"
+            )));
+        }
+        Ok(Self {
+            schema,
+            set,
+            authorizer: Authorizer::new(),
+            installation: uid("Gatehouse::Installation", "gatehouse")?,
+        })
+    }
+
+    /// Whether an operator called `name` in `role`, authenticated `via`
+    /// ([`Via::as_str`](crate::app::Via::as_str)), may have `permission`.
+    pub fn allows(
+        &self,
+        name: &str,
+        role: Role,
+        via: &str,
+        permission: Permission,
+    ) -> Result<bool, PolicyError> {
+        let role = uid("Gatehouse::Role", role.as_str())?;
+        let principal = uid("Gatehouse::Operator", name)?;
+        let entities = Entities::from_entities(
+            [
+                Entity::new_no_attrs(principal.clone(), HashSet::from([role.clone()])),
+                Entity::new_no_attrs(role, HashSet::new()),
+                Entity::new_no_attrs(self.installation.clone(), HashSet::new()),
+            ],
+            Some(&self.schema),
+        )
+        .map_err(|e| PolicyError(e.to_string()))?;
+        let request = Request::new(
+            principal,
+            uid("Gatehouse::Action", permission.action())?,
+            self.installation.clone(),
+            Context::from_pairs([(
+                "via".to_owned(),
+                RestrictedExpression::new_string(via.to_owned()),
+            )])
+            .map_err(|e| PolicyError(e.to_string()))?,
+            Some(&self.schema),
+        )
+        .map_err(|e| PolicyError(e.to_string()))?;
+        let response = self
+            .authorizer
+            .is_authorized(&request, &self.set, &entities);
+        Ok(response.decision() == Decision::Allow)
+    }
+}
+
+/// The policies compiled into this binary.
+static BUILT_IN: LazyLock<Result<Policies, PolicyError>> =
+    LazyLock::new(|| Policies::parse(SCHEMA, POLICIES));
+
+/// The built-in policies, or why they cannot be used. `serve` checks this
+/// before it listens, so a broken policy stops the start instead of
+/// refusing every request.
+pub fn policies() -> Result<&'static Policies, &'static PolicyError> {
+    BUILT_IN.as_ref()
+}
+
+/// Allows or refuses `permission` to `actor`. Gatehouse itself
+/// (`Actor::System`: its CLI on the host, its workflows) is not an operator
+/// and is always allowed; an operator gets what the policies permit, and a
+/// decision that cannot be made is a refusal.
 pub fn authorize(actor: &Actor, permission: Permission) -> Result<(), AppError> {
-    match actor {
-        Actor::System(_) => Ok(()),
-        Actor::Operator { operator, .. } if permission.roles().contains(&operator.role) => Ok(()),
-        Actor::Operator { .. } => Err(AppError::Forbidden(permission.describe())),
+    let Actor::Operator { operator, via } = actor else {
+        return Ok(());
+    };
+    let policies = policies().map_err(|e| AppError::Internal(e.to_string()))?;
+    match policies.allows(
+        operator.name.as_str(),
+        operator.role,
+        via.as_str(),
+        permission,
+    ) {
+        Ok(true) => Ok(()),
+        Ok(false)
+            if matches!(
+                policies.allows(operator.name.as_str(), operator.role, "token", permission),
+                Ok(true)
+            ) =>
+        {
+            // The role would do; how they signed in would not.
+            Err(AppError::NotAllowed(
+                "this needs a second factor: sign in again with your TOTP code (or use an API token)"
+                    .into(),
+            ))
+        }
+        Ok(false) => Err(AppError::Forbidden(permission.describe(policies))),
+        Err(err) => Err(AppError::Internal(err.to_string())),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gatehouse_core::id::TokenId;
+    use crate::app::Via;
+    use gatehouse_core::id::{SessionId, TokenId};
     use gatehouse_core::operator::{Operator, OperatorName};
     use gatehouse_core::tenant::DisplayName;
     use time::OffsetDateTime;
 
     fn actor(role: Role) -> Actor {
+        actor_via(
+            role,
+            Via::Token(TokenId::generate(OffsetDateTime::UNIX_EPOCH)),
+        )
+    }
+
+    fn actor_via(role: Role, via: Via) -> Actor {
         let now = OffsetDateTime::UNIX_EPOCH;
         Actor::Operator {
             operator: Operator::new(
@@ -136,29 +324,141 @@ mod tests {
                 role,
                 now,
             ),
-            token: Some(TokenId::generate(now)),
+            via,
+        }
+    }
+
+    fn session(second_factor: bool) -> Via {
+        Via::Session {
+            id: SessionId::generate(OffsetDateTime::UNIX_EPOCH),
+            second_factor,
+        }
+    }
+
+    /// The table of docs/authorization.md, written out independently of
+    /// the policies: the roles that hold each permission.
+    fn published(permission: Permission) -> &'static [Role] {
+        use Permission::*;
+        use Role::*;
+        match permission {
+            ReadTenants | ReadWorkflows | ReadKnowledge | ReadPeople => {
+                &[Admin, Lead, Technician, Auditor]
+            }
+            ManageTenants | ManageOperators | ManageKeys => &[Admin],
+            RevealSecrets => &[],
+            ReadOperators | ReadAudit | IssueCheckpoints => &[Admin, Lead, Auditor],
+            ManageSecrets | SubmitEvents | DecideApprovals | CancelWorkflows | ManageGates
+            | WaiveChecklistItems | ManagePeople | ManageAccessPolicy => &[Admin, Lead],
+            CompleteTasks | WorkChecklists | ReadChecklistFiles | WriteKnowledge
+            | RequestElevation => &[Admin, Lead, Technician],
         }
     }
 
     #[test]
-    fn only_admins_manage_tenants_and_nobody_reveals_secrets() {
-        assert!(authorize(&actor(Role::Admin), Permission::ManageTenants).is_ok());
-        for role in [Role::Lead, Role::Technician, Role::Auditor] {
-            assert!(matches!(
-                authorize(&actor(role), Permission::ManageTenants),
-                Err(AppError::Forbidden(ref roles)) if roles == "admin"
-            ));
-            assert!(authorize(&actor(role), Permission::ReadTenants).is_ok());
+    fn cedar_decisions_match_the_published_table() {
+        let policies = policies().unwrap();
+        for permission in Permission::ALL {
+            for role in Role::ALL {
+                let expected = published(permission).contains(&role);
+                assert_eq!(
+                    policies.allows("ada", role, "token", permission).unwrap(),
+                    expected,
+                    "{role:?} {permission:?}"
+                );
+                assert_eq!(
+                    authorize(&actor(role), permission).is_ok(),
+                    expected,
+                    "{role:?} {permission:?}"
+                );
+            }
+            // Gatehouse itself is not an operator.
+            assert!(authorize(&Actor::System("cli"), permission).is_ok());
         }
-        for role in Role::ALL {
-            assert!(authorize(&actor(role), Permission::RevealSecrets).is_err());
-        }
-        assert!(authorize(&Actor::System("cli"), Permission::RevealSecrets).is_ok());
-        assert!(authorize(&actor(Role::Technician), Permission::ReadOperators).is_err());
-        assert_eq!(
-            Permission::ReadOperators.describe(),
-            "admin, lead or auditor"
+    }
+
+    #[test]
+    fn a_refusal_names_the_roles_that_would_be_allowed() {
+        assert!(matches!(
+            authorize(&actor(Role::Lead), Permission::ManageTenants),
+            Err(AppError::Forbidden(ref roles)) if roles == "admin"
+        ));
+        assert!(matches!(
+            authorize(&actor(Role::Technician), Permission::ReadOperators),
+            Err(AppError::Forbidden(ref roles)) if roles == "admin, lead or auditor"
+        ));
+        assert!(matches!(
+            authorize(&actor(Role::Admin), Permission::RevealSecrets),
+            Err(AppError::Forbidden(ref roles)) if roles == "Gatehouse itself (no operator role)"
+        ));
+    }
+
+    #[test]
+    fn policies_that_do_not_fit_the_schema_are_refused() {
+        // An action the schema does not know.
+        let typo = POLICIES.replace("\"ManageKeys\"", "\"ManageKeyz\"");
+        let err = Policies::parse(SCHEMA, &typo).unwrap_err().to_string();
+        assert!(err.contains("ManageKeyz"), "{err}");
+        // A permission the schema forgot.
+        let schema = SCHEMA.replace("RequestElevation", "");
+        let schema = schema.replace("ManageAccessPolicy,", "ManageAccessPolicy");
+        let err = Policies::parse(&schema, "").unwrap_err().to_string();
+        assert!(err.contains("RequestElevation"), "{err}");
+        // A `forbid` wins over every `permit`.
+        let locked = format!(
+            "{POLICIES}\nforbid (principal, action == Gatehouse::Action::\"ReadTenants\", resource);"
         );
-        assert_eq!(Permission::ManageSecrets.describe(), "admin or lead");
+        let locked = Policies::parse(SCHEMA, &locked).unwrap();
+        assert!(
+            !locked
+                .allows("ada", Role::Admin, "token", Permission::ReadTenants)
+                .unwrap()
+        );
+        assert!(
+            locked
+                .allows("ada", Role::Admin, "token", Permission::ManageTenants)
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn operator_names_are_ids_not_syntax() {
+        let policies = policies().unwrap();
+        for name in ["a\"b", "Gatehouse::Role::\"admin\"", "", "ünïcode"] {
+            assert!(
+                !policies
+                    .allows(name, Role::Auditor, "token", Permission::ManageTenants)
+                    .unwrap()
+            );
+            assert!(
+                policies
+                    .allows(name, Role::Auditor, "token", Permission::ReadAudit)
+                    .unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn approvals_need_a_second_factor_when_signed_in_with_a_password() {
+        // A password alone: everything the role allows except deciding.
+        let password_only = actor_via(Role::Lead, session(false));
+        assert!(matches!(
+            authorize(&password_only, Permission::DecideApprovals),
+            Err(AppError::NotAllowed(ref why)) if why.contains("second factor")
+        ));
+        assert!(authorize(&password_only, Permission::ReadWorkflows).is_ok());
+        assert!(authorize(&password_only, Permission::ManageGates).is_ok());
+        // With TOTP, with a token, or at the host's CLI: the role decides.
+        for via in [
+            session(true),
+            Via::Cli,
+            Via::Token(TokenId::generate(OffsetDateTime::UNIX_EPOCH)),
+        ] {
+            assert!(authorize(&actor_via(Role::Lead, via), Permission::DecideApprovals).is_ok());
+        }
+        // A role without the permission is told about the role, not the factor.
+        assert!(matches!(
+            authorize(&actor_via(Role::Technician, session(true)), Permission::DecideApprovals),
+            Err(AppError::Forbidden(ref roles)) if roles == "admin or lead"
+        ));
     }
 }

@@ -46,6 +46,31 @@ pub struct DemoSummary {
     pub operators: Vec<Operator>,
     /// Whether this call created them (false: they were there already).
     pub created: bool,
+    /// The team's console credentials, when this call created them (they
+    /// are shown once; `gatehouse operator password|totp` makes new ones).
+    pub sign_in: Vec<DemoSignIn>,
+}
+
+/// A demo operator's console sign-in.
+#[derive(Clone)]
+pub struct DemoSignIn {
+    /// The operator's handle.
+    pub name: OperatorName,
+    /// Their role.
+    pub role: Role,
+    /// Their password.
+    pub password: zeroize::Zeroizing<String>,
+    /// Their TOTP secret (base32).
+    pub totp_secret: zeroize::Zeroizing<String>,
+}
+
+impl std::fmt::Debug for DemoSignIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DemoSignIn")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Seeds the demo MSP unless it is there already. Idempotent.
@@ -81,14 +106,24 @@ pub async fn seed(app: &App) -> Result<DemoSummary, AppError> {
         }
     }
     let mut operators = Vec::new();
+    let mut sign_in = Vec::new();
     for (name, display, role) in TEAM {
         let name = OperatorName::parse(name)?;
         match app.store.find_operator_by_name(&name).await {
             Ok(operator) => operators.push(operator),
             Err(StoreError::NotFound(_)) => {
                 let (operator, _, _) = app
-                    .create_operator(&actor, name, DisplayName::parse(display)?, role)
+                    .create_operator(&actor, name.clone(), DisplayName::parse(display)?, role)
                     .await?;
+                let password = crate::signin::generate_password()?;
+                app.set_password(&actor, &name, &password).await?;
+                let totp = app.enroll_totp(&actor, &name).await?;
+                sign_in.push(DemoSignIn {
+                    name,
+                    role,
+                    password,
+                    totp_secret: totp.secret,
+                });
                 operators.push(operator);
                 created = true;
             }
@@ -99,5 +134,6 @@ pub async fn seed(app: &App) -> Result<DemoSummary, AppError> {
         tenants,
         operators,
         created,
+        sign_in,
     })
 }

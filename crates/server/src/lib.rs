@@ -13,6 +13,7 @@ pub mod app;
 pub mod audit;
 pub mod audit_verify;
 pub mod authz;
+pub mod console;
 pub mod demo;
 pub mod error;
 pub mod http;
@@ -23,6 +24,7 @@ pub mod kb_action;
 pub mod metrics;
 pub mod onboarding;
 pub mod scim;
+pub mod signin;
 
 pub use app::{Actor, App};
 pub use error::AppError;

@@ -24,6 +24,7 @@ mod placeholders;
 mod postgres;
 mod rows;
 mod scim_sql;
+mod signin_sql;
 mod sql;
 mod sqlite;
 #[cfg(feature = "testing")]

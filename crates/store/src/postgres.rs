@@ -254,6 +254,7 @@ crate::hooks_sql::impl_hook_store!(PgStore);
 crate::kb_sql::impl_kb_store!(PgStore);
 crate::scim_sql::impl_scim_store!(PgStore);
 crate::identity_sql::impl_identity_store!(PgStore, sqlx::Postgres);
+crate::signin_sql::impl_sign_in_store!(PgStore);
 
 #[async_trait::async_trait]
 impl Store for PgStore {

@@ -227,6 +227,7 @@ crate::hooks_sql::impl_hook_store!(SqliteStore);
 crate::kb_sql::impl_kb_store!(SqliteStore);
 crate::scim_sql::impl_scim_store!(SqliteStore);
 crate::identity_sql::impl_identity_store!(SqliteStore, sqlx::Sqlite);
+crate::signin_sql::impl_sign_in_store!(SqliteStore);
 
 #[async_trait::async_trait]
 impl Store for SqliteStore {

@@ -50,10 +50,41 @@ pub enum OperatorCommand {
         /// The operator's handle.
         name: String,
     },
+    /// Set an operator's console password: a random one, printed once, or
+    /// the first line of standard input.
+    Password {
+        /// The operator's handle.
+        name: String,
+        /// Read the password from standard input instead.
+        #[arg(long)]
+        stdin: bool,
+    },
+    /// Give an operator a new TOTP second factor for the console (replacing
+    /// any earlier one); prints the secret and its otpauth:// URI once.
+    Totp {
+        /// The operator's handle.
+        name: String,
+    },
+    /// Print the current code of a TOTP secret (what an authenticator app
+    /// shows), for scripts and the demo.
+    Code {
+        /// The base32 secret.
+        secret: String,
+    },
 }
 
 /// Runs an operator subcommand.
 pub async fn run(args: &ConfigArgs, command: OperatorCommand) -> Result<ExitCode, CliError> {
+    if let OperatorCommand::Code { secret } = &command {
+        // Needs no database: the code is the secret's and the clock's.
+        let now = gatehouse_core::clock::Clock::now(&gatehouse_core::clock::SystemClock);
+        println!("{}", gatehouse_server::signin::current_code(secret, now)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    with_database(args, command).await
+}
+
+async fn with_database(args: &ConfigArgs, command: OperatorCommand) -> Result<ExitCode, CliError> {
     let (_, app) = open(args).await?;
     match command {
         OperatorCommand::Create {
@@ -128,6 +159,36 @@ pub async fn run(args: &ConfigArgs, command: OperatorCommand) -> Result<ExitCode
             app.set_operator_disabled(&CLI, operator.id, false).await?;
             println!("enabled {}", operator.name);
         }
+        OperatorCommand::Password { name, stdin } => {
+            let name = OperatorName::parse(&name)?;
+            let password = if stdin {
+                let mut line = zeroize::Zeroizing::new(String::new());
+                std::io::stdin().read_line(&mut line)?;
+                zeroize::Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned())
+            } else {
+                gatehouse_server::signin::generate_password()?
+            };
+            app.set_password(&CLI, &name, &password).await?;
+            if stdin {
+                println!("password set for {name}");
+            } else {
+                println!(
+                    "console password for {name}, shown only now:\n\n    {}\n",
+                    password.as_str()
+                );
+            }
+        }
+        OperatorCommand::Totp { name } => {
+            let name = OperatorName::parse(&name)?;
+            let enrollment = app.enroll_totp(&CLI, &name).await?;
+            println!(
+                "TOTP second factor for {name}, shown only now. Add it to an authenticator app:\n"
+            );
+            println!("    secret  {}", enrollment.secret.as_str());
+            println!("    URI     {}\n", enrollment.uri.as_str());
+        }
+        // Answered without opening the database.
+        OperatorCommand::Code { .. } => {}
     }
     app.store.close().await;
     Ok(ExitCode::SUCCESS)

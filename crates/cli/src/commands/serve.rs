@@ -111,6 +111,22 @@ pub async fn run(args: &ConfigArgs, serve: ServeArgs) -> Result<ExitCode, CliErr
                 .collect::<Vec<_>>()
                 .join(", "),
         );
+        if !demo.sign_in.is_empty() {
+            println!();
+            println!("Console: {base}/console/ (the team's sign-ins, shown only now):");
+            for member in &demo.sign_in {
+                println!(
+                    "  {:<10} {:<11} password {}  TOTP secret {}",
+                    member.name.as_str(),
+                    member.role.as_str(),
+                    member.password.as_str(),
+                    member.totp_secret.as_str()
+                );
+            }
+            println!(
+                "  Add a secret to an authenticator app, or print its code: cargo run --release -- operator code <secret>"
+            );
+        }
         println!("Next:");
         println!("  export GATEHOUSE_TOKEN=<the token above>");
         println!("  curl -H \"Authorization: Bearer $GATEHOUSE_TOKEN\" {base}/api/v1/tenants");

@@ -193,6 +193,7 @@ pub fn router(state: ApiState, config: HttpConfig) -> Router {
             axum::routing::post(hooks::receive).layer(DefaultBodyLimit::max(hooks::MAX_HOOK_BODY_BYTES)),
         )
         .merge(scim::routes(state.clone()))
+        .merge(crate::console::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), track))
