@@ -166,7 +166,8 @@ pub async fn open_app(config: &Config, store: Arc<dyn Store>) -> Result<(App, bo
             store.clone(),
             Duration::from_secs(config.key_cache_ttl_secs),
         )
-        .with_audit_keys(store.clone()),
+        .with_audit_keys(store.clone())
+        .with_totp_secrets(store.clone()),
     );
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     // One knowledge base (one set of search indexes) for the API and the

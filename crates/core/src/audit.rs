@@ -85,6 +85,8 @@ pub mod action {
     pub const PASSWORD_SET: &str = "operator.password.set";
     /// An operator enrolled a TOTP second factor (system log).
     pub const TOTP_ENROLLED: &str = "operator.totp.enrolled";
+    /// An operator's TOTP secret was rewrapped under a new KEK (system log).
+    pub const TOTP_REWRAPPED: &str = "operator.totp.rewrapped";
     /// An operator signed in to the console (system log).
     pub const SIGNED_IN: &str = "operator.signed_in";
     /// A sign-in was refused: wrong password or code, locked, disabled

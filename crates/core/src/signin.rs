@@ -162,6 +162,20 @@ pub trait SignInStore: Send + Sync {
     /// The session whose secret hashes to `hash`, and its operator.
     async fn find_session(&self, hash: &str) -> StoreResult<(Session, Operator)>;
 
+    /// Every operator's wrapped TOTP secret (for KEK rotation).
+    async fn totp_secrets(&self) -> StoreResult<Vec<(OperatorId, WrappedKey)>>;
+
+    /// Replaces `operator`'s TOTP secret wrapped under `from_kek` with
+    /// `new` (the same secret rewrapped), with `audit`; `Stale` if it is no
+    /// longer under `from_kek` (re-enrolled or rewrapped meanwhile).
+    async fn rewrap_totp_secret(
+        &self,
+        operator: OperatorId,
+        from_kek: &str,
+        new: &WrappedKey,
+        audit: &[AuditRecord],
+    ) -> StoreResult<()>;
+
     /// Ends a session at `at`; `false` if it had ended already.
     async fn end_session(
         &self,

@@ -887,6 +887,7 @@ impl App {
                 "already_current": report.already_current,
                 "vanished": report.vanished,
                 "audit_keys_rewrapped": report.audit_keys_rewrapped,
+                "totp_secrets_rewrapped": report.totp_secrets_rewrapped,
                 "retired": report.retired,
             }),
         );

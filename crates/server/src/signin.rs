@@ -6,7 +6,8 @@
 //!   recommends).
 //! - A TOTP secret is 160 random bits drawn by the key provider and stored
 //!   wrapped by the key-encryption key, bound to a reserved owner id
-//!   ([`TOTP_OWNER`]) that no tenant can have. Codes are 6 digits over
+//!   ([`gatehouse_vault::TOTP_OWNER`]) that no tenant can have; a KEK
+//!   rotation rewraps them (`Keyring::with_totp_secrets`). Codes are 6 digits over
 //!   30-second steps with HMAC-SHA-1 (what every authenticator app
 //!   speaks); one step of clock skew either way is accepted, and each step
 //!   signs in at most once.
@@ -38,10 +39,6 @@ use zeroize::Zeroizing;
 use crate::app::{Actor, App, Via};
 use crate::authz::{Permission, authorize};
 use crate::error::AppError;
-
-/// The identity TOTP secrets' wrapping is bound to (as the audit key's is to
-/// the all-zero id): a tenant id [`TenantId::generate`] never returns.
-pub const TOTP_OWNER: &str = "ten_00000000000000000000000001";
 
 /// The answer to every wrong name, password or code.
 const WRONG: &str = "the name, password or code is wrong";
@@ -111,9 +108,7 @@ impl std::fmt::Debug for SignedIn {
 }
 
 fn totp_owner() -> Result<TenantId, AppError> {
-    TOTP_OWNER
-        .parse()
-        .map_err(|_| AppError::Internal("the TOTP owner id does not parse".into()))
+    gatehouse_vault::totp_owner().map_err(AppError::from)
 }
 
 /// The argon2id hash of `password` (PHC string), after checking its length.

@@ -536,6 +536,27 @@ mod cases {
         );
     }
 
+    pub async fn totp_secrets_survive_a_kek_rotation_that_retires(app: &Served) {
+        let secret = operator(app, "lea.lead", Role::Lead, true).await.unwrap();
+        let report = app
+            .app
+            .rotate_keys(&Actor::System("test"), true, &mut |_| {})
+            .await
+            .unwrap();
+        assert_eq!(report.totp_secrets_rewrapped, 1);
+        assert_eq!(report.retired.len(), 1, "the old KEK is gone: {report:?}");
+        let secrets = app.app.store.totp_secrets().await.unwrap();
+        assert_eq!(secrets.len(), 1);
+        assert_eq!(secrets[0].1.kek_id, report.active_kek);
+        // The same secret, so the same codes, still sign in.
+        app.sign_in("lea.lead", &app.code(&secret)).await;
+        let actions = app.audit_actions().await;
+        assert!(
+            actions.iter().any(|a| a == "operator.totp.rewrapped"),
+            "{actions:?}"
+        );
+    }
+
     pub async fn sessions_expire(app: &Served) {
         let secret = operator(app, "lea.lead", Role::Lead, true).await.unwrap();
         let signed = app.sign_in("lea.lead", &app.code(&secret)).await;
@@ -587,4 +608,5 @@ console_tests!(
     approving_needs_the_role_and_a_second_factor,
     signing_out_or_disabling_ends_the_session,
     sessions_expire,
+    totp_secrets_survive_a_kek_rotation_that_retires,
 );

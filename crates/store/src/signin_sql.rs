@@ -261,6 +261,57 @@ macro_rules! impl_sign_in_store {
                 .split()
             }
 
+            async fn totp_secrets(
+                &self,
+            ) -> gatehouse_core::store::StoreResult<
+                Vec<(gatehouse_core::id::OperatorId, gatehouse_core::keys::WrappedKey)>,
+            > {
+                let rows: Vec<(String, String, Vec<u8>)> = sqlx::query_as(
+                    "SELECT operator_id, totp_kek_id, totp_wrapped FROM operator_credentials
+                     WHERE totp_kek_id IS NOT NULL ORDER BY operator_id",
+                )
+                .fetch_all(&self.pool)
+                .await
+                .map_err(crate::db_error("listing TOTP secrets"))?;
+                rows.into_iter()
+                    .map(|(operator, kek_id, ciphertext)| {
+                        let operator = operator.parse().map_err(|e| {
+                            gatehouse_core::store::StoreError::Corrupt(format!(
+                                "operator_credentials.operator_id: {e}"
+                            ))
+                        })?;
+                        Ok((operator, gatehouse_core::keys::WrappedKey { kek_id, ciphertext }))
+                    })
+                    .collect()
+            }
+
+            async fn rewrap_totp_secret(
+                &self,
+                operator: gatehouse_core::id::OperatorId,
+                from_kek: &str,
+                new: &gatehouse_core::keys::WrappedKey,
+                audit: &[gatehouse_core::audit::AuditRecord],
+            ) -> gatehouse_core::store::StoreResult<()> {
+                use crate::db_error;
+                let mut tx = self.writer.begin().await.map_err(db_error("starting a transaction"))?;
+                let done = sqlx::query(
+                    "UPDATE operator_credentials SET totp_kek_id = $1, totp_wrapped = $2
+                     WHERE operator_id = $3 AND totp_kek_id = $4",
+                )
+                .bind(new.kek_id.as_str())
+                .bind(new.ciphertext.as_slice())
+                .bind(operator.to_string())
+                .bind(from_kek)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error("rewrapping a TOTP secret"))?;
+                if done.rows_affected() != 1 {
+                    return Err(gatehouse_core::store::StoreError::Stale("TOTP secret"));
+                }
+                Self::write_audit_records(&mut tx, audit).await?;
+                tx.commit().await.map_err(db_error("committing a TOTP rewrap"))
+            }
+
             async fn end_session(
                 &self,
                 id: gatehouse_core::id::SessionId,

@@ -22,6 +22,7 @@ pub struct Keyring {
     provider: Arc<dyn KeyProvider>,
     keys: Arc<dyn TenantKeyStore>,
     audit_keys: Option<Arc<dyn AuditKeyStore>>,
+    totp_secrets: Option<Arc<dyn gatehouse_core::signin::SignInStore>>,
     ttl: Duration,
     cache: Mutex<HashMap<TenantId, (DataKey, Instant)>>,
 }
@@ -119,6 +120,8 @@ pub struct RotationReport {
     pub vanished: u64,
     /// Audit log signing keys rewrapped under it.
     pub audit_keys_rewrapped: u64,
+    /// Operators' TOTP secrets rewrapped under it.
+    pub totp_secrets_rewrapped: u64,
     /// Old KEK versions removed from the provider afterwards.
     pub retired: Vec<String>,
 }
@@ -135,6 +138,7 @@ impl Keyring {
             provider,
             keys,
             audit_keys: None,
+            totp_secrets: None,
             ttl,
             cache: Mutex::new(HashMap::new()),
         }
@@ -144,6 +148,16 @@ impl Keyring {
     /// the KEK (and keeps the KEKs they use from being retired).
     pub fn with_audit_keys(mut self, keys: Arc<dyn AuditKeyStore>) -> Self {
         self.audit_keys = Some(keys);
+        self
+    }
+
+    /// Also rewraps operators' TOTP secrets from `secrets` when rotating
+    /// the KEK (and keeps the KEKs they use from being retired).
+    pub fn with_totp_secrets(
+        mut self,
+        secrets: Arc<dyn gatehouse_core::signin::SignInStore>,
+    ) -> Self {
+        self.totp_secrets = Some(secrets);
         self
     }
 
@@ -253,6 +267,7 @@ impl Keyring {
             already_current: 0,
             vanished: 0,
             audit_keys_rewrapped: 0,
+            totp_secrets_rewrapped: 0,
             retired: Vec::new(),
         };
         let mut state = RotationProgress {
@@ -281,6 +296,20 @@ impl Keyring {
                 .await?,
             );
         }
+        if let Some(secrets) = &self.totp_secrets {
+            in_use.extend(
+                crate::totp_secrets::rewrap_totp_secrets(
+                    self.provider.as_ref(),
+                    secrets,
+                    &active,
+                    clock,
+                    by,
+                    &mut report,
+                    &mut state,
+                )
+                .await?,
+            );
+        }
         if retire {
             // A node that wrapped a new tenant's key under the old KEK just
             // before the rotation may have stored it after the sweep listed
@@ -292,6 +321,20 @@ impl Keyring {
                     crate::audit_signer::rewrap_audit_keys(
                         self.provider.as_ref(),
                         audit_keys,
+                        &active,
+                        clock,
+                        by,
+                        &mut report,
+                        &mut state,
+                    )
+                    .await?,
+                );
+            }
+            if let Some(secrets) = &self.totp_secrets {
+                in_use.extend(
+                    crate::totp_secrets::rewrap_totp_secrets(
+                        self.provider.as_ref(),
+                        secrets,
                         &active,
                         clock,
                         by,

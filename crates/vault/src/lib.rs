@@ -24,6 +24,7 @@ mod error;
 mod keyring;
 mod local;
 mod provider;
+mod totp_secrets;
 mod transit;
 
 pub use audit_signer::{AUDIT_KEY_OWNER, AuditSigner};
@@ -32,4 +33,5 @@ pub use error::VaultError;
 pub use keyring::{Keyring, RotationProgress, RotationReport, TenantSealer};
 pub use local::LocalKeyFile;
 pub use provider::KeyProvider;
+pub use totp_secrets::{TOTP_OWNER, totp_owner};
 pub use transit::{VaultTransit, VaultTransitConfig};

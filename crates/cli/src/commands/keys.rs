@@ -41,8 +41,8 @@ pub async fn run(args: &ConfigArgs, command: KeysCommand) -> Result<ExitCode, Cl
                 report.active_kek, report.rewrapped, report.already_current, report.vanished
             );
             println!(
-                "rewrapped {} audit signing keys",
-                report.audit_keys_rewrapped
+                "rewrapped {} audit signing keys and {} operators' TOTP secrets",
+                report.audit_keys_rewrapped, report.totp_secrets_rewrapped
             );
             if retire {
                 if report.retired.is_empty() {

@@ -57,7 +57,8 @@ impl Served {
             db.store.clone(),
             Duration::from_secs(300),
         )
-        .with_audit_keys(db.store.clone());
+        .with_audit_keys(db.store.clone())
+        .with_totp_secrets(db.store.clone());
         let clock = Arc::new(FakeClock::default());
         let engine = Arc::new(Engine::new(
             db.store.clone(),
