@@ -49,7 +49,29 @@ title = "Provision"
 action = "sandbox.noop"
 area = "client_onboarding"
 "#;
-    vec![Template::from_toml("test/gated.toml", gated, &catalog).unwrap()]
+    let human = r#"
+name = "human"
+version = 1
+title = "Human"
+area = "documentation"
+
+[[trigger]]
+event = "test.human"
+
+[[stage]]
+id = "run"
+title = "Run"
+
+[[stage.step]]
+id = "handoff"
+title = "Handoff meeting"
+action = "sandbox.noop"
+gate = "L3"
+"#;
+    vec![
+        Template::from_toml("test/gated.toml", gated, &catalog).unwrap(),
+        Template::from_toml("test/human.toml", human, &catalog).unwrap(),
+    ]
 }
 
 async fn spawn(db: &TestDatabase) -> Served {
@@ -201,6 +223,24 @@ impl Served {
         (response.status(), response.text().await.unwrap())
     }
 
+    /// Submits an event of `kind` as admin and runs the engine until idle.
+    async fn start(&self, kind: &str, key: &str) {
+        let response = self
+            .http
+            .post(format!("{}/api/v1/events", self.base))
+            .bearer_auth(&self.admin)
+            .json(&serde_json::json!({"type": kind, "dedup_key": key, "payload": {}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        for _ in 0..100 {
+            if self.app.engine.tick().await.unwrap() == 0 {
+                break;
+            }
+        }
+    }
+
     /// Starts the gated workflow; returns its pending approval's id.
     async fn pending_approval(&self, key: &str) -> String {
         let response = self
@@ -254,8 +294,13 @@ mod cases {
     pub async fn anonymous_pages_redirect_to_sign_in(app: &Served) {
         for path in [
             "/console/approvals",
-            "/console/onboarding",
             "/console/approvals/apr_x",
+            "/console/onboarding",
+            "/console/tasks",
+            "/console/tasks/tsk_x",
+            "/console/workflows/wf_x",
+            "/console/audit",
+            "/console/audit/oscal",
         ] {
             let response = client()
                 .get(format!("{}{path}", app.base))
@@ -276,13 +321,20 @@ mod cases {
         let (status, _) = app.page("not-a-session", "/console/approvals").await;
         assert_eq!(status, StatusCode::SEE_OTHER);
         // Forms without a session are refused the same way.
-        let response = client()
-            .post(format!("{}/console/approvals/apr_x/decide", app.base))
-            .form(&[("verdict", "approve"), ("reason", "x")])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        for path in [
+            "/console/approvals/apr_x/decide",
+            "/console/tasks/tsk_x/complete",
+            "/console/audit/verify",
+            "/console/sign-out",
+        ] {
+            let response = client()
+                .post(format!("{}{path}", app.base))
+                .form(&[("verdict", "approve"), ("reason", "x")])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::SEE_OTHER, "{path}");
+        }
     }
 
     pub async fn sign_in_with_password_and_totp_sets_a_strict_cookie(app: &Served) {
@@ -557,6 +609,174 @@ mod cases {
         );
     }
 
+    pub async fn tasks_show_decision_support_and_record_the_outcome(app: &Served) {
+        let tech_secret = operator(app, "tom.tech", Role::Technician, true)
+            .await
+            .unwrap();
+        let audit_secret = operator(app, "ada.audit", Role::Auditor, true)
+            .await
+            .unwrap();
+        app.start("test.human", "handoff-1").await;
+        let tasks = app
+            .app
+            .list_tasks(
+                &Actor::System("test"),
+                gatehouse_server::app::GateFilter {
+                    tenant: None,
+                    state: None,
+                },
+                None,
+                10,
+            )
+            .await
+            .unwrap();
+        let task = &tasks.items[0];
+        let (id, instance) = (task.id.to_string(), task.instance_id.to_string());
+
+        let tech = app.sign_in("tom.tech", &app.code(&tech_secret)).await;
+        let (status, html) = app.page(&tech.cookie, "/console/tasks").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(html.contains(&format!("/console/tasks/{id}")), "{html}");
+        let (status, html) = app
+            .page(&tech.cookie, &format!("/console/tasks/{id}"))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            html.contains("id=\"support\""),
+            "decision support shown: {html}"
+        );
+        let path = format!("/console/tasks/{id}/complete");
+
+        // An auditor reads but does not act.
+        let auditor = app.sign_in("ada.audit", &app.code(&audit_secret)).await;
+        let form = [
+            ("outcome", "{\"signed_off\": true}"),
+            ("evidence", "x"),
+            ("csrf", auditor.csrf.as_str()),
+        ];
+        let (status, html) = app.post(&auditor, &path, &form).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{html}");
+        assert!(html.contains("admin, lead or technician"), "{html}");
+
+        // Not JSON: said so, nothing recorded.
+        let form = [
+            ("outcome", "signed off"),
+            ("evidence", ""),
+            ("csrf", tech.csrf.as_str()),
+        ];
+        let (status, html) = app.post(&tech, &path, &form).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(
+            html.contains("not JSON") && html.contains("<dd id=\"state\">open</dd>"),
+            "{html}"
+        );
+
+        let form = [
+            ("outcome", "{\"signed_off\": true}"),
+            ("evidence", "meeting notes in PSA ticket 42"),
+            ("csrf", tech.csrf.as_str()),
+        ];
+        let (status, html) = app.post(&tech, &path, &form).await;
+        assert_eq!(status, StatusCode::OK, "{html}");
+        assert!(
+            html.contains("Recorded") && html.contains("<dd id=\"state\">done</dd>"),
+            "{html}"
+        );
+
+        // The workflow's timeline shows it.
+        let (status, html) = app
+            .page(&tech.cookie, &format!("/console/workflows/{instance}"))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            html.contains("id=\"timeline\"") && html.contains("handoff"),
+            "{html}"
+        );
+        let (status, _) = app
+            .page(
+                &tech.cookie,
+                "/console/workflows/wf_01jd8x3k2q9f6v0c4m7r5t8w1y",
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    pub async fn the_audit_browser_lists_verifies_and_exports(app: &Served) {
+        let audit_secret = operator(app, "ada.audit", Role::Auditor, true)
+            .await
+            .unwrap();
+        let tech_secret = operator(app, "tom.tech", Role::Technician, true)
+            .await
+            .unwrap();
+        let response = app
+            .http
+            .post(format!("{}/api/v1/tenants", app.base))
+            .bearer_auth(&app.admin)
+            .json(&serde_json::json!({"slug": "acme", "display_name": "Acme", "region": "eu"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let auditor = app.sign_in("ada.audit", &app.code(&audit_secret)).await;
+        let sequencer =
+            gatehouse_server::audit::Sequencer::new(app.app.store.clone(), app.app.keyring.clone());
+        while sequencer.run_once(1000).await.unwrap() > 0 {}
+
+        let (status, html) = app.page(&auditor.cookie, "/console/audit").await;
+        assert_eq!(status, StatusCode::OK, "{html}");
+        assert!(
+            html.contains("operator.signed_in") && html.contains("tenant.created"),
+            "{html}"
+        );
+        let (_, html) = app
+            .page(&auditor.cookie, "/console/audit?action=tenant.*")
+            .await;
+        assert!(
+            html.contains("tenant.created") && !html.contains("operator.signed_in"),
+            "{html}"
+        );
+        let (status, html) = app
+            .page(&auditor.cookie, "/console/audit?since=yesterday")
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(html.contains("RFC 3339"), "{html}");
+
+        let (status, html) = app
+            .post(
+                &auditor,
+                "/console/audit/verify",
+                &[("log", "system"), ("csrf", auditor.csrf.as_str())],
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{html}");
+        assert!(html.contains("verified:"), "{html}");
+
+        let response = client()
+            .get(format!("{}/console/audit/oscal?tenant=acme", app.base))
+            .header(COOKIE, format!("gatehouse_session={}", auditor.cookie))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(
+            response.headers()["content-disposition"]
+                .to_str()
+                .unwrap()
+                .contains("oscal-acme.json")
+        );
+        let document: serde_json::Value = response.json().await.unwrap();
+        assert!(
+            document["assessment-results"]["uuid"].is_string(),
+            "{document}"
+        );
+
+        // A technician may not read the audit log.
+        let tech = app.sign_in("tom.tech", &app.code(&tech_secret)).await;
+        let (status, html) = app.page(&tech.cookie, "/console/audit").await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(html.contains("admin, lead or auditor"), "{html}");
+    }
+
     pub async fn sessions_expire(app: &Served) {
         let secret = operator(app, "lea.lead", Role::Lead, true).await.unwrap();
         let signed = app.sign_in("lea.lead", &app.code(&secret)).await;
@@ -609,4 +829,6 @@ console_tests!(
     signing_out_or_disabling_ends_the_session,
     sessions_expire,
     totp_secrets_survive_a_kek_rotation_that_retires,
+    tasks_show_decision_support_and_record_the_outcome,
+    the_audit_browser_lists_verifies_and_exports,
 );

@@ -18,6 +18,7 @@
 //!   (no scripts, no inline styles, nothing from elsewhere), `no-store`
 //!   caching, `nosniff` and `frame-ancestors 'none'`.
 
+mod more;
 mod pages;
 mod render;
 
@@ -60,6 +61,13 @@ pub fn routes() -> Router<ApiState> {
         .route("/console/approvals/{approval}", get(pages::approval))
         .route("/console/approvals/{approval}/decide", post(pages::decide))
         .route("/console/onboarding", get(pages::onboarding_board))
+        .route("/console/workflows/{workflow}", get(more::workflow))
+        .route("/console/tasks", get(more::tasks))
+        .route("/console/tasks/{task}", get(more::task))
+        .route("/console/tasks/{task}/complete", post(more::complete_task))
+        .route("/console/audit", get(more::audit))
+        .route("/console/audit/verify", post(more::verify))
+        .route("/console/audit/oscal", get(more::oscal))
         .layer(axum::middleware::from_fn(protect))
 }
 

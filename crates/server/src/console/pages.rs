@@ -25,7 +25,7 @@ use crate::onboarding::OnboardingFilter;
 use crate::signin::SignInConfig;
 
 /// How an instant is shown: `2026-12-06 09:30 UTC`.
-fn when(at: OffsetDateTime) -> String {
+pub(super) fn when(at: OffsetDateTime) -> String {
     let at = at.to_offset(time::UtcOffset::UTC);
     format!(
         "{:04}-{:02}-{:02} {:02}:{:02} UTC",
@@ -198,7 +198,10 @@ pub(super) struct ApprovalsQuery {
 }
 
 /// Tenants' names by id, for labels (only those `console` may see).
-async fn tenant_names(state: &ApiState, console: &Console) -> BTreeMap<TenantId, String> {
+pub(super) async fn tenant_names(
+    state: &ApiState,
+    console: &Console,
+) -> BTreeMap<TenantId, String> {
     let mut names = BTreeMap::new();
     let mut after = None;
     while let Ok(page) = state
@@ -217,7 +220,7 @@ async fn tenant_names(state: &ApiState, console: &Console) -> BTreeMap<TenantId,
     names
 }
 
-fn tenant_label(names: &BTreeMap<TenantId, String>, tenant: Option<TenantId>) -> String {
+pub(super) fn tenant_label(names: &BTreeMap<TenantId, String>, tenant: Option<TenantId>) -> String {
     match tenant {
         Some(id) => names.get(&id).cloned().unwrap_or_else(|| id.to_string()),
         None => "—".into(),

@@ -12,7 +12,7 @@ use super::Console;
 use crate::error::AppError;
 
 /// Every template, by name.
-const TEMPLATES: [(&str, &str); 6] = [
+const TEMPLATES: [(&str, &str); 10] = [
     ("base.html", include_str!("../../templates/base.html")),
     ("sign_in.html", include_str!("../../templates/sign_in.html")),
     (
@@ -28,6 +28,13 @@ const TEMPLATES: [(&str, &str); 6] = [
         include_str!("../../templates/onboarding.html"),
     ),
     ("error.html", include_str!("../../templates/error.html")),
+    ("tasks.html", include_str!("../../templates/tasks.html")),
+    ("task.html", include_str!("../../templates/task.html")),
+    (
+        "workflow.html",
+        include_str!("../../templates/workflow.html"),
+    ),
+    ("audit.html", include_str!("../../templates/audit.html")),
 ];
 
 static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {

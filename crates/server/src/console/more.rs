@@ -1,0 +1,497 @@
+//! The console's other pages: human tasks (L3) with their decision
+//! support, a workflow's timeline, and the audit browser with verification
+//! and the OSCAL export.
+
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use gatehouse_core::approval::{HumanTask, TaskState};
+use gatehouse_core::id::{HumanTaskId, WorkflowId};
+use gatehouse_core::store::{ActionFilter, AuditCursor};
+use minijinja::{Value, context};
+use serde::Deserialize;
+use serde_json::json;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::Console;
+use super::pages::{tenant_label, tenant_names, when};
+use super::render::{error_page, page};
+use crate::app::{AuditQuery, VerifyRequest};
+use crate::app::{GateFilter, TenantRef};
+use crate::error::AppError;
+use crate::http::ApiState;
+
+/// `text` percent-encoded for a query string (everything but RFC 3986's
+/// unreserved characters).
+fn query_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+fn pretty(value: &serde_json::Value) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_default()
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct StateQuery {
+    state: Option<String>,
+}
+
+fn task_row(
+    task: &HumanTask,
+    names: &std::collections::BTreeMap<gatehouse_core::id::TenantId, String>,
+) -> serde_json::Value {
+    json!({
+        "id": task.id.to_string(),
+        "instance": task.instance_id.to_string(),
+        "step": task.step_id,
+        "tenant": tenant_label(names, task.tenant_id),
+        "state": task.state.as_str(),
+        "created_at": when(task.created_at),
+        "risk": task.decision_support["risk"].as_str(),
+    })
+}
+
+/// Human tasks (L3): what people must do themselves, with decision support.
+pub(super) async fn tasks(
+    State(state): State<ApiState>,
+    console: Console,
+    Query(query): Query<StateQuery>,
+) -> Response {
+    let wanted = match query
+        .state
+        .as_deref()
+        .unwrap_or("open")
+        .parse::<TaskState>()
+    {
+        Ok(wanted) => wanted,
+        Err(err) => return error_page(Some(&console), &AppError::from(err)),
+    };
+    let filter = GateFilter {
+        tenant: None,
+        state: Some(wanted),
+    };
+    let items = match state
+        .app
+        .list_tasks(&console.actor, filter, None, 100)
+        .await
+    {
+        Ok(page_of) => page_of.items,
+        Err(err) => return error_page(Some(&console), &err),
+    };
+    let names = tenant_names(&state, &console).await;
+    let rows: Vec<serde_json::Value> = items.iter().map(|t| task_row(t, &names)).collect();
+    page(
+        StatusCode::OK,
+        "tasks.html",
+        Some(&console),
+        context! {
+            title => "Tasks",
+            nav => "tasks",
+            state => wanted.as_str(),
+            states => TaskState::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+            tasks => Value::from_serialize(&rows),
+        },
+    )
+}
+
+async fn task_page(
+    state: &ApiState,
+    console: &Console,
+    id: &str,
+    status: StatusCode,
+    notice: Option<String>,
+    error: Option<String>,
+) -> Response {
+    let Ok(id) = id.parse::<HumanTaskId>() else {
+        return error_page(Some(console), &AppError::not_found("task", id));
+    };
+    let task = match state.app.get_task(&console.actor, id).await {
+        Ok(task) => task,
+        Err(err) => return error_page(Some(console), &err),
+    };
+    let names = tenant_names(state, console).await;
+    let support: Vec<serde_json::Value> = task
+        .decision_support
+        .as_object()
+        .map(|fields| {
+            fields
+                .iter()
+                .map(|(k, v)| {
+                    let text = match v {
+                        serde_json::Value::String(s) => s.clone(),
+                        other => pretty(other),
+                    };
+                    json!({"name": k.replace('_', " "), "value": text})
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut view = task_row(&task, &names);
+    if let Some(fields) = view.as_object_mut() {
+        fields.insert("support".into(), json!(support));
+        fields.insert("outcome".into(), json!(task.outcome.as_ref().map(pretty)));
+        fields.insert("evidence".into(), json!(task.evidence));
+        fields.insert("completed_at".into(), json!(task.completed_at.map(when)));
+    }
+    page(
+        status,
+        "task.html",
+        Some(console),
+        context! {
+            title => format!("Task {}", task.step_id),
+            nav => "tasks",
+            task => Value::from_serialize(&view),
+            open => task.state == TaskState::Open,
+            notice,
+            error,
+        },
+    )
+}
+
+/// One human task: its decision support, and the form to record it done.
+pub(super) async fn task(
+    State(state): State<ApiState>,
+    console: Console,
+    Path(id): Path<String>,
+) -> Response {
+    task_page(&state, &console, &id, StatusCode::OK, None, None).await
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct CompleteForm {
+    #[serde(default)]
+    outcome: String,
+    #[serde(default)]
+    evidence: String,
+    #[serde(default)]
+    csrf: String,
+}
+
+/// Records a human task as done, with its outcome and evidence.
+pub(super) async fn complete_task(
+    State(state): State<ApiState>,
+    console: Console,
+    Path(id): Path<String>,
+    Form(form): Form<CompleteForm>,
+) -> Response {
+    if let Some(refused) = console.csrf_refusal(&form.csrf) {
+        return refused;
+    }
+    let Ok(task) = id.parse::<HumanTaskId>() else {
+        return error_page(Some(&console), &AppError::not_found("task", &id));
+    };
+    let outcome = async {
+        let outcome: serde_json::Value = serde_json::from_str(&form.outcome)
+            .map_err(|e| AppError::Invalid(format!("the outcome is not JSON: {e}")))?;
+        let evidence = Some(form.evidence.trim()).filter(|e| !e.is_empty());
+        state
+            .app
+            .complete_task(&console.actor, task, outcome, evidence)
+            .await
+    }
+    .await;
+    match outcome {
+        Ok(_) => {
+            let notice = Some("Recorded: the workflow goes on.".to_owned());
+            task_page(&state, &console, &id, StatusCode::OK, notice, None).await
+        }
+        Err(err @ AppError::NotFound { .. }) => error_page(Some(&console), &err),
+        Err(err) => {
+            let message = Some(err.public_message());
+            task_page(&state, &console, &id, err.status(), None, message).await
+        }
+    }
+}
+
+/// A workflow instance's timeline: its steps and its history, in order.
+pub(super) async fn workflow(
+    State(state): State<ApiState>,
+    console: Console,
+    Path(id): Path<String>,
+) -> Response {
+    let Ok(id) = id.parse::<WorkflowId>() else {
+        return error_page(Some(&console), &AppError::not_found("workflow", &id));
+    };
+    let detail = match state.app.get_workflow(&console.actor, id).await {
+        Ok(detail) => detail,
+        Err(err) => return error_page(Some(&console), &err),
+    };
+    let names = tenant_names(&state, &console).await;
+    let steps: Vec<serde_json::Value> = detail
+        .steps
+        .iter()
+        .map(|s| {
+            json!({
+                "id": s.step_id,
+                "state": s.state.as_str(),
+                "attempts": s.attempts,
+                "error": s.error,
+                "updated_at": when(s.updated_at),
+            })
+        })
+        .collect();
+    let history: Vec<serde_json::Value> = detail
+        .history
+        .iter()
+        .map(|h| {
+            json!({
+                "at": when(h.at),
+                "kind": h.kind,
+                "step": h.step_id,
+                "actor": h.actor,
+                "detail": if h.detail.as_object().is_some_and(|o| o.is_empty()) || h.detail.is_null() {
+                    None
+                } else {
+                    Some(h.detail.to_string())
+                },
+            })
+        })
+        .collect();
+    let instance = &detail.instance;
+    let view = json!({
+        "id": instance.id.to_string(),
+        "template": instance.template,
+        "version": instance.template_version,
+        "state": instance.state.as_str(),
+        "tenant": tenant_label(&names, instance.tenant_id),
+        "created_by": instance.created_by,
+        "created_at": when(instance.created_at),
+        "steps": steps,
+        "history": history,
+    });
+    page(
+        StatusCode::OK,
+        "workflow.html",
+        Some(&console),
+        context! {
+            title => format!("Workflow {}", instance.id),
+            nav => "onboarding",
+            workflow => Value::from_serialize(&view),
+        },
+    )
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct AuditForm {
+    log: Option<String>,
+    actor: Option<String>,
+    action: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    cursor: Option<String>,
+}
+
+fn non_empty(text: Option<&String>) -> Option<&str> {
+    text.map(|t| t.trim()).filter(|t| !t.is_empty())
+}
+
+fn instant(text: Option<&String>, what: &str) -> Result<Option<OffsetDateTime>, AppError> {
+    non_empty(text)
+        .map(|t| {
+            OffsetDateTime::parse(t, &Rfc3339).map_err(|e| {
+                AppError::Invalid(format!(
+                    "`{what}` must be an RFC 3339 time (2026-12-01T00:00:00Z): {e}"
+                ))
+            })
+        })
+        .transpose()
+}
+
+fn audit_query(form: &AuditForm) -> Result<AuditQuery, AppError> {
+    Ok(AuditQuery {
+        log: non_empty(form.log.as_ref()).map(str::to_owned),
+        actor: non_empty(form.actor.as_ref()).map(str::to_owned),
+        action: non_empty(form.action.as_ref())
+            .map(ActionFilter::parse)
+            .transpose()
+            .map_err(AppError::Invalid)?,
+        since: instant(form.since.as_ref(), "since")?,
+        until: instant(form.until.as_ref(), "until")?,
+        cursor: non_empty(form.cursor.as_ref())
+            .map(AuditCursor::decode)
+            .transpose()
+            .map_err(|e| AppError::Invalid(format!("invalid cursor: {e}")))?,
+        limit: 50,
+    })
+}
+
+async fn audit_page(
+    state: &ApiState,
+    console: &Console,
+    form: &AuditForm,
+    verification: Option<serde_json::Value>,
+) -> Response {
+    let listed = match audit_query(form) {
+        Ok(query) => state.app.list_audit(&console.actor, query).await,
+        Err(err) => Err(err),
+    };
+    let (entries, next, error) = match listed {
+        Ok(page_of) => (page_of.items, page_of.next, None),
+        Err(err @ (AppError::Forbidden(_) | AppError::NotAllowed(_))) => {
+            return error_page(Some(console), &err);
+        }
+        Err(err) => (Vec::new(), None, Some(err.public_message())),
+    };
+    let logs = state
+        .app
+        .list_audit_logs(&console.actor)
+        .await
+        .unwrap_or_default();
+    let rows: Vec<serde_json::Value> = entries
+        .iter()
+        .map(|e| {
+            json!({
+                "log": e.log, "idx": e.idx, "at": when(e.at), "actor": e.actor,
+                "action": e.action, "subject": e.subject,
+            })
+        })
+        .collect();
+    let next_link = next.map(|cursor| {
+        let mut pairs = vec![("cursor", cursor)];
+        for (key, value) in [
+            ("log", &form.log),
+            ("actor", &form.actor),
+            ("action", &form.action),
+            ("since", &form.since),
+            ("until", &form.until),
+        ] {
+            if let Some(value) = non_empty(value.as_ref()) {
+                pairs.push((key, value.to_owned()));
+            }
+        }
+        pairs
+            .iter()
+            .map(|(key, value)| format!("{key}={}", query_escape(value)))
+            .collect::<Vec<_>>()
+            .join("&")
+    });
+    let status = if error.is_some() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    page(
+        status,
+        "audit.html",
+        Some(console),
+        context! {
+            title => "Audit log",
+            nav => "audit",
+            entries => Value::from_serialize(&rows),
+            logs => Value::from_serialize(&logs),
+            filter => context! {
+                log => form.log.as_deref().unwrap_or_default(),
+                actor => form.actor.as_deref().unwrap_or_default(),
+                action => form.action.as_deref().unwrap_or_default(),
+                since => form.since.as_deref().unwrap_or_default(),
+                until => form.until.as_deref().unwrap_or_default(),
+            },
+            next => next_link,
+            error,
+            verification => verification.map(|v| Value::from_serialize(&v)),
+        },
+    )
+}
+
+/// The audit browser: entries with filters and pages, the logs, and
+/// verification and OSCAL export per log.
+pub(super) async fn audit(
+    State(state): State<ApiState>,
+    console: Console,
+    Query(form): Query<AuditForm>,
+) -> Response {
+    audit_page(&state, &console, &form, None).await
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct VerifyForm {
+    #[serde(default)]
+    log: String,
+    #[serde(default)]
+    csrf: String,
+}
+
+/// Recomputes a log's tree and checks its signed checkpoints.
+pub(super) async fn verify(
+    State(state): State<ApiState>,
+    console: Console,
+    Form(form): Form<VerifyForm>,
+) -> Response {
+    if let Some(refused) = console.csrf_refusal(&form.csrf) {
+        return refused;
+    }
+    let request = VerifyRequest {
+        kept: Vec::new(),
+        check_canonical: false,
+    };
+    let result = state
+        .app
+        .verify_audit_log(&console.actor, &form.log, request, |_| {})
+        .await;
+    let verification = match result {
+        Ok(report) => json!({
+            "log": report.log,
+            "verified": report.verified,
+            "entries": report.entries,
+            "root": report.root,
+            "checkpoints": report.checkpoints,
+            "mismatch": report.mismatch.map(|m| m.message),
+        }),
+        Err(err) => return error_page(Some(&console), &err),
+    };
+    audit_page(&state, &console, &AuditForm::default(), Some(verification)).await
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct OscalQuery {
+    #[serde(default)]
+    tenant: String,
+}
+
+/// A tenant's OSCAL assessment-results document, as a download.
+pub(super) async fn oscal(
+    State(state): State<ApiState>,
+    console: Console,
+    Query(query): Query<OscalQuery>,
+) -> Response {
+    let tenant = TenantRef::parse(query.tenant.trim());
+    let period = gatehouse_oscal::Period {
+        since: None,
+        until: None,
+    };
+    match state
+        .app
+        .export_oscal(&console.actor, &tenant, period)
+        .await
+    {
+        Ok(document) => {
+            let mut response = axum::Json(document).into_response();
+            let headers = response.headers_mut();
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            let name = format!(
+                "attachment; filename=\"oscal-{}.json\"",
+                query
+                    .tenant
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                    .collect::<String>()
+            );
+            if let Ok(value) = HeaderValue::from_str(&name) {
+                headers.insert(CONTENT_DISPOSITION, value);
+            }
+            response
+        }
+        Err(err) => error_page(Some(&console), &err),
+    }
+}
