@@ -312,6 +312,12 @@ async fn a_lead_signs_in_with_totp_approves_and_the_onboarding_advances() {
         .screenshot(artefacts().join("onboarding-board.png"))
         .await
         .unwrap();
+    driver.goto(&world.url("/console/analytics")).await.unwrap();
+    driver.find("#runs-chart svg").await.unwrap();
+    driver
+        .screenshot(artefacts().join("analytics.png"))
+        .await
+        .unwrap();
 
     // The next approval waits in the inbox.
     driver.goto(&world.url("/console/approvals")).await.unwrap();
@@ -380,6 +386,10 @@ async fn the_pages_fit_a_phone() {
     for (path, shot) in [
         ("/console/approvals", "phone-approvals.png"),
         ("/console/onboarding", "phone-onboarding.png"),
+        ("/console/tasks", "phone-tasks.png"),
+        ("/console/tenants", "phone-tenants.png"),
+        ("/console/audit", "phone-audit.png"),
+        ("/console/analytics", "phone-analytics.png"),
     ] {
         driver.goto(&world.url(path)).await.unwrap();
         let fits = driver

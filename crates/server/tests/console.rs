@@ -301,6 +301,8 @@ mod cases {
             "/console/workflows/wf_x",
             "/console/audit",
             "/console/audit/oscal",
+            "/console/tenants",
+            "/console/analytics",
         ] {
             let response = client()
                 .get(format!("{}{path}", app.base))
@@ -777,6 +779,45 @@ mod cases {
         assert!(html.contains("admin, lead or auditor"), "{html}");
     }
 
+    pub async fn tenants_and_analytics_render(app: &Served) {
+        let secret = operator(app, "ada.audit", Role::Auditor, true)
+            .await
+            .unwrap();
+        let response = app
+            .http
+            .post(format!("{}/api/v1/tenants", app.base))
+            .bearer_auth(&app.admin)
+            .json(
+                &serde_json::json!({"slug": "acme", "display_name": "Acme <Ltd>", "region": "eu"}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        app.pending_approval("analytics").await;
+        let auditor = app.sign_in("ada.audit", &app.code(&secret)).await;
+
+        let (status, html) = app.page(&auditor.cookie, "/console/tenants").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            html.contains("Acme &lt;Ltd&gt;") && html.contains("<code>acme</code>"),
+            "{html}"
+        );
+
+        let (status, html) = app.page(&auditor.cookie, "/console/analytics").await;
+        assert_eq!(status, StatusCode::OK, "{html}");
+        assert!(
+            html.contains("<svg") && html.contains("<title>Workflow runs by state</title>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<td>waiting</td><td>1</td>"),
+            "one run waits at its gate: {html}"
+        );
+        assert!(html.contains("<dt>Approvals waiting</dt><dd>1"), "{html}");
+        assert!(html.contains("0 clients live"), "{html}");
+    }
+
     pub async fn sessions_expire(app: &Served) {
         let secret = operator(app, "lea.lead", Role::Lead, true).await.unwrap();
         let signed = app.sign_in("lea.lead", &app.code(&secret)).await;
@@ -831,4 +872,5 @@ console_tests!(
     totp_secrets_survive_a_kek_rotation_that_retires,
     tasks_show_decision_support_and_record_the_outcome,
     the_audit_browser_lists_verifies_and_exports,
+    tenants_and_analytics_render,
 );

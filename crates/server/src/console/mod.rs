@@ -18,6 +18,7 @@
 //!   (no scripts, no inline styles, nothing from elsewhere), `no-store`
 //!   caching, `nosniff` and `frame-ancestors 'none'`.
 
+mod charts;
 mod more;
 mod pages;
 mod render;
@@ -68,6 +69,8 @@ pub fn routes() -> Router<ApiState> {
         .route("/console/audit", get(more::audit))
         .route("/console/audit/verify", post(more::verify))
         .route("/console/audit/oscal", get(more::oscal))
+        .route("/console/tenants", get(more::tenants))
+        .route("/console/analytics", get(more::analytics))
         .layer(axum::middleware::from_fn(protect))
 }
 

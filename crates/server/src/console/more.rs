@@ -495,3 +495,150 @@ pub(super) async fn oscal(
         Err(err) => error_page(Some(&console), &err),
     }
 }
+
+/// Tenants: every client, its region and lifecycle state.
+pub(super) async fn tenants(State(state): State<ApiState>, console: Console) -> Response {
+    let mut rows = Vec::new();
+    let mut after = None;
+    loop {
+        let page_of = match state
+            .app
+            .list_tenants(&console.actor, None, after, 100)
+            .await
+        {
+            Ok(page_of) => page_of,
+            Err(err) => return error_page(Some(&console), &err),
+        };
+        for tenant in &page_of.items {
+            rows.push(json!({
+                "id": tenant.id.to_string(),
+                "slug": tenant.slug.as_str(),
+                "name": tenant.display_name.as_str(),
+                "region": tenant.region.as_str(),
+                "state": tenant.state.as_str(),
+                "created_at": when(tenant.created_at),
+            }));
+        }
+        match page_of.next {
+            Some(next) if !page_of.items.is_empty() && rows.len() < 5000 => after = Some(next),
+            _ => break,
+        }
+    }
+    page(
+        StatusCode::OK,
+        "tenants.html",
+        Some(&console),
+        context! {
+            title => "Tenants",
+            nav => "tenants",
+            tenants => Value::from_serialize(&rows),
+        },
+    )
+}
+
+/// Hours, written for people.
+fn hours(seconds: f64) -> String {
+    if seconds < 3600.0 {
+        format!("{:.0} min", seconds / 60.0)
+    } else if seconds < 3.0 * 86_400.0 {
+        format!("{:.1} h", seconds / 3600.0)
+    } else {
+        format!("{:.1} d", seconds / 86_400.0)
+    }
+}
+
+/// Analytics, drawn on the server as SVG: workflow runs by state, human
+/// oversight (pending approvals, overrides), and time to operational.
+pub(super) async fn analytics(State(state): State<ApiState>, console: Console) -> Response {
+    use super::charts::{Bar, bars};
+    if let Err(err) =
+        crate::authz::authorize(&console.actor, crate::authz::Permission::ReadWorkflows)
+    {
+        return error_page(Some(&console), &err);
+    }
+    let by_state = match state.app.store.count_instances_by_state().await {
+        Ok(counts) => counts,
+        Err(err) => return error_page(Some(&console), &err.into()),
+    };
+    let approvals = match state.app.store.approval_stats().await {
+        Ok(stats) => stats,
+        Err(err) => return error_page(Some(&console), &err.into()),
+    };
+    let runs: Vec<Bar> = by_state
+        .iter()
+        .map(|(s, n)| Bar {
+            label: s.as_str().to_owned(),
+            value: *n as f64,
+            shown: n.to_string(),
+        })
+        .collect();
+    let total: u64 = by_state.iter().map(|(_, n)| n).sum();
+    let failed: u64 = by_state
+        .iter()
+        .filter(|(s, _)| matches!(s.as_str(), "failed" | "compensated" | "cancelled"))
+        .map(|(_, n)| n)
+        .sum();
+    // Time to operational: the onboardings that went live, latest first.
+    let mut live = Vec::new();
+    let mut after = None;
+    loop {
+        let filter = crate::onboarding::OnboardingFilter {
+            state: None,
+            stage: None,
+        };
+        let page_of = match state
+            .app
+            .list_onboardings(&console.actor, filter, after, 100)
+            .await
+        {
+            Ok(page_of) => page_of,
+            Err(err) => return error_page(Some(&console), &err),
+        };
+        for item in &page_of.items {
+            if let Some(at) = item.go_live_at {
+                let seconds = (at - item.started_at).as_seconds_f64().max(0.0);
+                let client = item.client.clone().or(item.slug.clone());
+                live.push((client.unwrap_or_else(|| item.id.to_string()), seconds));
+            }
+        }
+        match page_of.next {
+            Some(next) if live.len() < 1000 => after = Some(next),
+            _ => break,
+        }
+    }
+    let mut sorted: Vec<f64> = live.iter().map(|(_, s)| *s).collect();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted.get(sorted.len() / 2).copied();
+    let operational: Vec<Bar> = live
+        .iter()
+        .rev()
+        .take(20)
+        .map(|(client, seconds)| Bar {
+            label: client.clone(),
+            value: *seconds,
+            shown: hours(*seconds),
+        })
+        .collect();
+    let oldest = approvals
+        .oldest_pending_since
+        .map(|since| hours((state.app.now() - since).as_seconds_f64().max(0.0)));
+    page(
+        StatusCode::OK,
+        "analytics.html",
+        Some(&console),
+        context! {
+            title => "Analytics",
+            nav => "analytics",
+            runs_chart => bars("Workflow runs by state", &runs),
+            runs => Value::from_serialize(by_state.iter().map(|(s, n)| (s.as_str(), *n)).collect::<Vec<_>>()),
+            total,
+            error_rate => (total > 0).then(|| format!("{:.1} %", failed as f64 * 100.0 / total as f64)),
+            pending => approvals.pending,
+            oldest,
+            overrides => approvals.overrides,
+            operational_chart => bars("Time to operational, latest onboardings", &operational),
+            live => live.len(),
+            median => median.map(hours),
+        },
+    )
+}

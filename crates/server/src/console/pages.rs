@@ -37,11 +37,14 @@ pub(super) fn when(at: OffsetDateTime) -> String {
     )
 }
 
-/// Where to go after signing in: only a console path, never elsewhere.
+/// Where to go after signing in: only a console path of visible ASCII,
+/// never another site (`//host`) and never a header injection.
 fn safe_next(next: Option<&str>) -> &str {
     match next {
         Some(next)
-            if next.starts_with("/console/") && !next.contains("//") && !next.contains('\\') =>
+            if next.starts_with("/console/")
+                && !next.contains("//")
+                && next.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') =>
         {
             next
         }
@@ -77,7 +80,14 @@ fn sign_in_page(
 ) -> Response {
     // The double-submit token: the cookie's value, echoed by the form.
     let token = match cookie(headers, SIGN_IN_COOKIE) {
-        Some(token) if token.len() == 43 => token.to_owned(),
+        Some(token)
+            if token.len() == 43
+                && token
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
+            token.to_owned()
+        }
         _ => {
             let mut bytes = [0u8; 32];
             if getrandom::fill(&mut bytes).is_err() {
@@ -545,4 +555,32 @@ pub(super) async fn onboarding_board(State(state): State<ApiState>, console: Con
             count => items.len(),
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_console_paths_are_followed_after_sign_in() {
+        for good in [
+            "/console/approvals",
+            "/console/approvals/apr_1?state=pending",
+        ] {
+            assert_eq!(safe_next(Some(good)), good);
+        }
+        for bad in [
+            "https://evil.example/",
+            "//evil.example/console/",
+            "/console//evil.example",
+            "/console/\\evil.example",
+            "/console/a\r\nSet-Cookie: x=1",
+            "/console/a b",
+            "/consolex",
+            "",
+        ] {
+            assert_eq!(safe_next(Some(bad)), "/console/approvals", "{bad:?}");
+        }
+        assert_eq!(safe_next(None), "/console/approvals");
+    }
 }

@@ -12,7 +12,7 @@ use super::Console;
 use crate::error::AppError;
 
 /// Every template, by name.
-const TEMPLATES: [(&str, &str); 10] = [
+const TEMPLATES: [(&str, &str); 12] = [
     ("base.html", include_str!("../../templates/base.html")),
     ("sign_in.html", include_str!("../../templates/sign_in.html")),
     (
@@ -35,6 +35,11 @@ const TEMPLATES: [(&str, &str); 10] = [
         include_str!("../../templates/workflow.html"),
     ),
     ("audit.html", include_str!("../../templates/audit.html")),
+    ("tenants.html", include_str!("../../templates/tenants.html")),
+    (
+        "analytics.html",
+        include_str!("../../templates/analytics.html"),
+    ),
 ];
 
 static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
