@@ -388,6 +388,7 @@ async fn the_pages_fit_a_phone() {
         ("/console/onboarding", "phone-onboarding.png"),
         ("/console/tasks", "phone-tasks.png"),
         ("/console/tenants", "phone-tenants.png"),
+        ("/console/people", "phone-people.png"),
         ("/console/audit", "phone-audit.png"),
         ("/console/analytics", "phone-analytics.png"),
     ] {

@@ -291,52 +291,64 @@ impl Served {
 mod cases {
     use super::*;
 
-    pub async fn anonymous_pages_redirect_to_sign_in(app: &Served) {
-        for path in [
-            "/console/approvals",
-            "/console/approvals/apr_x",
-            "/console/onboarding",
-            "/console/tasks",
-            "/console/tasks/tsk_x",
-            "/console/workflows/wf_x",
-            "/console/audit",
-            "/console/audit/oscal",
-            "/console/tenants",
-            "/console/analytics",
-        ] {
-            let response = client()
-                .get(format!("{}{path}", app.base))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(response.status(), StatusCode::SEE_OTHER, "{path}");
-            let location = response.headers()[LOCATION].to_str().unwrap();
-            assert_eq!(location, format!("/console/sign-in?next={path}"));
+    /// Every console route, from the table the router is built from: each
+    /// answers (a listed route without a handler fails here), and every
+    /// route that needs a session sends a stranger to the sign-in page.
+    pub async fn every_console_route_answers_and_refuses_strangers(app: &Served) {
+        use gatehouse_server::console::{Access, ROUTES};
+        assert!(ROUTES.len() >= 20);
+        for (method, path, access) in ROUTES {
+            let concrete = path
+                .replace("{approval}", "apr_01jd8x3k2q9f6v0c4m7r5t8w1y")
+                .replace("{workflow}", "wf_01jd8x3k2q9f6v0c4m7r5t8w1y")
+                .replace("{task}", "tsk_01jd8x3k2q9f6v0c4m7r5t8w1y")
+                .replace("{tenant}", "acme");
+            assert!(
+                !concrete.contains('{'),
+                "a parameter of {path} is not covered"
+            );
+            let url = format!("{}{concrete}", app.base);
+            let response = match method {
+                "GET" => client().get(&url).send().await.unwrap(),
+                "POST" => client()
+                    .post(&url)
+                    .form(&[("verdict", "approve"), ("reason", "x"), ("csrf", "x")])
+                    .send()
+                    .await
+                    .unwrap(),
+                other => panic!("{other} {path}: a method this test does not know"),
+            };
+            let status = response.status();
+            assert!(
+                status != StatusCode::NOT_FOUND && status != StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path} is listed but not served: {status}"
+            );
             assert!(
                 response.headers()["content-security-policy"]
                     .to_str()
                     .unwrap()
-                    .contains("default-src 'none'")
+                    .contains("default-src 'none'"),
+                "{method} {path}"
             );
+            if access == Access::Session {
+                assert_eq!(
+                    status,
+                    StatusCode::SEE_OTHER,
+                    "{method} {path} as a stranger"
+                );
+                let location = response.headers()[LOCATION].to_str().unwrap();
+                assert!(
+                    location.starts_with("/console/sign-in"),
+                    "{method} {path}: {location}"
+                );
+                if method == "GET" {
+                    assert_eq!(location, format!("/console/sign-in?next={concrete}"));
+                }
+            }
         }
-        // A forged or ended session is no session.
+        // A forged session is no session.
         let (status, _) = app.page("not-a-session", "/console/approvals").await;
         assert_eq!(status, StatusCode::SEE_OTHER);
-        // Forms without a session are refused the same way.
-        for path in [
-            "/console/approvals/apr_x/decide",
-            "/console/tasks/tsk_x/complete",
-            "/console/audit/verify",
-            "/console/sign-out",
-        ] {
-            let response = client()
-                .post(format!("{}{path}", app.base))
-                .form(&[("verdict", "approve"), ("reason", "x")])
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(response.status(), StatusCode::SEE_OTHER, "{path}");
-        }
     }
 
     pub async fn sign_in_with_password_and_totp_sets_a_strict_cookie(app: &Served) {
@@ -818,6 +830,33 @@ mod cases {
         assert!(html.contains("0 clients live"), "{html}");
     }
 
+    pub async fn people_pages_follow_the_roles(app: &Served) {
+        let secret = operator(app, "tom.tech", Role::Technician, true)
+            .await
+            .unwrap();
+        let response = app
+            .http
+            .post(format!("{}/api/v1/tenants", app.base))
+            .bearer_auth(&app.admin)
+            .json(&serde_json::json!({"slug": "acme", "display_name": "Acme", "region": "eu"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let tech = app.sign_in("tom.tech", &app.code(&secret)).await;
+        let (status, html) = app.page(&tech.cookie, "/console/people").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(html.contains(">Acme</a>"), "{html}");
+        let (status, html) = app.page(&tech.cookie, "/console/people/acme").await;
+        assert_eq!(status, StatusCode::OK, "{html}");
+        assert!(
+            html.contains("No people yet") && html.contains("No elevations requested"),
+            "{html}"
+        );
+        let (status, _) = app.page(&tech.cookie, "/console/people/nobody").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
     pub async fn sessions_expire(app: &Served) {
         let secret = operator(app, "lea.lead", Role::Lead, true).await.unwrap();
         let signed = app.sign_in("lea.lead", &app.code(&secret)).await;
@@ -861,7 +900,7 @@ macro_rules! console_tests {
 }
 
 console_tests!(
-    anonymous_pages_redirect_to_sign_in,
+    every_console_route_answers_and_refuses_strangers,
     sign_in_with_password_and_totp_sets_a_strict_cookie,
     wrong_answers_are_all_the_same_and_lock_the_account,
     a_code_signs_in_once,
@@ -873,4 +912,5 @@ console_tests!(
     tasks_show_decision_support_and_record_the_outcome,
     the_audit_browser_lists_verifies_and_exports,
     tenants_and_analytics_render,
+    people_pages_follow_the_roles,
 );

@@ -21,6 +21,7 @@
 mod charts;
 mod more;
 mod pages;
+mod people;
 mod render;
 
 use axum::Router;
@@ -30,7 +31,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use gatehouse_core::signin::Session;
 use zeroize::Zeroizing;
 
@@ -43,34 +44,95 @@ pub const SESSION_COOKIE: &str = "gatehouse_session";
 /// The sign-in form's double-submit cookie.
 pub const SIGN_IN_COOKIE: &str = "gatehouse_sign_in";
 
-/// The console's routes (all under `/console`, and `/` redirects there).
+/// Who may reach a console route without a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone (redirects, the stylesheet, the sign-in form).
+    Public,
+    /// A signed-in operator; the page's service call asks the policies.
+    Session,
+}
+
+/// Every console route: its method, path and who may reach it. The router
+/// is built from this table, so a route cannot exist without being listed,
+/// and the tests walk it (`tests/console.rs`).
+pub const ROUTES: [(&str, &str, Access); 22] = [
+    ("GET", "/", Access::Public),
+    ("GET", "/console", Access::Public),
+    ("GET", "/console/", Access::Public),
+    ("GET", "/console/console.css", Access::Public),
+    ("GET", "/console/sign-in", Access::Public),
+    ("POST", "/console/sign-in", Access::Public),
+    ("POST", "/console/sign-out", Access::Session),
+    ("GET", "/console/approvals", Access::Session),
+    ("GET", "/console/approvals/{approval}", Access::Session),
+    (
+        "POST",
+        "/console/approvals/{approval}/decide",
+        Access::Session,
+    ),
+    ("GET", "/console/onboarding", Access::Session),
+    ("GET", "/console/workflows/{workflow}", Access::Session),
+    ("GET", "/console/tasks", Access::Session),
+    ("GET", "/console/tasks/{task}", Access::Session),
+    ("POST", "/console/tasks/{task}/complete", Access::Session),
+    ("GET", "/console/audit", Access::Session),
+    ("POST", "/console/audit/verify", Access::Session),
+    ("GET", "/console/audit/oscal", Access::Session),
+    ("GET", "/console/tenants", Access::Session),
+    ("GET", "/console/analytics", Access::Session),
+    ("GET", "/console/people", Access::Session),
+    ("GET", "/console/people/{tenant}", Access::Session),
+];
+
+/// The handler of one row of [`ROUTES`]; `None` for a row nobody handles
+/// (the tests then fail: every listed route must answer).
+fn handler(method: &str, path: &str) -> Option<MethodRouter<ApiState>> {
+    Some(match (method, path) {
+        ("GET", "/" | "/console") => get(|| async { Redirect::to("/console/") }),
+        ("GET", "/console/") => get(|| async { Redirect::to("/console/approvals") }),
+        ("GET", "/console/console.css") => get(render::stylesheet),
+        ("GET", "/console/sign-in") => get(pages::sign_in_form),
+        ("POST", "/console/sign-in") => post(pages::sign_in),
+        ("POST", "/console/sign-out") => post(pages::sign_out),
+        ("GET", "/console/approvals") => get(pages::approvals),
+        ("GET", "/console/approvals/{approval}") => get(pages::approval),
+        ("POST", "/console/approvals/{approval}/decide") => post(pages::decide),
+        ("GET", "/console/onboarding") => get(pages::onboarding_board),
+        ("GET", "/console/workflows/{workflow}") => get(more::workflow),
+        ("GET", "/console/tasks") => get(more::tasks),
+        ("GET", "/console/tasks/{task}") => get(more::task),
+        ("POST", "/console/tasks/{task}/complete") => post(more::complete_task),
+        ("GET", "/console/audit") => get(more::audit),
+        ("POST", "/console/audit/verify") => post(more::verify),
+        ("GET", "/console/audit/oscal") => get(more::oscal),
+        ("GET", "/console/tenants") => get(more::tenants),
+        ("GET", "/console/analytics") => get(more::analytics),
+        ("GET", "/console/people") => get(people::tenants),
+        ("GET", "/console/people/{tenant}") => get(people::people),
+        _ => return None,
+    })
+}
+
+/// The console's routes (all under `/console`, and `/` redirects there),
+/// from [`ROUTES`].
 pub fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/", get(|| async { Redirect::to("/console/") }))
-        .route("/console", get(|| async { Redirect::to("/console/") }))
-        .route(
-            "/console/",
-            get(|| async { Redirect::to("/console/approvals") }),
-        )
-        .route("/console/console.css", get(render::stylesheet))
-        .route(
-            "/console/sign-in",
-            get(pages::sign_in_form).post(pages::sign_in),
-        )
-        .route("/console/sign-out", post(pages::sign_out))
-        .route("/console/approvals", get(pages::approvals))
-        .route("/console/approvals/{approval}", get(pages::approval))
-        .route("/console/approvals/{approval}/decide", post(pages::decide))
-        .route("/console/onboarding", get(pages::onboarding_board))
-        .route("/console/workflows/{workflow}", get(more::workflow))
-        .route("/console/tasks", get(more::tasks))
-        .route("/console/tasks/{task}", get(more::task))
-        .route("/console/tasks/{task}/complete", post(more::complete_task))
-        .route("/console/audit", get(more::audit))
-        .route("/console/audit/verify", post(more::verify))
-        .route("/console/audit/oscal", get(more::oscal))
-        .route("/console/tenants", get(more::tenants))
-        .route("/console/analytics", get(more::analytics))
+    let mut by_path: Vec<(&str, MethodRouter<ApiState>)> = Vec::new();
+    for (method, path, _) in ROUTES {
+        let Some(handler) = handler(method, path) else {
+            tracing::error!(method, path, "a console route has no handler");
+            continue;
+        };
+        match by_path.iter_mut().find(|(p, _)| *p == path) {
+            Some((_, existing)) => *existing = std::mem::take(existing).merge(handler),
+            None => by_path.push((path, handler)),
+        }
+    }
+    by_path
+        .into_iter()
+        .fold(Router::new(), |router, (path, handler)| {
+            router.route(path, handler)
+        })
         .layer(axum::middleware::from_fn(protect))
 }
 

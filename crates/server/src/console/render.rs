@@ -12,7 +12,7 @@ use super::Console;
 use crate::error::AppError;
 
 /// Every template, by name.
-const TEMPLATES: [(&str, &str); 12] = [
+const TEMPLATES: [(&str, &str); 14] = [
     ("base.html", include_str!("../../templates/base.html")),
     ("sign_in.html", include_str!("../../templates/sign_in.html")),
     (
@@ -39,6 +39,11 @@ const TEMPLATES: [(&str, &str); 12] = [
     (
         "analytics.html",
         include_str!("../../templates/analytics.html"),
+    ),
+    ("people.html", include_str!("../../templates/people.html")),
+    (
+        "people_of.html",
+        include_str!("../../templates/people_of.html"),
     ),
 ];
 
