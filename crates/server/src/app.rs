@@ -1081,6 +1081,13 @@ impl App {
     ) -> Result<Approval, AppError> {
         authorize(actor, Permission::DecideApprovals)?;
         let operator = person(actor, "deciding an approval")?;
+        // Separation of duties is a policy; the engine checks it again
+        // under its lock, so a decision racing this read is refused too.
+        let current = self.store.get_approval(id).await.map_err(|err| match err {
+            StoreError::NotFound(_) => AppError::not_found("approval", id),
+            other => other.into(),
+        })?;
+        crate::authz::authorize_decision(actor, &current)?;
         let approval = self
             .engine
             .decide(id, operator, verdict, reason, modified_params)

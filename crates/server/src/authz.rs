@@ -18,6 +18,7 @@ use cedar_policy::{
     Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid,
     PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
 };
+use gatehouse_core::approval::Approval;
 use gatehouse_core::operator::Role;
 
 use crate::app::Actor;
@@ -225,6 +226,19 @@ impl Policies {
         via: &str,
         permission: Permission,
     ) -> Result<bool, PolicyError> {
+        self.decide(name, role, via, permission, &Duties::default())
+    }
+
+    /// [`Policies::allows`], for deciding an approval whose relation to the
+    /// operator is `duties`.
+    fn decide(
+        &self,
+        name: &str,
+        role: Role,
+        via: &str,
+        permission: Permission,
+        duties: &Duties,
+    ) -> Result<bool, PolicyError> {
         let role = uid("Gatehouse::Role", role.as_str())?;
         let principal = uid("Gatehouse::Operator", name)?;
         let entities = Entities::from_entities(
@@ -240,11 +254,7 @@ impl Policies {
             principal,
             uid("Gatehouse::Action", permission.action())?,
             self.installation.clone(),
-            Context::from_pairs([(
-                "via".to_owned(),
-                RestrictedExpression::new_string(via.to_owned()),
-            )])
-            .map_err(|e| PolicyError(e.to_string()))?,
+            Context::from_pairs(duties.context(via)).map_err(|e| PolicyError(e.to_string()))?,
             Some(&self.schema),
         )
         .map_err(|e| PolicyError(e.to_string()))?;
@@ -252,6 +262,84 @@ impl Policies {
             .authorizer
             .is_authorized(&request, &self.set, &entities);
         Ok(response.decision() == Decision::Allow)
+    }
+}
+
+/// How an operator stands to an approval they want to decide.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Duties {
+    /// Set when deciding an approval (the rest is then meaningful).
+    pub deciding: bool,
+    /// They started its workflow.
+    pub initiated: bool,
+    /// They prepared its plan.
+    pub prepared: bool,
+    /// They decided it already.
+    pub decided: bool,
+}
+
+impl Duties {
+    /// Where `operator` stands to `approval`.
+    pub fn of(operator: &gatehouse_core::operator::Operator, approval: &Approval) -> Self {
+        let me = operator.id.to_string();
+        Self {
+            deciding: true,
+            initiated: approval.initiated_by == me,
+            prepared: approval.prepared_by == me,
+            decided: approval
+                .decisions
+                .iter()
+                .any(|d| d.operator_id == operator.id),
+        }
+    }
+
+    fn context(&self, via: &str) -> Vec<(String, RestrictedExpression)> {
+        let mut pairs = vec![(
+            "via".to_owned(),
+            RestrictedExpression::new_string(via.to_owned()),
+        )];
+        if self.deciding {
+            for (name, value) in [
+                ("initiated", self.initiated),
+                ("prepared", self.prepared),
+                ("decided", self.decided),
+            ] {
+                pairs.push((name.to_owned(), RestrictedExpression::new_bool(value)));
+            }
+        }
+        pairs
+    }
+}
+
+/// Allows or refuses `actor` deciding `approval`: the role and second
+/// factor (as [`authorize`] with `DecideApprovals`), then separation of
+/// duties, by the policies `no-one-decides-on-their-own-work` and
+/// `one-decision-per-person`. A refusal of the latter kind is
+/// `409 approval_refused`, naming why.
+pub fn authorize_decision(actor: &Actor, approval: &Approval) -> Result<(), AppError> {
+    authorize(actor, Permission::DecideApprovals)?;
+    let Actor::Operator { operator, via } = actor else {
+        return Ok(());
+    };
+    let policies = policies().map_err(|e| AppError::Internal(e.to_string()))?;
+    let duties = Duties::of(operator, approval);
+    match policies.decide(
+        operator.name.as_str(),
+        operator.role,
+        via.as_str(),
+        Permission::DecideApprovals,
+        &duties,
+    ) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(AppError::Conflict {
+            code: "approval_refused",
+            message: if duties.decided {
+                "you decided this approval already; another person must decide next".into()
+            } else {
+                "separation of duties: whoever started the workflow or prepared the plan may not decide its approval".into()
+            },
+        }),
+        Err(err) => Err(AppError::Internal(err.to_string())),
     }
 }
 
@@ -460,5 +548,58 @@ mod tests {
             authorize(&actor_via(Role::Technician, session(true)), Permission::DecideApprovals),
             Err(AppError::Forbidden(ref roles)) if roles == "admin or lead"
         ));
+    }
+
+    #[test]
+    fn nobody_decides_on_their_own_work_or_twice() {
+        let policies = policies().unwrap();
+        let deciding = |initiated, prepared, decided| Duties {
+            deciding: true,
+            initiated,
+            prepared,
+            decided,
+        };
+        let decide = |duties: Duties| {
+            policies
+                .decide(
+                    "lea",
+                    Role::Lead,
+                    "session+totp",
+                    Permission::DecideApprovals,
+                    &duties,
+                )
+                .unwrap()
+        };
+        assert!(decide(deciding(false, false, false)));
+        assert!(
+            !decide(deciding(true, false, false)),
+            "started the workflow"
+        );
+        assert!(!decide(deciding(false, true, false)), "prepared the plan");
+        assert!(!decide(deciding(false, false, true)), "decided already");
+        // Admins too: the policy is a forbid.
+        assert!(
+            !policies
+                .decide(
+                    "root",
+                    Role::Admin,
+                    "token",
+                    Permission::DecideApprovals,
+                    &deciding(true, false, false)
+                )
+                .unwrap()
+        );
+        // Other permissions do not care.
+        assert!(
+            policies
+                .decide(
+                    "lea",
+                    Role::Lead,
+                    "token",
+                    Permission::ManageGates,
+                    &deciding(true, true, true)
+                )
+                .unwrap()
+        );
     }
 }

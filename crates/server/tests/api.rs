@@ -1332,6 +1332,10 @@ mod workflow_cases {
             "the submitter may not approve: {body}"
         );
         assert_error(&body, "approval_refused");
+        // Refused by the Cedar policy (the engine's own check would say it
+        // in other words).
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("may not decide its approval"), "{message}");
         let (status, body) = t
             .call(
                 Method::POST,
