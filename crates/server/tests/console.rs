@@ -223,6 +223,19 @@ impl Served {
         (response.status(), response.text().await.unwrap())
     }
 
+    /// Creates a tenant as admin.
+    async fn create_tenant(&self, slug: &str, name: &str) {
+        let response = self
+            .http
+            .post(format!("{}/api/v1/tenants", self.base))
+            .bearer_auth(&self.admin)
+            .json(&serde_json::json!({"slug": slug, "display_name": name, "region": "eu"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+    }
+
     /// Submits an event of `kind` as admin and runs the engine until idle.
     async fn start(&self, kind: &str, key: &str) {
         let response = self
@@ -722,15 +735,7 @@ mod cases {
         let tech_secret = operator(app, "tom.tech", Role::Technician, true)
             .await
             .unwrap();
-        let response = app
-            .http
-            .post(format!("{}/api/v1/tenants", app.base))
-            .bearer_auth(&app.admin)
-            .json(&serde_json::json!({"slug": "acme", "display_name": "Acme", "region": "eu"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::CREATED);
+        app.create_tenant("acme", "Acme").await;
         let auditor = app.sign_in("ada.audit", &app.code(&audit_secret)).await;
         let sequencer =
             gatehouse_server::audit::Sequencer::new(app.app.store.clone(), app.app.keyring.clone());
@@ -795,17 +800,7 @@ mod cases {
         let secret = operator(app, "ada.audit", Role::Auditor, true)
             .await
             .unwrap();
-        let response = app
-            .http
-            .post(format!("{}/api/v1/tenants", app.base))
-            .bearer_auth(&app.admin)
-            .json(
-                &serde_json::json!({"slug": "acme", "display_name": "Acme <Ltd>", "region": "eu"}),
-            )
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::CREATED);
+        app.create_tenant("acme", "Acme <Ltd>").await;
         app.pending_approval("analytics").await;
         let auditor = app.sign_in("ada.audit", &app.code(&secret)).await;
 
@@ -834,15 +829,7 @@ mod cases {
         let secret = operator(app, "tom.tech", Role::Technician, true)
             .await
             .unwrap();
-        let response = app
-            .http
-            .post(format!("{}/api/v1/tenants", app.base))
-            .bearer_auth(&app.admin)
-            .json(&serde_json::json!({"slug": "acme", "display_name": "Acme", "region": "eu"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::CREATED);
+        app.create_tenant("acme", "Acme").await;
         let tech = app.sign_in("tom.tech", &app.code(&secret)).await;
         let (status, html) = app.page(&tech.cookie, "/console/people").await;
         assert_eq!(status, StatusCode::OK);

@@ -281,69 +281,19 @@ impl Keyring {
         };
         self.sweep(&target, &mut report, &mut state, progress, true)
             .await?;
-        let mut in_use = BTreeSet::new();
-        if let Some(audit_keys) = &self.audit_keys {
-            in_use.extend(
-                crate::audit_signer::rewrap_audit_keys(
-                    self.provider.as_ref(),
-                    audit_keys,
-                    &active,
-                    clock,
-                    by,
-                    &mut report,
-                    &mut state,
-                )
-                .await?,
-            );
-        }
-        if let Some(secrets) = &self.totp_secrets {
-            in_use.extend(
-                crate::totp_secrets::rewrap_totp_secrets(
-                    self.provider.as_ref(),
-                    secrets,
-                    &active,
-                    clock,
-                    by,
-                    &mut report,
-                    &mut state,
-                )
-                .await?,
-            );
-        }
+        let mut in_use = self
+            .rewrap_installation_keys(&target, &mut report, &mut state)
+            .await?;
         if retire {
             // A node that wrapped a new tenant's key under the old KEK just
             // before the rotation may have stored it after the sweep listed
             // the keys: sweep again before deciding what is unused.
             self.sweep(&target, &mut report, &mut state, progress, false)
                 .await?;
-            if let Some(audit_keys) = &self.audit_keys {
-                in_use.extend(
-                    crate::audit_signer::rewrap_audit_keys(
-                        self.provider.as_ref(),
-                        audit_keys,
-                        &active,
-                        clock,
-                        by,
-                        &mut report,
-                        &mut state,
-                    )
+            in_use.extend(
+                self.rewrap_installation_keys(&target, &mut report, &mut state)
                     .await?,
-                );
-            }
-            if let Some(secrets) = &self.totp_secrets {
-                in_use.extend(
-                    crate::totp_secrets::rewrap_totp_secrets(
-                        self.provider.as_ref(),
-                        secrets,
-                        &active,
-                        clock,
-                        by,
-                        &mut report,
-                        &mut state,
-                    )
-                    .await?,
-                );
-            }
+            );
             let mut after = None;
             loop {
                 let page = self.keys.list_tenant_keys(after, ROTATION_PAGE).await?;
@@ -354,6 +304,47 @@ impl Keyring {
             report.retired = self.provider.retire(&in_use).await?;
         }
         Ok(report)
+    }
+
+    /// Rewraps the installation's own keys (the audit signing keys and the
+    /// operators' TOTP secrets, where configured) not under the target
+    /// KEK; returns the KEK ids they use afterwards.
+    async fn rewrap_installation_keys(
+        &self,
+        target: &Target<'_>,
+        report: &mut RotationReport,
+        state: &mut RotationProgress,
+    ) -> Result<BTreeSet<String>, VaultError> {
+        let mut in_use = BTreeSet::new();
+        if let Some(audit_keys) = &self.audit_keys {
+            in_use.extend(
+                crate::audit_signer::rewrap_audit_keys(
+                    self.provider.as_ref(),
+                    audit_keys,
+                    target.active,
+                    target.clock,
+                    target.by,
+                    report,
+                    state,
+                )
+                .await?,
+            );
+        }
+        if let Some(secrets) = &self.totp_secrets {
+            in_use.extend(
+                crate::totp_secrets::rewrap_totp_secrets(
+                    self.provider.as_ref(),
+                    secrets,
+                    target.active,
+                    target.clock,
+                    target.by,
+                    report,
+                    state,
+                )
+                .await?,
+            );
+        }
+        Ok(in_use)
     }
 
     /// Rewraps every key not under `active`, in pages. Only the first sweep
