@@ -7,16 +7,6 @@
 //! failing; and `secure_delete` so that the bytes of a destroyed tenant key
 //! are overwritten in the file, not merely unlinked from the b-tree.
 //!
-//! Two settings only change where SQLite keeps its working copies, never
-//! what is durable: `temp_store = MEMORY`, so that the statement journal (the
-//! undo record of one statement inside a transaction, which each multi-row
-//! insert of an audit append keeps) stays in memory instead of spilling to
-//! a temporary file after 64 KB; and a page cache of [`WRITER_CACHE_KIB`] on
-//! the writer connection, so that a transaction of 2,048 audit entries (a
-//! few MB of pages with their indexes) is not spilled into the WAL before
-//! its commit and its pages are not read back from the file. Readers keep
-//! SQLite's default cache (2 MB each).
-//!
 //! WAL checkpoints (copying committed pages into the database file, with
 //! its `fsync`) run beside the writer, not in it: a background task asks
 //! for a passive checkpoint every [`CHECKPOINT_EVERY`] on a reader
@@ -44,8 +34,6 @@ pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 pub const AUTOCHECKPOINT_PAGES: u32 = 16_384;
 /// The size the WAL file is cut back to once checkpointed.
 pub const WAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
-/// The writer connection's page cache, in KiB (SQLite's default is 2,000).
-pub const WRITER_CACHE_KIB: u32 = 65_536;
 
 /// A store in a SQLite database file.
 #[derive(Debug, Clone)]
@@ -113,7 +101,6 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
             .pragma("secure_delete", "ON")
-            .pragma("temp_store", "MEMORY")
             .pragma("wal_autocheckpoint", AUTOCHECKPOINT_PAGES.to_string())
             .pragma("journal_size_limit", WAL_SIZE_LIMIT.to_string());
         let path = options.get_filename();
@@ -124,13 +111,9 @@ impl SqliteStore {
                 source: Box::new(e),
             })?;
         }
-        // A negative `cache_size` is in KiB.
-        let writer_options = options
-            .clone()
-            .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"));
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(writer_options)
+            .connect_with(options.clone())
             .await
             .map_err(db_error("opening the SQLite database"))?;
         if in_memory {
@@ -295,34 +278,5 @@ impl Store for SqliteStore {
     async fn close(&self) {
         self.pool.close().await;
         self.writer.close().await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The settings that keep an audit append's working pages in memory:
-    /// the writer's large cache, the statement journal in memory.
-    #[tokio::test]
-    async fn the_writer_keeps_its_working_pages_in_memory() -> Result<(), Box<dyn std::error::Error>>
-    {
-        let dir = tempfile::tempdir()?;
-        let url = format!("sqlite://{}", dir.path().join("gatehouse.db").display());
-        let store = SqliteStore::connect(&url).await?;
-        let (cache,): (i64,) = sqlx::query_as("PRAGMA cache_size")
-            .fetch_one(&store.writer)
-            .await?;
-        assert_eq!(cache, -i64::from(WRITER_CACHE_KIB));
-        for pool in [&store.writer, &store.pool] {
-            let (temp,): (i64,) = sqlx::query_as("PRAGMA temp_store").fetch_one(pool).await?;
-            assert_eq!(temp, 2, "MEMORY");
-        }
-        let (synchronous,): (i64,) = sqlx::query_as("PRAGMA synchronous")
-            .fetch_one(&store.writer)
-            .await?;
-        assert_eq!(synchronous, 1, "NORMAL: durability is unchanged");
-        store.close().await;
-        Ok(())
     }
 }
