@@ -236,140 +236,6 @@ enum Sealing {
     Withheld,
 }
 
-/// A page of outbox records with their ids, in id order.
-type Page = Vec<(i64, AuditRecord)>;
-
-/// The records of one log in the page being planned, not yet built into
-/// batches from `built` on.
-struct Group {
-    log: String,
-    records: Vec<(i64, AuditRecord)>,
-    built: usize,
-    sealing: Sealing,
-}
-
-/// Turns one run's pages of outbox records into batches, one at a time,
-/// each following on from the batches before it as if they were all
-/// appended (an append refused ends the run, dropping the rest).
-struct Planner {
-    limit: u32,
-    /// The page to group next (the first one, read by the run).
-    page: Option<Vec<(i64, AuditRecord)>>,
-    /// The read of the page after the current one.
-    reading: Option<tokio::task::JoinHandle<Result<Page, StoreError>>>,
-    /// Pages this run may still read.
-    pages_left: usize,
-    /// The current page's logs, in log order.
-    groups: std::collections::VecDeque<Group>,
-    /// Each log's frontier and latest checkpoint size once every batch
-    /// planned so far is appended.
-    planned: HashMap<String, (Frontier, u64)>,
-}
-
-impl Planner {
-    fn new(limit: u32, first: Vec<(i64, AuditRecord)>) -> Self {
-        Self {
-            limit,
-            page: Some(first),
-            reading: None,
-            pages_left: PAGES_PER_RUN.saturating_sub(1),
-            groups: std::collections::VecDeque::new(),
-            planned: HashMap::new(),
-        }
-    }
-
-    /// The next batch to append, and its log; `None` when the run's pages
-    /// are used up.
-    async fn next(
-        &mut self,
-        sequencer: &Sequencer,
-        state: &mut State,
-    ) -> Result<Option<(String, Batch)>, SequencerError> {
-        loop {
-            if let Some(group) = self.groups.front_mut()
-                && group.built < group.records.len()
-            {
-                let end = group.records.len().min(group.built + APPEND_CHUNK);
-                let chunk = &group.records[group.built..end];
-                let (frontier, mut signed) = match self.planned.remove(&group.log) {
-                    Some(planned) => planned,
-                    None => {
-                        let frontier = match state.frontiers.get(&group.log) {
-                            Some(f) => f.clone(),
-                            None => sequencer.restore(&group.log).await?,
-                        };
-                        let signed = match &sequencer.checkpoints {
-                            Some(_) => sequencer
-                                .latest(state, &group.log)
-                                .await?
-                                .map_or(0, |l| l.size),
-                            None => 0,
-                        };
-                        (frontier, signed)
-                    }
-                };
-                let batch = sequencer
-                    .prepare(&group.log, frontier, chunk, &group.sealing, &mut signed)
-                    .await?;
-                group.built = end;
-                self.planned
-                    .insert(group.log.clone(), (batch.frontier.clone(), signed));
-                return Ok(Some((group.log.clone(), batch)));
-            }
-            if self.groups.pop_front().is_some() {
-                continue;
-            }
-            let page = match (self.page.take(), self.reading.take()) {
-                (Some(page), _) => page,
-                (None, Some(reading)) => match reading.await {
-                    Ok(read) => read?,
-                    Err(join) => {
-                        return Err(StoreError::Backend {
-                            context: "reading the audit outbox",
-                            source: Box::new(join),
-                        }
-                        .into());
-                    }
-                },
-                (None, None) => return Ok(None),
-            };
-            let Some(&(last, _)) = page.last() else {
-                return Ok(None);
-            };
-            if self.pages_left > 0 {
-                self.pages_left -= 1;
-                let store = sequencer.store.clone();
-                let limit = self.limit;
-                self.reading = Some(tokio::spawn(async move {
-                    store.pending_audit_after(last, limit).await
-                }));
-            }
-            let mut by_log: BTreeMap<String, Vec<(i64, AuditRecord)>> = BTreeMap::new();
-            for (id, record) in page {
-                by_log.entry(record.log()).or_default().push((id, record));
-            }
-            for (log, records) in by_log {
-                let sealing = sequencer.sealing(&log, &records).await?;
-                self.groups.push_back(Group {
-                    log,
-                    records,
-                    built: 0,
-                    sealing,
-                });
-            }
-        }
-    }
-}
-
-impl Drop for Planner {
-    /// A run that ends early does not finish reading a page it will not use.
-    fn drop(&mut self) {
-        if let Some(reading) = self.reading.take() {
-            reading.abort();
-        }
-    }
-}
-
 /// Appends outbox records to their logs and signs their checkpoints.
 pub struct Sequencer {
     store: Arc<dyn AuditStore>,
@@ -466,93 +332,172 @@ impl Sequencer {
     }
 
     /// Sequences the oldest outbox records, in pages of `limit`, at most
-    /// [`PAGES_PER_RUN`] pages; returns how many were appended.
-    ///
-    /// One append is written at a time, and while it is, the next is
-    /// prepared: its leaves sealed, canonicalised and hashed, its
-    /// checkpoint signed if one is due (see [`Planner`]), reading the next
-    /// page (the records above the current page's ids) when the current
-    /// one is used up. So the writer waits neither for a page boundary nor
-    /// for a read. An append refused because another sequencer appended
-    /// meanwhile ends the run: what was prepared after it is dropped, and
-    /// its records stay queued for the next run. An append that makes the
-    /// log grow by the policy's number of entries since its latest
-    /// checkpoint stores the checkpoint of its new size in its own
-    /// transaction.
+    /// [`PAGES_PER_RUN`] pages; returns how many were appended. Each page
+    /// after the first is read (the records above the current page's ids)
+    /// while the current one is appended, so the writer does not wait for
+    /// the read. A log whose append was refused because another sequencer
+    /// appended meanwhile is skipped (its records stay queued), and the run
+    /// ends there. An append that makes the log grow by the policy's
+    /// number of entries since its latest checkpoint stores the checkpoint
+    /// of its new size in its own transaction (signed while the previous
+    /// append is written).
     pub async fn run_once(&self, limit: u32) -> Result<usize, SequencerError> {
         let mut state = self.state.lock().await;
-        let first = self.store.pending_audit(limit).await?;
-        let mut planner = Planner::new(limit, first);
-        let mut next = planner.next(self, &mut state).await?;
+        let mut page = self.store.pending_audit(limit).await?;
         let mut appended = 0;
-        while let Some((log, batch)) = next.take() {
-            let Batch {
-                start,
-                entries,
-                nodes,
-                consumed,
-                frontier,
-                checkpoint,
-                unsigned,
-            } = batch;
-            let count = entries.len();
-            let latest = checkpoint.as_ref().map(|c| Latest {
-                size: c.size,
-                at: c.created_at,
-            });
-            let writing = {
+        for turn in 1..=PAGES_PER_RUN {
+            let Some(&(last, _)) = page.last() else {
+                break;
+            };
+            let next = (turn < PAGES_PER_RUN).then(|| {
                 let store = self.store.clone();
-                let log = log.clone();
-                tokio::spawn(async move {
-                    store
-                        .append_audit(
-                            &log,
-                            start,
-                            &entries,
-                            &nodes,
-                            &consumed,
-                            checkpoint.as_ref(),
-                        )
-                        .await
-                })
-            };
-            let following = planner.next(self, &mut state).await;
-            let written = match writing.await {
-                Ok(written) => written,
-                Err(join) => Err(StoreError::Backend {
-                    context: "appending audit entries",
-                    source: Box::new(join),
-                }),
-            };
-            match written {
-                Ok(()) => {
-                    appended += count;
-                    if let Some(latest) = latest {
-                        tracing::debug!(log, size = latest.size, "signed an audit checkpoint");
-                        state.latest.insert(log.clone(), Some(latest));
+                tokio::spawn(async move { store.pending_audit_after(last, limit).await })
+            });
+            let sequenced = self.sequence_page(&mut state, page).await;
+            let (n, whole) = match sequenced {
+                Ok(done) => done,
+                Err(err) => {
+                    if let Some(next) = next {
+                        next.abort();
                     }
-                    state.frontiers.insert(log.clone(), frontier);
-                    if let Some(source) = unsigned {
-                        return Err(SequencerError::Checkpoint { log, source });
-                    }
-                    next = following?;
+                    return Err(err);
                 }
-                Err(StoreError::Stale(what)) => {
-                    tracing::info!(
-                        log,
-                        what,
-                        "another sequencer appended to the audit log; retrying on the next run"
-                    );
-                    state.forget(&log);
+            };
+            appended += n;
+            page = match next {
+                Some(next) if whole => match next.await {
+                    Ok(read) => read?,
+                    Err(join) => {
+                        return Err(StoreError::Backend {
+                            context: "reading the audit outbox",
+                            source: Box::new(join),
+                        }
+                        .into());
+                    }
+                },
+                Some(next) => {
+                    next.abort();
                     break;
                 }
-                Err(err) => {
-                    state.forget(&log);
-                    return Err(err.into());
+                None => break,
+            };
+        }
+        Ok(appended)
+    }
+
+    /// Appends one page of outbox records (in id order) to their logs;
+    /// answers how many were appended and whether every log took its
+    /// records (`false`: one was refused and keeps them queued).
+    async fn sequence_page(
+        &self,
+        state: &mut State,
+        pending: Vec<(i64, AuditRecord)>,
+    ) -> Result<(usize, bool), SequencerError> {
+        let mut whole = true;
+        let mut by_log: BTreeMap<String, Vec<(i64, AuditRecord)>> = BTreeMap::new();
+        for (id, record) in pending {
+            by_log.entry(record.log()).or_default().push((id, record));
+        }
+        let mut appended = 0;
+        for (log, records) in by_log {
+            let frontier = match state.frontiers.get(&log) {
+                Some(f) => f.clone(),
+                None => self.restore(&log).await?,
+            };
+            let sealing = self.sealing(&log, &records).await?;
+            // The size of the log's latest checkpoint once the batches
+            // built so far are appended.
+            let mut signed = match &self.checkpoints {
+                Some(_) => self.latest(state, &log).await?.map_or(0, |l| l.size),
+                None => 0,
+            };
+            let mut chunks = records.chunks(APPEND_CHUNK);
+            let mut next = match chunks.next() {
+                Some(chunk) => Some(
+                    self.prepare(&log, frontier, chunk, &sealing, &mut signed)
+                        .await?,
+                ),
+                None => None,
+            };
+            // Pipelined: while batch k is written (on the store's side),
+            // the leaves of batch k+1 are sealed, canonicalised and hashed
+            // here, from the frontier batch k leaves, and its checkpoint
+            // signed. If batch k is refused, batch k+1 is dropped unwritten.
+            while let Some(batch) = next.take() {
+                let Batch {
+                    start,
+                    entries,
+                    nodes,
+                    consumed,
+                    frontier,
+                    checkpoint,
+                    unsigned,
+                } = batch;
+                let count = entries.len();
+                let latest = checkpoint.as_ref().map(|c| Latest {
+                    size: c.size,
+                    at: c.created_at,
+                });
+                let writing = {
+                    let store = self.store.clone();
+                    let log = log.clone();
+                    tokio::spawn(async move {
+                        store
+                            .append_audit(
+                                &log,
+                                start,
+                                &entries,
+                                &nodes,
+                                &consumed,
+                                checkpoint.as_ref(),
+                            )
+                            .await
+                    })
+                };
+                let following = match chunks.next() {
+                    Some(chunk) => Some(
+                        self.prepare(&log, frontier.clone(), chunk, &sealing, &mut signed)
+                            .await,
+                    ),
+                    None => None,
+                };
+                let written = match writing.await {
+                    Ok(written) => written,
+                    Err(join) => Err(StoreError::Backend {
+                        context: "appending audit entries",
+                        source: Box::new(join),
+                    }),
+                };
+                match written {
+                    Ok(()) => {
+                        appended += count;
+                        if let Some(latest) = latest {
+                            tracing::debug!(log, size = latest.size, "signed an audit checkpoint");
+                            state.latest.insert(log.clone(), Some(latest));
+                        }
+                        state.frontiers.insert(log.clone(), frontier);
+                        if let Some(source) = unsigned {
+                            return Err(SequencerError::Checkpoint { log, source });
+                        }
+                        next = following.transpose()?;
+                    }
+                    Err(StoreError::Stale(what)) => {
+                        tracing::info!(
+                            log,
+                            what,
+                            "another sequencer appended to the audit log; retrying on the next run"
+                        );
+                        state.forget(&log);
+                        whole = false;
+                    }
+                    Err(err) => {
+                        state.forget(&log);
+                        return Err(err.into());
+                    }
                 }
             }
         }
-        Ok(appended)
+        Ok((appended, whole))
     }
 
     /// How this run writes the details of `log`'s records: in clear in the
