@@ -561,12 +561,8 @@ pub trait AuditStore: Send + Sync {
     /// `expected_size + entries.len()` (`Stale("audit log")` if its size is
     /// another: a second sequencer appended meanwhile), stores `entries`
     /// (whose indexes must run on from `expected_size`) and the completed
-    /// subtrees `nodes`, deletes the outbox records `consumed`
-    /// (`Stale("audit outbox")` if one is gone) and stores `checkpoint`, a
-    /// checkpoint of `log` at its new size (`Conflict` if it is of another
-    /// log or size; kept if one of that size is stored already). The
-    /// checkpoint rides in the append's transaction so that signing every
-    /// N entries costs no transaction of its own.
+    /// subtrees `nodes`, and deletes the outbox records `consumed`
+    /// (`Stale("audit outbox")` if one is gone).
     async fn append_audit(
         &self,
         log: &str,
@@ -574,7 +570,6 @@ pub trait AuditStore: Send + Sync {
         entries: &[AuditEntry],
         nodes: &[AuditNode],
         consumed: &[i64],
-        checkpoint: Option<&AuditCheckpoint>,
     ) -> StoreResult<()>;
     /// The log's size and frontier (size 0 for a log never appended to).
     async fn audit_head(&self, log: &str) -> StoreResult<AuditHead>;

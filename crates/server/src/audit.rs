@@ -161,18 +161,14 @@ impl State {
 const APPEND_CHUNK: usize = 2048;
 
 /// One transaction's worth of a log: its entries, the subtrees they
-/// complete, the outbox records they consume, the log's frontier after
-/// them, and the checkpoint of that frontier if one is due.
+/// complete, the outbox records they consume, and the log's frontier
+/// after them.
 struct Batch {
     start: u64,
     entries: Vec<AuditEntry>,
     nodes: Vec<AuditNode>,
     consumed: Vec<i64>,
     frontier: Frontier,
-    checkpoint: Option<AuditCheckpoint>,
-    /// Why the due checkpoint could not be signed: the batch is appended
-    /// without it, then the run reports this.
-    unsigned: Option<IssueError>,
 }
 
 impl Batch {
@@ -220,8 +216,6 @@ impl Batch {
             nodes,
             consumed,
             frontier,
-            checkpoint: None,
-            unsigned: None,
         })
     }
 }
@@ -337,10 +331,8 @@ impl Sequencer {
     /// while the current one is appended, so the writer does not wait for
     /// the read. A log whose append was refused because another sequencer
     /// appended meanwhile is skipped (its records stay queued), and the run
-    /// ends there. An append that makes the log grow by the policy's
-    /// number of entries since its latest checkpoint stores the checkpoint
-    /// of its new size in its own transaction (signed while the previous
-    /// append is written).
+    /// ends there. After each append, signs a checkpoint of the log if it
+    /// grew by the policy's number of entries since its latest one.
     pub async fn run_once(&self, limit: u32) -> Result<usize, SequencerError> {
         let mut state = self.state.lock().await;
         let mut page = self.store.pending_audit(limit).await?;
@@ -405,24 +397,15 @@ impl Sequencer {
                 None => self.restore(&log).await?,
             };
             let sealing = self.sealing(&log, &records).await?;
-            // The size of the log's latest checkpoint once the batches
-            // built so far are appended.
-            let mut signed = match &self.checkpoints {
-                Some(_) => self.latest(state, &log).await?.map_or(0, |l| l.size),
-                None => 0,
-            };
             let mut chunks = records.chunks(APPEND_CHUNK);
-            let mut next = match chunks.next() {
-                Some(chunk) => Some(
-                    self.prepare(&log, frontier, chunk, &sealing, &mut signed)
-                        .await?,
-                ),
-                None => None,
-            };
+            let mut next = chunks
+                .next()
+                .map(|chunk| Batch::build(&log, frontier, chunk, &sealing))
+                .transpose()?;
             // Pipelined: while batch k is written (on the store's side),
             // the leaves of batch k+1 are sealed, canonicalised and hashed
-            // here, from the frontier batch k leaves, and its checkpoint
-            // signed. If batch k is refused, batch k+1 is dropped unwritten.
+            // here, from the frontier batch k leaves. If batch k is
+            // refused, batch k+1 is dropped unwritten.
             while let Some(batch) = next.take() {
                 let Batch {
                     start,
@@ -430,37 +413,20 @@ impl Sequencer {
                     nodes,
                     consumed,
                     frontier,
-                    checkpoint,
-                    unsigned,
                 } = batch;
                 let count = entries.len();
-                let latest = checkpoint.as_ref().map(|c| Latest {
-                    size: c.size,
-                    at: c.created_at,
-                });
                 let writing = {
                     let store = self.store.clone();
                     let log = log.clone();
                     tokio::spawn(async move {
                         store
-                            .append_audit(
-                                &log,
-                                start,
-                                &entries,
-                                &nodes,
-                                &consumed,
-                                checkpoint.as_ref(),
-                            )
+                            .append_audit(&log, start, &entries, &nodes, &consumed)
                             .await
                     })
                 };
-                let following = match chunks.next() {
-                    Some(chunk) => Some(
-                        self.prepare(&log, frontier.clone(), chunk, &sealing, &mut signed)
-                            .await,
-                    ),
-                    None => None,
-                };
+                let following = chunks
+                    .next()
+                    .map(|chunk| Batch::build(&log, frontier.clone(), chunk, &sealing));
                 let written = match writing.await {
                     Ok(written) => written,
                     Err(join) => Err(StoreError::Backend {
@@ -471,14 +437,8 @@ impl Sequencer {
                 match written {
                     Ok(()) => {
                         appended += count;
-                        if let Some(latest) = latest {
-                            tracing::debug!(log, size = latest.size, "signed an audit checkpoint");
-                            state.latest.insert(log.clone(), Some(latest));
-                        }
+                        self.checkpoint_if_grown(state, &log, &frontier).await?;
                         state.frontiers.insert(log.clone(), frontier);
-                        if let Some(source) = unsigned {
-                            return Err(SequencerError::Checkpoint { log, source });
-                        }
                         next = following.transpose()?;
                     }
                     Err(StoreError::Stale(what)) => {
@@ -529,43 +489,23 @@ impl Sequencer {
         }
     }
 
-    /// Builds the batch of `records` appended to `log` at `frontier` and,
-    /// if the log will then have grown by the policy's number of entries
-    /// since its checkpoint of size `signed`, signs the checkpoint of its
-    /// new size (and moves `signed` there), to be stored in the same
-    /// transaction as the entries.
-    async fn prepare(
+    /// Signs a checkpoint of `log` at `frontier` if it grew by the policy's
+    /// number of entries since its latest checkpoint.
+    async fn checkpoint_if_grown(
         &self,
+        state: &mut State,
         log: &str,
-        frontier: Frontier,
-        records: &[(i64, AuditRecord)],
-        sealing: &Sealing,
-        signed: &mut u64,
-    ) -> Result<Batch, SequencerError> {
-        let mut batch = Batch::build(log, frontier, records, sealing)?;
+        frontier: &Frontier,
+    ) -> Result<(), SequencerError> {
         let Some(checkpoints) = &self.checkpoints else {
-            return Ok(batch);
+            return Ok(());
         };
-        let size = batch.frontier.size();
-        if size.saturating_sub(*signed) < checkpoints.policy.entries.get() {
-            return Ok(batch);
+        let signed = self.latest(state, log).await?.map_or(0, |l| l.size);
+        if frontier.size().saturating_sub(signed) >= checkpoints.policy.entries.get() {
+            self.sign(checkpoints, state, log, frontier.size(), frontier.root())
+                .await?;
         }
-        match signed_checkpoint(
-            checkpoints.signer.as_ref(),
-            log,
-            size,
-            batch.frontier.root(),
-            checkpoints.clock.now(),
-        )
-        .await
-        {
-            Ok(checkpoint) => {
-                *signed = size;
-                batch.checkpoint = Some(checkpoint);
-            }
-            Err(err) => batch.unsigned = Some(err),
-        }
-        Ok(batch)
+        Ok(())
     }
 
     /// Signs a checkpoint of every log that grew since its latest
@@ -698,7 +638,14 @@ pub async fn sign_checkpoint(
     root: Hash,
     at: OffsetDateTime,
 ) -> Result<Option<AuditCheckpoint>, IssueError> {
-    let checkpoint = signed_checkpoint(signer, log, size, root, at).await?;
+    let origin = log_origin(signer.key_name().as_str(), log);
+    let note = Checkpoint::new(origin, size, root)?.sign(signer).await?;
+    let checkpoint = AuditCheckpoint {
+        log: log.to_owned(),
+        size,
+        note: note.to_string(),
+        created_at: at,
+    };
     match store.put_checkpoint(&checkpoint).await {
         Ok(()) => {
             tracing::debug!(log, size, "signed an audit checkpoint");
@@ -707,25 +654,6 @@ pub async fn sign_checkpoint(
         Err(StoreError::Conflict(_)) => Ok(None),
         Err(err) => Err(err.into()),
     }
-}
-
-/// The checkpoint of `log` at `size` with tree root `root`, signed by
-/// `signer` (origin `log_origin(key name, log)`), as created `at`.
-async fn signed_checkpoint(
-    signer: &dyn Signer,
-    log: &str,
-    size: u64,
-    root: Hash,
-    at: OffsetDateTime,
-) -> Result<AuditCheckpoint, IssueError> {
-    let origin = log_origin(signer.key_name().as_str(), log);
-    let note = Checkpoint::new(origin, size, root)?.sign(signer).await?;
-    Ok(AuditCheckpoint {
-        log: log.to_owned(),
-        size,
-        note: note.to_string(),
-        created_at: at,
-    })
 }
 
 /// The leaf of `record` at `idx` in `log`: the RFC 8785 canonical JSON of

@@ -6,25 +6,19 @@
 //! `verify_log`. Checkpoints on demand, through the services and over HTTP.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use gatehouse_audit::{
-    EntryLeaf, Frontier, Hash, KeyId, KeyName, MemoryTree, SignError, Signer, StoredCheckpoint,
-    StoredEntry, VerifierKey, VerifyOptions, leaf_hash, verify_log,
+    EntryLeaf, Frontier, Hash, MemoryTree, StoredCheckpoint, StoredEntry, VerifierKey,
+    VerifyOptions, leaf_hash, verify_log,
 };
-use gatehouse_core::audit::{
-    AuditCheckpoint, AuditEntry, AuditHash, AuditHead, AuditNode, AuditRecord, SYSTEM_LOG,
-    log_origin,
-};
+use gatehouse_core::audit::{AuditEntry, AuditRecord, SYSTEM_LOG, log_origin};
 use gatehouse_core::clock::{Clock, FakeClock};
 use gatehouse_core::id::TenantId;
 use gatehouse_core::operator::{OperatorName, Role};
-use gatehouse_core::store::{
-    AuditCursor, AuditFilter, AuditLeaf, AuditRow, AuditStore, Store, StoreError, StoreResult,
-};
+use gatehouse_core::store::Store;
 use gatehouse_core::tenant::{DisplayName, Region, Tenant, TenantAction, TenantSlug, TenantState};
 use gatehouse_core::workflow::{DedupKey, EventKind, EventSource};
 use gatehouse_engine::action::{ActionRegistry, Noop};
@@ -32,8 +26,8 @@ use gatehouse_engine::runtime::{Engine, EngineConfig, NewEvent};
 use gatehouse_engine::template::Template;
 use gatehouse_server::app::{Issued, NewTenant, TenantRef};
 use gatehouse_server::audit::{
-    CheckpointPolicy, Details, DetailsError, KEY_DESTROYED, Sequencer, SequencerError,
-    open_details, open_details_with,
+    CheckpointPolicy, Details, DetailsError, KEY_DESTROYED, Sequencer, open_details,
+    open_details_with,
 };
 use gatehouse_server::http::{ApiState, HttpConfig};
 use gatehouse_server::metrics::Metrics;
@@ -327,7 +321,6 @@ async fn sequencer_appends_every_record_to_a_verifiable_log(store: Arc<dyn Store
     assert_eq!(sequencer.run_once(1000).await?, 0, "stale cache refused");
     assert!(sequencer.run_once(1000).await? > 0);
     h.verify(&tenant_log).await?;
-
     Ok(())
 }
 
@@ -498,168 +491,6 @@ async fn checkpoints_are_signed_every_n_entries(store: Arc<dyn Store>) -> TestRe
     }
     // Nothing is due by time: the clock has not moved.
     assert_eq!(sequencer.sign_due_checkpoints().await?, 0);
-    Ok(())
-}
-
-/// The audit store under test, except that checkpoints can be stored
-/// only with an append: `put_checkpoint` fails.
-struct NoLoneCheckpoints(Arc<dyn Store>);
-
-#[async_trait::async_trait]
-impl AuditStore for NoLoneCheckpoints {
-    async fn queue_audit(&self, records: &[AuditRecord]) -> StoreResult<()> {
-        self.0.queue_audit(records).await
-    }
-    async fn pending_audit_after(
-        &self,
-        after: i64,
-        limit: u32,
-    ) -> StoreResult<Vec<(i64, AuditRecord)>> {
-        self.0.pending_audit_after(after, limit).await
-    }
-    async fn append_audit(
-        &self,
-        log: &str,
-        expected_size: u64,
-        entries: &[AuditEntry],
-        nodes: &[AuditNode],
-        consumed: &[i64],
-        checkpoint: Option<&AuditCheckpoint>,
-    ) -> StoreResult<()> {
-        self.0
-            .append_audit(log, expected_size, entries, nodes, consumed, checkpoint)
-            .await
-    }
-    async fn audit_head(&self, log: &str) -> StoreResult<AuditHead> {
-        self.0.audit_head(log).await
-    }
-    async fn audit_nodes(&self, log: &str, ids: &[(u8, u64)]) -> StoreResult<Vec<AuditHash>> {
-        self.0.audit_nodes(log, ids).await
-    }
-    async fn audit_entries(
-        &self,
-        log: &str,
-        from: u64,
-        limit: u32,
-    ) -> StoreResult<Vec<AuditEntry>> {
-        self.0.audit_entries(log, from, limit).await
-    }
-    async fn put_checkpoint(&self, _: &AuditCheckpoint) -> StoreResult<()> {
-        Err(StoreError::Conflict(
-            "checkpoints are stored with their append".to_owned(),
-        ))
-    }
-    async fn list_checkpoints(&self, log: &str) -> StoreResult<Vec<AuditCheckpoint>> {
-        self.0.list_checkpoints(log).await
-    }
-    async fn audit_logs(&self) -> StoreResult<Vec<(String, u64)>> {
-        self.0.audit_logs().await
-    }
-    async fn audit_log_size(&self, log: &str) -> StoreResult<Option<u64>> {
-        self.0.audit_log_size(log).await
-    }
-    async fn audit_entry(&self, log: &str, idx: u64) -> StoreResult<AuditEntry> {
-        self.0.audit_entry(log, idx).await
-    }
-    async fn list_audit_entries(
-        &self,
-        filter: &AuditFilter,
-        after: Option<&AuditCursor>,
-        limit: u32,
-    ) -> StoreResult<Vec<AuditRow>> {
-        self.0.list_audit_entries(filter, after, limit).await
-    }
-    async fn audit_leaves(
-        &self,
-        log: &str,
-        indexes: std::ops::Range<u64>,
-    ) -> StoreResult<Vec<AuditLeaf>> {
-        self.0.audit_leaves(log, indexes).await
-    }
-    async fn audit_checkpoint(&self, log: &str, size: u64) -> StoreResult<Option<AuditCheckpoint>> {
-        self.0.audit_checkpoint(log, size).await
-    }
-}
-
-/// The app's signer, failing while `failing` is set.
-struct FlakySigner {
-    inner: Arc<dyn Signer>,
-    failing: AtomicBool,
-}
-
-#[async_trait::async_trait]
-impl Signer for FlakySigner {
-    fn key_name(&self) -> &KeyName {
-        self.inner.key_name()
-    }
-    fn key_id(&self) -> KeyId {
-        self.inner.key_id()
-    }
-    fn verifier_key(&self) -> VerifierKey {
-        self.inner.verifier_key()
-    }
-    async fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SignError> {
-        if self.failing.load(Ordering::SeqCst) {
-            return Err(SignError::Backend("the key service is down".into()));
-        }
-        self.inner.sign(message).await
-    }
-}
-
-/// Checkpoints every N entries are stored by the append that makes them
-/// due, in its transaction (never by a transaction of their own); one
-/// that cannot be signed leaves its entries appended and is signed with
-/// a later append.
-async fn checkpoints_every_n_entries_ride_in_their_append(store: Arc<dyn Store>) -> TestResult {
-    let h = Harness::new(store).await?;
-    let log = h.tenant.to_string();
-    for i in 0..3 {
-        h.workflow(Some(h.tenant), &format!("deal-{i}")).await?;
-    }
-    let signer = Arc::new(FlakySigner {
-        inner: h.app.audit_signer.clone().ok_or("no signer")?,
-        failing: AtomicBool::new(true),
-    });
-    let sequencer = Sequencer::new(
-        Arc::new(NoLoneCheckpoints(h.store.clone())),
-        h.app.keyring.clone(),
-    )
-    .with_checkpoints(signer.clone(), h.clock.clone(), policy(3, 3600)?);
-
-    // Signing fails: the entries are appended all the same, and the run
-    // says why it stopped.
-    let err = sequencer
-        .run_once(4)
-        .await
-        .err()
-        .ok_or("the run should fail")?;
-    assert!(matches!(err, SequencerError::Checkpoint { .. }), "{err}");
-    let unsigned = h.store.audit_log_size(&log).await?.ok_or("no log")?;
-    assert!(unsigned >= 3, "{unsigned}");
-    assert!(h.checkpoints(&log).await?.is_empty());
-
-    // Once it signs again, each append that is due carries its checkpoint,
-    // from the next append on.
-    signer.failing.store(false, Ordering::SeqCst);
-    drain(&sequencer, 2).await?;
-    let size = h.store.audit_log_size(&log).await?.ok_or("no log")?;
-    let checkpoints = h.checkpoints(&log).await?;
-    let first = checkpoints.first().ok_or("no checkpoint")?.0;
-    assert!(
-        (unsigned + 1..=unsigned + 2).contains(&first),
-        "{unsigned}: {checkpoints:?}"
-    );
-    let (entries, _) = h.verify(&log).await?;
-    assert_eq!(entries.len() as u64, size);
-    let mut previous = 0;
-    for (cp_size, _) in &checkpoints {
-        assert!(cp_size - previous >= 3, "{checkpoints:?}");
-        previous = *cp_size;
-    }
-    assert!(
-        size - previous < 3,
-        "{size} entries, last signed {previous}"
-    );
     Ok(())
 }
 
@@ -924,7 +755,6 @@ store_tests!(
     tenant_details_are_sealed_and_bound_to_their_entry,
     a_shredded_tenants_log_verifies_and_later_records_are_withheld,
     checkpoints_are_signed_every_n_entries,
-    checkpoints_every_n_entries_ride_in_their_append,
     checkpoints_are_signed_every_t_seconds,
     checkpoints_on_demand_are_idempotent,
     checkpoint_endpoints_refuse_strangers_and_serve_auditors,

@@ -79,7 +79,7 @@ async fn verify_a_million_entries_and_prove_inclusion() -> Result<(), Error> {
             });
         }
         db.store
-            .append_audit(SYSTEM_LOG, first, &entries, &nodes, &[], None)
+            .append_audit(SYSTEM_LOG, first, &entries, &nodes, &[])
             .await?;
         let size = first + CHUNK;
         if size.is_multiple_of(100_000) {

@@ -504,7 +504,6 @@ macro_rules! impl_audit_store {
                 entries: &[gatehouse_core::audit::AuditEntry],
                 nodes: &[gatehouse_core::audit::AuditNode],
                 consumed: &[i64],
-                checkpoint: Option<&gatehouse_core::audit::AuditCheckpoint>,
             ) -> gatehouse_core::store::StoreResult<()> {
                 use crate::audit_sql as sql;
                 use crate::engine_sql::{MAX_ROWS, SortableTime};
@@ -520,14 +519,6 @@ macro_rules! impl_audit_store {
                 let new_size = expected_size
                     .checked_add(entries.len() as u64)
                     .ok_or_else(|| StoreError::Conflict("the audit log is full".to_owned()))?;
-                if let Some(c) = checkpoint
-                    && (c.log != log || c.size != new_size)
-                {
-                    return Err(StoreError::Conflict(format!(
-                        "a checkpoint of `{}` at size {} does not sign `{log}` at its new size {new_size}",
-                        c.log, c.size
-                    )));
-                }
                 let expected = sql::to_i64("audit log size", expected_size)?;
                 let new_size = sql::to_i64("audit log size", new_size)?;
                 let mut tx = self.writer.begin().await.map_err(crate::db_error("starting a transaction"))?;
@@ -609,22 +600,6 @@ macro_rules! impl_audit_store {
                     if done.rows_affected() != expected {
                         return Err(StoreError::Stale("audit outbox"));
                     }
-                }
-                if let Some(c) = checkpoint {
-                    // The log reached this size in this transaction, so no
-                    // other checkpoint of it can be stored unless the
-                    // database was edited; if one is, it stays.
-                    sqlx::query(
-                        "INSERT INTO audit_checkpoints (log, size, note, created_at) VALUES ($1, $2, $3, $4)
-                         ON CONFLICT (log, size) DO NOTHING",
-                    )
-                    .bind(log)
-                    .bind(new_size)
-                    .bind(c.note.as_str())
-                    .bind(SortableTime(c.created_at))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(crate::db_error("storing a checkpoint"))?;
                 }
                 tx.commit().await.map_err(crate::db_error("committing audit entries"))
             }

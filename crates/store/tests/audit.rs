@@ -224,7 +224,7 @@ mod cases {
         let mut tree = Frontier::new();
         let (first, first_nodes) = c.entries(&mut tree, 5);
         c.store
-            .append_audit(log, 0, &first, &first_nodes, &ids[..2], None)
+            .append_audit(log, 0, &first, &first_nodes, &ids[..2])
             .await
             .unwrap();
         assert_eq!(c.store.pending_audit(10).await.unwrap().len(), 1);
@@ -234,7 +234,7 @@ mod cases {
         let (racing, racing_nodes) = c.entries(&mut other, 2);
         let err = c
             .store
-            .append_audit(log, 0, &racing, &racing_nodes, &ids[2..], None)
+            .append_audit(log, 0, &racing, &racing_nodes, &ids[2..])
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::Stale("audit log")), "{err}");
@@ -243,14 +243,14 @@ mod cases {
         let (more, more_nodes) = c.entries(&mut tree.clone(), 1);
         let err = c
             .store
-            .append_audit(log, 5, &more, &more_nodes, &ids[..1], None)
+            .append_audit(log, 5, &more, &more_nodes, &ids[..1])
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::Stale("audit outbox")), "{err}");
         // Indexes must follow on from the size.
         let err = c
             .store
-            .append_audit(log, 4, &more, &more_nodes, &[], None)
+            .append_audit(log, 4, &more, &more_nodes, &[])
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::Conflict(_)), "{err}");
@@ -270,7 +270,7 @@ mod cases {
 
         let (second, second_nodes) = c.entries(&mut tree, 6);
         c.store
-            .append_audit(log, 5, &second, &second_nodes, &ids[2..], None)
+            .append_audit(log, 5, &second, &second_nodes, &ids[2..])
             .await
             .unwrap();
         assert!(c.store.pending_audit(10).await.unwrap().is_empty());
@@ -366,7 +366,7 @@ mod cases {
         let mut tree = Frontier::new();
         let (entries, nodes) = c.entries(&mut tree, 2);
         c.store
-            .append_audit(log, 0, &entries, &nodes, &[], None)
+            .append_audit(log, 0, &entries, &nodes, &[])
             .await
             .unwrap();
         let at = c.now();
@@ -398,124 +398,6 @@ mod cases {
             vec![checkpoint(1, "one"), checkpoint(2, "two")]
         );
         assert!(c.store.list_checkpoints("other").await.unwrap().is_empty());
-    }
-
-    pub async fn an_append_stores_its_checkpoint_in_its_transaction(c: &Case) {
-        let log = "system";
-        let at = c.now();
-        let checkpoint = |size: u64, note: &str| AuditCheckpoint {
-            log: log.to_owned(),
-            size,
-            note: note.to_owned(),
-            created_at: at,
-        };
-        let mut tree = Frontier::new();
-        let (first, first_nodes) = c.entries(&mut tree, 3);
-        c.store
-            .append_audit(
-                log,
-                0,
-                &first,
-                &first_nodes,
-                &[],
-                Some(&checkpoint(3, "three")),
-            )
-            .await
-            .unwrap();
-        assert_eq!(
-            c.store.list_checkpoints(log).await.unwrap(),
-            vec![checkpoint(3, "three")]
-        );
-
-        // A checkpoint of another size, or of another log, is refused
-        // before anything is written.
-        let (more, more_nodes) = c.entries(&mut tree.clone(), 2);
-        for wrong in [
-            checkpoint(4, "four"),
-            AuditCheckpoint {
-                log: "other".into(),
-                ..checkpoint(5, "five")
-            },
-        ] {
-            let err = c
-                .store
-                .append_audit(log, 3, &more, &more_nodes, &[], Some(&wrong))
-                .await
-                .unwrap_err();
-            assert!(matches!(err, StoreError::Conflict(_)), "{err}");
-        }
-        assert_eq!(c.store.audit_head(log).await.unwrap().size, 3);
-
-        // A refused append stores neither its entries nor its checkpoint.
-        let (racing, racing_nodes) = c.entries(&mut Frontier::new(), 2);
-        let err = c
-            .store
-            .append_audit(
-                log,
-                0,
-                &racing,
-                &racing_nodes,
-                &[],
-                Some(&checkpoint(2, "stale")),
-            )
-            .await
-            .unwrap_err();
-        assert!(matches!(err, StoreError::Stale("audit log")), "{err}");
-        let ids: Vec<i64> = {
-            c.store
-                .commit_progress(&[c.progress(&c.instance(), &[1])])
-                .await
-                .unwrap();
-            c.store
-                .pending_audit(10)
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|(id, _)| id)
-                .collect()
-        };
-        let err = c
-            .store
-            .append_audit(
-                log,
-                3,
-                &more,
-                &more_nodes,
-                &[ids[0], ids[0] + 1_000],
-                Some(&checkpoint(5, "five")),
-            )
-            .await
-            .unwrap_err();
-        assert!(matches!(err, StoreError::Stale("audit outbox")), "{err}");
-        assert_eq!(c.store.audit_head(log).await.unwrap().size, 3);
-        assert_eq!(
-            c.store.list_checkpoints(log).await.unwrap(),
-            vec![checkpoint(3, "three")]
-        );
-
-        // One of that size stored already (the database edited by hand)
-        // is kept, not doubled, and the append goes on.
-        let (next, next_nodes) = c.entries(&mut tree, 2);
-        c.store
-            .put_checkpoint(&checkpoint(5, "by hand"))
-            .await
-            .unwrap();
-        c.store
-            .append_audit(
-                log,
-                3,
-                &next,
-                &next_nodes,
-                &[],
-                Some(&checkpoint(5, "five")),
-            )
-            .await
-            .unwrap();
-        assert_eq!(c.store.audit_head(log).await.unwrap().size, 5);
-        assert_eq!(
-            c.store.list_checkpoints(log).await.unwrap(),
-            vec![checkpoint(3, "three"), checkpoint(5, "by hand")]
-        );
     }
 }
 
@@ -553,7 +435,6 @@ macro_rules! conformance {
 conformance!(
     progress_and_events_queue_their_records_in_their_transaction,
     appends_are_a_compare_and_set_on_the_size,
-    an_append_stores_its_checkpoint_in_its_transaction,
     the_outbox_reads_on_from_a_cursor,
     checkpoints_are_one_per_size,
 );

@@ -64,9 +64,7 @@ async fn fill(store: &Arc<dyn Store>, per_log: u64) -> Result<Vec<AuditRow>, Sto
             });
             entries.push(entry);
         }
-        store
-            .append_audit(log, 0, &entries, &nodes, &[], None)
-            .await?;
+        store.append_audit(log, 0, &entries, &nodes, &[]).await?;
     }
     all.sort_by(|a, b| {
         (a.entry.at, a.log.as_bytes(), a.entry.idx).cmp(&(
