@@ -1069,6 +1069,43 @@ impl App {
         })
     }
 
+    /// The handles of the operators who decided `approval` so far, by id
+    /// (what an approval's reader sees next to each decision).
+    pub async fn decider_names(
+        &self,
+        actor: &Actor,
+        approval: &Approval,
+    ) -> Result<std::collections::BTreeMap<OperatorId, OperatorName>, AppError> {
+        authorize(actor, Permission::ReadWorkflows)?;
+        let mut names = std::collections::BTreeMap::new();
+        for decision in &approval.decisions {
+            if !names.contains_key(&decision.operator_id) {
+                let operator = self.store.get_operator(decision.operator_id).await?;
+                names.insert(operator.id, operator.name);
+            }
+        }
+        Ok(names)
+    }
+
+    /// Workflow instances counted by state, and the approvals' aggregates
+    /// (pending, the oldest's age, overrides): the console's analytics.
+    pub async fn workflow_totals(
+        &self,
+        actor: &Actor,
+    ) -> Result<
+        (
+            Vec<(InstanceState, u64)>,
+            gatehouse_core::store::ApprovalStats,
+        ),
+        AppError,
+    > {
+        authorize(actor, Permission::ReadWorkflows)?;
+        Ok((
+            self.store.count_instances_by_state().await?,
+            self.store.approval_stats().await?,
+        ))
+    }
+
     /// Records a person's decision on an approval; the decision that
     /// settles it moves the workflow on.
     pub async fn decide_approval(

@@ -311,13 +311,12 @@ impl Duties {
     }
 }
 
-/// Allows or refuses `actor` deciding `approval`: the role and second
-/// factor (as [`authorize`] with `DecideApprovals`), then separation of
-/// duties, by the policies `no-one-decides-on-their-own-work` and
-/// `one-decision-per-person`. A refusal of the latter kind is
-/// `409 approval_refused`, naming why.
+/// Allows or refuses `actor` deciding `approval` by separation of duties
+/// (the policies `no-one-decides-on-their-own-work` and
+/// `one-decision-per-person`), for a caller that has already passed
+/// [`authorize`] with `DecideApprovals` (role and second factor) before
+/// reading the approval. A refusal is `409 approval_refused`, naming why.
 pub fn authorize_decision(actor: &Actor, approval: &Approval) -> Result<(), AppError> {
-    authorize(actor, Permission::DecideApprovals)?;
     let Actor::Operator { operator, via } = actor else {
         return Ok(());
     };

@@ -551,18 +551,9 @@ fn hours(seconds: f64) -> String {
 /// oversight (pending approvals, overrides), and time to operational.
 pub(super) async fn analytics(State(state): State<ApiState>, console: Console) -> Response {
     use super::charts::{Bar, bars};
-    if let Err(err) =
-        crate::authz::authorize(&console.actor, crate::authz::Permission::ReadWorkflows)
-    {
-        return error_page(Some(&console), &err);
-    }
-    let by_state = match state.app.store.count_instances_by_state().await {
-        Ok(counts) => counts,
-        Err(err) => return error_page(Some(&console), &err.into()),
-    };
-    let approvals = match state.app.store.approval_stats().await {
-        Ok(stats) => stats,
-        Err(err) => return error_page(Some(&console), &err.into()),
+    let (by_state, approvals) = match state.app.workflow_totals(&console.actor).await {
+        Ok(totals) => totals,
+        Err(err) => return error_page(Some(&console), &err),
     };
     let runs: Vec<Bar> = by_state
         .iter()

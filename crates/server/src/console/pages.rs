@@ -393,12 +393,13 @@ async fn approval_page(
         Err(err) => return error_page(Some(console), &err),
     };
     let names = tenant_names(state, console).await;
-    let mut operators = BTreeMap::new();
-    for decision in &approval.decisions {
-        if let Ok(operator) = state.app.store.get_operator(decision.operator_id).await {
-            operators.insert(operator.id.to_string(), operator.name.as_str().to_owned());
-        }
-    }
+    let operators = match state.app.decider_names(&console.actor, &approval).await {
+        Ok(names) => names
+            .into_iter()
+            .map(|(id, name)| (id.to_string(), name.as_str().to_owned()))
+            .collect(),
+        Err(err) => return error_page(Some(console), &err),
+    };
     let view = approval_view(&approval, &names, &operators);
     page(
         status,
