@@ -77,6 +77,9 @@ pub mod action {
     pub const OPERATOR_DISABLED: &str = "operator.disabled";
     /// An operator was enabled again (system log).
     pub const OPERATOR_ENABLED: &str = "operator.enabled";
+    /// An operator's role was scoped to some tenants, or to the whole
+    /// installation again (system log).
+    pub const OPERATOR_SCOPE_CHANGED: &str = "operator.scope.changed";
     /// An API token was issued: the credential event (system log).
     pub const TOKEN_ISSUED: &str = "operator.token.issued";
     /// An API token was revoked (system log).

@@ -358,6 +358,8 @@ pub struct SlaClock {
 /// Which onboardings to list.
 #[derive(Debug, Clone, Default)]
 pub struct OnboardingQuery {
+    /// Only these tenants' (a scoped operator's view); `None`: no limit.
+    pub within: Option<Vec<TenantId>>,
     /// Only this tenant's.
     pub tenant: Option<TenantId>,
     /// Only after this one (keyset paging, in start order).

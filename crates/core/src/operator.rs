@@ -4,6 +4,7 @@
 //! hash. Tokens carry 256 bits of randomness, so a fast hash is enough: there
 //! is nothing to brute-force that a slow password hash would protect.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 
@@ -14,7 +15,7 @@ use utoipa::ToSchema;
 use zeroize::Zeroizing;
 
 use crate::error::{DomainError, random_bytes};
-use crate::id::{OperatorId, TokenId};
+use crate::id::{OperatorId, TenantId, TokenId};
 use crate::tenant::DisplayName;
 
 /// What an operator may do. Policy-based authorization (a later step) maps
@@ -125,6 +126,8 @@ pub struct Operator {
     pub role: Role,
     /// A disabled operator's tokens stop working at once.
     pub disabled: bool,
+    /// Which tenants the role applies to.
+    pub scope: Scope,
     /// When the operator was created.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -144,8 +147,67 @@ impl Operator {
             display_name,
             role,
             disabled: false,
+            scope: Scope::Installation,
             created_at: now,
         }
+    }
+}
+
+/// Where an operator's role applies: the whole installation (every
+/// tenant, and the installation's own settings: operators, keys, new
+/// tenants), or only some tenants. A scoped operator never learns that
+/// another tenant exists: its resources answer 404, lists leave it out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "kind", content = "tenants", rename_all = "snake_case")]
+pub enum Scope {
+    /// Every tenant and the installation.
+    #[default]
+    Installation,
+    /// These tenants only (possibly none: the operator sees nothing until
+    /// an admin adds one).
+    Tenants(BTreeSet<TenantId>),
+}
+
+impl Scope {
+    /// Whether the role applies to `tenant`.
+    pub fn includes(&self, tenant: TenantId) -> bool {
+        match self {
+            Self::Installation => true,
+            Self::Tenants(set) => set.contains(&tenant),
+        }
+    }
+
+    /// The tenants a scoped operator's lists are limited to; `None` for
+    /// the whole installation.
+    pub fn tenants(&self) -> Option<Vec<TenantId>> {
+        match self {
+            Self::Installation => None,
+            Self::Tenants(set) => Some(set.iter().copied().collect()),
+        }
+    }
+
+    /// How the scope is stored: `None` for the installation, otherwise the
+    /// tenant ids as a JSON array.
+    pub fn to_stored(&self) -> Option<String> {
+        self.tenants().map(|ids| {
+            let texts: Vec<String> = ids.iter().map(ToString::to_string).collect();
+            serde_json::Value::from(texts).to_string()
+        })
+    }
+
+    /// Reads what [`Scope::to_stored`] wrote.
+    pub fn from_stored(stored: Option<&str>) -> Result<Self, DomainError> {
+        let Some(text) = stored else {
+            return Ok(Self::Installation);
+        };
+        let ids: Vec<String> = serde_json::from_str(text).map_err(|e| {
+            DomainError::invalid("scope", format!("stored scope is unreadable: {e}"))
+        })?;
+        ids.iter()
+            .map(|id| id.parse::<TenantId>())
+            .collect::<Result<BTreeSet<_>, _>>()
+            .map(Self::Tenants)
+            .map_err(|e| DomainError::invalid("scope", format!("stored scope: {e}")))
     }
 }
 

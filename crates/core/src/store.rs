@@ -94,6 +94,8 @@ impl SchemaStatus {
 /// A page of tenants.
 #[derive(Debug, Clone, Default)]
 pub struct TenantQuery {
+    /// Only these tenants' (a scoped operator's view); `None`: no limit.
+    pub within: Option<Vec<TenantId>>,
     /// Only tenants in this state; `None` means every state but `deleted`.
     pub state: Option<TenantState>,
     /// Start after this id (the previous page's last id).
@@ -210,6 +212,14 @@ pub trait OperatorStore: Send + Sync {
         disabled: bool,
         audit: &[AuditRecord],
     ) -> StoreResult<bool>;
+    /// Sets where an operator's role applies. Returns whether that changed
+    /// anything: the records are written only then.
+    async fn set_operator_scope(
+        &self,
+        id: OperatorId,
+        scope: &crate::operator::Scope,
+        audit: &[AuditRecord],
+    ) -> StoreResult<bool>;
     /// Stores a newly issued token.
     async fn insert_token(&self, token: &ApiToken, audit: &[AuditRecord]) -> StoreResult<()>;
     /// The token with this hash and its operator (usable or not: the caller decides).
@@ -231,6 +241,8 @@ pub trait OperatorStore: Send + Sync {
 /// A page of workflow instances.
 #[derive(Debug, Clone, Default)]
 pub struct InstanceQuery {
+    /// Only these tenants' (a scoped operator's view); `None`: no limit.
+    pub within: Option<Vec<TenantId>>,
     /// Only this tenant's instances.
     pub tenant: Option<TenantId>,
     /// Only instances in this state.
@@ -344,6 +356,8 @@ pub const WORK_CHANNEL: &str = "gatehouse_work";
 /// A page of approvals.
 #[derive(Debug, Clone, Default)]
 pub struct ApprovalQuery {
+    /// Only these tenants' (a scoped operator's view); `None`: no limit.
+    pub within: Option<Vec<TenantId>>,
     /// Only this tenant's approvals.
     pub tenant: Option<TenantId>,
     /// Only approvals in this state.
@@ -359,6 +373,8 @@ pub struct ApprovalQuery {
 /// A page of human tasks.
 #[derive(Debug, Clone, Default)]
 pub struct TaskQuery {
+    /// Only these tenants' (a scoped operator's view); `None`: no limit.
+    pub within: Option<Vec<TenantId>>,
     /// Only this tenant's tasks.
     pub tenant: Option<TenantId>,
     /// Only tasks in this state.
@@ -456,14 +472,43 @@ pub struct ApprovalStats {
     pub overrides: u64,
 }
 
-/// Aggregates read when `/metrics` is scraped. Each is one or two cheap,
-/// indexed queries; none reads tenant data.
+/// Workflow runs started on one UTC day, of one template, now in one state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceDay {
+    /// The day they started (UTC).
+    pub day: time::Date,
+    /// Their template.
+    pub template: String,
+    /// Their state now.
+    pub state: InstanceState,
+    /// How many.
+    pub count: u64,
+    /// For completed runs, the mean time from start to completion, in
+    /// seconds.
+    pub mean_secs: Option<f64>,
+}
+
+/// Aggregates read when `/metrics` is scraped (and by the console's
+/// analytics). Each is one or two cheap queries; none reads tenant data.
 #[async_trait]
 pub trait MetricsStore: Send + Sync {
-    /// Workflow instances counted by state; states without any are left out.
-    async fn count_instances_by_state(&self) -> StoreResult<Vec<(InstanceState, u64)>>;
-    /// Pending approvals, the oldest one's age and the override count.
-    async fn approval_stats(&self) -> StoreResult<ApprovalStats>;
+    /// Workflow instances counted by state; states without any are left
+    /// out. `within`: only these tenants' (a scoped operator's view).
+    async fn count_instances_by_state(
+        &self,
+        within: Option<&[TenantId]>,
+    ) -> StoreResult<Vec<(InstanceState, u64)>>;
+    /// Pending approvals, the oldest one's age and the override count;
+    /// `within` as for [`MetricsStore::count_instances_by_state`].
+    async fn approval_stats(&self, within: Option<&[TenantId]>) -> StoreResult<ApprovalStats>;
+    /// Runs started at or after `since`, by day, template and state, with
+    /// the mean duration of the completed ones: throughput, error rate and
+    /// provisioning times over time. `within` as above.
+    async fn instance_days(
+        &self,
+        since: OffsetDateTime,
+        within: Option<&[TenantId]>,
+    ) -> StoreResult<Vec<InstanceDay>>;
 }
 
 /// What the workflow engine needs: instances and their journal, approvals

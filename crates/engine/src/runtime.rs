@@ -711,6 +711,7 @@ impl Engine {
         let mut approvals = self
             .store
             .list_approvals(&gatehouse_core::store::ApprovalQuery {
+                within: None,
                 instance: Some(id),
                 state: Some(ApprovalState::Pending),
                 limit: 1000,
@@ -721,6 +722,7 @@ impl Engine {
         let mut tasks = self
             .store
             .list_tasks(&gatehouse_core::store::TaskQuery {
+                within: None,
                 instance: Some(id),
                 state: Some(gatehouse_core::approval::TaskState::Open),
                 limit: 1000,

@@ -192,6 +192,7 @@ async fn a_rejected_workflow_is_compensated_and_its_approvals_cancelled(env: &En
         .db
         .store
         .list_approvals(&ApprovalQuery {
+            within: None,
             instance: Some(id),
             state: Some(ApprovalState::Pending),
             limit: 10,
@@ -221,6 +222,7 @@ async fn a_rejected_workflow_is_compensated_and_its_approvals_cancelled(env: &En
         .db
         .store
         .list_approvals(&ApprovalQuery {
+            within: None,
             instance: Some(id),
             state: Some(ApprovalState::Pending),
             limit: 10,

@@ -149,6 +149,7 @@ impl Env {
         self.db
             .store
             .list_instances(&InstanceQuery {
+                within: None,
                 state: Some(InstanceState::Completed),
                 limit: 10_000,
                 ..Default::default()

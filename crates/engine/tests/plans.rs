@@ -176,6 +176,7 @@ impl Env {
             .db
             .store
             .list_approvals(&ApprovalQuery {
+                within: None,
                 instance: Some(id),
                 limit: 10,
                 ..Default::default()

@@ -384,6 +384,7 @@ mod cases {
             .db
             .store
             .list_instances(&InstanceQuery {
+                within: None,
                 limit: 10,
                 ..Default::default()
             })
@@ -829,6 +830,7 @@ needs = ["provision"]
             .db
             .store
             .list_approvals(&ApprovalQuery {
+                within: None,
                 instance: Some(id),
                 limit: 10,
                 ..Default::default()
@@ -924,6 +926,7 @@ needs = ["provision"]
                 .db
                 .store
                 .list_approvals(&ApprovalQuery {
+                    within: None,
                     instance: Some(id),
                     limit: 1,
                     ..Default::default()
@@ -988,6 +991,7 @@ needs = ["isolate"]
             .db
             .store
             .list_tasks(&TaskQuery {
+                within: None,
                 instance: Some(id),
                 limit: 1,
                 ..Default::default()
@@ -1053,6 +1057,7 @@ needs = ["isolate"]
             .db
             .store
             .list_approvals(&ApprovalQuery {
+                within: None,
                 instance: Some(id),
                 limit: 10,
                 ..Default::default()
@@ -1194,6 +1199,7 @@ params = { value = "{{ event.payload.value }}" }
             .db
             .store
             .list_approvals(&ApprovalQuery {
+                within: None,
                 instance: Some(held),
                 limit: 10,
                 ..Default::default()

@@ -352,6 +352,7 @@ area = "client_onboarding"
             .db
             .store
             .list_approvals(&ApprovalQuery {
+                within: None,
                 instance: Some(id),
                 limit: 10,
                 ..Default::default()

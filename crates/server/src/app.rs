@@ -8,7 +8,7 @@ use gatehouse_core::approval::{Approval, HumanTask, TaskState, Verdict};
 use gatehouse_core::audit::{Provenance, action as audit_action};
 use gatehouse_core::clock::Clock;
 use gatehouse_core::id::{ApprovalId, HumanTaskId, OperatorId, TenantId, TokenId, WorkflowId};
-use gatehouse_core::operator::{ApiToken, Operator, OperatorName, Role, TokenSecret};
+use gatehouse_core::operator::{ApiToken, Operator, OperatorName, Role, Scope, TokenSecret};
 use gatehouse_core::secret::{SecretMeta, SecretName};
 use gatehouse_core::store::{
     ApprovalQuery, InstanceQuery, Store, StoreError, TaskQuery, TenantQuery,
@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-use crate::authz::{Permission, authorize};
+use crate::authz::{Permission, authorize, authorize_list, authorize_owned};
 use crate::error::AppError;
 
 mod audit_key;
@@ -101,6 +101,17 @@ impl Via {
 }
 
 impl Actor {
+    /// The tenants a list may show this actor: `None` for every tenant
+    /// (Gatehouse itself, an operator of the whole installation), or a
+    /// scoped operator's tenants. Ask [`crate::authz::authorize_list`],
+    /// which checks the permission first.
+    pub fn within(&self) -> Option<Vec<TenantId>> {
+        match self {
+            Self::Operator { operator, .. } => operator.scope.tenants(),
+            Self::System(_) => None,
+        }
+    }
+
     /// The acting operator's id, if a person acts.
     pub fn operator_id(&self) -> Option<OperatorId> {
         match self {
@@ -413,6 +424,22 @@ impl App {
         })
     }
 
+    /// The tenant `tenant` names, if `actor` may have `permission` on it. A
+    /// tenant outside a scoped operator's reach is the same 404 as one that
+    /// does not exist: every tenant-scoped service resolves its tenant here.
+    pub(crate) async fn tenant_for(
+        &self,
+        actor: &Actor,
+        permission: Permission,
+        tenant: &TenantRef,
+    ) -> Result<Tenant, AppError> {
+        let found = self.find_tenant(tenant).await?;
+        crate::authz::authorize_tenant(actor, permission, found.id, || {
+            AppError::not_found("tenant", tenant)
+        })?;
+        Ok(found)
+    }
+
     /// Creates a tenant with its own data key.
     pub async fn create_tenant(&self, actor: &Actor, new: NewTenant) -> Result<Tenant, AppError> {
         authorize(actor, Permission::ManageTenants)?;
@@ -486,8 +513,8 @@ impl App {
 
     /// A tenant by id or slug.
     pub async fn get_tenant(&self, actor: &Actor, tenant: &TenantRef) -> Result<Tenant, AppError> {
-        authorize(actor, Permission::ReadTenants)?;
-        self.find_tenant(tenant).await
+        self.tenant_for(actor, Permission::ReadTenants, tenant)
+            .await
     }
 
     /// A page of tenants, optionally in one state.
@@ -498,7 +525,7 @@ impl App {
         after: Option<TenantId>,
         limit: u32,
     ) -> Result<Page<Tenant>, AppError> {
-        authorize(actor, Permission::ReadTenants)?;
+        let within = authorize_list(actor, Permission::ReadTenants)?;
         if limit == 0 || limit > MAX_PAGE {
             return Err(AppError::Invalid(format!(
                 "invalid limit: must be between 1 and {MAX_PAGE}"
@@ -508,6 +535,7 @@ impl App {
         let mut items = self
             .store
             .list_tenants(&TenantQuery {
+                within,
                 state,
                 after,
                 limit: limit + 1,
@@ -529,8 +557,9 @@ impl App {
         tenant: &TenantRef,
         changes: TenantChanges,
     ) -> Result<Tenant, AppError> {
-        authorize(actor, Permission::ManageTenants)?;
-        let mut current = self.find_tenant(tenant).await?;
+        let mut current = self
+            .tenant_for(actor, Permission::ManageTenants, tenant)
+            .await?;
         if current.state == TenantState::Deleted {
             return Err(deleted(&current));
         }
@@ -574,8 +603,9 @@ impl App {
         tenant: &TenantRef,
         action: TenantAction,
     ) -> Result<Tenant, AppError> {
-        authorize(actor, Permission::ManageTenants)?;
-        let mut current = self.find_tenant(tenant).await?;
+        let mut current = self
+            .tenant_for(actor, Permission::ManageTenants, tenant)
+            .await?;
         let from = current.state;
         current.state = current.state.apply(action)?;
         current.version += 1;
@@ -621,13 +651,14 @@ impl App {
         name: &SecretName,
         value: &[u8],
     ) -> Result<SecretMeta, AppError> {
-        authorize(actor, Permission::ManageSecrets)?;
+        let tenant = self
+            .tenant_for(actor, Permission::ManageSecrets, tenant)
+            .await?;
         if value.is_empty() || value.len() > MAX_SECRET_BYTES {
             return Err(AppError::Invalid(format!(
                 "invalid value: a secret must be 1 to {MAX_SECRET_BYTES} bytes"
             )));
         }
-        let tenant = self.find_tenant(tenant).await?;
         if tenant.state == TenantState::Deleted {
             return Err(deleted(&tenant));
         }
@@ -659,8 +690,9 @@ impl App {
         actor: &Actor,
         tenant: &TenantRef,
     ) -> Result<Vec<SecretMeta>, AppError> {
-        authorize(actor, Permission::ManageSecrets)?;
-        let tenant = self.find_tenant(tenant).await?;
+        let tenant = self
+            .tenant_for(actor, Permission::ManageSecrets, tenant)
+            .await?;
         Ok(self.store.list_secrets(tenant.id).await?)
     }
 
@@ -671,8 +703,9 @@ impl App {
         tenant: &TenantRef,
         name: &SecretName,
     ) -> Result<(), AppError> {
-        authorize(actor, Permission::ManageSecrets)?;
-        let tenant = self.find_tenant(tenant).await?;
+        let tenant = self
+            .tenant_for(actor, Permission::ManageSecrets, tenant)
+            .await?;
         let audit = actor.provenance(self.now()).record(
             Some(tenant.id),
             audit_action::SECRET_DELETED,
@@ -862,6 +895,56 @@ impl App {
         Ok(())
     }
 
+    /// Sets where an operator's role applies: `None` for the whole
+    /// installation, or the tenants named (by id or slug; at least one, and
+    /// each must exist). Takes effect on the operator's next request.
+    pub async fn set_operator_scope(
+        &self,
+        actor: &Actor,
+        operator: OperatorId,
+        tenants: Option<&[TenantRef]>,
+    ) -> Result<Operator, AppError> {
+        authorize(actor, Permission::ManageOperators)?;
+        let scope = match tenants {
+            None => Scope::Installation,
+            Some([]) => {
+                return Err(AppError::Invalid(
+                    "name at least one tenant, or scope the operator to the whole installation"
+                        .into(),
+                ));
+            }
+            Some(refs) => {
+                let mut ids = std::collections::BTreeSet::new();
+                for tenant in refs {
+                    let found = self.find_tenant(tenant).await?;
+                    if found.state == TenantState::Deleted {
+                        return Err(deleted(&found));
+                    }
+                    ids.insert(found.id);
+                }
+                Scope::Tenants(ids)
+            }
+        };
+        let missing = |err| match err {
+            StoreError::NotFound(_) => AppError::not_found("operator", operator),
+            other => AppError::from(other),
+        };
+        let before = self.store.get_operator(operator).await.map_err(missing)?;
+        // The system log holds no tenant data: tenant ids, not names.
+        let audit = actor.provenance(self.now()).record(
+            None,
+            audit_action::OPERATOR_SCOPE_CHANGED,
+            operator,
+            json!({"before": before.scope, "after": scope}),
+        );
+        self.store
+            .set_operator_scope(operator, &scope, &[audit])
+            .await
+            .map_err(missing)?;
+        tracing::info!(operator = %operator, scope = ?scope, "operator scope set");
+        Ok(Operator { scope, ..before })
+    }
+
     // ----- keys -----------------------------------------------------------
 
     /// Rotates the key-encryption key and rewraps every tenant's data key.
@@ -900,11 +983,37 @@ impl App {
 impl App {
     // ----- workflows ------------------------------------------------------
 
-    async fn tenant_id(&self, tenant: Option<&TenantRef>) -> Result<Option<TenantId>, AppError> {
+    /// The id of the tenant a list is filtered to, if any, checked as
+    /// [`App::tenant_for`] checks it.
+    async fn tenant_id(
+        &self,
+        actor: &Actor,
+        permission: Permission,
+        tenant: Option<&TenantRef>,
+    ) -> Result<Option<TenantId>, AppError> {
         match tenant {
-            Some(tenant) => Ok(Some(self.find_tenant(tenant).await?.id)),
+            Some(tenant) => Ok(Some(self.tenant_for(actor, permission, tenant).await?.id)),
             None => Ok(None),
         }
+    }
+
+    /// Checks `permission` on workflow `id`, by the tenant that owns it.
+    async fn authorize_workflow(
+        &self,
+        actor: &Actor,
+        permission: Permission,
+        id: WorkflowId,
+    ) -> Result<(), AppError> {
+        if matches!(actor, Actor::System(_)) {
+            return Ok(());
+        }
+        let (instance, _) = self.store.get_instance(id).await.map_err(|err| match err {
+            StoreError::NotFound(_) => AppError::not_found("workflow", id),
+            other => other.into(),
+        })?;
+        authorize_owned(actor, permission, instance.tenant_id, || {
+            AppError::not_found("workflow", id)
+        })
     }
 
     /// Submits an event: stored once per (source, dedup key), and the
@@ -915,8 +1024,19 @@ impl App {
         actor: &Actor,
         event: EventSubmission,
     ) -> Result<Submitted, AppError> {
-        authorize(actor, Permission::SubmitEvents)?;
-        let tenant_id = self.tenant_id(event.tenant.as_ref()).await?;
+        let tenant_id = match &event.tenant {
+            Some(tenant) => Some(
+                self.tenant_for(actor, Permission::SubmitEvents, tenant)
+                    .await?
+                    .id,
+            ),
+            // An event for no tenant (a won deal: its tenant is yet to be
+            // made) is the installation's.
+            None => {
+                authorize(actor, Permission::SubmitEvents)?;
+                None
+            }
+        };
         let by = actor_name(actor);
         let submitted = self
             .engine
@@ -944,12 +1064,15 @@ impl App {
         after: Option<WorkflowId>,
         limit: u32,
     ) -> Result<Page<Instance, WorkflowId>, AppError> {
-        authorize(actor, Permission::ReadWorkflows)?;
+        let within = authorize_list(actor, Permission::ReadWorkflows)?;
         check_limit(limit)?;
-        let tenant = self.tenant_id(filter.tenant.as_ref()).await?;
+        let tenant = self
+            .tenant_id(actor, Permission::ReadWorkflows, filter.tenant.as_ref())
+            .await?;
         let items = self
             .store
             .list_instances(&InstanceQuery {
+                within,
                 tenant,
                 state: filter.state,
                 template: filter.template,
@@ -966,12 +1089,14 @@ impl App {
         actor: &Actor,
         id: WorkflowId,
     ) -> Result<WorkflowDetail, AppError> {
-        authorize(actor, Permission::ReadWorkflows)?;
         let missing = |err| match err {
             StoreError::NotFound(_) => AppError::not_found("workflow", id),
             other => other.into(),
         };
         let (instance, steps) = self.store.get_instance(id).await.map_err(missing)?;
+        authorize_owned(actor, Permission::ReadWorkflows, instance.tenant_id, || {
+            AppError::not_found("workflow", id)
+        })?;
         let history = self.store.instance_history(id).await.map_err(missing)?;
         Ok(WorkflowDetail {
             instance,
@@ -987,7 +1112,8 @@ impl App {
         id: WorkflowId,
         reason: &str,
     ) -> Result<Instance, AppError> {
-        authorize(actor, Permission::CancelWorkflows)?;
+        self.authorize_workflow(actor, Permission::CancelWorkflows, id)
+            .await?;
         let instance = self
             .engine
             .cancel(id, &actor_name(actor), reason)
@@ -1006,7 +1132,8 @@ impl App {
         id: WorkflowId,
         reason: &str,
     ) -> Result<Instance, AppError> {
-        authorize(actor, Permission::CancelWorkflows)?;
+        self.authorize_workflow(actor, Permission::CancelWorkflows, id)
+            .await?;
         let instance = self
             .engine
             .compensate(id, &actor_name(actor), reason)
@@ -1026,7 +1153,8 @@ impl App {
         step: &str,
         reason: &str,
     ) -> Result<(Instance, StepRun), AppError> {
-        authorize(actor, Permission::DecideApprovals)?;
+        self.authorize_workflow(actor, Permission::DecideApprovals, id)
+            .await?;
         let rolled = self
             .engine
             .rollback_step(id, step, &actor_name(actor), reason)
@@ -1044,12 +1172,15 @@ impl App {
         after: Option<ApprovalId>,
         limit: u32,
     ) -> Result<Page<Approval, ApprovalId>, AppError> {
-        authorize(actor, Permission::ReadWorkflows)?;
+        let within = authorize_list(actor, Permission::ReadWorkflows)?;
         check_limit(limit)?;
-        let tenant = self.tenant_id(filter.tenant.as_ref()).await?;
+        let tenant = self
+            .tenant_id(actor, Permission::ReadWorkflows, filter.tenant.as_ref())
+            .await?;
         let items = self
             .store
             .list_approvals(&ApprovalQuery {
+                within,
                 tenant,
                 state: filter.state,
                 instance: None,
@@ -1062,11 +1193,14 @@ impl App {
 
     /// An approval with its decisions.
     pub async fn get_approval(&self, actor: &Actor, id: ApprovalId) -> Result<Approval, AppError> {
-        authorize(actor, Permission::ReadWorkflows)?;
-        self.store.get_approval(id).await.map_err(|err| match err {
+        let approval = self.store.get_approval(id).await.map_err(|err| match err {
             StoreError::NotFound(_) => AppError::not_found("approval", id),
             other => other.into(),
-        })
+        })?;
+        authorize_owned(actor, Permission::ReadWorkflows, approval.tenant_id, || {
+            AppError::not_found("approval", id)
+        })?;
+        Ok(approval)
     }
 
     /// The handles of the operators who decided `approval` so far, by id
@@ -1076,7 +1210,9 @@ impl App {
         actor: &Actor,
         approval: &Approval,
     ) -> Result<std::collections::BTreeMap<OperatorId, OperatorName>, AppError> {
-        authorize(actor, Permission::ReadWorkflows)?;
+        authorize_owned(actor, Permission::ReadWorkflows, approval.tenant_id, || {
+            AppError::not_found("approval", approval.id)
+        })?;
         let mut names = std::collections::BTreeMap::new();
         for decision in &approval.decisions {
             if !names.contains_key(&decision.operator_id) {
@@ -1099,11 +1235,30 @@ impl App {
         ),
         AppError,
     > {
-        authorize(actor, Permission::ReadWorkflows)?;
+        let within = authorize_list(actor, Permission::ReadWorkflows)?;
         Ok((
-            self.store.count_instances_by_state().await?,
-            self.store.approval_stats().await?,
+            self.store
+                .count_instances_by_state(within.as_deref())
+                .await?,
+            self.store.approval_stats(within.as_deref()).await?,
         ))
+    }
+
+    /// Workflow runs started in the last `days` days, by day, template and
+    /// state, with the completed runs' mean duration: the console's
+    /// throughput, error-rate and provisioning-time charts.
+    pub async fn workflow_days(
+        &self,
+        actor: &Actor,
+        days: u16,
+    ) -> Result<Vec<gatehouse_core::store::InstanceDay>, AppError> {
+        let within = authorize_list(actor, Permission::ReadWorkflows)?;
+        let today = self.now().to_offset(time::UtcOffset::UTC).date();
+        let since = today
+            .saturating_sub(time::Duration::days(i64::from(days.saturating_sub(1))))
+            .midnight()
+            .assume_utc();
+        Ok(self.store.instance_days(since, within.as_deref()).await?)
     }
 
     /// Records a person's decision on an approval; the decision that
@@ -1116,14 +1271,20 @@ impl App {
         reason: &str,
         modified_params: Option<Value>,
     ) -> Result<Approval, AppError> {
-        authorize(actor, Permission::DecideApprovals)?;
         let operator = person(actor, "deciding an approval")?;
-        // Separation of duties is a policy; the engine checks it again
-        // under its lock, so a decision racing this read is refused too.
         let current = self.store.get_approval(id).await.map_err(|err| match err {
             StoreError::NotFound(_) => AppError::not_found("approval", id),
             other => other.into(),
         })?;
+        // Scope, role and second factor; then separation of duties, a
+        // policy too, which the engine checks again under its lock, so a
+        // decision racing this read is refused as well.
+        authorize_owned(
+            actor,
+            Permission::DecideApprovals,
+            current.tenant_id,
+            || AppError::not_found("approval", id),
+        )?;
         crate::authz::authorize_decision(actor, &current)?;
         let approval = self
             .engine
@@ -1142,12 +1303,15 @@ impl App {
         after: Option<HumanTaskId>,
         limit: u32,
     ) -> Result<Page<HumanTask, HumanTaskId>, AppError> {
-        authorize(actor, Permission::ReadWorkflows)?;
+        let within = authorize_list(actor, Permission::ReadWorkflows)?;
         check_limit(limit)?;
-        let tenant = self.tenant_id(filter.tenant.as_ref()).await?;
+        let tenant = self
+            .tenant_id(actor, Permission::ReadWorkflows, filter.tenant.as_ref())
+            .await?;
         let items = self
             .store
             .list_tasks(&TaskQuery {
+                within,
                 tenant,
                 state: filter.state,
                 instance: None,
@@ -1160,11 +1324,14 @@ impl App {
 
     /// A human task.
     pub async fn get_task(&self, actor: &Actor, id: HumanTaskId) -> Result<HumanTask, AppError> {
-        authorize(actor, Permission::ReadWorkflows)?;
-        self.store.get_task(id).await.map_err(|err| match err {
+        let task = self.store.get_task(id).await.map_err(|err| match err {
             StoreError::NotFound(_) => AppError::not_found("task", id),
             other => other.into(),
-        })
+        })?;
+        authorize_owned(actor, Permission::ReadWorkflows, task.tenant_id, || {
+            AppError::not_found("task", id)
+        })?;
+        Ok(task)
     }
 
     /// Records that a person did a human task, and its outcome.
@@ -1175,8 +1342,14 @@ impl App {
         outcome: Value,
         evidence: Option<&str>,
     ) -> Result<HumanTask, AppError> {
-        authorize(actor, Permission::CompleteTasks)?;
         let operator = person(actor, "completing a human task")?;
+        let current = self.store.get_task(id).await.map_err(|err| match err {
+            StoreError::NotFound(_) => AppError::not_found("task", id),
+            other => other.into(),
+        })?;
+        authorize_owned(actor, Permission::CompleteTasks, current.tenant_id, || {
+            AppError::not_found("task", id)
+        })?;
         let task = self
             .engine
             .complete_task(id, operator, outcome, evidence)

@@ -5,12 +5,12 @@
 //! [`authorize`] is the one place that asks; services call it before they
 //! look anything up.
 //!
-//! Today the resource is the installation and the principal an operator in
-//! one role; tenant scopes, separation of duties and "approvals need a
-//! second factor" move into the policies as the console's sign-in brings
-//! the attributes they need (docs/authorization.md).
+//! The principal is an operator in one role, scoped to the installation or
+//! to some tenants; the resource is the installation or one tenant; the
+//! context says how the operator signed in and, when they decide an
+//! approval, how they stand to it (docs/authorization.md).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::LazyLock;
 
@@ -19,9 +19,10 @@ use cedar_policy::{
     PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
 };
 use gatehouse_core::approval::Approval;
-use gatehouse_core::operator::Role;
+use gatehouse_core::id::TenantId;
+use gatehouse_core::operator::{Operator, Role, Scope};
 
-use crate::app::Actor;
+use crate::app::{Actor, Via};
 use crate::error::AppError;
 
 /// The policies in force.
@@ -217,8 +218,9 @@ impl Policies {
         })
     }
 
-    /// Whether an operator called `name` in `role`, authenticated `via`
-    /// ([`Via::as_str`](crate::app::Via::as_str)), may have `permission`.
+    /// Whether an operator called `name` in `role` over the whole
+    /// installation, authenticated `via` ([`Via::as_str`](crate::app::Via::as_str)),
+    /// may have `permission` on the installation.
     pub fn allows(
         &self,
         name: &str,
@@ -226,43 +228,143 @@ impl Policies {
         via: &str,
         permission: Permission,
     ) -> Result<bool, PolicyError> {
-        self.decide(name, role, via, permission, &Duties::default())
+        let who = Who {
+            name,
+            role,
+            via,
+            scope: &Scope::Installation,
+        };
+        Ok(self
+            .decide(&who, permission, Target::Installation, &Duties::default())?
+            .allowed)
     }
 
-    /// [`Policies::allows`], for deciding an approval whose relation to the
-    /// operator is `duties`.
+    /// The policies' answer to `who` asking for `permission` on `target`,
+    /// with `duties` when deciding an approval.
     fn decide(
         &self,
-        name: &str,
-        role: Role,
-        via: &str,
+        who: &Who<'_>,
         permission: Permission,
+        target: Target,
         duties: &Duties,
-    ) -> Result<bool, PolicyError> {
-        let role = uid("Gatehouse::Role", role.as_str())?;
-        let principal = uid("Gatehouse::Operator", name)?;
+    ) -> Result<Answer, PolicyError> {
+        let err = |e: &dyn std::fmt::Display| PolicyError(e.to_string());
+        let role = uid("Gatehouse::Role", who.role.as_str())?;
+        let principal = uid("Gatehouse::Operator", who.name)?;
+        let tenants = match who.scope {
+            Scope::Installation => Vec::new(),
+            Scope::Tenants(set) => set
+                .iter()
+                .map(|t| {
+                    uid("Gatehouse::Tenant", &t.to_string())
+                        .map(RestrictedExpression::new_entity_uid)
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let attrs = HashMap::from([
+            (
+                "scoped".to_owned(),
+                RestrictedExpression::new_bool(matches!(who.scope, Scope::Tenants(_))),
+            ),
+            ("tenants".to_owned(), RestrictedExpression::new_set(tenants)),
+        ]);
+        let resource = match target {
+            Target::Installation | Target::List | Target::Unowned => self.installation.clone(),
+            Target::Tenant(id) => uid("Gatehouse::Tenant", &id.to_string())?,
+        };
+        let mut context = duties.context(who.via);
+        if matches!(target, Target::List) {
+            context.push(("listing".to_owned(), RestrictedExpression::new_bool(true)));
+        }
         let entities = Entities::from_entities(
             [
-                Entity::new_no_attrs(principal.clone(), HashSet::from([role.clone()])),
+                Entity::new(principal.clone(), attrs, HashSet::from([role.clone()]))
+                    .map_err(|e| err(&e))?,
                 Entity::new_no_attrs(role, HashSet::new()),
-                Entity::new_no_attrs(self.installation.clone(), HashSet::new()),
+                Entity::new_no_attrs(resource.clone(), HashSet::new()),
             ],
             Some(&self.schema),
         )
-        .map_err(|e| PolicyError(e.to_string()))?;
+        .map_err(|e| err(&e))?;
         let request = Request::new(
             principal,
             uid("Gatehouse::Action", permission.action())?,
-            self.installation.clone(),
-            Context::from_pairs(duties.context(via)).map_err(|e| PolicyError(e.to_string()))?,
+            resource,
+            Context::from_pairs(context).map_err(|e| err(&e))?,
             Some(&self.schema),
         )
-        .map_err(|e| PolicyError(e.to_string()))?;
+        .map_err(|e| err(&e))?;
         let response = self
             .authorizer
             .is_authorized(&request, &self.set, &entities);
-        Ok(response.decision() == Decision::Allow)
+        if let Some(error) = response.diagnostics().errors().next() {
+            return Err(err(error));
+        }
+        let forbidden_by = if response.decision() == Decision::Allow {
+            Vec::new()
+        } else {
+            response
+                .diagnostics()
+                .reason()
+                .filter_map(|id| self.set.policy(id))
+                .filter_map(|policy| policy.annotation("id").map(str::to_owned))
+                .collect()
+        };
+        Ok(Answer {
+            allowed: response.decision() == Decision::Allow,
+            forbidden_by,
+        })
     }
+}
+
+/// The policy that keeps a scoped operator to their tenants: its refusal
+/// is a 404, so that another tenant's resources seem not to exist.
+const STAY_IN_SCOPE: &str = "operators-stay-in-their-tenants";
+/// The policy that keeps scoped operators from the installation's own
+/// settings.
+const INSTALLATION_ONLY: &str = "the-installation-is-for-operators-of-all-tenants";
+
+/// Who asks, as the policies see them.
+#[derive(Clone, Copy)]
+struct Who<'a> {
+    name: &'a str,
+    role: Role,
+    via: &'a str,
+    scope: &'a Scope,
+}
+
+impl<'a> Who<'a> {
+    fn of(operator: &'a Operator, via: &'a Via) -> Self {
+        Self {
+            name: operator.name.as_str(),
+            role: operator.role,
+            via: via.as_str(),
+            scope: &operator.scope,
+        }
+    }
+}
+
+/// What a request is about.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    /// The installation as a whole: its settings (operators, keys, new
+    /// tenants) and what belongs to no tenant.
+    Installation,
+    /// A list across tenants, which the caller limits to a scoped
+    /// operator's tenants.
+    List,
+    /// Something that belongs to the installation rather than to a tenant
+    /// (the same resource as `Installation`; a refusal is a 404).
+    Unowned,
+    /// One tenant and what belongs to it.
+    Tenant(TenantId),
+}
+
+/// A decision and, for a refusal, the `@id`s of the `forbid` policies that
+/// caused it (empty when no `permit` applied).
+struct Answer {
+    allowed: bool,
+    forbidden_by: Vec<String>,
 }
 
 /// How an operator stands to an approval they want to decide.
@@ -322,13 +424,18 @@ pub fn authorize_decision(actor: &Actor, approval: &Approval) -> Result<(), AppE
     };
     let policies = policies().map_err(|e| AppError::Internal(e.to_string()))?;
     let duties = Duties::of(operator, approval);
-    match policies.decide(
-        operator.name.as_str(),
-        operator.role,
-        via.as_str(),
-        Permission::DecideApprovals,
-        &duties,
-    ) {
+    let target = approval
+        .tenant_id
+        .map_or(Target::Installation, Target::Tenant);
+    match policies
+        .decide(
+            &Who::of(operator, via),
+            Permission::DecideApprovals,
+            target,
+            &duties,
+        )
+        .map(|answer| answer.allowed)
+    {
         Ok(true) => Ok(()),
         Ok(false) => Err(AppError::Conflict {
             code: "approval_refused",
@@ -353,37 +460,128 @@ pub fn policies() -> Result<&'static Policies, &'static PolicyError> {
     BUILT_IN.as_ref()
 }
 
-/// Allows or refuses `permission` to `actor`. Gatehouse itself
-/// (`Actor::System`: its CLI on the host, its workflows) is not an operator
-/// and is always allowed; an operator gets what the policies permit, and a
-/// decision that cannot be made is a refusal.
+/// Allows or refuses `permission` on the installation as a whole (its
+/// operators, keys and lists; a scoped operator's lists are then limited
+/// to their tenants by the caller, with [`Actor::within`]). Gatehouse
+/// itself (`Actor::System`: its CLI on the host, its workflows) is not an
+/// operator and is always allowed; an operator gets what the policies
+/// permit, and a decision that cannot be made is a refusal.
 pub fn authorize(actor: &Actor, permission: Permission) -> Result<(), AppError> {
+    refuse(actor, permission, Target::Installation, || {
+        AppError::Internal("the installation itself was out of scope".into())
+    })
+}
+
+/// Allows or refuses `permission` to read a list across tenants, and says
+/// which tenants' entries the caller may show: `None` for all of them,
+/// otherwise only a scoped operator's.
+pub fn authorize_list(
+    actor: &Actor,
+    permission: Permission,
+) -> Result<Option<Vec<TenantId>>, AppError> {
+    refuse(actor, permission, Target::List, || {
+        AppError::Internal("a list was out of scope".into())
+    })?;
+    Ok(actor.within())
+}
+
+/// Allows or refuses `permission` on something that belongs to `owner`: a
+/// tenant's, or, for `None`, the installation's (a workflow that belongs
+/// to no tenant yet, such as an onboarding before its tenant exists). Out
+/// of a scoped operator's reach it is `not_found()`.
+pub fn authorize_owned(
+    actor: &Actor,
+    permission: Permission,
+    owner: Option<TenantId>,
+    not_found: impl FnOnce() -> AppError,
+) -> Result<(), AppError> {
+    match owner {
+        Some(tenant) => authorize_tenant(actor, permission, tenant, not_found),
+        None => refuse(actor, permission, Target::Unowned, not_found),
+    }
+}
+
+/// Allows or refuses `permission` on `tenant` and what belongs to it. A
+/// tenant outside a scoped operator's scope is `not_found()`, the same
+/// answer as a tenant that does not exist.
+pub fn authorize_tenant(
+    actor: &Actor,
+    permission: Permission,
+    tenant: TenantId,
+    not_found: impl FnOnce() -> AppError,
+) -> Result<(), AppError> {
+    refuse(actor, permission, Target::Tenant(tenant), not_found)
+}
+
+/// Allows or refuses `permission` to the actor's role and the way they
+/// signed in, wherever their scope: the first check of every API route
+/// (`http::permissions`), made before the body is read. The services ask
+/// again with the resource at hand.
+pub fn authorize_role(actor: &Actor, permission: Permission) -> Result<(), AppError> {
     let Actor::Operator { operator, via } = actor else {
         return Ok(());
     };
+    let who = Who {
+        scope: &Scope::Installation,
+        ..Who::of(operator, via)
+    };
+    refuse_as(&who, permission, Target::Installation, || {
+        AppError::Internal("a role check was out of scope".into())
+    })
+}
+
+fn refuse(
+    actor: &Actor,
+    permission: Permission,
+    target: Target,
+    not_found: impl FnOnce() -> AppError,
+) -> Result<(), AppError> {
+    let Actor::Operator { operator, via } = actor else {
+        return Ok(());
+    };
+    refuse_as(&Who::of(operator, via), permission, target, not_found)
+}
+
+fn refuse_as(
+    who: &Who<'_>,
+    permission: Permission,
+    target: Target,
+    not_found: impl FnOnce() -> AppError,
+) -> Result<(), AppError> {
     let policies = policies().map_err(|e| AppError::Internal(e.to_string()))?;
-    match policies.allows(
-        operator.name.as_str(),
-        operator.role,
-        via.as_str(),
-        permission,
-    ) {
-        Ok(true) => Ok(()),
-        Ok(false)
-            if matches!(
-                policies.allows(operator.name.as_str(), operator.role, "token", permission),
-                Ok(true)
-            ) =>
-        {
-            // The role would do; how they signed in would not.
-            Err(AppError::NotAllowed(
-                "this needs a second factor: sign in again with your TOTP code (or use an API token)"
-                    .into(),
-            ))
-        }
-        Ok(false) => Err(AppError::Forbidden(permission.describe(policies))),
-        Err(err) => Err(AppError::Internal(err.to_string())),
+    let answer = policies
+        .decide(who, permission, target, &Duties::default())
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+    if answer.allowed {
+        return Ok(());
     }
+    let refused_by = |id: &str| answer.forbidden_by.iter().any(|f| f == id);
+    if refused_by(STAY_IN_SCOPE)
+        || (refused_by(INSTALLATION_ONLY) && matches!(target, Target::Unowned))
+    {
+        return Err(not_found());
+    }
+    if refused_by(INSTALLATION_ONLY) {
+        return Err(AppError::Forbidden(format!(
+            "{} for all tenants (your role applies to some tenants only)",
+            permission.describe(policies)
+        )));
+    }
+    let as_token = Who {
+        via: "token",
+        ..*who
+    };
+    if matches!(
+        policies.decide(&as_token, permission, target, &Duties::default()),
+        Ok(Answer { allowed: true, .. })
+    ) {
+        // The role would do; how they signed in would not.
+        return Err(AppError::NotAllowed(
+            "this needs a second factor: sign in again with your TOTP code (or use an API token)"
+                .into(),
+        ));
+    }
+    Err(AppError::Forbidden(permission.describe(policies)))
 }
 
 #[cfg(test)]
@@ -549,56 +747,173 @@ mod tests {
         ));
     }
 
+    /// The policies' decision for an operator of the whole installation.
+    fn decide(name: &str, role: Role, via: &str, permission: Permission, duties: Duties) -> bool {
+        let who = Who {
+            name,
+            role,
+            via,
+            scope: &Scope::Installation,
+        };
+        policies()
+            .unwrap()
+            .decide(&who, permission, Target::Installation, &duties)
+            .unwrap()
+            .allowed
+    }
+
     #[test]
     fn nobody_decides_on_their_own_work_or_twice() {
-        let policies = policies().unwrap();
         let deciding = |initiated, prepared, decided| Duties {
             deciding: true,
             initiated,
             prepared,
             decided,
         };
-        let decide = |duties: Duties| {
-            policies
-                .decide(
-                    "lea",
-                    Role::Lead,
-                    "session+totp",
-                    Permission::DecideApprovals,
-                    &duties,
-                )
-                .unwrap()
+        let lead = |duties| {
+            decide(
+                "lea",
+                Role::Lead,
+                "session+totp",
+                Permission::DecideApprovals,
+                duties,
+            )
         };
-        assert!(decide(deciding(false, false, false)));
-        assert!(
-            !decide(deciding(true, false, false)),
-            "started the workflow"
-        );
-        assert!(!decide(deciding(false, true, false)), "prepared the plan");
-        assert!(!decide(deciding(false, false, true)), "decided already");
+        assert!(lead(deciding(false, false, false)));
+        assert!(!lead(deciding(true, false, false)), "started the workflow");
+        assert!(!lead(deciding(false, true, false)), "prepared the plan");
+        assert!(!lead(deciding(false, false, true)), "decided already");
         // Admins too: the policy is a forbid.
-        assert!(
-            !policies
-                .decide(
-                    "root",
-                    Role::Admin,
-                    "token",
-                    Permission::DecideApprovals,
-                    &deciding(true, false, false)
-                )
-                .unwrap()
-        );
+        assert!(!decide(
+            "root",
+            Role::Admin,
+            "token",
+            Permission::DecideApprovals,
+            deciding(true, false, false)
+        ));
         // Other permissions do not care.
-        assert!(
-            policies
-                .decide(
-                    "lea",
-                    Role::Lead,
-                    "token",
-                    Permission::ManageGates,
-                    &deciding(true, true, true)
-                )
-                .unwrap()
+        assert!(decide(
+            "lea",
+            Role::Lead,
+            "token",
+            Permission::ManageGates,
+            deciding(true, true, true)
+        ));
+    }
+
+    fn scoped(role: Role, tenants: &[TenantId]) -> Actor {
+        let Actor::Operator { mut operator, via } = actor(role) else {
+            unreachable!()
+        };
+        operator.scope = Scope::Tenants(tenants.iter().copied().collect());
+        Actor::Operator { operator, via }
+    }
+
+    fn gone() -> AppError {
+        AppError::not_found("tenant", "elsewhere")
+    }
+
+    #[test]
+    fn a_scoped_operator_acts_in_their_tenants_only() {
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let (mine, other) = (TenantId::generate(now), TenantId::generate(now));
+        let lead = scoped(Role::Lead, &[mine]);
+        // Their tenant: the role decides.
+        for permission in Permission::ALL {
+            assert_eq!(
+                authorize_tenant(&lead, permission, mine, gone).is_ok(),
+                published(permission).contains(&Role::Lead),
+                "{permission:?}"
+            );
+        }
+        assert!(matches!(
+            authorize_tenant(&lead, Permission::ManageTenants, mine, gone),
+            Err(AppError::Forbidden(_))
+        ));
+        // Another tenant: whatever the role, it does not exist.
+        for role in Role::ALL {
+            for permission in Permission::ALL {
+                assert!(
+                    matches!(
+                        authorize_tenant(&scoped(role, &[mine]), permission, other, gone),
+                        Err(AppError::NotFound { .. })
+                    ),
+                    "{role:?} {permission:?}"
+                );
+            }
+        }
+        // The installation's settings: refused, saying why.
+        let admin = scoped(Role::Admin, &[mine]);
+        for permission in [
+            Permission::ManageOperators,
+            Permission::ReadOperators,
+            Permission::ManageKeys,
+            Permission::ManageTenants,
+        ] {
+            assert!(
+                matches!(
+                    authorize(&admin, permission),
+                    Err(AppError::Forbidden(ref why)) if why.contains("some tenants only")
+                ),
+                "{permission:?}"
+            );
+        }
+        // What belongs to no tenant: not there.
+        assert!(matches!(
+            authorize_owned(&admin, Permission::ReadWorkflows, None, gone),
+            Err(AppError::NotFound { .. })
+        ));
+        // Lists: allowed, limited to their tenants.
+        assert_eq!(
+            authorize_list(&lead, Permission::ReadWorkflows).unwrap(),
+            Some(vec![mine])
         );
+        assert!(matches!(
+            authorize_list(&scoped(Role::Technician, &[mine]), Permission::ReadAudit),
+            Err(AppError::Forbidden(_))
+        ));
+        // An operator of the whole installation is not limited at all.
+        assert_eq!(
+            authorize_list(&actor(Role::Lead), Permission::ReadWorkflows).unwrap(),
+            None
+        );
+        assert!(
+            authorize_tenant(&actor(Role::Lead), Permission::ManagePeople, other, gone).is_ok()
+        );
+        assert!(authorize_owned(&actor(Role::Lead), Permission::ReadWorkflows, None, gone).is_ok());
+        // Scoped to nothing: sees nothing.
+        assert!(matches!(
+            authorize_tenant(
+                &scoped(Role::Admin, &[]),
+                Permission::ReadTenants,
+                mine,
+                gone
+            ),
+            Err(AppError::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn a_scoped_operator_decides_only_their_tenants_approvals() {
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let (mine, other) = (TenantId::generate(now), TenantId::generate(now));
+        let lead = scoped(Role::Lead, &[mine]);
+        let allowed = |tenant| {
+            authorize_owned(&lead, Permission::DecideApprovals, Some(tenant), gone).is_ok()
+        };
+        assert!(allowed(mine));
+        assert!(!allowed(other));
+        // The second factor still applies inside the scope.
+        let Actor::Operator { operator, .. } = lead else {
+            unreachable!()
+        };
+        let password_only = Actor::Operator {
+            operator,
+            via: session(false),
+        };
+        assert!(matches!(
+            authorize_tenant(&password_only, Permission::DecideApprovals, mine, gone),
+            Err(AppError::NotAllowed(_))
+        ));
     }
 }

@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use gatehouse_core::operator::Role;
 use gatehouse_engine::action::{ActionRegistry, Noop};
 use gatehouse_engine::template::Template;
 use gatehouse_store::testing::TestDatabase;
@@ -237,6 +238,27 @@ impl TestApp {
     }
 }
 
+/// `path` (an OpenAPI template) with its parameters filled in: `tenant` for
+/// `{tenant}`, made-up ids for the rest.
+fn concrete(path: &str, tenant: &str) -> String {
+    path.replace("{tenant}", tenant)
+        .replace("{name}", "psa.api-key")
+        .replace("{area}", "joiner_access")
+        .replace("{operator}", "op_01jd8x3k2q9f6v0c4m7r5t8w1y")
+        .replace("{token}", "tok_01jd8x3k2q9f6v0c4m7r5t8w1y")
+        .replace("{workflow}", "wf_01jd8x3k2q9f6v0c4m7r5t8w1y")
+        .replace("{approval}", "apr_01jd8x3k2q9f6v0c4m7r5t8w1y")
+        .replace("{task}", "tsk_01jd8x3k2q9f6v0c4m7r5t8w1y")
+        .replace("{article}", "kba_01jd8x3k2q9f6v0c4m7r5t8w1y")
+        .replace("{step}", "only")
+        .replace("{log}", "system")
+        .replace("{idx}", "0")
+        .replace("{onboarding}", "wf_01jd8x3k2q9f6v0c4m7r5t8w1y")
+        .replace("{item}", "chk_01jd8x3k2q9f6v0c4m7r5t8w1y")
+        .replace("{person}", "E100")
+        .replace("{id}", "jit_0000")
+}
+
 fn assert_error(body: &Value, code: &str) {
     assert_eq!(body["error"]["code"], code, "{body}");
     assert!(
@@ -250,8 +272,10 @@ fn assert_error(body: &Value, code: &str) {
 mod cases {
     use super::*;
 
-    /// Every operation in the OpenAPI document, called as a stranger.
-    pub async fn every_api_route_refuses_strangers(t: &TestApp) {
+    /// Every operation in the OpenAPI document: as a stranger (401), as an
+    /// admin scoped to another tenant (404) and with a role that lacks its
+    /// permission (403); and the permission table matches the document.
+    pub async fn every_api_route_is_covered_by_the_policies(t: &TestApp) {
         let tenant = t.create_tenant("acme").await;
         let tenant_id = tenant["id"].as_str().unwrap();
         let doc = gatehouse_server::http::openapi();
@@ -261,23 +285,7 @@ mod cases {
         let mut checked = 0;
         let mut public = Vec::new();
         for (path, operations) in paths {
-            let concrete = path
-                .replace("{tenant}", tenant_id)
-                .replace("{name}", "psa.api-key")
-                .replace("{area}", "joiner_access")
-                .replace("{operator}", "op_01jd8x3k2q9f6v0c4m7r5t8w1y")
-                .replace("{token}", "tok_01jd8x3k2q9f6v0c4m7r5t8w1y")
-                .replace("{workflow}", "wf_01jd8x3k2q9f6v0c4m7r5t8w1y")
-                .replace("{approval}", "apr_01jd8x3k2q9f6v0c4m7r5t8w1y")
-                .replace("{task}", "tsk_01jd8x3k2q9f6v0c4m7r5t8w1y")
-                .replace("{article}", "kba_01jd8x3k2q9f6v0c4m7r5t8w1y")
-                .replace("{step}", "only")
-                .replace("{log}", "system")
-                .replace("{idx}", "0")
-                .replace("{onboarding}", "wf_01jd8x3k2q9f6v0c4m7r5t8w1y")
-                .replace("{item}", "chk_01jd8x3k2q9f6v0c4m7r5t8w1y")
-                .replace("{person}", "E100")
-                .replace("{id}", "jit_0000");
+            let concrete = concrete(path, tenant_id);
             assert!(
                 !concrete.contains('{'),
                 "a path parameter of {path} is not covered by this test"
@@ -316,6 +324,303 @@ mod cases {
         // Nothing a stranger sent changed anything.
         let (_, list) = t.admin(Method::GET, "/api/v1/tenants", None).await;
         assert_eq!(list["items"].as_array().unwrap().len(), 1);
+
+        // Every route about a tenant, as an admin scoped to another tenant:
+        // 404, as for a missing tenant, whatever the body.
+        t.create_tenant("beta").await;
+        let (admin, token) = t.operator("ada.scoped", "admin").await;
+        let (status, body) = t
+            .admin(
+                Method::PUT,
+                &format!("/api/v1/operators/{admin}/scope"),
+                Some(json!({"tenants": ["beta"]})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let mut elsewhere = 0;
+        for (path, operations) in paths {
+            if !path.contains("{tenant}") {
+                continue;
+            }
+            let concrete = concrete(path, tenant_id);
+            for method in operations.as_object().unwrap().keys() {
+                let method: Method = method.to_uppercase().parse().unwrap();
+                let (status, body) = t
+                    .call(method.clone(), &concrete, Some(&token), Some(json!({})))
+                    .await;
+                assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {body}");
+                assert_error(&body, "tenant_not_found");
+                elsewhere += 1;
+            }
+        }
+        assert!(elsewhere >= 35, "checked {elsewhere} tenant operations");
+        // Nothing the scoped admin sent changed acme.
+        let (_, acme) = t
+            .admin(Method::GET, &format!("/api/v1/tenants/{tenant_id}"), None)
+            .await;
+        assert_eq!(acme["state"], tenant["state"], "{acme}");
+
+        // The permission table lists exactly the document's operations.
+        use gatehouse_server::http::permissions::{Need, OPERATIONS};
+        let mut documented: Vec<(String, String)> = paths
+            .iter()
+            .flat_map(|(path, ops)| {
+                ops.as_object()
+                    .unwrap()
+                    .keys()
+                    .map(move |m| (m.to_uppercase(), path.clone()))
+            })
+            .collect();
+        let mut declared: Vec<(String, String)> = OPERATIONS
+            .iter()
+            .map(|(m, p, _)| ((*m).to_owned(), (*p).to_owned()))
+            .collect();
+        documented.sort();
+        declared.sort();
+        assert_eq!(
+            declared, documented,
+            "http::permissions::OPERATIONS must list every API operation, once"
+        );
+        // Every operation, with a role that lacks its permission: 403 before
+        // the body is read (`{}` would not parse for most of them).
+        let policies = gatehouse_server::authz::policies().unwrap();
+        let mut tokens = std::collections::HashMap::new();
+        for role in Role::ALL {
+            let name = format!("{}.role", role.as_str());
+            tokens.insert(role, t.operator(&name, role.as_str()).await.1);
+        }
+        let mut refused = 0;
+        for (method, path, need) in OPERATIONS {
+            let Need::Role(permission) = need else {
+                continue;
+            };
+            let Some(role) = Role::ALL
+                .into_iter()
+                .find(|r| !policies.allows("x", *r, "token", *permission).unwrap())
+            else {
+                continue; // every role holds it (reads such as ReadTenants)
+            };
+            let concrete = concrete(path, tenant_id);
+            let method: Method = method.parse().unwrap();
+            let (status, body) = t
+                .call(
+                    method.clone(),
+                    &concrete,
+                    Some(&tokens[&role]),
+                    Some(json!({})),
+                )
+                .await;
+            assert_eq!(
+                status,
+                StatusCode::FORBIDDEN,
+                "{method} {path} as {role}: {body}"
+            );
+            assert_error(&body, "forbidden");
+            refused += 1;
+        }
+        assert!(refused >= 45, "refused {refused} operations");
+    }
+
+    /// An operator scoped to one tenant: every other tenant and what it
+    /// owns is "not found", the installation's settings are forbidden, and
+    /// lists show their tenant's items only.
+    pub async fn a_scoped_operator_never_sees_another_tenants_data(t: &TestApp) {
+        let acme = t.create_tenant("acme").await;
+        let beta = t.create_tenant("beta").await;
+        let acme_id = acme["id"].as_str().unwrap();
+        let beta_id = beta["id"].as_str().unwrap();
+        let (sam, sam_token) = t.operator("sam.scoped", "lead").await;
+        let sam_token = Some(sam_token.as_str());
+        let scope = format!("/api/v1/operators/{sam}/scope");
+
+        // Only an admin of the whole installation scopes operators; a
+        // tenant must exist; an empty list is not a scope.
+        let (_, lead) = t.operator("lea.lead", "lead").await;
+        let body = Some(json!({"tenants": ["acme"]}));
+        let (status, _) = t.call(Method::PUT, &scope, Some(&lead), body.clone()).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (status, err) = t
+            .admin(Method::PUT, &scope, Some(json!({"tenants": ["nope"]})))
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{err}");
+        let (status, err) = t
+            .admin(Method::PUT, &scope, Some(json!({"tenants": []})))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
+        let (status, err) = t.admin(Method::PUT, &scope, Some(json!({}))).await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "an empty body widens nothing: {err}"
+        );
+        let (status, scoped) = t.admin(Method::PUT, &scope, body).await;
+        assert_eq!(status, StatusCode::OK, "{scoped}");
+        assert_eq!(
+            scoped["scope"],
+            json!({"kind": "tenants", "tenants": [acme_id]})
+        );
+        let (_, me) = t.call(Method::GET, "/api/v1/me", sam_token, None).await;
+        assert_eq!(me["scope"]["tenants"], json!([acme_id]), "{me}");
+
+        // A gated workflow in each tenant, started by the admin.
+        for (tenant, key) in [("acme", "a-1"), ("beta", "b-1")] {
+            let (status, body) = t
+                .admin(
+                    Method::POST,
+                    "/api/v1/events",
+                    Some(json!({"type": "test.gated", "dedup_key": key, "tenant": tenant})),
+                )
+                .await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        }
+        t.settle().await;
+        let (_, all) = t.admin(Method::GET, "/api/v1/approvals", None).await;
+        let approval_of = |tenant: &str| {
+            all["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["tenant_id"] == tenant)
+                .unwrap_or_else(|| panic!("no approval for {tenant}: {all}"))
+                .clone()
+        };
+        let (mine, theirs) = (approval_of(acme_id), approval_of(beta_id));
+
+        // Lists: their tenant's only.
+        let get = |path: String| async move { t.call(Method::GET, &path, sam_token, None).await };
+        let (status, tenants) = get("/api/v1/tenants".into()).await;
+        assert_eq!(status, StatusCode::OK);
+        let slugs: Vec<&str> = tenants["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["slug"].as_str().unwrap())
+            .collect();
+        assert_eq!(slugs, ["acme"]);
+        for list in ["/api/v1/approvals", "/api/v1/workflows"] {
+            let (status, page) = get(list.into()).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            let items = page["items"].as_array().unwrap();
+            assert!(!items.is_empty(), "{list}: {page}");
+            assert!(
+                items.iter().all(|i| i["tenant_id"] == acme_id),
+                "{list}: {page}"
+            );
+        }
+        let (_, filtered) = get("/api/v1/approvals?tenant=beta".into()).await;
+        assert_error(&filtered, "tenant_not_found");
+
+        // Another tenant and what it owns: exactly as if missing.
+        let (status, missing) = get("/api/v1/tenants/no-such-tenant".into()).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        for path in [
+            "/api/v1/tenants/beta".to_owned(),
+            format!("/api/v1/tenants/{beta_id}"),
+            "/api/v1/tenants/beta/people".to_owned(),
+            "/api/v1/tenants/beta/gates".to_owned(),
+        ] {
+            let (status, body) = get(path.clone()).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
+            assert_eq!(body["error"]["code"], missing["error"]["code"], "{path}");
+        }
+        let theirs_id = theirs["id"].as_str().unwrap();
+        let (status, body) = get(format!("/api/v1/approvals/{theirs_id}")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        assert_error(&body, "approval_not_found");
+        let workflow = theirs["instance_id"].as_str().unwrap();
+        let (status, _) = get(format!("/api/v1/workflows/{workflow}")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let reason = Some(json!({"reason": "looks fine"}));
+        let (status, body) = t
+            .call(
+                Method::POST,
+                &format!("/api/v1/approvals/{theirs_id}/approve"),
+                sam_token,
+                reason.clone(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        // A write to another tenant is refused before its body is read.
+        for body in [json!({"value": "s3cret"}), json!({"nonsense": true})] {
+            let (status, answer) = t
+                .call(
+                    Method::PUT,
+                    "/api/v1/tenants/beta/secrets/psa.api-key",
+                    sam_token,
+                    Some(body),
+                )
+                .await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+        }
+        // Their own tenant's approval: the role decides.
+        let mine_id = mine["id"].as_str().unwrap();
+        let (status, body) = t
+            .call(
+                Method::POST,
+                &format!("/api/v1/approvals/{mine_id}/approve"),
+                sam_token,
+                reason,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+
+        // The installation's settings: forbidden, saying why (a lead may
+        // read the operators, but not while scoped); beyond the role, the
+        // role is named.
+        let (status, answer) = get("/api/v1/operators".into()).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+        assert!(answer.to_string().contains("some tenants only"), "{answer}");
+        let (status, answer) = t
+            .call(
+                Method::POST,
+                "/api/v1/tenants",
+                sam_token,
+                Some(json!({"slug": "gamma", "display_name": "Gamma", "region": "eu"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+        assert!(answer.to_string().contains("admin"), "{answer}");
+
+        // The audit log: their tenant's log, never the system's or beta's.
+        let sequencer =
+            gatehouse_server::audit::Sequencer::new(t.app.store.clone(), t.app.keyring.clone());
+        while sequencer.run_once(4096).await.unwrap() > 0 {}
+        let (status, entries) = get("/api/v1/audit/entries".into()).await;
+        assert_eq!(status, StatusCode::OK, "{entries}");
+        let items = entries["entries"].as_array().unwrap();
+        assert!(!items.is_empty());
+        assert!(items.iter().all(|e| e["log"] == acme_id), "{entries}");
+        let (status, _) = get("/api/v1/audit/entries?tenant=beta".into()).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = get("/api/v1/audit/entries?tenant=system".into()).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (_, logs) = get("/api/v1/audit/logs".into()).await;
+        let names: Vec<&str> = logs["logs"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{logs}"))
+            .iter()
+            .map(|l| l["log"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, [acme_id]);
+
+        // Back to the whole installation: beta is there again, at once.
+        let (status, _) = t
+            .admin(Method::PUT, &scope, Some(json!({"tenants": null})))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = get("/api/v1/tenants/beta".into()).await;
+        assert_eq!(status, StatusCode::OK);
+        // Both changes are in the system log, by the admin.
+        while sequencer.run_once(4096).await.unwrap() > 0 {}
+        let (_, changes) = t
+            .admin(
+                Method::GET,
+                "/api/v1/audit/entries?tenant=system&action=operator.scope.changed",
+                None,
+            )
+            .await;
+        let changes = changes["entries"].as_array().unwrap();
+        assert_eq!(changes.len(), 2, "{changes:?}");
     }
 
     pub async fn expired_revoked_and_disabled_credentials_stop_working(t: &TestApp) {
@@ -2078,7 +2383,8 @@ api_tests!(
     events_are_deduplicated_and_workflows_listed,
     approvals_gate_steps_with_separation_of_duties,
     a_reviewer_rolls_back_a_step_over_http,
-    every_api_route_refuses_strangers,
+    every_api_route_is_covered_by_the_policies,
+    a_scoped_operator_never_sees_another_tenants_data,
     the_audit_public_key_is_served_without_a_token,
     expired_revoked_and_disabled_credentials_stop_working,
     tenant_lifecycle_over_http,

@@ -27,6 +27,7 @@ use gatehouse_core::tenant::DisplayName;
 use gatehouse_engine::action::{ActionRegistry, Noop};
 use gatehouse_engine::template::Template;
 use gatehouse_server::Actor;
+use gatehouse_server::app::TenantRef;
 use gatehouse_store::testing::TestDatabase;
 use serde_json::json;
 
@@ -403,5 +404,82 @@ async fn the_pages_fit_a_phone() {
         assert_eq!(fits, json!(true), "{path} scrolls sideways at 390 px");
         driver.screenshot(artefacts().join(shot)).await.unwrap();
     }
+    world.finish(driver).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_scoped_to_one_tenant_never_sees_another() {
+    let Some(driver) = browser().await else {
+        return;
+    };
+    let world = World::new().await;
+    for slug in ["acme", "beta"] {
+        let response = world
+            .served
+            .http
+            .post(world.url("/api/v1/tenants"))
+            .bearer_auth(&world.served.admin)
+            .json(&json!({"slug": slug, "display_name": format!("{slug} corp"), "region": "eu"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), reqwest::StatusCode::CREATED);
+    }
+    let secret = world.operator("sam.scoped", Role::Lead).await;
+    let system = Actor::System("test");
+    let sam = world
+        .served
+        .app
+        .find_operator(&system, &OperatorName::parse("sam.scoped").unwrap())
+        .await
+        .unwrap();
+    world
+        .served
+        .app
+        .set_operator_scope(&system, sam.id, Some(&[TenantRef::parse("acme")]))
+        .await
+        .unwrap();
+    // The onboarding of a new client is the installation's, not acme's.
+    world.won_deal().await;
+
+    world.sign_in(&driver, "sam.scoped", &secret).await;
+    // The inbox: nothing of the onboarding.
+    let inbox = driver.page_source().await.unwrap();
+    assert!(driver.find("#empty").await.is_ok(), "{inbox}");
+    assert!(!inbox.contains("create-tenant"), "{inbox}");
+    // Tenants: acme alone.
+    driver.goto(&world.url("/console/tenants")).await.unwrap();
+    let rows = driver.find_all("#tenants tbody tr").await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0].text().await.unwrap().contains("acme corp"));
+    assert!(!driver.page_source().await.unwrap().contains("beta"));
+    driver
+        .screenshot(artefacts().join("scoped-tenants.png"))
+        .await
+        .unwrap();
+    // Their people page opens; beta's is not found, like a missing tenant.
+    driver
+        .goto(&world.url("/console/people/acme"))
+        .await
+        .unwrap();
+    assert!(driver.find("#error").await.is_err());
+    for path in ["/console/people/beta", "/console/people/no-such-tenant"] {
+        driver.goto(&world.url(path)).await.unwrap();
+        let error = driver.find("#error").await.unwrap().text().await.unwrap();
+        assert!(error.starts_with("no tenant"), "{path}: {error}");
+    }
+    driver
+        .screenshot(artefacts().join("scoped-other-tenant.png"))
+        .await
+        .unwrap();
+    // The audit browser: acme's log, and nothing from beta or the system.
+    let app = &world.served.app;
+    let sequencer = gatehouse_server::audit::Sequencer::new(app.store.clone(), app.keyring.clone());
+    while sequencer.run_once(4096).await.unwrap() > 0 {}
+    driver.goto(&world.url("/console/audit")).await.unwrap();
+    let audit = driver.page_source().await.unwrap();
+    assert!(audit.contains("tenant.created"), "{audit}");
+    assert!(!audit.contains("beta"), "{audit}");
+    assert!(!audit.contains("operator.created"), "{audit}");
     world.finish(driver).await;
 }

@@ -1232,6 +1232,7 @@ params = { tenant = "acme", name = "{{ event.payload.company.name }}" }
         let approvals = |state| async move {
             app.store
                 .list_approvals(&ApprovalQuery {
+                    within: None,
                     instance: Some(id),
                     state,
                     limit: 10,

@@ -315,7 +315,8 @@ mod cases {
                 .replace("{approval}", "apr_01jd8x3k2q9f6v0c4m7r5t8w1y")
                 .replace("{workflow}", "wf_01jd8x3k2q9f6v0c4m7r5t8w1y")
                 .replace("{task}", "tsk_01jd8x3k2q9f6v0c4m7r5t8w1y")
-                .replace("{tenant}", "acme");
+                .replace("{tenant}", "acme")
+                .replace("{person}", "E100");
             assert!(
                 !concrete.contains('{'),
                 "a parameter of {path} is not covered"
@@ -823,6 +824,31 @@ mod cases {
         );
         assert!(html.contains("<dt>Approvals waiting</dt><dd>1"), "{html}");
         assert!(html.contains("0 clients live"), "{html}");
+        // Over time: today's one run, none failed, none completed yet; the
+        // revocation chart (auditors read people) with nothing to show.
+        let today = app
+            .clock
+            .now()
+            .to_offset(time::UtcOffset::UTC)
+            .date()
+            .to_string();
+        let day_chart = |title: &str| {
+            let start = html
+                .find(&format!("<title>{title}</title>"))
+                .unwrap_or_else(|| panic!("no chart {title}: {html}"));
+            html[start..].split("</svg>").next().unwrap().to_owned()
+        };
+        let started = day_chart("Workflow runs started per day");
+        assert!(
+            started.contains(&today) && started.contains(">1</text>"),
+            "{started}"
+        );
+        let failing = day_chart("Share of each day&#39;s runs that failed");
+        assert!(failing.contains("0 % of 1"), "{failing}");
+        let provisioning = day_chart("Mean time to complete, by workflow");
+        assert!(provisioning.contains("No data yet"), "{provisioning}");
+        let revocations = day_chart("Revocation time, by client");
+        assert!(revocations.contains("No data yet"), "{revocations}");
     }
 
     pub async fn people_pages_follow_the_roles(app: &Served) {
@@ -841,6 +867,70 @@ mod cases {
             "{html}"
         );
         let (status, _) = app.page(&tech.cookie, "/console/people/nobody").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+
+        // A hire under a policy: the person's page shows what they should
+        // hold, and why.
+        let policy = r#"
+[[role]]
+id = "staff"
+when = 'kind eq "client_user"'
+grants = [{ system = "crm", group = "All staff" }]
+
+[[role]]
+id = "sales"
+when = 'department eq "Sales"'
+grants = [{ system = "crm", group = "Sales" }]
+
+[[role]]
+id = "finance-approver"
+sensitive = true
+grants = [{ system = "erp", role = "approver" }]
+"#;
+        for (path, body) in [
+            (
+                "/api/v1/tenants/acme/access-policy",
+                serde_json::json!({"text": policy, "version": 0}),
+            ),
+            (
+                "/api/v1/tenants/acme/people/events",
+                serde_json::json!({"id": "hr-1", "person": "E100", "kind": "hire",
+                       "attributes": {"given_name": "Ada", "family_name": "Lovelace", "department": "Sales"},
+                       "roles": ["finance-approver"]}),
+            ),
+        ] {
+            let method = if path.ends_with("policy") {
+                reqwest::Method::PUT
+            } else {
+                reqwest::Method::POST
+            };
+            let response = app
+                .http
+                .request(method, format!("{}{path}", app.base))
+                .bearer_auth(&app.admin)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert!(
+                response.status().is_success(),
+                "{path}: {}",
+                response.text().await.unwrap()
+            );
+        }
+        let (_, list) = app.page(&tech.cookie, "/console/people/acme").await;
+        assert!(list.contains("<code>E100</code></a>"), "{list}");
+        let (status, html) = app.page(&tech.cookie, "/console/people/acme/E100").await;
+        assert_eq!(status, StatusCode::OK, "{html}");
+        for row in [
+            "<td>crm</td><td>group &quot;All staff&quot;</td><td>role template staff</td>",
+            "<td>crm</td><td>group &quot;Sales&quot;</td><td>role template sales</td>",
+            "<td>erp</td><td>role &quot;approver&quot;</td><td>role template finance-approver (sensitive)</td>",
+        ] {
+            assert!(html.contains(row), "{row} in {html}");
+        }
+        assert!(html.contains("<dt>department</dt><dd>Sales</dd>"), "{html}");
+        let (status, _) = app.page(&tech.cookie, "/console/people/acme/E999").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
     }
 

@@ -381,6 +381,7 @@ impl Id {
             .app
             .store
             .list_instances(&gatehouse_core::store::InstanceQuery {
+                within: None,
                 limit: 100,
                 ..Default::default()
             })

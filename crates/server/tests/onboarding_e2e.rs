@@ -408,6 +408,7 @@ impl E2e {
             .app
             .store
             .list_instances(&gatehouse_core::store::InstanceQuery {
+                within: None,
                 limit: 100,
                 ..Default::default()
             })

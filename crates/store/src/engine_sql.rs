@@ -721,8 +721,10 @@ macro_rules! impl_engine_store {
                        AND ($2 IS NULL OR state = $2)
                        AND ($3 IS NULL OR template = $3)
                        AND ($4 IS NULL OR id > $4)
+                       AND {}
                      ORDER BY id LIMIT $5",
-                    crate::engine_sql::INSTANCE_COLUMNS
+                    crate::engine_sql::INSTANCE_COLUMNS,
+                    <$db as crate::placeholders::IdSet>::within("tenant_id", "$6"),
                 );
                 let rows = sqlx::query_as::<_, crate::rows::InstanceRow>(&text)
                     .bind(query.tenant.map(|t| t.to_string()))
@@ -730,6 +732,7 @@ macro_rules! impl_engine_store {
                     .bind(query.template.as_deref())
                     .bind(query.after.map(|id| id.to_string()))
                     .bind(i64::from(query.limit))
+                    .bind(crate::placeholders::id_set(query.within.as_deref()))
                     .fetch_all(&self.pool)
                     .await
                     .map_err(crate::db_error("listing workflow instances"))?;

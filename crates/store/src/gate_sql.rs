@@ -376,7 +376,10 @@ macro_rules! impl_gate_store {
                        AND ($2 IS NULL OR state = $2)
                        AND ($3 IS NULL OR instance_id = $3)
                        AND ($4 IS NULL OR id > $4)
-                     ORDER BY id LIMIT $5",
+                       AND WITHIN
+                     ORDER BY id LIMIT $5"
+                    .replace("WITHIN", &<$db as crate::placeholders::IdSet>::within("tenant_id", "$6"))
+                    .as_str(),
                     "a.id",
                 );
                 let rows = sqlx::query_as::<_, crate::rows::ApprovalDecisionRow>(&text)
@@ -384,7 +387,8 @@ macro_rules! impl_gate_store {
                     .bind(query.state.map(|s| s.as_str()))
                     .bind(query.instance.map(|i| i.to_string()))
                     .bind(query.after.map(|id| id.to_string()))
-                    .bind(i64::from(query.limit));
+                    .bind(i64::from(query.limit))
+                    .bind(crate::placeholders::id_set(query.within.as_deref()));
                 self.fetch_approvals(rows, "listing approvals").await
             }
 
@@ -582,8 +586,10 @@ macro_rules! impl_gate_store {
                        AND ($2 IS NULL OR state = $2)
                        AND ($3 IS NULL OR instance_id = $3)
                        AND ($4 IS NULL OR id > $4)
+                       AND {}
                      ORDER BY id LIMIT $5",
-                    crate::gate_sql::TASK_COLUMNS
+                    crate::gate_sql::TASK_COLUMNS,
+                    <$db as crate::placeholders::IdSet>::within("tenant_id", "$6"),
                 );
                 let rows = sqlx::query_as::<_, crate::rows::HumanTaskRow>(&text)
                     .bind(query.tenant.map(|t| t.to_string()))
@@ -591,6 +597,7 @@ macro_rules! impl_gate_store {
                     .bind(query.instance.map(|i| i.to_string()))
                     .bind(query.after.map(|id| id.to_string()))
                     .bind(i64::from(query.limit))
+                    .bind(crate::placeholders::id_set(query.within.as_deref()))
                     .fetch_all(&self.pool)
                     .await
                     .map_err(crate::db_error("listing human tasks"))?;

@@ -396,13 +396,16 @@ macro_rules! impl_onboarding_store {
                 let text = format!(
                     "SELECT {} FROM onboardings
                      WHERE ($1 IS NULL OR tenant_id = $1) AND ($2 IS NULL OR instance_id > $2)
+                       AND {}
                      ORDER BY instance_id LIMIT $3",
-                    crate::onboarding_sql::ONBOARDING_COLUMNS
+                    crate::onboarding_sql::ONBOARDING_COLUMNS,
+                    <$db as crate::placeholders::IdSet>::within("tenant_id", "$4"),
                 );
                 let rows = sqlx::query_as::<_, crate::onboarding_sql::OnboardingRow>(&text)
                     .bind(query.tenant.map(|t| t.to_string()))
                     .bind(query.after.map(|a| a.to_string()))
                     .bind(i64::from(query.limit))
+                    .bind(crate::placeholders::id_set(query.within.as_deref()))
                     .fetch_all(&self.pool)
                     .await
                     .map_err(crate::db_error("listing onboardings"))?;

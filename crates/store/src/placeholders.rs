@@ -27,6 +27,64 @@ impl Placeholders for sqlx::Sqlite {
     }
 }
 
+/// How a back end tests membership in a set of ids bound as one parameter
+/// (a JSON array of strings): the filter of a scoped operator's lists.
+pub(crate) trait IdSet {
+    /// SQL that is true when `param` is NULL (no limit) or `column` is one of
+    /// the ids in the JSON array `param` holds.
+    fn within(column: &str, param: &str) -> String;
+}
+
+impl IdSet for sqlx::Postgres {
+    fn within(column: &str, param: &str) -> String {
+        format!(
+            "(CAST({param} AS TEXT) IS NULL OR {column} = ANY(ARRAY(SELECT jsonb_array_elements_text(CAST({param} AS JSONB)))))"
+        )
+    }
+}
+
+impl IdSet for sqlx::Sqlite {
+    fn within(column: &str, param: &str) -> String {
+        format!("({param} IS NULL OR {column} IN (SELECT value FROM json_each({param})))")
+    }
+}
+
+/// Date arithmetic, which the back ends spell differently.
+pub(crate) trait Dialect {
+    /// The UTC day of a timestamp column, as `YYYY-MM-DD` text.
+    fn day_of(column: &str) -> String;
+    /// Seconds from timestamp `from` to timestamp `to`, as a float.
+    fn seconds_between(from: &str, to: &str) -> String;
+}
+
+impl Dialect for sqlx::Postgres {
+    fn day_of(column: &str) -> String {
+        format!("to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD')")
+    }
+
+    fn seconds_between(from: &str, to: &str) -> String {
+        format!("CAST(EXTRACT(EPOCH FROM ({to} - {from})) AS DOUBLE PRECISION)")
+    }
+}
+
+impl Dialect for sqlx::Sqlite {
+    // Timestamps are stored as sortable UTC text (`SortableTime`).
+    fn day_of(column: &str) -> String {
+        format!("substr({column}, 1, 10)")
+    }
+
+    fn seconds_between(from: &str, to: &str) -> String {
+        format!("((julianday({to}) - julianday({from})) * 86400.0)")
+    }
+}
+
+/// The JSON array an [`IdSet::within`] parameter binds, or NULL.
+pub(crate) fn id_set<T: ToString>(ids: Option<&[T]>) -> Option<String> {
+    ids.map(|ids| {
+        serde_json::Value::from(ids.iter().map(ToString::to_string).collect::<Vec<_>>()).to_string()
+    })
+}
+
 /// `text` with `$1, $2, …` replaced by `?`, if they occur each once and in
 /// order (then binding by position means the same); otherwise unchanged.
 fn anonymous(text: String) -> String {

@@ -241,11 +241,11 @@ impl WorkListener for PgWorkListener {
     }
 }
 
-crate::sql::impl_store_traits!(PgStore);
+crate::sql::impl_store_traits!(PgStore, sqlx::Postgres);
 crate::engine_sql::impl_engine_store!(PgStore, sqlx::Postgres);
 crate::gate_sql::impl_gate_store!(PgStore, sqlx::Postgres);
 crate::notify_sql::impl_notification_store!(PgStore, sqlx::Postgres);
-crate::metrics_sql::impl_metrics_store!(PgStore);
+crate::metrics_sql::impl_metrics_store!(PgStore, sqlx::Postgres);
 crate::audit_sql::impl_audit_store!(PgStore, sqlx::Postgres, " COLLATE \"C\"");
 crate::audit_key_sql::impl_audit_key_store!(PgStore);
 crate::onboarding_sql::impl_onboarding_store!(PgStore, sqlx::Postgres);

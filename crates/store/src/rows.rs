@@ -7,7 +7,7 @@ use gatehouse_core::id::{
     ApprovalId, EventId, HumanTaskId, OperatorId, TenantId, TokenId, WorkflowId,
 };
 use gatehouse_core::keys::{TenantKey, WrappedKey};
-use gatehouse_core::operator::{ApiToken, Operator, OperatorName, TokenHash};
+use gatehouse_core::operator::{ApiToken, Operator, OperatorName, Scope, TokenHash};
 use gatehouse_core::secret::{SecretMeta, SecretName};
 use gatehouse_core::store::StoreError;
 use gatehouse_core::tenant::{DisplayName, Region, Tenant, TenantSlug};
@@ -123,6 +123,7 @@ pub(crate) struct OperatorRow {
     display_name: String,
     role: String,
     disabled: bool,
+    tenant_scope: Option<String>,
     created_at: OffsetDateTime,
 }
 
@@ -140,6 +141,8 @@ impl TryFrom<OperatorRow> for Operator {
                 .map_err(corrupt("operators.display_name"))?,
             role: row.role.parse().map_err(corrupt("operators.role"))?,
             disabled: row.disabled,
+            scope: Scope::from_stored(row.tenant_scope.as_deref())
+                .map_err(corrupt("operators.tenant_scope"))?,
             created_at: row.created_at,
         })
     }
@@ -188,6 +191,7 @@ pub(crate) struct TokenWithOperatorRow {
     op_display_name: String,
     op_role: String,
     op_disabled: bool,
+    op_tenant_scope: Option<String>,
     op_created_at: OffsetDateTime,
 }
 
@@ -199,6 +203,7 @@ impl TokenWithOperatorRow {
             display_name: self.op_display_name.clone(),
             role: self.op_role.clone(),
             disabled: self.op_disabled,
+            tenant_scope: self.op_tenant_scope.clone(),
             created_at: self.op_created_at,
         })
     }

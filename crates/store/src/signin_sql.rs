@@ -249,7 +249,7 @@ macro_rules! impl_sign_in_store {
                             s.secret_hash AS session_secret_hash, s.second_factor AS session_second_factor,
                             s.created_at AS session_created_at, s.expires_at AS session_expires_at,
                             s.revoked_at AS session_revoked_at,
-                            o.id, o.name, o.display_name, o.role, o.disabled, o.created_at
+                            o.id, o.name, o.display_name, o.role, o.disabled, o.tenant_scope, o.created_at
                      FROM operator_sessions s JOIN operators o ON o.id = s.operator_id
                      WHERE s.secret_hash = $1",
                 )

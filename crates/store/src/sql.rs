@@ -31,12 +31,13 @@ pub(crate) fn conflict_or(
 
 pub(crate) const TENANT_COLUMNS: &str =
     "id, slug, display_name, region, state, version, created_at, updated_at";
-pub(crate) const OPERATOR_COLUMNS: &str = "id, name, display_name, role, disabled, created_at";
+pub(crate) const OPERATOR_COLUMNS: &str =
+    "id, name, display_name, role, disabled, tenant_scope, created_at";
 pub(crate) const TOKEN_COLUMNS: &str =
     "id, operator_id, name, token_hash, created_at, expires_at, revoked_at";
 
 macro_rules! impl_store_traits {
-    ($store:ty) => {
+    ($store:ty, $db:ty) => {
         #[async_trait::async_trait]
         impl gatehouse_core::store::TenantStore for $store {
             async fn insert_tenant(
@@ -121,13 +122,16 @@ macro_rules! impl_store_traits {
                     "SELECT {} FROM tenants
                      WHERE (($1 IS NULL AND state <> 'deleted') OR state = $1)
                        AND ($2 IS NULL OR id > $2)
+                       AND {}
                      ORDER BY id LIMIT $3",
-                    crate::sql::TENANT_COLUMNS
+                    crate::sql::TENANT_COLUMNS,
+                    <$db as crate::placeholders::IdSet>::within("id", "$4"),
                 );
                 let rows = sqlx::query_as::<_, crate::rows::TenantRow>(&sql)
                     .bind(query.state.map(|s| s.as_str()))
                     .bind(query.after.map(|id| id.to_string()))
                     .bind(i64::from(query.limit))
+                    .bind(crate::placeholders::id_set(query.within.as_deref()))
                     .fetch_all(&self.pool)
                     .await
                     .map_err(crate::db_error("listing tenants"))?;
@@ -486,6 +490,35 @@ macro_rules! impl_store_traits {
                 Ok(true)
             }
 
+            async fn set_operator_scope(
+                &self,
+                id: gatehouse_core::id::OperatorId,
+                scope: &gatehouse_core::operator::Scope,
+                audit: &[gatehouse_core::audit::AuditRecord],
+            ) -> gatehouse_core::store::StoreResult<bool> {
+                use crate::db_error;
+                let stored = scope.to_stored();
+                let mut tx = self.writer.begin().await.map_err(db_error("starting a transaction"))?;
+                // NULL-safe: NULL is the installation scope.
+                let done = sqlx::query(
+                    "UPDATE operators SET tenant_scope = $1 WHERE id = $2 AND tenant_scope IS DISTINCT FROM $1",
+                )
+                .bind(stored.as_deref())
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error("updating an operator's scope"))?;
+                if done.rows_affected() != 1 {
+                    drop(tx);
+                    // Already so (nothing to record) or missing.
+                    self.get_operator(id).await?;
+                    return Ok(false);
+                }
+                Self::write_audit_records(&mut tx, audit).await?;
+                tx.commit().await.map_err(db_error("committing an operator's scope"))?;
+                Ok(true)
+            }
+
             async fn insert_token(
                 &self,
                 token: &gatehouse_core::operator::ApiToken,
@@ -511,7 +544,8 @@ macro_rules! impl_store_traits {
                 let row = sqlx::query_as::<_, crate::rows::TokenWithOperatorRow>(
                     "SELECT t.id, t.operator_id, t.name, t.token_hash, t.created_at, t.expires_at, t.revoked_at,
                             o.id AS op_id, o.name AS op_name, o.display_name AS op_display_name,
-                            o.role AS op_role, o.disabled AS op_disabled, o.created_at AS op_created_at
+                            o.role AS op_role, o.disabled AS op_disabled, o.tenant_scope AS op_tenant_scope,
+                            o.created_at AS op_created_at
                      FROM api_tokens t JOIN operators o ON o.id = t.operator_id
                      WHERE t.token_hash = $1",
                 )
@@ -594,17 +628,19 @@ where
     String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     bool: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     time::OffsetDateTime: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
 {
     sqlx::query(
-        "INSERT INTO operators (id, name, display_name, role, disabled, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO operators (id, name, display_name, role, disabled, tenant_scope, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(operator.id.to_string())
     .bind(operator.name.as_str())
     .bind(operator.display_name.as_str())
     .bind(operator.role.as_str())
     .bind(operator.disabled)
+    .bind(operator.scope.to_stored())
     .bind(operator.created_at)
 }
 

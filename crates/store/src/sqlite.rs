@@ -214,11 +214,11 @@ impl SqliteStore {
     }
 }
 
-crate::sql::impl_store_traits!(SqliteStore);
+crate::sql::impl_store_traits!(SqliteStore, sqlx::Sqlite);
 crate::engine_sql::impl_engine_store!(SqliteStore, sqlx::Sqlite);
 crate::gate_sql::impl_gate_store!(SqliteStore, sqlx::Sqlite);
 crate::notify_sql::impl_notification_store!(SqliteStore, sqlx::Sqlite);
-crate::metrics_sql::impl_metrics_store!(SqliteStore);
+crate::metrics_sql::impl_metrics_store!(SqliteStore, sqlx::Sqlite);
 crate::audit_sql::impl_audit_store!(SqliteStore, sqlx::Sqlite, "");
 crate::audit_key_sql::impl_audit_key_store!(SqliteStore);
 crate::onboarding_sql::impl_onboarding_store!(SqliteStore, sqlx::Sqlite);

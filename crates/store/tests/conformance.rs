@@ -399,6 +399,7 @@ mod cases {
             let page = c
                 .store
                 .list_tenants(&TenantQuery {
+                    within: None,
                     state: Some(TenantState::Active),
                     after,
                     limit: 3,
@@ -420,6 +421,7 @@ mod cases {
         let all = c
             .store
             .list_tenants(&TenantQuery {
+                within: None,
                 limit: 100,
                 ..Default::default()
             })
@@ -429,6 +431,7 @@ mod cases {
         let provisioning = c
             .store
             .list_tenants(&TenantQuery {
+                within: None,
                 state: Some(TenantState::Provisioning),
                 limit: 100,
                 after: None,
@@ -1563,6 +1566,7 @@ mod cases {
         );
         assert_eq!(
             ids(list(InstanceQuery {
+                within: None,
                 tenant: Some(acme.id),
                 ..Default::default()
             })
@@ -1571,6 +1575,7 @@ mod cases {
         );
         assert_eq!(
             ids(list(InstanceQuery {
+                within: None,
                 tenant: Some(acme.id),
                 template: Some("onboard".into()),
                 ..Default::default()
@@ -1581,6 +1586,7 @@ mod cases {
         );
         assert_eq!(
             ids(list(InstanceQuery {
+                within: None,
                 state: Some(InstanceState::Completed),
                 ..Default::default()
             })
@@ -1589,6 +1595,7 @@ mod cases {
         );
         assert_eq!(
             ids(list(InstanceQuery {
+                within: None,
                 template: Some("onboard".into()),
                 ..Default::default()
             })
@@ -1597,6 +1604,7 @@ mod cases {
         );
         assert!(
             list(InstanceQuery {
+                within: None,
                 tenant: Some(globex.id),
                 state: Some(InstanceState::Completed),
                 ..Default::default()
@@ -1604,6 +1612,19 @@ mod cases {
             .await
             .is_empty()
         );
+        // A scoped operator's view: these tenants' only, never the
+        // installation's (no tenant); none at all for an empty scope.
+        for within in [vec![acme.id], vec![acme.id, globex.id], vec![]] {
+            assert_eq!(
+                ids(list(InstanceQuery {
+                    within: Some(within.clone()),
+                    ..Default::default()
+                })
+                .await),
+                matching(&|i| i.tenant_id.is_some_and(|t| within.contains(&t))),
+                "{within:?}"
+            );
+        }
 
         let mut seen = Vec::new();
         let mut after = None;
@@ -1611,6 +1632,7 @@ mod cases {
             let page = c
                 .store
                 .list_instances(&InstanceQuery {
+                    within: None,
                     tenant: Some(acme.id),
                     after,
                     limit: 3,
@@ -1646,6 +1668,7 @@ mod cases {
         let listed = c
             .store
             .list_instances(&InstanceQuery {
+                within: None,
                 limit: 1000,
                 ..Default::default()
             })
@@ -1788,6 +1811,7 @@ mod cases {
         let kept_only = c
             .store
             .list_instances(&InstanceQuery {
+                within: None,
                 tenant: Some(kept.id),
                 limit: 10,
                 ..Default::default()
@@ -2425,6 +2449,7 @@ mod cases {
         let list = |query: ApprovalQuery| async move {
             c.store
                 .list_approvals(&ApprovalQuery {
+                    within: None,
                     limit: 100,
                     ..query
                 })
@@ -2440,6 +2465,7 @@ mod cases {
         let ids = |v: &[Approval]| v.iter().map(|a| a.id).collect::<Vec<_>>();
         assert_eq!(
             ids(&list(ApprovalQuery {
+                within: None,
                 tenant: Some(acme.id),
                 ..Default::default()
             })
@@ -2448,6 +2474,7 @@ mod cases {
         );
         assert_eq!(
             list(ApprovalQuery {
+                within: None,
                 tenant: Some(acme.id),
                 state: Some(ApprovalState::Pending),
                 ..Default::default()
@@ -2461,6 +2488,7 @@ mod cases {
         );
         assert_eq!(
             list(ApprovalQuery {
+                within: None,
                 state: Some(ApprovalState::Rejected),
                 ..Default::default()
             })
@@ -2469,6 +2497,7 @@ mod cases {
         );
         assert_eq!(
             list(ApprovalQuery {
+                within: None,
                 instance: Some(approvals[5].instance_id),
                 ..Default::default()
             })
@@ -2477,6 +2506,7 @@ mod cases {
         );
         assert!(
             list(ApprovalQuery {
+                within: None,
                 tenant: Some(globex.id),
                 state: Some(ApprovalState::Approved),
                 ..Default::default()
@@ -2491,6 +2521,7 @@ mod cases {
             let page = c
                 .store
                 .list_approvals(&ApprovalQuery {
+                    within: None,
                     after,
                     limit: 2,
                     ..Default::default()
@@ -2509,6 +2540,7 @@ mod cases {
         let list = |query: TaskQuery| async move {
             c.store
                 .list_tasks(&TaskQuery {
+                    within: None,
                     limit: 100,
                     ..query
                 })
@@ -2518,6 +2550,7 @@ mod cases {
         assert_eq!(list(TaskQuery::default()).await, tasks);
         assert_eq!(
             list(TaskQuery {
+                within: None,
                 tenant: Some(globex.id),
                 ..Default::default()
             })
@@ -2526,6 +2559,7 @@ mod cases {
         );
         assert_eq!(
             list(TaskQuery {
+                within: None,
                 state: Some(TaskState::Done),
                 ..Default::default()
             })
@@ -2534,6 +2568,7 @@ mod cases {
         );
         assert_eq!(
             list(TaskQuery {
+                within: None,
                 tenant: Some(acme.id),
                 state: Some(TaskState::Open),
                 ..Default::default()
@@ -2544,6 +2579,7 @@ mod cases {
         );
         assert_eq!(
             list(TaskQuery {
+                within: None,
                 instance: Some(tasks[6].instance_id),
                 ..Default::default()
             })
@@ -2553,6 +2589,7 @@ mod cases {
         let first = c
             .store
             .list_tasks(&TaskQuery {
+                within: None,
                 limit: 3,
                 ..Default::default()
             })
@@ -2561,6 +2598,7 @@ mod cases {
         let rest = c
             .store
             .list_tasks(&TaskQuery {
+                within: None,
                 after: Some(first[2].id),
                 limit: 100,
                 ..Default::default()
@@ -2844,8 +2882,17 @@ mod metrics_cases {
     use super::*;
 
     pub async fn metrics_count_instances_pending_approvals_and_overrides(c: &Case) {
-        assert!(c.store.count_instances_by_state().await.unwrap().is_empty());
-        assert_eq!(c.store.approval_stats().await.unwrap(), Default::default());
+        assert!(
+            c.store
+                .count_instances_by_state(None)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            c.store.approval_stats(None).await.unwrap(),
+            Default::default()
+        );
 
         let tenant = c.insert("acme").await;
         let mut batch = Vec::new();
@@ -2858,6 +2905,8 @@ mod metrics_cases {
             instance.state = state;
             if state.is_final() {
                 instance.next_run_at = None;
+                // Took a minute and a half.
+                instance.updated_at = instance.created_at + Duration::seconds(90);
             }
             batch.push(c.start(&instance, &["a"]));
         }
@@ -2867,14 +2916,14 @@ mod metrics_cases {
         assert!(first.created_at < second.created_at);
 
         assert_eq!(
-            c.store.count_instances_by_state().await.unwrap(),
+            c.store.count_instances_by_state(None).await.unwrap(),
             vec![
                 (InstanceState::Completed, 1),
                 (InstanceState::Running, 2),
                 (InstanceState::Waiting, 2),
             ]
         );
-        let stats = c.store.approval_stats().await.unwrap();
+        let stats = c.store.approval_stats(None).await.unwrap();
         assert_eq!(stats.pending, 2);
         assert_eq!(stats.oldest_pending_since, Some(first.created_at));
         assert_eq!(stats.overrides, 0);
@@ -2893,10 +2942,65 @@ mod metrics_cases {
             .record_decision(&approval, &decision, None)
             .await
             .unwrap();
-        let stats = c.store.approval_stats().await.unwrap();
+        let stats = c.store.approval_stats(None).await.unwrap();
         assert_eq!(stats.pending, 1);
         assert_eq!(stats.oldest_pending_since, Some(second.created_at));
         assert_eq!(stats.overrides, 1);
+
+        // Limited to acme (a scoped operator's analytics): its four
+        // instances and the first approval (now decided, with the override);
+        // the second approval and its instance are the installation's.
+        let only = [tenant.id];
+        let counts = c.store.count_instances_by_state(Some(&only)).await.unwrap();
+        assert_eq!(
+            counts,
+            vec![
+                (InstanceState::Completed, 1),
+                (InstanceState::Running, 2),
+                (InstanceState::Waiting, 1),
+            ]
+        );
+        let stats = c.store.approval_stats(Some(&only)).await.unwrap();
+        assert_eq!(stats.pending, 0);
+        assert_eq!(stats.oldest_pending_since, None);
+        assert_eq!(stats.overrides, 1);
+        let none = c.store.approval_stats(Some(&[])).await.unwrap();
+        assert_eq!((none.pending, none.overrides), (0, 0));
+
+        // By day: all started today (UTC), each template and state counted,
+        // the completed run's duration measured.
+        let now = c.clock.now();
+        let days = c
+            .store
+            .instance_days(now - Duration::days(1), None)
+            .await
+            .unwrap();
+        let today = now.to_offset(time::UtcOffset::UTC).date();
+        assert!(days.iter().all(|d| d.day == today), "{days:?}");
+        let row = |days: &[gatehouse_core::store::InstanceDay], template: &str, state| {
+            days.iter()
+                .find(|d| d.template == template && d.state == state)
+                .map(|d| (d.count, d.mean_secs))
+        };
+        assert_eq!(row(&days, "count", InstanceState::Running), Some((2, None)));
+        let (done, secs) = row(&days, "count", InstanceState::Completed).unwrap();
+        assert_eq!(done, 1);
+        assert!(secs.is_some_and(|s| (s - 90.0).abs() < 0.01), "{secs:?}");
+        assert_eq!(row(&days, "grant", InstanceState::Waiting), Some((2, None)));
+        // Acme's only; nothing started since tomorrow.
+        let acme = c
+            .store
+            .instance_days(now - Duration::days(1), Some(&only))
+            .await
+            .unwrap();
+        assert_eq!(row(&acme, "grant", InstanceState::Waiting), Some((1, None)));
+        assert!(
+            c.store
+                .instance_days(now + Duration::days(1), None)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
     pub async fn one_audit_signing_key_is_active_and_rewraps_by_cas(c: &Case) {
         use gatehouse_core::audit_key::AuditSigningKey;

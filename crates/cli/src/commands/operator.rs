@@ -2,8 +2,9 @@
 
 use std::process::ExitCode;
 
-use gatehouse_core::operator::{OperatorName, Role};
+use gatehouse_core::operator::{OperatorName, Role, Scope};
 use gatehouse_core::tenant::DisplayName;
+use gatehouse_server::app::TenantRef;
 
 use super::{CLI, open, print_json, print_table};
 use crate::CliError;
@@ -49,6 +50,22 @@ pub enum OperatorCommand {
     Enable {
         /// The operator's handle.
         name: String,
+    },
+    /// Scope an operator's role to some tenants (`--tenant`, repeatable),
+    /// or to the whole installation again (`--all`).
+    Scope {
+        /// The operator's handle.
+        name: String,
+        /// A tenant (slug or id) the role applies to.
+        #[arg(
+            long = "tenant",
+            required_unless_present = "all",
+            conflicts_with = "all"
+        )]
+        tenants: Vec<String>,
+        /// Every tenant and the installation.
+        #[arg(long)]
+        all: bool,
     },
     /// Set an operator's console password: a random one, printed once, or
     /// the first line of standard input.
@@ -124,11 +141,15 @@ async fn with_database(args: &ConfigArgs, command: OperatorCommand) -> Result<Ex
                             } else {
                                 "enabled".into()
                             },
+                            describe_scope(&o.scope),
                             o.display_name.as_str().to_owned(),
                         ]
                     })
                     .collect();
-                print_table(&["ID", "NAME", "ROLE", "STATUS", "DISPLAY NAME"], &rows);
+                print_table(
+                    &["ID", "NAME", "ROLE", "STATUS", "SCOPE", "DISPLAY NAME"],
+                    &rows,
+                );
             }
         }
         OperatorCommand::Token {
@@ -158,6 +179,16 @@ async fn with_database(args: &ConfigArgs, command: OperatorCommand) -> Result<Ex
                 .await?;
             app.set_operator_disabled(&CLI, operator.id, false).await?;
             println!("enabled {}", operator.name);
+        }
+        OperatorCommand::Scope { name, tenants, all } => {
+            let operator = app
+                .find_operator(&CLI, &OperatorName::parse(&name)?)
+                .await?;
+            let refs: Vec<TenantRef> = tenants.iter().map(|t| TenantRef::parse(t)).collect();
+            let scoped = app
+                .set_operator_scope(&CLI, operator.id, (!all).then_some(refs.as_slice()))
+                .await?;
+            println!("{} {}", scoped.name, describe_scope(&scoped.scope));
         }
         OperatorCommand::Password { name, stdin } => {
             let name = OperatorName::parse(&name)?;
@@ -192,4 +223,17 @@ async fn with_database(args: &ConfigArgs, command: OperatorCommand) -> Result<Ex
     }
     app.store.close().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// "all tenants", or the ids of the tenants an operator is scoped to.
+fn describe_scope(scope: &Scope) -> String {
+    match scope {
+        Scope::Installation => "all tenants".into(),
+        Scope::Tenants(ids) if ids.is_empty() => "no tenants".into(),
+        Scope::Tenants(ids) => ids
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+    }
 }

@@ -96,6 +96,7 @@ impl Engine {
         let mut approvals = self
             .store
             .list_approvals(&ApprovalQuery {
+                within: None,
                 instance: Some(id),
                 state: Some(ApprovalState::Pending),
                 limit: 1000,
@@ -106,6 +107,7 @@ impl Engine {
         let mut tasks = self
             .store
             .list_tasks(&TaskQuery {
+                within: None,
                 instance: Some(id),
                 state: Some(TaskState::Open),
                 limit: 1000,

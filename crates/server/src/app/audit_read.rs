@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 
 use super::{Actor, App, Page};
 use crate::audit_verify::{StoredMismatch, VerifyStoredError, VerifyStoredOptions, verify_stored};
-use crate::authz::{Permission, authorize};
+use crate::authz::{Permission, authorize_list};
 use crate::error::AppError;
 
 /// The most entries one page lists.
@@ -255,7 +255,7 @@ impl App {
         actor: &Actor,
         query: AuditQuery,
     ) -> Result<Page<AuditEntryView, String>, AppError> {
-        authorize(actor, Permission::ReadAudit)?;
+        let within = authorize_list(actor, Permission::ReadAudit)?;
         if !(1..=MAX_AUDIT_PAGE).contains(&query.limit) {
             return Err(AppError::Invalid(format!(
                 "limit must be 1–{MAX_AUDIT_PAGE}, not {}",
@@ -269,9 +269,16 @@ impl App {
                 "`since` must be before `until` (the range is since ≤ at < until)".into(),
             ));
         }
-        let log = match &query.log {
-            Some(spec) => Some(self.audit_log_of(actor, spec).await?),
-            None => None,
+        let log = match (&query.log, within.as_deref()) {
+            (Some(spec), _) => Some(self.audit_log_of(actor, spec).await?),
+            (None, None) => None,
+            // A scoped operator browses their tenant's log.
+            (None, Some([only])) => Some(only.to_string()),
+            (None, Some(_)) => {
+                return Err(AppError::Invalid(
+                    "your role applies to some tenants only: name the log (one of your tenants) to browse".into(),
+                ));
+            }
         };
         let filter = AuditFilter {
             log,
@@ -298,9 +305,14 @@ impl App {
 
     /// Every log with its size and, for a tenant's, the tenant's slug.
     pub async fn list_audit_logs(&self, actor: &Actor) -> Result<Vec<AuditLogView>, AppError> {
-        authorize(actor, Permission::ReadAudit)?;
+        let within = authorize_list(actor, Permission::ReadAudit)?;
         let mut logs = Vec::new();
         for (log, size) in self.store.audit_logs().await? {
+            if let Some(tenants) = &within
+                && !tenants.iter().any(|t| t.to_string() == log)
+            {
+                continue;
+            }
             let tenant_slug = match log.parse::<TenantId>() {
                 Ok(id) => match self.store.get_tenant(id).await {
                     Ok(tenant) => Some(tenant.slug.to_string()),

@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 
 use super::{Actor, App};
 use crate::audit::{IssueError, sign_checkpoint};
-use crate::authz::{Permission, authorize};
+use crate::authz::Permission;
 use crate::error::AppError;
 
 /// A signed checkpoint of an audit log, as the API lists it.
@@ -115,8 +115,9 @@ impl App {
         actor: &Actor,
         log_spec: &str,
     ) -> Result<Issued, AppError> {
-        authorize(actor, Permission::IssueCheckpoints)?;
-        let log = self.audit_log_of(actor, log_spec).await?;
+        let log = self
+            .audit_log_for(actor, Permission::IssueCheckpoints, log_spec)
+            .await?;
         let signer = self.audit_signer.as_ref().ok_or_else(|| {
             AppError::Unavailable("the audit log's signing key is not loaded on this node".into())
         })?;

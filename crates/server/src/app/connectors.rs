@@ -15,7 +15,7 @@ use gatehouse_core::tenant::TenantState;
 use serde_json::json;
 
 use super::{Actor, App, TenantRef, deleted};
-use crate::authz::{Permission, authorize};
+use crate::authz::Permission;
 use crate::error::AppError;
 
 impl App {
@@ -25,8 +25,9 @@ impl App {
         actor: &Actor,
         tenant: &TenantRef,
     ) -> Result<Vec<ConnectorConfig>, AppError> {
-        authorize(actor, Permission::ManageSecrets)?;
-        let tenant = self.find_tenant(tenant).await?;
+        let tenant = self
+            .tenant_for(actor, Permission::ManageSecrets, tenant)
+            .await?;
         Ok(self.store.list_connectors(tenant.id).await?)
     }
 
@@ -40,8 +41,9 @@ impl App {
         name: &ConnectorName,
         spec: ConnectorSpec,
     ) -> Result<(ConnectorConfig, bool), AppError> {
-        authorize(actor, Permission::ManageSecrets)?;
-        let tenant = self.find_tenant(tenant).await?;
+        let tenant = self
+            .tenant_for(actor, Permission::ManageSecrets, tenant)
+            .await?;
         if tenant.state == TenantState::Deleted {
             return Err(deleted(&tenant));
         }
@@ -87,8 +89,9 @@ impl App {
         tenant: &TenantRef,
         name: &ConnectorName,
     ) -> Result<(), AppError> {
-        authorize(actor, Permission::ManageSecrets)?;
-        let tenant = self.find_tenant(tenant).await?;
+        let tenant = self
+            .tenant_for(actor, Permission::ManageSecrets, tenant)
+            .await?;
         let current = self
             .store
             .get_connector(tenant.id, name)

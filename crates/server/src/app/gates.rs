@@ -13,7 +13,7 @@ use gatehouse_core::tenant::TenantState;
 use serde_json::json;
 
 use super::{Actor, App, TenantRef, actor_name, deleted};
-use crate::authz::{Permission, authorize};
+use crate::authz::Permission;
 use crate::error::AppError;
 
 impl App {
@@ -24,8 +24,9 @@ impl App {
         actor: &Actor,
         tenant: &TenantRef,
     ) -> Result<(TenantId, Vec<AreaGate>), AppError> {
-        authorize(actor, Permission::ReadTenants)?;
-        let tenant = self.find_tenant(tenant).await?;
+        let tenant = self
+            .tenant_for(actor, Permission::ReadTenants, tenant)
+            .await?;
         let settings = self.store.gate_settings(tenant.id).await?;
         Ok((tenant.id, AreaGate::all(&settings)))
     }
@@ -42,8 +43,9 @@ impl App {
         level: Option<GateLevel>,
         reason: &str,
     ) -> Result<AreaGate, AppError> {
-        authorize(actor, Permission::ManageGates)?;
-        let tenant = self.find_tenant(tenant).await?;
+        let tenant = self
+            .tenant_for(actor, Permission::ManageGates, tenant)
+            .await?;
         if tenant.state == TenantState::Deleted {
             return Err(deleted(&tenant));
         }

@@ -48,7 +48,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use super::{Actor, App, EventSubmission, Page, TenantRef};
-use crate::authz::{Permission, authorize};
+use crate::authz::Permission;
 use crate::error::AppError;
 use normalize::{Defaults, Reading, WonDeal};
 
@@ -658,13 +658,14 @@ impl App {
         before: Option<HookDeliveryId>,
         limit: u32,
     ) -> Result<Page<HookDelivery, HookDeliveryId>, AppError> {
-        authorize(actor, Permission::ReadTenants)?;
+        let tenant = self
+            .tenant_for(actor, Permission::ReadTenants, tenant)
+            .await?;
         if limit == 0 || limit > MAX_DELIVERY_PAGE {
             return Err(AppError::Invalid(format!(
                 "invalid limit: must be 1 to {MAX_DELIVERY_PAGE}"
             )));
         }
-        let tenant = self.find_tenant(tenant).await?;
         let items = self
             .store
             .list_hook_deliveries(&DeliveryQuery {

@@ -10,7 +10,7 @@ use gatehouse_identity::{Drift, LifecycleEvent};
 use serde::Serialize;
 
 use super::{Actor, App, TenantRef};
-use crate::authz::{Permission, authorize};
+use crate::authz::Permission;
 use crate::error::AppError;
 use crate::identity::service::{Ingested, PersonView, Reconciled};
 use crate::identity::{IdentityError, RevocationDoc};
@@ -85,8 +85,7 @@ impl App {
         tenant: &TenantRef,
         permission: Permission,
     ) -> Result<Tenant, AppError> {
-        authorize(actor, permission)?;
-        let tenant = self.find_tenant(tenant).await?;
+        let tenant = self.tenant_for(actor, permission, tenant).await?;
         if tenant.state == TenantState::Deleted {
             return Err(AppError::not_found("tenant", &tenant.slug));
         }

@@ -8,7 +8,7 @@ use gatehouse_core::kb::{Article, ArticleContent, ArticleQuery, Collection};
 use gatehouse_kb::{SearchRequest, SearchResults};
 
 use super::{Actor, App, Page, TenantRef, check_limit, page};
-use crate::authz::{Permission, authorize};
+use crate::authz::Permission;
 use crate::error::AppError;
 
 /// Which articles to list.
@@ -33,9 +33,10 @@ impl App {
         tenant: &TenantRef,
         filter: ArticleFilter,
     ) -> Result<ArticlePage, AppError> {
-        authorize(actor, Permission::ReadKnowledge)?;
+        let tenant = self
+            .tenant_for(actor, Permission::ReadKnowledge, tenant)
+            .await?;
         check_limit(filter.limit)?;
-        let tenant = self.find_tenant(tenant).await?;
         let query = ArticleQuery {
             collection: filter.collection,
             after: filter.after,
@@ -52,8 +53,9 @@ impl App {
         tenant: &TenantRef,
         id: ArticleId,
     ) -> Result<Article, AppError> {
-        authorize(actor, Permission::ReadKnowledge)?;
-        let tenant = self.find_tenant(tenant).await?;
+        let tenant = self
+            .tenant_for(actor, Permission::ReadKnowledge, tenant)
+            .await?;
         self.kb.get(&tenant, id).await
     }
 
@@ -64,8 +66,9 @@ impl App {
         tenant: &TenantRef,
         id: ArticleId,
     ) -> Result<Vec<Article>, AppError> {
-        authorize(actor, Permission::ReadKnowledge)?;
-        let tenant = self.find_tenant(tenant).await?;
+        let tenant = self
+            .tenant_for(actor, Permission::ReadKnowledge, tenant)
+            .await?;
         self.kb.versions(&tenant, id).await
     }
 
@@ -77,8 +80,9 @@ impl App {
         collection: Collection,
         content: ArticleContent,
     ) -> Result<Article, AppError> {
-        authorize(actor, Permission::WriteKnowledge)?;
-        let tenant = self.find_tenant(tenant).await?;
+        let tenant = self
+            .tenant_for(actor, Permission::WriteKnowledge, tenant)
+            .await?;
         let article = self
             .kb
             .create(&actor.provenance(self.now()), &tenant, collection, content)
@@ -98,8 +102,9 @@ impl App {
         collection: Option<Collection>,
         content: ArticleContent,
     ) -> Result<Article, AppError> {
-        authorize(actor, Permission::WriteKnowledge)?;
-        let tenant = self.find_tenant(tenant).await?;
+        let tenant = self
+            .tenant_for(actor, Permission::WriteKnowledge, tenant)
+            .await?;
         let article = self
             .kb
             .update(
@@ -122,8 +127,9 @@ impl App {
         tenant: &TenantRef,
         request: SearchRequest,
     ) -> Result<SearchResults, AppError> {
-        authorize(actor, Permission::ReadKnowledge)?;
-        let tenant = self.find_tenant(tenant).await?;
+        let tenant = self
+            .tenant_for(actor, Permission::ReadKnowledge, tenant)
+            .await?;
         self.kb.search(&tenant, request).await
     }
 }

@@ -26,7 +26,7 @@ use time::OffsetDateTime;
 
 use super::{Actor, App, TenantRef};
 use crate::audit::{Details, open_details_with};
-use crate::authz::{Permission, authorize};
+use crate::authz::Permission;
 use crate::error::AppError;
 
 /// Entries read per query while exporting.
@@ -60,7 +60,9 @@ impl App {
         tenant: &TenantRef,
         period: Period,
     ) -> Result<Document, AppError> {
-        authorize(actor, Permission::ReadAudit)?;
+        let tenant = self
+            .tenant_for(actor, Permission::ReadAudit, tenant)
+            .await?;
         if let (Some(since), Some(until)) = (period.since, period.until)
             && since >= until
         {
@@ -68,7 +70,6 @@ impl App {
                 "the period is empty: --since {since} is not before --until {until}"
             )));
         }
-        let tenant = self.find_tenant(tenant).await?;
         let log = tenant.id.to_string();
         let facts = self.read_facts(tenant.id).await?;
         let operators = self.operators_in(&facts).await?;

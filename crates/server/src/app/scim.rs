@@ -9,7 +9,7 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use super::{Actor, App, TenantRef};
-use crate::authz::{Permission, authorize};
+use crate::authz::Permission;
 use crate::error::AppError;
 use crate::scim::{IssuedScimToken, new_token_secret, token_hash};
 
@@ -24,13 +24,14 @@ impl App {
         tenant: &TenantRef,
         label: &str,
     ) -> Result<IssuedScimToken, AppError> {
-        authorize(actor, Permission::ManageSecrets)?;
+        let tenant = self
+            .tenant_for(actor, Permission::ManageSecrets, tenant)
+            .await?;
         if label.chars().count() > MAX_LABEL {
             return Err(AppError::Invalid(format!(
                 "a token label is at most {MAX_LABEL} characters"
             )));
         }
-        let tenant = self.find_tenant(tenant).await?;
         if tenant.state == TenantState::Deleted {
             return Err(AppError::not_found("tenant", &tenant.slug));
         }
@@ -60,8 +61,9 @@ impl App {
         actor: &Actor,
         tenant: &TenantRef,
     ) -> Result<Vec<ScimToken>, AppError> {
-        authorize(actor, Permission::ReadTenants)?;
-        let tenant = self.find_tenant(tenant).await?;
+        let tenant = self
+            .tenant_for(actor, Permission::ReadTenants, tenant)
+            .await?;
         Ok(self.store.scim_tokens(tenant.id).await?)
     }
 
@@ -72,8 +74,9 @@ impl App {
         tenant: &TenantRef,
         id: &str,
     ) -> Result<(), AppError> {
-        authorize(actor, Permission::ManageSecrets)?;
-        let tenant = self.find_tenant(tenant).await?;
+        let tenant = self
+            .tenant_for(actor, Permission::ManageSecrets, tenant)
+            .await?;
         let now = self.now();
         let audit =
             actor

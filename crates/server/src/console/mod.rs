@@ -56,7 +56,7 @@ pub enum Access {
 /// Every console route: its method, path and who may reach it. The router
 /// is built from this table, so a route cannot exist without being listed,
 /// and the tests walk it (`tests/console.rs`).
-pub const ROUTES: [(&str, &str, Access); 22] = [
+pub const ROUTES: [(&str, &str, Access); 23] = [
     ("GET", "/", Access::Public),
     ("GET", "/console", Access::Public),
     ("GET", "/console/", Access::Public),
@@ -83,6 +83,7 @@ pub const ROUTES: [(&str, &str, Access); 22] = [
     ("GET", "/console/analytics", Access::Session),
     ("GET", "/console/people", Access::Session),
     ("GET", "/console/people/{tenant}", Access::Session),
+    ("GET", "/console/people/{tenant}/{person}", Access::Session),
 ];
 
 /// The handler of one row of [`ROUTES`]; `None` for a row nobody handles
@@ -110,6 +111,7 @@ fn handler(method: &str, path: &str) -> Option<MethodRouter<ApiState>> {
         ("GET", "/console/analytics") => get(more::analytics),
         ("GET", "/console/people") => get(people::tenants),
         ("GET", "/console/people/{tenant}") => get(people::people),
+        ("GET", "/console/people/{tenant}/{person}") => get(people::person),
         _ => return None,
     })
 }

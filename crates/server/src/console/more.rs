@@ -2,6 +2,7 @@
 //! support, a workflow's timeline, and the audit browser with verification
 //! and the OSCAL export.
 
+use super::charts::Bar;
 use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
@@ -538,7 +539,9 @@ pub(super) async fn tenants(State(state): State<ApiState>, console: Console) -> 
 
 /// Hours, written for people.
 fn hours(seconds: f64) -> String {
-    if seconds < 3600.0 {
+    if seconds < 60.0 {
+        format!("{seconds:.0} s")
+    } else if seconds < 3600.0 {
         format!("{:.0} min", seconds / 60.0)
     } else if seconds < 3.0 * 86_400.0 {
         format!("{:.1} h", seconds / 3600.0)
@@ -547,14 +550,129 @@ fn hours(seconds: f64) -> String {
     }
 }
 
-/// Analytics, drawn on the server as SVG: workflow runs by state, human
-/// oversight (pending approvals, overrides), and time to operational.
+/// A run that did not do what it set out to: parked on a failure, undone,
+/// or cancelled.
+fn is_failure(state: gatehouse_core::workflow::InstanceState) -> bool {
+    use gatehouse_core::workflow::InstanceState::{Cancelled, Compensated, Compensating, Parked};
+    matches!(state, Parked | Compensating | Compensated | Cancelled)
+}
+
+/// The days the analytics look back over.
+const DAYS: u16 = 14;
+
+/// Runs per day and the share that failed, and the completed runs' mean
+/// duration per template (provisioning times), from `days`.
+fn over_time(days: &[gatehouse_core::store::InstanceDay]) -> (Vec<Bar>, Vec<Bar>, Vec<Bar>) {
+    use std::collections::BTreeMap;
+    let mut per_day: BTreeMap<time::Date, (u64, u64)> = BTreeMap::new();
+    let mut per_template: BTreeMap<&str, (u64, f64)> = BTreeMap::new();
+    for d in days {
+        let entry = per_day.entry(d.day).or_default();
+        entry.0 += d.count;
+        if is_failure(d.state) {
+            entry.1 += d.count;
+        }
+        if let Some(mean) = d.mean_secs {
+            let t = per_template.entry(d.template.as_str()).or_default();
+            t.0 += d.count;
+            t.1 += mean * d.count as f64;
+        }
+    }
+    let started = per_day
+        .iter()
+        .map(|(day, (n, _))| Bar {
+            label: day.to_string(),
+            value: *n as f64,
+            shown: n.to_string(),
+        })
+        .collect();
+    let failing = per_day
+        .iter()
+        .map(|(day, (n, failed))| {
+            let share = if *n > 0 {
+                *failed as f64 * 100.0 / *n as f64
+            } else {
+                0.0
+            };
+            Bar {
+                label: day.to_string(),
+                value: share,
+                shown: format!("{share:.0} % of {n}"),
+            }
+        })
+        .collect();
+    let durations = per_template
+        .iter()
+        .map(|(template, (n, total))| {
+            let mean = total / (*n).max(1) as f64;
+            Bar {
+                label: (*template).to_owned(),
+                value: mean,
+                shown: format!("{} ({n})", hours(mean)),
+            }
+        })
+        .collect();
+    (started, failing, durations)
+}
+
+/// Per tenant the caller may see: revocations completed, the median time
+/// from termination to every system showing it, and how many finished by
+/// their deadline.
+async fn revocation_times(state: &ApiState, console: &Console) -> Result<Vec<Bar>, AppError> {
+    let mut bars = Vec::new();
+    for (id, name) in super::pages::tenant_names(state, console).await {
+        let revocations = state
+            .app
+            .revocations(&console.actor, &crate::app::TenantRef::Id(id))
+            .await?;
+        let mut done: Vec<(f64, bool)> = revocations
+            .iter()
+            .filter_map(|r| {
+                let at = r.completed_at?;
+                Some((
+                    (at - r.started_at).as_seconds_f64().max(0.0),
+                    at <= r.deadline_at,
+                ))
+            })
+            .collect();
+        if done.is_empty() {
+            continue;
+        }
+        done.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let median = done[done.len() / 2].0;
+        let on_time = done.iter().filter(|(_, ok)| *ok).count();
+        bars.push(Bar {
+            label: name,
+            value: median,
+            shown: format!("{} median, {on_time}/{} on time", hours(median), done.len()),
+        });
+    }
+    Ok(bars)
+}
+
+/// Analytics, drawn on the server as SVG: workflow runs by state and over
+/// the last days (throughput, error rate, provisioning times), human
+/// oversight (pending approvals, overrides), revocation times, and time to
+/// operational.
 pub(super) async fn analytics(State(state): State<ApiState>, console: Console) -> Response {
-    use super::charts::{Bar, bars};
+    use super::charts::bars;
     let (by_state, approvals) = match state.app.workflow_totals(&console.actor).await {
         Ok(totals) => totals,
         Err(err) => return error_page(Some(&console), &err),
     };
+    let (started, failing, durations) = match state.app.workflow_days(&console.actor, DAYS).await {
+        Ok(days) => over_time(&days),
+        Err(err) => return error_page(Some(&console), &err),
+    };
+    // People's access: only for those who may see it.
+    let revocations =
+        match crate::authz::authorize_list(&console.actor, crate::authz::Permission::ReadPeople) {
+            Ok(_) => match revocation_times(&state, &console).await {
+                Ok(bars) => Some(bars),
+                Err(err) => return error_page(Some(&console), &err),
+            },
+            Err(_) => None,
+        };
     let runs: Vec<Bar> = by_state
         .iter()
         .map(|(s, n)| Bar {
@@ -566,7 +684,7 @@ pub(super) async fn analytics(State(state): State<ApiState>, console: Console) -
     let total: u64 = by_state.iter().map(|(_, n)| n).sum();
     let failed: u64 = by_state
         .iter()
-        .filter(|(s, _)| matches!(s.as_str(), "failed" | "compensated" | "cancelled"))
+        .filter(|(s, _)| is_failure(*s))
         .map(|(_, n)| n)
         .sum();
     // Time to operational: the onboardings that went live, latest first.
@@ -628,6 +746,11 @@ pub(super) async fn analytics(State(state): State<ApiState>, console: Console) -
             oldest,
             overrides => approvals.overrides,
             operational_chart => bars("Time to operational, latest onboardings", &operational),
+            days => DAYS,
+            started_chart => bars("Workflow runs started per day", &started),
+            failing_chart => bars("Share of each day's runs that failed", &failing),
+            provisioning_chart => bars("Mean time to complete, by workflow", &durations),
+            revocation_chart => revocations.as_ref().map(|r| bars("Revocation time, by client", r)),
             live => live.len(),
             median => median.map(hours),
         },

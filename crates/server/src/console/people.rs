@@ -15,7 +15,8 @@ use crate::http::ApiState;
 
 /// The tenants whose people may be looked at.
 pub(super) async fn tenants(State(state): State<ApiState>, console: Console) -> Response {
-    if let Err(err) = crate::authz::authorize(&console.actor, crate::authz::Permission::ReadPeople)
+    if let Err(err) =
+        crate::authz::authorize_list(&console.actor, crate::authz::Permission::ReadPeople)
     {
         return error_page(Some(&console), &err);
     }
@@ -67,6 +68,7 @@ pub(super) async fn people(
                 }
             });
             json!({
+                "id": view.id,
                 "key": p.key,
                 "name": name,
                 "kind": p.kind.as_str(),
@@ -103,6 +105,73 @@ pub(super) async fn people(
             tenant => tenant.as_str(),
             people => Value::from_serialize(&rows),
             elevations => Value::from_serialize(&jit),
+        },
+    )
+}
+
+/// One person: their attributes and the access they should hold on each
+/// system, with why (the role templates and rules that apply, live
+/// elevations), as Gatehouse computes it from the tenant's access policy.
+pub(super) async fn person(
+    State(state): State<ApiState>,
+    console: Console,
+    Path((tenant, person)): Path<(String, String)>,
+) -> Response {
+    let (view, desired) = match state
+        .app
+        .get_person(&console.actor, &TenantRef::parse(&tenant), &person)
+        .await
+    {
+        Ok(found) => found,
+        Err(err) => return error_page(Some(&console), &err),
+    };
+    let p = &view.person;
+    let mut grants: Vec<serde_json::Value> = Vec::new();
+    for (system, wanted) in &desired.systems {
+        grants.push(json!({
+            "system": system,
+            "what": if wanted.enabled { "account" } else { "account (disabled while on leave)" },
+            "why": "",
+        }));
+        for (entitlement, reasons) in &wanted.entitlements {
+            let why: Vec<String> = reasons
+                .iter()
+                .map(|reason| match reason {
+                    gatehouse_identity::plan::Reason::Role { id, sensitive } => {
+                        format!(
+                            "role template {id}{}",
+                            if *sensitive { " (sensitive)" } else { "" }
+                        )
+                    }
+                    gatehouse_identity::plan::Reason::Elevation {
+                        elevation, until, ..
+                    } => {
+                        format!("elevation {elevation} until {}", when(*until))
+                    }
+                })
+                .collect();
+            grants.push(json!({
+                "system": system,
+                "what": entitlement.to_string(),
+                "why": why.join("; "),
+            }));
+        }
+    }
+    page(
+        StatusCode::OK,
+        "person.html",
+        Some(&console),
+        context! {
+            title => format!("{} · People", p.key),
+            nav => "people",
+            tenant => tenant.as_str(),
+            key => p.key.as_str(),
+            status => p.status.as_str(),
+            since => when(p.status_since),
+            kind => p.kind.as_str(),
+            roles => p.roles.iter().cloned().collect::<Vec<_>>().join(", "),
+            attributes => Value::from_serialize(&p.attributes),
+            grants => Value::from_serialize(&grants),
         },
     )
 }

@@ -12,7 +12,7 @@ use super::Console;
 use crate::error::AppError;
 
 /// Every template, by name.
-const TEMPLATES: [(&str, &str); 14] = [
+const TEMPLATES: [(&str, &str); 15] = [
     ("base.html", include_str!("../../templates/base.html")),
     ("sign_in.html", include_str!("../../templates/sign_in.html")),
     (
@@ -41,6 +41,7 @@ const TEMPLATES: [(&str, &str); 14] = [
         include_str!("../../templates/analytics.html"),
     ),
     ("people.html", include_str!("../../templates/people.html")),
+    ("person.html", include_str!("../../templates/person.html")),
     (
         "people_of.html",
         include_str!("../../templates/people_of.html"),

@@ -16,10 +16,17 @@ use crate::error::AppError;
 #[derive(Debug)]
 pub struct Auth(pub Actor);
 
+/// The actor a middleware authenticated already (see `gate` in `http`).
+#[derive(Debug, Clone)]
+pub(crate) struct Authenticated(pub Actor);
+
 impl FromRequestParts<ApiState> for Auth {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, AppError> {
+        if let Some(Authenticated(actor)) = parts.extensions.remove::<Authenticated>() {
+            return Ok(Auth(actor));
+        }
         let header = parts
             .headers
             .get(AUTHORIZATION)

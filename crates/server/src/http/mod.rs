@@ -18,6 +18,7 @@ mod onboarding;
 mod openapi;
 mod operators;
 mod oscal;
+pub mod permissions;
 pub mod scim;
 mod scim_tokens;
 mod tenants;
@@ -28,7 +29,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Request, State};
 use axum::http::{HeaderName, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -93,6 +94,7 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         ))
         .routes(routes!(operators::disable_operator))
         .routes(routes!(operators::enable_operator))
+        .routes(routes!(operators::set_scope))
         .routes(routes!(operators::list_tokens, operators::issue_token))
         .routes(routes!(operators::revoke_token))
         .routes(routes!(workflows::submit_event))
@@ -177,7 +179,10 @@ pub fn router(state: ApiState, config: HttpConfig) -> Router {
     let doc = Arc::new(doc);
     let x_request_id = HeaderName::from_static("x-request-id");
     Router::new()
-        .merge(api)
+        .merge(api.route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            gate,
+        )))
         .route(
             "/api/v1/openapi.json",
             axum::routing::get(move || {
@@ -208,6 +213,67 @@ pub fn router(state: ApiState, config: HttpConfig) -> Router {
         .on_response(DefaultOnResponse::new().level(tracing::Level::INFO).latency_unit(LatencyUnit::Micros)))
         .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
         .with_state(state)
+}
+
+/// The first line of every API route, before its body is read:
+/// authenticates the request (401); answers a scoped operator's request
+/// about a tenant outside their scope (`{tenant}` in the path) with the same
+/// 404 as a missing tenant (the policy `operators-stay-in-their-tenants`);
+/// and refuses a role without the operation's permission
+/// ([`permissions::OPERATIONS`]) with 403. The services ask the policies
+/// again with the resource at hand. The actor travels on to the handler, so
+/// the token is looked up once. A route missing from the table is refused
+/// (500), never let through.
+async fn gate(
+    State(state): State<ApiState>,
+    matched: MatchedPath,
+    params: axum::extract::RawPathParams,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(need) = permissions::need_of(request.method(), matched.as_str()) else {
+        return AppError::Internal(format!(
+            "no permission is declared for {} {}",
+            request.method(),
+            matched.as_str()
+        ))
+        .into_response();
+    };
+    if need == permissions::Need::Public {
+        return next.run(request).await;
+    }
+    let (mut parts, body) = request.into_parts();
+    let actor = match extract::Auth::from_request_parts(&mut parts, &state).await {
+        Ok(extract::Auth(actor)) => actor,
+        Err(err) => return err.into_response(),
+    };
+    let tenant = params
+        .iter()
+        .find(|(name, _)| *name == "tenant")
+        .map(|(_, value)| value.to_owned());
+    if let Some(tenant) = tenant
+        && actor.within().is_some()
+    {
+        // Any permission will do: every role may see its own tenants.
+        let scoped = state
+            .app
+            .tenant_for(
+                &actor,
+                crate::authz::Permission::ReadTenants,
+                &crate::app::TenantRef::parse(&tenant),
+            )
+            .await;
+        if let Err(err @ AppError::NotFound { .. }) = scoped {
+            return err.into_response();
+        }
+    }
+    if let permissions::Need::Role(permission) = need
+        && let Err(err) = crate::authz::authorize_role(&actor, permission)
+    {
+        return err.into_response();
+    }
+    parts.extensions.insert(extract::Authenticated(actor));
+    next.run(Request::from_parts(parts, body)).await
 }
 
 /// Records every request's route, status and latency.

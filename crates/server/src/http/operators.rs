@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 
 use super::ApiState;
 use super::extract::{ApiJson, ApiPath, Auth};
-use crate::app::Actor;
+use crate::app::{Actor, TenantRef};
 use crate::error::{AppError, ErrorBody};
 
 /// An operator to create.
@@ -26,6 +26,18 @@ pub struct CreateOperator {
     pub display_name: DisplayName,
     /// Role.
     pub role: Role,
+}
+
+/// Where an operator's role applies.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetScope {
+    /// The tenants (slugs or ids) the role applies to; `null` for the whole
+    /// installation (every tenant, operators, keys, new tenants). Required,
+    /// so that an empty body never widens a scope.
+    #[serde(deserialize_with = "Option::deserialize")]
+    #[schema(required = true)]
+    pub tenants: Option<Vec<String>>,
 }
 
 /// A token to issue.
@@ -161,6 +173,31 @@ pub async fn enable_operator(
         .set_operator_disabled(&actor, operator_id(&operator)?, false)
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Scope an operator's role to some tenants, or to the whole installation
+/// again. To a scoped operator every other tenant and what it owns answer
+/// 404; installation settings answer 403. Takes effect on their next
+/// request.
+#[utoipa::path(put, path = "/api/v1/operators/{operator}/scope", tag = "operators", request_body = SetScope,
+    params(("operator" = String, Path, description = "operator id")),
+    responses((status = 200, body = Operator), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, description = "no such operator or tenant", body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn set_scope(
+    State(state): State<ApiState>,
+    Auth(actor): Auth,
+    ApiPath(operator): ApiPath<String>,
+    ApiJson(body): ApiJson<SetScope>,
+) -> Result<axum::Json<Operator>, AppError> {
+    let tenants: Option<Vec<TenantRef>> = body
+        .tenants
+        .map(|names| names.iter().map(|t| TenantRef::parse(t)).collect());
+    Ok(axum::Json(
+        state
+            .app
+            .set_operator_scope(&actor, operator_id(&operator)?, tenants.as_deref())
+            .await?,
+    ))
 }
 
 /// List an operator's tokens (your own, or anyone's as admin).

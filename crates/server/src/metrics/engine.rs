@@ -72,14 +72,14 @@ impl EngineMetrics {
             }
             *counts.entry(state.as_str()).or_insert(0) += 1;
         }
-        let instances = match app.store.count_instances_by_state().await {
+        let instances = match app.store.count_instances_by_state(None).await {
             Ok(counts) => Some(counts),
             Err(err) => {
                 tracing::warn!(%err, "metrics: counting workflow instances failed");
                 None
             }
         };
-        let approvals = match app.store.approval_stats().await {
+        let approvals = match app.store.approval_stats(None).await {
             Ok(stats) => Some(stats),
             Err(err) => {
                 tracing::warn!(%err, "metrics: reading approval statistics failed");

@@ -137,6 +137,7 @@ async fn stage_durations(
         let page = app
             .store
             .list_instances(&InstanceQuery {
+                within: None,
                 tenant: None,
                 state: None,
                 template: Some(ONBOARDING_TEMPLATE.to_owned()),

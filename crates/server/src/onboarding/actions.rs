@@ -283,6 +283,7 @@ async fn adoptable(
     let others = app
         .store
         .list_onboardings(&gatehouse_core::onboarding::OnboardingQuery {
+            within: None,
             tenant: Some(tenant.id),
             after: None,
             limit: 1,

@@ -23,7 +23,7 @@ use utoipa::ToSchema;
 use super::actions::owner_context;
 use super::checklist::{ItemView, onboarding_not_found};
 use crate::app::{Actor, App, Page};
-use crate::authz::{Permission, authorize};
+use crate::authz::{Permission, authorize_list, authorize_owned};
 use crate::error::AppError;
 
 /// The template whose instances are onboardings.
@@ -247,7 +247,7 @@ impl App {
         after: Option<WorkflowId>,
         limit: u32,
     ) -> Result<Page<OnboardingSummary, WorkflowId>, AppError> {
-        authorize(actor, Permission::ReadWorkflows)?;
+        let within = authorize_list(actor, Permission::ReadWorkflows)?;
         if limit == 0 || limit > 100 {
             return Err(AppError::Invalid(
                 "invalid limit: must be between 1 and 100".into(),
@@ -261,6 +261,7 @@ impl App {
             let batch = self
                 .store
                 .list_instances(&InstanceQuery {
+                    within: within.clone(),
                     tenant: None,
                     state: filter.state,
                     template: Some(TEMPLATE.to_owned()),
@@ -302,12 +303,14 @@ impl App {
         actor: &Actor,
         id: WorkflowId,
     ) -> Result<OnboardingDetail, AppError> {
-        authorize(actor, Permission::ReadWorkflows)?;
         let instance = match self.store.get_instance(id).await {
             Ok((instance, _)) if is_onboarding(&instance) => instance,
             Ok(_) | Err(StoreError::NotFound(_)) => return Err(onboarding_not_found(id)),
             Err(err) => return Err(err.into()),
         };
+        authorize_owned(actor, Permission::ReadWorkflows, instance.tenant_id, || {
+            onboarding_not_found(id)
+        })?;
         self.onboarding_detail(instance).await
     }
 
@@ -391,6 +394,7 @@ impl App {
             let approvals = self
                 .store
                 .list_approvals(&ApprovalQuery {
+                    within: None,
                     tenant: None,
                     state: Some(ApprovalState::Pending),
                     instance: Some(instance.id),
@@ -420,6 +424,7 @@ impl App {
             let tasks = self
                 .store
                 .list_tasks(&TaskQuery {
+                    within: None,
                     tenant: None,
                     state: Some(TaskState::Open),
                     instance: Some(instance.id),
