@@ -680,6 +680,47 @@ async fn operators_and_roles(backend: Backend) {
     let with_second = server.get("/api/v1/tenants", Some(&second)).await;
     assert_eq!(with_second.status, 200, "{:?}", with_second.body);
 
+    // Scoped to one tenant from the CLI: the server sees it at once.
+    for slug in ["acme", "globex"] {
+        install
+            .run(&["tenant", "create", slug, "--name", slug, "--region", "eu"])
+            .ok();
+    }
+    let scoped = install
+        .run(&["operator", "scope", "tom.tech", "--tenant", "acme"])
+        .ok();
+    assert!(
+        scoped.stdout.contains("tom.tech now acts on acme"),
+        "{}",
+        scoped.stdout
+    );
+    let listed = server.get("/api/v1/tenants", Some(&tom)).await;
+    assert_eq!(slugs(&listed.body), ["acme"]);
+    let other = server.get("/api/v1/tenants/globex", Some(&tom)).await;
+    assert_error(&other, 404, "tenant_not_found");
+    let table = install.run(&["operator", "list"]).ok();
+    assert!(
+        table
+            .stdout
+            .lines()
+            .any(|l| l.contains("tom.tech") && l.contains(" acme ")),
+        "{}",
+        table.stdout
+    );
+    let missing = install
+        .run(&["operator", "scope", "tom.tech", "--tenant", "initech"])
+        .fails();
+    assert!(
+        missing.error_message().contains("tenant_not_found"),
+        "{}",
+        missing.stderr
+    );
+    install
+        .run(&["operator", "scope", "tom.tech", "--all"])
+        .ok();
+    let everything = server.get("/api/v1/tenants", Some(&tom)).await;
+    assert_eq!(slugs(&everything.body), ["acme", "globex"]);
+
     let stopped = server.terminate();
     assert!(stopped.status.success(), "{}", stopped.stderr);
     assert!(!stopped.stderr.contains(&tom));

@@ -905,6 +905,14 @@ impl App {
         tenants: Option<&[TenantRef]>,
     ) -> Result<Operator, AppError> {
         authorize(actor, Permission::ManageOperators)?;
+        if tenants.is_some() && actor.operator_id() == Some(operator) {
+            // Scoped, they could not change scopes any more, their own
+            // included: another admin (or the host's CLI) must.
+            return Err(AppError::Conflict {
+                code: "cannot_scope_self",
+                message: "you cannot narrow your own scope; have another admin do it".into(),
+            });
+        }
         let scope = match tenants {
             None => Scope::Installation,
             Some([]) => {
@@ -1024,18 +1032,17 @@ impl App {
         actor: &Actor,
         event: EventSubmission,
     ) -> Result<Submitted, AppError> {
+        // Events are the installation's intake, whatever tenant they name:
+        // the workflows they start may create tenants (a won deal) or act
+        // where their payload says, so a scoped operator may not send them.
+        authorize(actor, Permission::SubmitEvents)?;
         let tenant_id = match &event.tenant {
             Some(tenant) => Some(
                 self.tenant_for(actor, Permission::SubmitEvents, tenant)
                     .await?
                     .id,
             ),
-            // An event for no tenant (a won deal: its tenant is yet to be
-            // made) is the installation's.
-            None => {
-                authorize(actor, Permission::SubmitEvents)?;
-                None
-            }
+            None => None,
         };
         let by = actor_name(actor);
         let submitted = self

@@ -31,10 +31,18 @@ const TENANTS: [(&str, &str, &str, TenantState); 3] = [
     ),
 ];
 
-const TEAM: [(&str, &str, Role); 3] = [
-    ("lea.lead", "Lea Lindqvist", Role::Lead),
-    ("tom.tech", "Tom Okafor", Role::Technician),
-    ("ada.audit", "Ada Moreau", Role::Auditor),
+/// The team: handle, name, role, and the one tenant a member is scoped to
+/// (a technician dedicated to one client), if any.
+const TEAM: [(&str, &str, Role, Option<&str>); 4] = [
+    ("lea.lead", "Lea Lindqvist", Role::Lead, None),
+    ("tom.tech", "Tom Okafor", Role::Technician, None),
+    ("ada.audit", "Ada Moreau", Role::Auditor, None),
+    (
+        "cam.client",
+        "Cam Ito",
+        Role::Technician,
+        Some("contoso-dental"),
+    ),
 ];
 
 /// What the demo seed holds.
@@ -107,14 +115,20 @@ pub async fn seed(app: &App) -> Result<DemoSummary, AppError> {
     }
     let mut operators = Vec::new();
     let mut sign_in = Vec::new();
-    for (name, display, role) in TEAM {
+    for (name, display, role, scoped_to) in TEAM {
         let name = OperatorName::parse(name)?;
         match app.store.find_operator_by_name(&name).await {
             Ok(operator) => operators.push(operator),
             Err(StoreError::NotFound(_)) => {
-                let (operator, _, _) = app
+                let (mut operator, _, _) = app
                     .create_operator(&actor, name.clone(), DisplayName::parse(display)?, role)
                     .await?;
+                if let Some(slug) = scoped_to {
+                    let tenant = [TenantRef::parse(slug)];
+                    operator = app
+                        .set_operator_scope(&actor, operator.id, Some(&tenant))
+                        .await?;
+                }
                 let password = crate::signin::generate_password()?;
                 app.set_password(&actor, &name, &password).await?;
                 let totp = app.enroll_totp(&actor, &name).await?;

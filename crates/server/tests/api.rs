@@ -447,6 +447,13 @@ mod cases {
             .admin(Method::PUT, &scope, Some(json!({"tenants": []})))
             .await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
+        let (_, me) = t.admin(Method::GET, "/api/v1/me", None).await;
+        let mine = format!("/api/v1/operators/{}/scope", me["id"].as_str().unwrap());
+        let (status, err) = t
+            .admin(Method::PUT, &mine, Some(json!({"tenants": ["acme"]})))
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{err}");
+        assert_error(&err, "cannot_scope_self");
         let (status, err) = t.admin(Method::PUT, &scope, Some(json!({}))).await;
         assert_eq!(
             status,
@@ -580,6 +587,18 @@ mod cases {
             .await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
         assert!(answer.to_string().contains("admin"), "{answer}");
+        // Events are the installation's intake, even naming their tenant:
+        // a won deal's workflow would create a tenant.
+        let (status, answer) = t
+            .call(
+                Method::POST,
+                "/api/v1/events",
+                sam_token,
+                Some(json!({"type": "test.gated", "dedup_key": "a-2", "tenant": "acme"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+        assert!(answer.to_string().contains("some tenants only"), "{answer}");
 
         // The audit log: their tenant's log, never the system's or beta's.
         let sequencer =
@@ -1385,7 +1404,22 @@ mod cases {
         let first = gatehouse_server::demo::seed(&t.app).await.unwrap();
         assert!(first.created);
         assert_eq!(first.tenants.len(), 3);
-        assert_eq!(first.operators.len(), 3);
+        assert_eq!(first.operators.len(), 4);
+        // The client-dedicated technician sees their client alone.
+        let cam = first
+            .operators
+            .iter()
+            .find(|o| o.name.as_str() == "cam.client")
+            .unwrap();
+        let contoso = first
+            .tenants
+            .iter()
+            .find(|t| t.slug.as_str() == "contoso-dental")
+            .unwrap();
+        assert_eq!(
+            cam.scope,
+            gatehouse_core::operator::Scope::Tenants([contoso.id].into())
+        );
         let second = gatehouse_server::demo::seed(&t.app).await.unwrap();
         assert!(!second.created);
         assert_eq!(second.tenants, first.tenants);

@@ -129,23 +129,21 @@ async fn with_database(args: &ConfigArgs, command: OperatorCommand) -> Result<Ex
             if json {
                 print_json(&operators)?;
             } else {
-                let rows: Vec<Vec<String>> = operators
-                    .iter()
-                    .map(|o| {
-                        vec![
-                            o.id.to_string(),
-                            o.name.to_string(),
-                            o.role.to_string(),
-                            if o.disabled {
-                                "disabled".into()
-                            } else {
-                                "enabled".into()
-                            },
-                            describe_scope(&o.scope),
-                            o.display_name.as_str().to_owned(),
-                        ]
-                    })
-                    .collect();
+                let mut rows: Vec<Vec<String>> = Vec::with_capacity(operators.len());
+                for o in &operators {
+                    rows.push(vec![
+                        o.id.to_string(),
+                        o.name.to_string(),
+                        o.role.to_string(),
+                        if o.disabled {
+                            "disabled".into()
+                        } else {
+                            "enabled".into()
+                        },
+                        describe_scope(&app, &o.scope).await,
+                        o.display_name.as_str().to_owned(),
+                    ]);
+                }
                 print_table(
                     &["ID", "NAME", "ROLE", "STATUS", "SCOPE", "DISPLAY NAME"],
                     &rows,
@@ -188,7 +186,11 @@ async fn with_database(args: &ConfigArgs, command: OperatorCommand) -> Result<Ex
             let scoped = app
                 .set_operator_scope(&CLI, operator.id, (!all).then_some(refs.as_slice()))
                 .await?;
-            println!("{} {}", scoped.name, describe_scope(&scoped.scope));
+            println!(
+                "{} now acts on {}",
+                scoped.name,
+                describe_scope(&app, &scoped.scope).await
+            );
         }
         OperatorCommand::Password { name, stdin } => {
             let name = OperatorName::parse(&name)?;
@@ -225,15 +227,23 @@ async fn with_database(args: &ConfigArgs, command: OperatorCommand) -> Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
-/// "all tenants", or the ids of the tenants an operator is scoped to.
-fn describe_scope(scope: &Scope) -> String {
+/// "all tenants", or the slugs of the tenants an operator is scoped to (a
+/// tenant deleted since shows its id).
+async fn describe_scope(app: &gatehouse_server::App, scope: &Scope) -> String {
     match scope {
         Scope::Installation => "all tenants".into(),
         Scope::Tenants(ids) if ids.is_empty() => "no tenants".into(),
-        Scope::Tenants(ids) => ids
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(","),
+        Scope::Tenants(ids) => {
+            let mut names = Vec::new();
+            for id in ids {
+                names.push(match app.get_tenant(&CLI, &TenantRef::Id(*id)).await {
+                    Ok(tenant) if tenant.state != gatehouse_core::tenant::TenantState::Deleted => {
+                        tenant.slug.to_string()
+                    }
+                    _ => id.to_string(),
+                });
+            }
+            names.join(",")
+        }
     }
 }

@@ -107,7 +107,14 @@ pub async fn run(args: &ConfigArgs, serve: ServeArgs) -> Result<ExitCode, CliErr
                 .join(", "),
             demo.operators
                 .iter()
-                .map(|o| format!("{} ({})", o.name, o.role))
+                .map(|o| match &o.scope {
+                    gatehouse_core::operator::Scope::Installation => {
+                        format!("{} ({})", o.name, o.role)
+                    }
+                    gatehouse_core::operator::Scope::Tenants(only) => {
+                        format!("{} ({}, {} tenant only)", o.name, o.role, only.len())
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join(", "),
         );

@@ -272,11 +272,12 @@ impl App {
         let log = match (&query.log, within.as_deref()) {
             (Some(spec), _) => Some(self.audit_log_of(actor, spec).await?),
             (None, None) => None,
-            // A scoped operator browses their tenant's log.
-            (None, Some([only])) => Some(only.to_string()),
-            (None, Some(_)) => {
+            // A scoped operator browses one of their tenants' logs: the
+            // first unless they name one.
+            (None, Some([first, ..])) => Some(first.to_string()),
+            (None, Some([])) => {
                 return Err(AppError::Invalid(
-                    "your role applies to some tenants only: name the log (one of your tenants) to browse".into(),
+                    "your role applies to no tenant yet: there is no log to browse".into(),
                 ));
             }
         };

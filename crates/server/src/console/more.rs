@@ -560,11 +560,18 @@ fn is_failure(state: gatehouse_core::workflow::InstanceState) -> bool {
 /// The days the analytics look back over.
 const DAYS: u16 = 14;
 
-/// Runs per day and the share that failed, and the completed runs' mean
+/// Runs per day and the share that failed (every one of the [`DAYS`] days
+/// up to `today`, quiet ones as zero), and the completed runs' mean
 /// duration per template (provisioning times), from `days`.
-fn over_time(days: &[gatehouse_core::store::InstanceDay]) -> (Vec<Bar>, Vec<Bar>, Vec<Bar>) {
+fn over_time(
+    days: &[gatehouse_core::store::InstanceDay],
+    today: time::Date,
+) -> (Vec<Bar>, Vec<Bar>, Vec<Bar>) {
     use std::collections::BTreeMap;
-    let mut per_day: BTreeMap<time::Date, (u64, u64)> = BTreeMap::new();
+    let mut per_day: BTreeMap<time::Date, (u64, u64)> = (0..i64::from(DAYS))
+        .rev()
+        .map(|back| (today.saturating_sub(time::Duration::days(back)), (0, 0)))
+        .collect();
     let mut per_template: BTreeMap<&str, (u64, f64)> = BTreeMap::new();
     for d in days {
         let entry = per_day.entry(d.day).or_default();
@@ -661,7 +668,10 @@ pub(super) async fn analytics(State(state): State<ApiState>, console: Console) -
         Err(err) => return error_page(Some(&console), &err),
     };
     let (started, failing, durations) = match state.app.workflow_days(&console.actor, DAYS).await {
-        Ok(days) => over_time(&days),
+        Ok(days) => over_time(
+            &days,
+            state.app.now().to_offset(time::UtcOffset::UTC).date(),
+        ),
         Err(err) => return error_page(Some(&console), &err),
     };
     // People's access: only for those who may see it.

@@ -182,7 +182,8 @@ pub async fn enable_operator(
 #[utoipa::path(put, path = "/api/v1/operators/{operator}/scope", tag = "operators", request_body = SetScope,
     params(("operator" = String, Path, description = "operator id")),
     responses((status = 200, body = Operator), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, description = "no such operator or tenant", body = ErrorBody), (status = 422, body = ErrorBody)))]
+        (status = 404, description = "no such operator or tenant", body = ErrorBody),
+        (status = 409, description = "`cannot_scope_self`", body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn set_scope(
     State(state): State<ApiState>,
     Auth(actor): Auth,

@@ -22,7 +22,7 @@ use zeroize::Zeroizing;
 
 use super::actions::item_owner_context;
 use crate::app::{Actor, App, TenantRef};
-use crate::authz::{Permission, authorize_owned};
+use crate::authz::{Permission, authorize_owned, authorize_tenant};
 use crate::error::AppError;
 
 /// The largest file accepted for a checklist item, in bytes.
@@ -241,7 +241,31 @@ impl App {
             Ok(_) | Err(StoreError::NotFound(_)) => return Err(onboarding_not_found(id)),
             Err(err) => return Err(err.into()),
         };
-        authorize_owned(actor, permission, owner, || onboarding_not_found(id))
+        self.authorize_onboarding_owners(actor, permission, id, owner)
+            .await
+    }
+
+    /// Checks `permission` on both owners of an onboarding: the tenant its
+    /// workflow belongs to (`owner`; none: the installation) and the
+    /// client's tenant it created, whose checklist, files and secrets it
+    /// holds. Either out of reach is "not found".
+    pub(crate) async fn authorize_onboarding_owners(
+        &self,
+        actor: &Actor,
+        permission: Permission,
+        id: WorkflowId,
+        owner: Option<gatehouse_core::id::TenantId>,
+    ) -> Result<(), AppError> {
+        authorize_owned(actor, permission, owner, || onboarding_not_found(id))?;
+        if let Some(client) = self
+            .onboarding_with_tenant(id)
+            .await?
+            .and_then(|o| o.tenant_id)
+            && Some(client) != owner
+        {
+            authorize_tenant(actor, permission, client, || onboarding_not_found(id))?;
+        }
+        Ok(())
     }
 
     /// The instance must be an onboarding; its row, if opened.

@@ -23,7 +23,7 @@ use utoipa::ToSchema;
 use super::actions::owner_context;
 use super::checklist::{ItemView, onboarding_not_found};
 use crate::app::{Actor, App, Page};
-use crate::authz::{Permission, authorize_list, authorize_owned};
+use crate::authz::{Permission, authorize_list};
 use crate::error::AppError;
 
 /// The template whose instances are onboardings.
@@ -273,10 +273,17 @@ impl App {
             for instance in batch {
                 cursor = Some(instance.id);
                 let detail = self.onboarding_detail(instance).await?;
-                if filter
-                    .stage
-                    .as_deref()
-                    .is_none_or(|s| s == detail.summary.stage)
+                // The client's tenant must be in a scoped operator's reach
+                // too, as for one onboarding (`authorize_onboarding_owners`).
+                let visible = match (&within, detail.summary.tenant) {
+                    (Some(tenants), Some(client)) => tenants.contains(&client),
+                    _ => true,
+                };
+                if visible
+                    && filter
+                        .stage
+                        .as_deref()
+                        .is_none_or(|s| s == detail.summary.stage)
                 {
                     items.push(detail.summary);
                     if items.len() > limit as usize {
@@ -308,9 +315,8 @@ impl App {
             Ok(_) | Err(StoreError::NotFound(_)) => return Err(onboarding_not_found(id)),
             Err(err) => return Err(err.into()),
         };
-        authorize_owned(actor, Permission::ReadWorkflows, instance.tenant_id, || {
-            onboarding_not_found(id)
-        })?;
+        self.authorize_onboarding_owners(actor, Permission::ReadWorkflows, id, instance.tenant_id)
+            .await?;
         self.onboarding_detail(instance).await
     }
 
