@@ -223,10 +223,11 @@ impl App {
         self.item_views(found.as_ref()).await
     }
 
-    /// Checks `permission` on an onboarding, by the tenant that owns its
-    /// workflow. An onboarding's workflow starts before its client's tenant
-    /// exists, so today every onboarding is the installation's: for
-    /// operators whose role spans every tenant (docs/authorization.md).
+    /// Checks `permission` on an onboarding, by both its owners (see
+    /// [`App::authorize_onboarding_owners`]). A won deal's onboarding starts
+    /// before its client's tenant exists, so its workflow is the
+    /// installation's: for operators whose role spans every tenant
+    /// (docs/authorization.md).
     pub(crate) async fn authorize_onboarding(
         &self,
         actor: &Actor,
