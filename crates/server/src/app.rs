@@ -606,6 +606,11 @@ impl App {
         let mut current = self
             .tenant_for(actor, Permission::ManageTenants, tenant)
             .await?;
+        if action == TenantAction::Delete {
+            // Crypto-shredding cannot be undone: a decision for an operator
+            // of the whole installation, not one scoped to the tenant.
+            authorize(actor, Permission::ManageTenants)?;
+        }
         let from = current.state;
         current.state = current.state.apply(action)?;
         current.version += 1;
@@ -654,6 +659,7 @@ impl App {
         let tenant = self
             .tenant_for(actor, Permission::ManageSecrets, tenant)
             .await?;
+        authorize_intake_secret(actor, name)?;
         if value.is_empty() || value.len() > MAX_SECRET_BYTES {
             return Err(AppError::Invalid(format!(
                 "invalid value: a secret must be 1 to {MAX_SECRET_BYTES} bytes"
@@ -706,6 +712,7 @@ impl App {
         let tenant = self
             .tenant_for(actor, Permission::ManageSecrets, tenant)
             .await?;
+        authorize_intake_secret(actor, name)?;
         let audit = actor.provenance(self.now()).record(
             Some(tenant.id),
             audit_action::SECRET_DELETED,
@@ -1365,6 +1372,24 @@ impl App {
         tracing::info!(task = %id, by = %operator.id, "human task completed");
         Ok(task)
     }
+}
+
+/// The secrets that authenticate a PSA's won deals to a tenant: a deal
+/// starts an onboarding of the installation's, which creates a tenant, so
+/// setting or removing them is for an operator of the whole installation
+/// (a scoped operator's `ManageSecrets` on their tenant is not enough). The
+/// HR system's secret (`hooks.hr.secret`) stays the tenant's.
+const INTAKE_SECRETS: [&str; 3] = [
+    crate::app::hooks::AUTOTASK_SECRET,
+    crate::app::hooks::HALOPSA_SECRET,
+    crate::app::hooks::GENERIC_SECRET,
+];
+
+fn authorize_intake_secret(actor: &Actor, name: &SecretName) -> Result<(), AppError> {
+    if INTAKE_SECRETS.contains(&name.as_str()) {
+        authorize(actor, Permission::ManageSecrets)?;
+    }
+    Ok(())
 }
 
 fn check_limit(limit: u32) -> Result<(), AppError> {

@@ -83,10 +83,19 @@ impl KbPublish {
                 }
             },
         };
-        found.map_err(|err| match err {
+        let tenant = found.map_err(|err| match err {
             StoreError::NotFound(_) => ActionError::permanent("kb.publish: no such tenant"),
             other => ActionError::retryable(format!("kb.publish: reading the tenant: {other}")),
-        })
+        })?;
+        // A tenant's workflow publishes to its own tenant only (as
+        // `Actions::tenant_of`).
+        match call.tenant {
+            Some(owner) if owner != tenant.id => Err(ActionError::permanent(format!(
+                "kb.publish: this workflow belongs to tenant {owner} and may not publish to `{}`",
+                tenant.slug
+            ))),
+            _ => Ok(tenant),
+        }
     }
 }
 

@@ -559,6 +559,26 @@ mod cases {
                 .await;
             assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
         }
+        // Their own tenant's secrets, yes; the PSA intake's, which would let
+        // a won deal start the installation's onboarding, no.
+        let (status, answer) = t
+            .call(
+                Method::PUT,
+                "/api/v1/tenants/acme/secrets/psa.api-key",
+                sam_token,
+                Some(json!({"value": "s3cret"})),
+            )
+            .await;
+        assert!(status.is_success(), "{answer}");
+        let (status, answer) = t
+            .call(
+                Method::PUT,
+                "/api/v1/tenants/acme/secrets/hooks.generic.secret",
+                sam_token,
+                Some(json!({"value": "s3cret"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
         // Their own tenant's approval: the role decides.
         let mine_id = mine["id"].as_str().unwrap();
         let (status, body) = t
@@ -640,6 +660,35 @@ mod cases {
             .await;
         let changes = changes["entries"].as_array().unwrap();
         assert_eq!(changes.len(), 2, "{changes:?}");
+
+        // A scoped admin runs their tenant's lifecycle but cannot
+        // crypto-shred it: that cannot be undone.
+        let (root, root_token) = t.operator("root.scoped", "admin").await;
+        let (status, _) = t
+            .admin(
+                Method::PUT,
+                &format!("/api/v1/operators/{root}/scope"),
+                Some(json!({"tenants": ["acme"]})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let root_token = Some(root_token.as_str());
+        let (status, body) = t
+            .call(
+                Method::POST,
+                "/api/v1/tenants/acme/suspend",
+                root_token,
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, body) = t
+            .call(Method::DELETE, "/api/v1/tenants/acme", root_token, None)
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        assert!(body.to_string().contains("some tenants only"), "{body}");
+        let (_, acme) = t.admin(Method::GET, "/api/v1/tenants/acme", None).await;
+        assert_eq!(acme["state"], "suspended", "{acme}");
     }
 
     pub async fn expired_revoked_and_disabled_credentials_stop_working(t: &TestApp) {

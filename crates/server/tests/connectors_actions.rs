@@ -837,6 +837,24 @@ async fn the_clients_connector_wins_and_the_msps_fills_in() {
             .await,
             "tenant",
         );
+        // A workflow that belongs to a tenant acts on that tenant only,
+        // whatever its parameters say.
+        let key = format!("{}:cross", env.instance);
+        let params = json!({"tenant": "acme", "name": "Acme"});
+        let elsewhere = gatehouse_core::id::TenantId::generate(time::OffsetDateTime::UNIX_EPOCH);
+        Env::permanent(
+            env.action("docs.create_organization")
+                .run(ActionCall {
+                    instance: env.instance,
+                    tenant: Some(elsewhere),
+                    step_id: "step",
+                    idempotency_key: &key,
+                    params: &params,
+                    attempt: 1,
+                })
+                .await,
+            "may not act on tenant `acme`",
+        );
     })
     .await;
 }

@@ -503,7 +503,11 @@ impl Directory {
 
     /// The tenant a call works for: its `tenant` parameter (an id or a
     /// slug), else the workflow's tenant. The tenant must exist and not be
-    /// deleted.
+    /// deleted. A workflow that belongs to a tenant acts on that tenant
+    /// only: a `tenant` parameter naming another is refused, so that no
+    /// template (or event payload it reads) can reach across tenants; the
+    /// installation's workflows (an onboarding, before its tenant exists)
+    /// may name any.
     pub async fn tenant_of(&self, call: &ActionCall<'_>) -> Result<TenantId, ActionError> {
         let tenant = match optional_text(call.params, "tenant")? {
             Some(text) if text.starts_with("ten_") => self
@@ -535,6 +539,14 @@ impl Directory {
                 }
             },
         };
+        if let Some(owner) = call.tenant
+            && owner != tenant.id
+        {
+            return Err(ActionError::permanent(format!(
+                "this workflow belongs to tenant {owner} and may not act on tenant `{}`",
+                tenant.slug
+            )));
+        }
         if tenant.state == TenantState::Deleted {
             return Err(ActionError::permanent(format!(
                 "tenant `{}` is deleted",
