@@ -46,6 +46,9 @@ enum Command {
     /// Manage client tenants.
     #[command(subcommand)]
     Tenant(commands::tenant::TenantCommand),
+    /// Manage tenant groups: named sets of tenants operators' scopes may name.
+    #[command(subcommand)]
+    TenantGroup(commands::tenant_group::TenantGroupCommand),
     /// Manage MSP operators and their API tokens.
     #[command(subcommand)]
     Operator(commands::operator::OperatorCommand),
@@ -148,6 +151,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Serve(args) => commands::serve::run(&cli.config, args).await,
         Command::Migrate => commands::migrate(&cli.config).await,
         Command::Tenant(command) => commands::tenant::run(&cli.config, command).await,
+        Command::TenantGroup(command) => commands::tenant_group::run(&cli.config, command).await,
         Command::Operator(command) => commands::operator::run(&cli.config, command).await,
         Command::Keys(command) => commands::keys::run(&cli.config, command).await,
         Command::Kb(command) => commands::kb::run(&cli.config, command).await,

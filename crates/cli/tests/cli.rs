@@ -715,11 +715,81 @@ async fn operators_and_roles(backend: Backend) {
         "{}",
         missing.stderr
     );
+
+    // Scoped to a tenant group: its members as the group changes.
+    let created = install
+        .run(&[
+            "tenant-group",
+            "create",
+            "eu-clients",
+            "--name",
+            "EU clients",
+            "--tenant",
+            "acme",
+        ])
+        .ok();
+    assert!(
+        created.stdout.contains("tenants: acme"),
+        "{}",
+        created.stdout
+    );
+    let scoped = install
+        .run(&["operator", "scope", "tom.tech", "--group", "eu-clients"])
+        .ok();
+    assert!(
+        scoped
+            .stdout
+            .contains("tom.tech now acts on group:eu-clients"),
+        "{}",
+        scoped.stdout
+    );
+    let listed = server.get("/api/v1/tenants", Some(&tom)).await;
+    assert_eq!(slugs(&listed.body), ["acme"]);
+    let added = install
+        .run(&["tenant-group", "add", "eu-clients", "globex"])
+        .ok();
+    assert!(
+        added.stdout.contains("tenants: acme,globex"),
+        "{}",
+        added.stdout
+    );
+    let listed = server.get("/api/v1/tenants", Some(&tom)).await;
+    assert_eq!(slugs(&listed.body), ["acme", "globex"]);
+    install
+        .run(&["tenant-group", "remove", "eu-clients", "acme"])
+        .ok();
+    let listed = server.get("/api/v1/tenants", Some(&tom)).await;
+    assert_eq!(slugs(&listed.body), ["globex"]);
+    let groups = install.run(&["tenant-group", "list"]).ok();
+    assert!(
+        groups
+            .stdout
+            .lines()
+            .any(|l| l.contains("eu-clients") && l.contains("EU clients") && l.contains("globex")),
+        "{}",
+        groups.stdout
+    );
+    let in_use = install
+        .run(&["tenant-group", "delete", "eu-clients"])
+        .fails();
+    assert!(
+        in_use.error_message().contains("tenant_group_in_use"),
+        "{}",
+        in_use.stderr
+    );
+
     install
         .run(&["operator", "scope", "tom.tech", "--all"])
         .ok();
     let everything = server.get("/api/v1/tenants", Some(&tom)).await;
     assert_eq!(slugs(&everything.body), ["acme", "globex"]);
+    install.run(&["tenant-group", "delete", "eu-clients"]).ok();
+    let none = install.run(&["tenant-group", "list"]).ok();
+    assert!(
+        none.stdout.contains("No tenant groups yet"),
+        "{}",
+        none.stdout
+    );
 
     let stopped = server.terminate();
     assert!(stopped.status.success(), "{}", stopped.stderr);

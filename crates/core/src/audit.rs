@@ -80,6 +80,14 @@ pub mod action {
     /// An operator's role was scoped to some tenants, or to the whole
     /// installation again (system log).
     pub const OPERATOR_SCOPE_CHANGED: &str = "operator.scope.changed";
+    /// A tenant group was created (system log).
+    pub const TENANT_GROUP_CREATED: &str = "tenant_group.created";
+    /// A tenant joined a tenant group (system log).
+    pub const TENANT_GROUP_TENANT_ADDED: &str = "tenant_group.tenant_added";
+    /// A tenant left a tenant group (system log).
+    pub const TENANT_GROUP_TENANT_REMOVED: &str = "tenant_group.tenant_removed";
+    /// A tenant group was deleted (system log).
+    pub const TENANT_GROUP_DELETED: &str = "tenant_group.deleted";
     /// An API token was issued: the credential event (system log).
     pub const TOKEN_ISSUED: &str = "operator.token.issued";
     /// An API token was revoked (system log).

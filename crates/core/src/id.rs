@@ -139,6 +139,11 @@ typed_id!(
     TenantId, "ten"
 );
 typed_id!(
+    /// A named group of tenants an operator's scope may name.
+    TenantGroupId, "tgr"
+);
+
+typed_id!(
     /// An MSP operator (staff account).
     OperatorId, "op"
 );

@@ -28,6 +28,7 @@ pub mod secret;
 pub mod signin;
 pub mod store;
 pub mod tenant;
+pub mod tenant_group;
 pub mod workflow;
 
 pub use clock::{Clock, FakeClock, SystemClock};

@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use zeroize::Zeroizing;
 
 use crate::error::{DomainError, random_bytes};
-use crate::id::{OperatorId, TenantId, TokenId};
+use crate::id::{OperatorId, TenantGroupId, TenantId, TokenId};
 use crate::tenant::DisplayName;
 
 /// What an operator may do. Policy-based authorization (a later step) maps
@@ -155,47 +155,113 @@ impl Operator {
 
 /// Where an operator's role applies: the whole installation (every
 /// tenant, and the installation's own settings: operators, keys, new
-/// tenants), or only some tenants. A scoped operator never learns that
-/// another tenant exists: its resources answer 404, lists leave it out.
+/// tenants, tenant groups), or only some tenants. A scoped operator never
+/// learns that another tenant exists: its resources answer 404, lists leave
+/// it out.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(tag = "kind", content = "tenants", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Scope {
     /// Every tenant and the installation.
     #[default]
     Installation,
-    /// These tenants only (possibly none: the operator sees nothing until
-    /// an admin adds one).
-    Tenants(BTreeSet<TenantId>),
+    /// Some tenants only: those named and the members of the groups named
+    /// (possibly none: the operator sees nothing until an admin adds one).
+    Tenants {
+        /// Tenants named one by one.
+        tenants: BTreeSet<TenantId>,
+        /// Tenant groups named: their members are in reach too.
+        #[serde(default)]
+        groups: BTreeSet<TenantGroupId>,
+        /// Every tenant the role applies to: `tenants` and the groups'
+        /// members as they were when the operator was loaded (on every
+        /// request). Decisions read this, never `tenants` alone.
+        #[serde(default)]
+        reach: BTreeSet<TenantId>,
+    },
 }
 
 impl Scope {
+    /// A scope naming tenants and groups; its reach holds the tenants named
+    /// until [`Scope::add_group`] adds each group's members.
+    pub fn some(tenants: BTreeSet<TenantId>, groups: BTreeSet<TenantGroupId>) -> Self {
+        Self::Tenants {
+            reach: tenants.clone(),
+            tenants,
+            groups,
+        }
+    }
+
+    /// Names a group, whose members join the reach (nothing changes for
+    /// the installation scope, which reaches every tenant already).
+    pub fn add_group(&mut self, group: TenantGroupId, members: impl IntoIterator<Item = TenantId>) {
+        if let Self::Tenants { groups, reach, .. } = self {
+            groups.insert(group);
+            reach.extend(members);
+        }
+    }
+
+    /// The groups a scope names.
+    pub fn groups(&self) -> impl Iterator<Item = TenantGroupId> + '_ {
+        match self {
+            Self::Installation => None,
+            Self::Tenants { groups, .. } => Some(groups.iter().copied()),
+        }
+        .into_iter()
+        .flatten()
+    }
+
     /// Whether the role applies to `tenant`.
     pub fn includes(&self, tenant: TenantId) -> bool {
         match self {
             Self::Installation => true,
-            Self::Tenants(set) => set.contains(&tenant),
+            Self::Tenants { reach, .. } => reach.contains(&tenant),
         }
     }
 
-    /// The tenants a scoped operator's lists are limited to; `None` for
-    /// the whole installation.
+    /// The tenants a scoped operator's lists are limited to (the reach);
+    /// `None` for the whole installation.
     pub fn tenants(&self) -> Option<Vec<TenantId>> {
         match self {
             Self::Installation => None,
-            Self::Tenants(set) => Some(set.iter().copied().collect()),
+            Self::Tenants { reach, .. } => Some(reach.iter().copied().collect()),
         }
     }
 
-    /// How the scope is stored: `None` for the installation, otherwise the
-    /// tenant ids as a JSON array.
-    pub fn to_stored(&self) -> Option<String> {
-        self.tenants().map(|ids| {
-            let texts: Vec<String> = ids.iter().map(ToString::to_string).collect();
-            serde_json::Value::from(texts).to_string()
-        })
+    /// Whether two scopes name the same tenants and groups (their reach,
+    /// which depends on when they were loaded, aside).
+    pub fn names_the_same(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Installation, Self::Installation) => true,
+            (
+                Self::Tenants {
+                    tenants, groups, ..
+                },
+                Self::Tenants {
+                    tenants: other_tenants,
+                    groups: other_groups,
+                    ..
+                },
+            ) => tenants == other_tenants && groups == other_groups,
+            _ => false,
+        }
     }
 
-    /// Reads what [`Scope::to_stored`] wrote.
+    /// How the scope's tenants are stored: `None` for the installation,
+    /// otherwise the ids of the tenants named one by one as a JSON array.
+    /// The groups named are stored as rows of their own, so that a group
+    /// in use cannot be deleted.
+    pub fn to_stored(&self) -> Option<String> {
+        match self {
+            Self::Installation => None,
+            Self::Tenants { tenants, .. } => {
+                let texts: Vec<String> = tenants.iter().map(ToString::to_string).collect();
+                Some(serde_json::Value::from(texts).to_string())
+            }
+        }
+    }
+
+    /// Reads what [`Scope::to_stored`] wrote (no groups yet: the store
+    /// adds them and their members).
     pub fn from_stored(stored: Option<&str>) -> Result<Self, DomainError> {
         let Some(text) = stored else {
             return Ok(Self::Installation);
@@ -206,7 +272,7 @@ impl Scope {
         ids.iter()
             .map(|id| id.parse::<TenantId>())
             .collect::<Result<BTreeSet<_>, _>>()
-            .map(Self::Tenants)
+            .map(|tenants| Self::some(tenants, BTreeSet::new()))
             .map_err(|e| DomainError::invalid("scope", format!("stored scope: {e}")))
     }
 }
@@ -336,6 +402,49 @@ impl ApiToken {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scope_reaches_its_tenants_and_its_groups_members() {
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let named = TenantId::generate(now);
+        let member = TenantId::generate(now + time::Duration::seconds(1));
+        let stranger = TenantId::generate(now + time::Duration::seconds(2));
+        let eu = TenantGroupId::generate(now);
+        let other_group = TenantGroupId::generate(now + time::Duration::seconds(3));
+        let mut scope = Scope::some([named].into(), [].into());
+        scope.add_group(eu, [member]);
+        assert!(scope.includes(named) && scope.includes(member));
+        assert!(!scope.includes(stranger));
+        assert_eq!(scope.tenants(), Some(vec![named, member]));
+        assert_eq!(scope.groups().collect::<Vec<_>>(), vec![eu]);
+        // The installation reaches everything already.
+        let mut everything = Scope::Installation;
+        everything.add_group(other_group, [stranger]);
+        assert_eq!(everything, Scope::Installation);
+        // Stored: the tenants named only; groups are rows of their own.
+        let stored = scope.to_stored().unwrap();
+        let read = Scope::from_stored(Some(&stored)).unwrap();
+        assert!(
+            !read.includes(member),
+            "the reach comes from the groups' rows"
+        );
+        assert!(
+            !read.names_the_same(&scope),
+            "the groups are not in the text"
+        );
+        assert!(read.names_the_same(&Scope::some([named].into(), [].into())));
+        assert_eq!(Scope::from_stored(None).unwrap(), Scope::Installation);
+        assert!(Scope::Installation.includes(stranger));
+        // Scoped to nothing reaches nothing, never everything.
+        let none = Scope::some([].into(), [].into());
+        assert_eq!(none.tenants(), Some(vec![]));
+        assert!(!none.includes(named));
+        assert_eq!(
+            serde_json::to_value(&scope).unwrap(),
+            serde_json::json!({"kind": "tenants", "tenants": [named], "groups": [eu],
+                "reach": [named, member]})
+        );
+    }
 
     #[test]
     fn tokens_are_random_prefixed_and_hashed() {

@@ -810,6 +810,7 @@ pub trait Store:
     + crate::scim::ScimStore
     + crate::identity::IdentityStore
     + crate::signin::SignInStore
+    + crate::tenant_group::TenantGroupStore
     + Debug
 {
     /// Which engine this is.

@@ -45,6 +45,8 @@ pub mod identity;
 mod kb;
 pub use kb::{ArticleFilter, ArticlePage};
 mod scim;
+mod tenant_groups;
+pub use tenant_groups::GroupRef;
 
 /// The largest secret value accepted, in bytes.
 pub const MAX_SECRET_BYTES: usize = 16 * 1024;
@@ -903,16 +905,17 @@ impl App {
     }
 
     /// Sets where an operator's role applies: `None` for the whole
-    /// installation, or the tenants named (by id or slug; at least one, and
-    /// each must exist). Takes effect on the operator's next request.
+    /// installation, or the tenants and tenant groups named (by id or
+    /// slug; at least one of either, and each must exist). Takes effect on
+    /// the operator's next request.
     pub async fn set_operator_scope(
         &self,
         actor: &Actor,
         operator: OperatorId,
-        tenants: Option<&[TenantRef]>,
+        scope: Option<(&[TenantRef], &[GroupRef])>,
     ) -> Result<Operator, AppError> {
         authorize(actor, Permission::ManageOperators)?;
-        if tenants.is_some() && actor.operator_id() == Some(operator) {
+        if scope.is_some() && actor.operator_id() == Some(operator) {
             // Scoped, they could not change scopes any more, their own
             // included: another admin (or the host's CLI) must.
             return Err(AppError::Conflict {
@@ -920,32 +923,37 @@ impl App {
                 message: "you cannot narrow your own scope; have another admin do it".into(),
             });
         }
-        let scope = match tenants {
+        let scope = match scope {
             None => Scope::Installation,
-            Some([]) => {
+            Some(([], [])) => {
                 return Err(AppError::Invalid(
-                    "name at least one tenant, or scope the operator to the whole installation"
+                    "name at least one tenant or tenant group, or scope the operator to the whole installation"
                         .into(),
                 ));
             }
-            Some(refs) => {
+            Some((tenants, groups)) => {
                 let mut ids = std::collections::BTreeSet::new();
-                for tenant in refs {
+                for tenant in tenants {
                     let found = self.find_tenant(tenant).await?;
                     if found.state == TenantState::Deleted {
                         return Err(deleted(&found));
                     }
                     ids.insert(found.id);
                 }
-                Scope::Tenants(ids)
+                let mut scope = Scope::some(ids, Default::default());
+                for group in groups {
+                    let found = self.find_tenant_group(group).await?;
+                    scope.add_group(found.id, found.tenants);
+                }
+                scope
             }
         };
         let missing = |err| match err {
-            StoreError::NotFound(_) => AppError::not_found("operator", operator),
+            StoreError::NotFound("operator") => AppError::not_found("operator", operator),
             other => AppError::from(other),
         };
         let before = self.store.get_operator(operator).await.map_err(missing)?;
-        // The system log holds no tenant data: tenant ids, not names.
+        // The system log holds no tenant data: tenant and group ids, not names.
         let audit = actor.provenance(self.now()).record(
             None,
             audit_action::OPERATOR_SCOPE_CHANGED,

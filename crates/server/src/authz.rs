@@ -251,9 +251,11 @@ impl Policies {
         let err = |e: &dyn std::fmt::Display| PolicyError(e.to_string());
         let role = uid("Gatehouse::Role", who.role.as_str())?;
         let principal = uid("Gatehouse::Operator", who.name)?;
+        // The reach: the tenants named and the named groups' members, as
+        // loaded with the operator on this request.
         let tenants = match who.scope {
             Scope::Installation => Vec::new(),
-            Scope::Tenants(set) => set
+            Scope::Tenants { reach, .. } => reach
                 .iter()
                 .map(|t| {
                     uid("Gatehouse::Tenant", &t.to_string())
@@ -264,7 +266,7 @@ impl Policies {
         let attrs = HashMap::from([
             (
                 "scoped".to_owned(),
-                RestrictedExpression::new_bool(matches!(who.scope, Scope::Tenants(_))),
+                RestrictedExpression::new_bool(matches!(who.scope, Scope::Tenants { .. })),
             ),
             ("tenants".to_owned(), RestrictedExpression::new_set(tenants)),
         ]);
@@ -805,7 +807,7 @@ mod tests {
         let Actor::Operator { mut operator, via } = actor(role) else {
             unreachable!()
         };
-        operator.scope = Scope::Tenants(tenants.iter().copied().collect());
+        operator.scope = Scope::some(tenants.iter().copied().collect(), Default::default());
         Actor::Operator { operator, via }
     }
 

@@ -126,7 +126,7 @@ pub async fn seed(app: &App) -> Result<DemoSummary, AppError> {
                 if let Some(slug) = scoped_to {
                     let tenant = [TenantRef::parse(slug)];
                     operator = app
-                        .set_operator_scope(&actor, operator.id, Some(&tenant))
+                        .set_operator_scope(&actor, operator.id, Some((&tenant, &[])))
                         .await?;
                 }
                 let password = crate::signin::generate_password()?;

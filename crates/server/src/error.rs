@@ -135,6 +135,7 @@ impl AppError {
             "approval" => "approval_not_found",
             "task" => "task_not_found",
             "connector" => "connector_not_found",
+            "tenant group" => "tenant_group_not_found",
             _ => "not_found",
         };
         Self::NotFound {
@@ -166,6 +167,7 @@ impl From<StoreError> for AppError {
                     "operator" => "operator_not_found",
                     "token" => "token_not_found",
                     "secret" => "secret_not_found",
+                    "tenant group" => "tenant_group_not_found",
                     _ => "not_found",
                 },
                 message: format!("{entity} not found"),

@@ -242,6 +242,7 @@ impl TestApp {
 /// `{tenant}`, made-up ids for the rest.
 fn concrete(path: &str, tenant: &str) -> String {
     path.replace("{tenant}", tenant)
+        .replace("{group}", "eu-clients")
         .replace("{name}", "psa.api-key")
         .replace("{area}", "joiner_access")
         .replace("{operator}", "op_01jd8x3k2q9f6v0c4m7r5t8w1y")
@@ -421,6 +422,198 @@ mod cases {
         assert!(refused >= 45, "refused {refused} operations");
     }
 
+    /// An operator scoped to a tenant group reaches its members as the
+    /// group changes; groups are the installation's, refused to scoped
+    /// operators and to roles without `ManageTenants`; a group in use
+    /// cannot be deleted.
+    pub async fn a_tenant_group_widens_a_scope_as_it_changes(t: &TestApp) {
+        for slug in ["acme", "beta", "gamma"] {
+            t.create_tenant(slug).await;
+        }
+        let (sam, sam_token) = t.operator("sam.group", "technician").await;
+        let sam_token = Some(sam_token.as_str());
+        let (_, lead) = t.operator("lea.lead", "lead").await;
+        let groups = "/api/v1/tenant-groups";
+        let eu = json!({"slug": "eu-clients", "display_name": "EU clients", "tenants": ["acme"]});
+
+        // Creating: admins of the installation only; members must exist and
+        // be alive; slugs are unique.
+        let (status, err) = t
+            .call(Method::POST, groups, Some(&lead), Some(eu.clone()))
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{err}");
+        let (status, err) = t
+            .admin(
+                Method::POST,
+                groups,
+                Some(json!({"slug": "ghosts", "display_name": "G", "tenants": ["nope"]})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{err}");
+        assert_error(&err, "tenant_not_found");
+        let (status, group) = t.admin(Method::POST, groups, Some(eu.clone())).await;
+        assert_eq!(status, StatusCode::CREATED, "{group}");
+        assert_eq!(group["slug"], "eu-clients");
+        assert_eq!(group["tenants"].as_array().unwrap().len(), 1, "{group}");
+        let (status, err) = t.admin(Method::POST, groups, Some(eu)).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{err}");
+        assert_error(&err, "tenant_group_slug_taken");
+        let (status, err) = t
+            .admin(Method::GET, "/api/v1/tenant-groups/nope-group", None)
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{err}");
+        assert_error(&err, "tenant_group_not_found");
+
+        // Scoped to the group (and gamma by name): acme and gamma, not beta.
+        let scope = format!("/api/v1/operators/{sam}/scope");
+        let (status, err) = t
+            .admin(
+                Method::PUT,
+                &scope,
+                Some(json!({"tenants": null, "groups": ["eu-clients"]})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
+        let (status, err) = t
+            .admin(
+                Method::PUT,
+                &scope,
+                Some(json!({"tenants": [], "groups": ["nope-group"]})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{err}");
+        assert_error(&err, "tenant_group_not_found");
+        let (status, scoped) = t
+            .admin(
+                Method::PUT,
+                &scope,
+                Some(json!({"tenants": ["gamma"], "groups": ["eu-clients"]})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{scoped}");
+        assert_eq!(scoped["scope"]["groups"], json!([group["id"]]), "{scoped}");
+        let visible = async || -> Vec<String> {
+            let (status, page) = t
+                .call(Method::GET, "/api/v1/tenants", sam_token, None)
+                .await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            let mut slugs: Vec<String> = page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["slug"].as_str().unwrap().to_owned())
+                .collect();
+            slugs.sort();
+            slugs
+        };
+        assert_eq!(visible().await, ["acme", "gamma"]);
+        let (status, _) = t
+            .call(Method::GET, "/api/v1/tenants/beta", sam_token, None)
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+
+        // Beta joins the group: in reach on the next request. Acme leaves:
+        // out of reach, as if it did not exist. Both are idempotent.
+        let member = |slug: &str| format!("/api/v1/tenant-groups/eu-clients/tenants/{slug}");
+        for _ in 0..2 {
+            let (status, body) = t.admin(Method::PUT, &member("beta"), None).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            assert_eq!(body["tenants"].as_array().unwrap().len(), 2, "{body}");
+        }
+        assert_eq!(visible().await, ["acme", "beta", "gamma"]);
+        let (status, _) = t
+            .call(Method::GET, "/api/v1/tenants/beta", sam_token, None)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        for _ in 0..2 {
+            let (status, body) = t.admin(Method::DELETE, &member("acme"), None).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+        assert_eq!(visible().await, ["beta", "gamma"]);
+        let (status, err) = t
+            .call(Method::GET, "/api/v1/tenants/acme", sam_token, None)
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{err}");
+        assert_error(&err, "tenant_not_found");
+
+        // The scoped operator cannot read or change groups, even as an admin.
+        let (_, boss_token) = t.operator("bo.scoped", "admin").await;
+        let (_, bo_id) = t
+            .call(Method::GET, "/api/v1/me", Some(&boss_token), None)
+            .await;
+        let bo_scope = format!("/api/v1/operators/{}/scope", bo_id["id"].as_str().unwrap());
+        let (status, body) = t
+            .admin(
+                Method::PUT,
+                &bo_scope,
+                Some(json!({"tenants": [], "groups": ["eu-clients"]})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        for (method, path) in [
+            (Method::GET, groups.to_owned()),
+            (Method::GET, "/api/v1/tenant-groups/eu-clients".to_owned()),
+            (Method::PUT, member("beta")),
+        ] {
+            let (status, err) = t.call(method.clone(), &path, Some(&boss_token), None).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {err}");
+        }
+        // Out of their reach, a member route is "not found" first.
+        let (status, _) = t
+            .call(Method::PUT, &member("acme"), Some(&boss_token), None)
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+
+        // In use: not deleted, naming who uses it.
+        let (status, err) = t
+            .admin(Method::DELETE, "/api/v1/tenant-groups/eu-clients", None)
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{err}");
+        assert_error(&err, "tenant_group_in_use");
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("sam.group"),
+            "{err}"
+        );
+        for path in [&scope, &bo_scope] {
+            let (status, body) = t
+                .admin(Method::PUT, path, Some(json!({"tenants": ["gamma"]})))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+        assert_eq!(visible().await, ["gamma"]);
+        let (status, _) = t
+            .admin(Method::DELETE, "/api/v1/tenant-groups/eu-clients", None)
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (status, list) = t.admin(Method::GET, groups, None).await;
+        assert_eq!(status, StatusCode::OK, "{list}");
+        assert_eq!(list["items"], json!([]));
+
+        // Audited in the system log, once per change.
+        let sequencer =
+            gatehouse_server::audit::Sequencer::new(t.app.store.clone(), t.app.keyring.clone());
+        while sequencer.run_once(4096).await.unwrap() > 0 {}
+        for (action, times) in [
+            ("tenant_group.created", 1),
+            ("tenant_group.tenant_added", 1),
+            ("tenant_group.tenant_removed", 1),
+            ("tenant_group.deleted", 1),
+        ] {
+            let (_, found) = t
+                .admin(
+                    Method::GET,
+                    &format!("/api/v1/audit/entries?tenant=system&action={action}"),
+                    None,
+                )
+                .await;
+            let entries = found["entries"].as_array().unwrap();
+            assert_eq!(entries.len(), times, "{action}: {found}");
+        }
+    }
+
     /// An operator scoped to one tenant: every other tenant and what it
     /// owns is "not found", the installation's settings are forbidden, and
     /// lists show their tenant's items only.
@@ -464,7 +657,7 @@ mod cases {
         assert_eq!(status, StatusCode::OK, "{scoped}");
         assert_eq!(
             scoped["scope"],
-            json!({"kind": "tenants", "tenants": [acme_id]})
+            json!({"kind": "tenants", "tenants": [acme_id], "groups": [], "reach": [acme_id]})
         );
         let (_, me) = t.call(Method::GET, "/api/v1/me", sam_token, None).await;
         assert_eq!(me["scope"]["tenants"], json!([acme_id]), "{me}");
@@ -1467,7 +1660,7 @@ mod cases {
             .unwrap();
         assert_eq!(
             cam.scope,
-            gatehouse_core::operator::Scope::Tenants([contoso.id].into())
+            gatehouse_core::operator::Scope::some([contoso.id].into(), [].into())
         );
         let second = gatehouse_server::demo::seed(&t.app).await.unwrap();
         assert!(!second.created);
@@ -2468,6 +2661,7 @@ api_tests!(
     a_reviewer_rolls_back_a_step_over_http,
     every_api_route_is_covered_by_the_policies,
     a_scoped_operator_never_sees_another_tenants_data,
+    a_tenant_group_widens_a_scope_as_it_changes,
     the_audit_public_key_is_served_without_a_token,
     expired_revoked_and_disabled_credentials_stop_working,
     tenant_lifecycle_over_http,

@@ -436,7 +436,7 @@ async fn an_operator_scoped_to_one_tenant_never_sees_another() {
     world
         .served
         .app
-        .set_operator_scope(&system, sam.id, Some(&[TenantRef::parse("acme")]))
+        .set_operator_scope(&system, sam.id, Some((&[TenantRef::parse("acme")], &[])))
         .await
         .unwrap();
     // The onboarding of a new client is the installation's, not acme's.

@@ -27,6 +27,7 @@ mod scim_sql;
 mod signin_sql;
 mod sql;
 mod sqlite;
+mod tenant_group_sql;
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -255,6 +255,7 @@ crate::kb_sql::impl_kb_store!(PgStore);
 crate::scim_sql::impl_scim_store!(PgStore);
 crate::identity_sql::impl_identity_store!(PgStore, sqlx::Postgres);
 crate::signin_sql::impl_sign_in_store!(PgStore);
+crate::tenant_group_sql::impl_tenant_group_store!(PgStore, sqlx::Postgres);
 
 #[async_trait::async_trait]
 impl Store for PgStore {

@@ -244,7 +244,7 @@ macro_rules! impl_sign_in_store {
                 gatehouse_core::signin::Session,
                 gatehouse_core::operator::Operator,
             )> {
-                sqlx::query_as::<_, crate::signin_sql::SessionRow>(
+                let found = sqlx::query_as::<_, crate::signin_sql::SessionRow>(
                     "SELECT s.id AS session_id, s.operator_id AS session_operator_id,
                             s.secret_hash AS session_secret_hash, s.second_factor AS session_second_factor,
                             s.created_at AS session_created_at, s.expires_at AS session_expires_at,
@@ -258,7 +258,9 @@ macro_rules! impl_sign_in_store {
                 .await
                 .map_err(crate::db_error("looking up a session"))?
                 .ok_or(gatehouse_core::store::StoreError::NotFound("session"))?
-                .split()
+                .split()?;
+                let (session, operator) = found;
+                Ok((session, self.with_scope_groups_of(operator).await?))
             }
 
             async fn totp_secrets(

@@ -431,13 +431,13 @@ macro_rules! impl_store_traits {
                 id: gatehouse_core::id::OperatorId,
             ) -> gatehouse_core::store::StoreResult<gatehouse_core::operator::Operator> {
                 let sql = format!("SELECT {} FROM operators WHERE id = $1", crate::sql::OPERATOR_COLUMNS);
-                sqlx::query_as::<_, crate::rows::OperatorRow>(&sql)
+                let row = sqlx::query_as::<_, crate::rows::OperatorRow>(&sql)
                     .bind(id.to_string())
                     .fetch_optional(&self.pool)
                     .await
                     .map_err(crate::db_error("reading an operator"))?
-                    .ok_or(gatehouse_core::store::StoreError::NotFound("operator"))?
-                    .try_into()
+                    .ok_or(gatehouse_core::store::StoreError::NotFound("operator"))?;
+                self.with_scope_groups_of(row.try_into()?).await
             }
 
             async fn find_operator_by_name(
@@ -445,13 +445,13 @@ macro_rules! impl_store_traits {
                 name: &gatehouse_core::operator::OperatorName,
             ) -> gatehouse_core::store::StoreResult<gatehouse_core::operator::Operator> {
                 let sql = format!("SELECT {} FROM operators WHERE name = $1", crate::sql::OPERATOR_COLUMNS);
-                sqlx::query_as::<_, crate::rows::OperatorRow>(&sql)
+                let row = sqlx::query_as::<_, crate::rows::OperatorRow>(&sql)
                     .bind(name.as_str())
                     .fetch_optional(&self.pool)
                     .await
                     .map_err(crate::db_error("reading an operator"))?
-                    .ok_or(gatehouse_core::store::StoreError::NotFound("operator"))?
-                    .try_into()
+                    .ok_or(gatehouse_core::store::StoreError::NotFound("operator"))?;
+                self.with_scope_groups_of(row.try_into()?).await
             }
 
             async fn list_operators(
@@ -462,7 +462,12 @@ macro_rules! impl_store_traits {
                     .fetch_all(&self.pool)
                     .await
                     .map_err(crate::db_error("listing operators"))?;
-                rows.into_iter().map(TryInto::try_into).collect()
+                let mut operators = rows
+                    .into_iter()
+                    .map(TryInto::try_into)
+                    .collect::<Result<Vec<gatehouse_core::operator::Operator>, _>>()?;
+                self.with_scope_groups(&mut operators).await?;
+                Ok(operators)
             }
 
             async fn set_operator_disabled(
@@ -497,22 +502,54 @@ macro_rules! impl_store_traits {
                 audit: &[gatehouse_core::audit::AuditRecord],
             ) -> gatehouse_core::store::StoreResult<bool> {
                 use crate::db_error;
+                use crate::engine_sql::{Violation, violation};
+                use gatehouse_core::store::StoreError;
                 let stored = scope.to_stored();
+                let groups: std::collections::BTreeSet<String> =
+                    scope.groups().map(|g| g.to_string()).collect();
                 let mut tx = self.writer.begin().await.map_err(db_error("starting a transaction"))?;
-                // NULL-safe: NULL is the installation scope.
-                let done = sqlx::query(
-                    "UPDATE operators SET tenant_scope = $1 WHERE id = $2 AND tenant_scope IS DISTINCT FROM $1",
-                )
-                .bind(stored.as_deref())
-                .bind(id.to_string())
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error("updating an operator's scope"))?;
-                if done.rows_affected() != 1 {
-                    drop(tx);
-                    // Already so (nothing to record) or missing.
-                    self.get_operator(id).await?;
+                let current: Option<(Option<String>,)> =
+                    sqlx::query_as("SELECT tenant_scope FROM operators WHERE id = $1")
+                        .bind(id.to_string())
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db_error("reading an operator's scope"))?;
+                let Some((current,)) = current else {
+                    return Err(StoreError::NotFound("operator"));
+                };
+                let current_groups: Vec<(String,)> =
+                    sqlx::query_as("SELECT group_id FROM operator_scope_groups WHERE operator_id = $1")
+                        .bind(id.to_string())
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(db_error("reading an operator's scope"))?;
+                let current_groups: std::collections::BTreeSet<String> =
+                    current_groups.into_iter().map(|(g,)| g).collect();
+                if current == stored && current_groups == groups {
+                    // Already so: nothing to record.
                     return Ok(false);
+                }
+                sqlx::query("UPDATE operators SET tenant_scope = $1 WHERE id = $2")
+                    .bind(stored.as_deref())
+                    .bind(id.to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error("updating an operator's scope"))?;
+                sqlx::query("DELETE FROM operator_scope_groups WHERE operator_id = $1")
+                    .bind(id.to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error("updating an operator's scope"))?;
+                for group in &groups {
+                    sqlx::query("INSERT INTO operator_scope_groups (operator_id, group_id) VALUES ($1, $2)")
+                        .bind(id.to_string())
+                        .bind(group)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|err| match violation(&err) {
+                            Violation::ForeignKey => StoreError::NotFound("tenant group"),
+                            _ => db_error("updating an operator's scope")(err),
+                        })?;
                 }
                 Self::write_audit_records(&mut tx, audit).await?;
                 tx.commit().await.map_err(db_error("committing an operator's scope"))?;
@@ -554,7 +591,7 @@ macro_rules! impl_store_traits {
                 .await
                 .map_err(crate::db_error("looking up a token"))?
                 .ok_or(gatehouse_core::store::StoreError::NotFound("token"))?;
-                let operator = row.operator()?;
+                let operator = self.with_scope_groups_of(row.operator()?).await?;
                 Ok((row.token.try_into()?, operator))
             }
 

@@ -228,6 +228,7 @@ crate::kb_sql::impl_kb_store!(SqliteStore);
 crate::scim_sql::impl_scim_store!(SqliteStore);
 crate::identity_sql::impl_identity_store!(SqliteStore, sqlx::Sqlite);
 crate::signin_sql::impl_sign_in_store!(SqliteStore);
+crate::tenant_group_sql::impl_tenant_group_store!(SqliteStore, sqlx::Sqlite);
 
 #[async_trait::async_trait]
 impl Store for SqliteStore {

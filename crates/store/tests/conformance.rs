@@ -3080,6 +3080,232 @@ mod provenance_cases {
         pending.into_iter().map(|(_, r)| r.action).collect()
     }
 
+    pub async fn tenant_groups_widen_scopes_and_record_only_changes(c: &Case) {
+        use gatehouse_core::id::TenantGroupId;
+        use gatehouse_core::operator::Scope;
+        use gatehouse_core::tenant_group::TenantGroup;
+        use std::collections::BTreeSet;
+        let (a, b, named) = (
+            c.insert("alpha").await,
+            c.insert("beta").await,
+            c.insert("gamma").await,
+        );
+        let group = |slug: &str, tenants: &[TenantId]| {
+            TenantGroup::new(
+                TenantSlug::parse(slug).unwrap(),
+                DisplayName::parse("EU clients").unwrap(),
+                tenants.iter().copied().collect(),
+                c.clock.now(),
+            )
+        };
+        let eu = group("eu-clients", &[a.id]);
+        c.store
+            .insert_tenant_group(&eu, &[record(c, None, "tenant_group.created")])
+            .await
+            .unwrap();
+        let mut expected = vec!["tenant_group.created"];
+        // A taken slug, or a member that does not exist: nothing stored.
+        assert!(matches!(
+            c.store
+                .insert_tenant_group(&group("eu-clients", &[]), &[record(c, None, "refused")])
+                .await,
+            Err(StoreError::Conflict(_))
+        ));
+        let ghost = TenantId::generate(c.clock.now());
+        assert!(matches!(
+            c.store
+                .insert_tenant_group(&group("ghosts", &[ghost]), &[record(c, None, "refused")])
+                .await,
+            Err(StoreError::NotFound("tenant"))
+        ));
+        assert!(matches!(
+            c.store
+                .find_tenant_group_by_slug(&TenantSlug::parse("ghosts").unwrap())
+                .await,
+            Err(StoreError::NotFound("tenant group"))
+        ));
+        assert_eq!(c.store.get_tenant_group(eu.id).await.unwrap(), eu);
+        assert_eq!(
+            c.store.find_tenant_group_by_slug(&eu.slug).await.unwrap(),
+            eu
+        );
+        assert_eq!(
+            c.store.list_tenant_groups().await.unwrap(),
+            vec![eu.clone()]
+        );
+
+        // An operator scoped to one tenant and the group reaches both; every
+        // way of loading an operator says so.
+        let op = c.operator("sam", Role::Technician);
+        c.store.insert_operator(&op, &[]).await.unwrap();
+        let scope = Scope::some([named.id].into(), [eu.id].into());
+        assert!(
+            c.store
+                .set_operator_scope(op.id, &scope, &[record(c, None, "operator.scope.changed")])
+                .await
+                .unwrap()
+        );
+        expected.push("operator.scope.changed");
+        assert!(
+            !c.store
+                .set_operator_scope(op.id, &scope, &[record(c, None, "refused")])
+                .await
+                .unwrap()
+        );
+        let reach = |tenants: &[TenantId]| {
+            Some(
+                tenants
+                    .iter()
+                    .copied()
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let (token, secret) = ApiToken::issue(op.id, "laptop", None, c.clock.now()).unwrap();
+        c.store.insert_token(&token, &[]).await.unwrap();
+        let session = gatehouse_core::signin::Session {
+            id: gatehouse_core::id::SessionId::generate(c.clock.now()),
+            operator_id: op.id,
+            hash: "session-hash".into(),
+            second_factor: true,
+            created_at: c.clock.now(),
+            expires_at: c.clock.now() + Duration::hours(1),
+            revoked_at: None,
+        };
+        c.store.open_session(&session, None, &[]).await.unwrap();
+        let loaded = async |c: &Case| {
+            let by_id = c.store.get_operator(op.id).await.unwrap();
+            assert_eq!(
+                c.store.find_operator_by_name(&op.name).await.unwrap(),
+                by_id
+            );
+            let listed = c.store.list_operators().await.unwrap();
+            assert_eq!(listed.iter().find(|o| o.id == op.id), Some(&by_id));
+            assert_eq!(c.store.find_token(&secret.hash()).await.unwrap().1, by_id);
+            assert_eq!(c.store.find_session("session-hash").await.unwrap().1, by_id);
+            by_id
+        };
+        let sam = loaded(c).await;
+        assert_eq!(sam.scope.tenants(), reach(&[a.id, named.id]));
+        assert_eq!(sam.scope.groups().collect::<Vec<_>>(), vec![eu.id]);
+        assert!(!sam.scope.includes(b.id));
+
+        // Membership changes move the reach; repeating one records nothing.
+        assert!(
+            c.store
+                .set_tenant_group_member(
+                    eu.id,
+                    b.id,
+                    true,
+                    &[record(c, None, "tenant_group.tenant_added")]
+                )
+                .await
+                .unwrap()
+        );
+        assert!(
+            !c.store
+                .set_tenant_group_member(eu.id, b.id, true, &[record(c, None, "refused")])
+                .await
+                .unwrap()
+        );
+        assert!(
+            c.store
+                .set_tenant_group_member(
+                    eu.id,
+                    a.id,
+                    false,
+                    &[record(c, None, "tenant_group.tenant_removed")]
+                )
+                .await
+                .unwrap()
+        );
+        assert!(
+            !c.store
+                .set_tenant_group_member(eu.id, a.id, false, &[record(c, None, "refused")])
+                .await
+                .unwrap()
+        );
+        expected.extend(["tenant_group.tenant_added", "tenant_group.tenant_removed"]);
+        assert_eq!(loaded(c).await.scope.tenants(), reach(&[b.id, named.id]));
+        let missing = TenantGroupId::generate(c.clock.now());
+        assert!(matches!(
+            c.store
+                .set_tenant_group_member(missing, b.id, true, &[record(c, None, "refused")])
+                .await,
+            Err(StoreError::NotFound("tenant group"))
+        ));
+        assert!(matches!(
+            c.store
+                .set_tenant_group_member(eu.id, ghost, true, &[record(c, None, "refused")])
+                .await,
+            Err(StoreError::NotFound("tenant"))
+        ));
+        // A scope naming a group that does not exist changes nothing.
+        assert!(matches!(
+            c.store
+                .set_operator_scope(
+                    op.id,
+                    &Scope::some([].into(), [missing].into()),
+                    &[record(c, None, "refused")]
+                )
+                .await,
+            Err(StoreError::NotFound("tenant group"))
+        ));
+        assert_eq!(loaded(c).await.scope.tenants(), reach(&[b.id, named.id]));
+
+        // A group in use is not deleted; once no scope names it, it is,
+        // with its memberships.
+        assert!(matches!(
+            c.store.delete_tenant_group(eu.id, &[record(c, None, "refused")]).await,
+            Err(StoreError::Conflict(message)) if message.contains("sam")
+        ));
+        assert!(
+            c.store
+                .set_operator_scope(
+                    op.id,
+                    &Scope::some([named.id].into(), [].into()),
+                    &[record(c, None, "operator.scope.changed")]
+                )
+                .await
+                .unwrap()
+        );
+        expected.push("operator.scope.changed");
+        assert_eq!(loaded(c).await.scope.tenants(), reach(&[named.id]));
+        c.store
+            .delete_tenant_group(eu.id, &[record(c, None, "tenant_group.deleted")])
+            .await
+            .unwrap();
+        expected.push("tenant_group.deleted");
+        assert!(matches!(
+            c.store.get_tenant_group(eu.id).await,
+            Err(StoreError::NotFound("tenant group"))
+        ));
+        assert!(matches!(
+            c.store
+                .delete_tenant_group(eu.id, &[record(c, None, "refused")])
+                .await,
+            Err(StoreError::NotFound("tenant group"))
+        ));
+        assert_eq!(c.store.list_tenant_groups().await.unwrap(), vec![]);
+        // The slug is free again, and the new group starts empty.
+        let again = group("eu-clients", &[]);
+        c.store
+            .insert_tenant_group(&again, &[record(c, None, "tenant_group.created")])
+            .await
+            .unwrap();
+        expected.push("tenant_group.created");
+        assert!(
+            c.store
+                .get_tenant_group(again.id)
+                .await
+                .unwrap()
+                .tenants
+                .is_empty()
+        );
+        assert_eq!(queued(c).await, expected);
+    }
+
     pub async fn mutations_queue_their_records_only_when_they_commit(c: &Case) {
         let (acme, key) = c.tenant("acme", TenantState::Active);
         let created = [
@@ -3353,4 +3579,5 @@ conformance!(
     metrics_count_instances_pending_approvals_and_overrides,
     one_audit_signing_key_is_active_and_rewraps_by_cas,
     mutations_queue_their_records_only_when_they_commit,
+    tenant_groups_widen_scopes_and_record_only_changes,
 );

@@ -13,6 +13,7 @@ pub mod sandbox;
 pub mod scim;
 pub mod serve;
 pub mod tenant;
+pub mod tenant_group;
 pub mod workflows;
 
 use std::process::ExitCode;

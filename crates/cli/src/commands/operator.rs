@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use gatehouse_core::operator::{OperatorName, Role, Scope};
 use gatehouse_core::tenant::DisplayName;
-use gatehouse_server::app::TenantRef;
+use gatehouse_server::app::{GroupRef, TenantRef};
 
 use super::{CLI, open, print_json, print_table};
 use crate::CliError;
@@ -51,18 +51,23 @@ pub enum OperatorCommand {
         /// The operator's handle.
         name: String,
     },
-    /// Scope an operator's role to some tenants (`--tenant`, repeatable),
-    /// or to the whole installation again (`--all`).
+    /// Scope an operator's role to some tenants (`--tenant`) and tenant
+    /// groups (`--group`), both repeatable, or to the whole installation
+    /// again (`--all`).
     Scope {
         /// The operator's handle.
         name: String,
         /// A tenant (slug or id) the role applies to.
         #[arg(
             long = "tenant",
-            required_unless_present = "all",
+            required_unless_present_any = ["all", "groups"],
             conflicts_with = "all"
         )]
         tenants: Vec<String>,
+        /// A tenant group (slug or id) whose members the role applies to,
+        /// now and as the group changes.
+        #[arg(long = "group", conflicts_with = "all")]
+        groups: Vec<String>,
         /// Every tenant and the installation.
         #[arg(long)]
         all: bool,
@@ -178,13 +183,23 @@ async fn with_database(args: &ConfigArgs, command: OperatorCommand) -> Result<Ex
             app.set_operator_disabled(&CLI, operator.id, false).await?;
             println!("enabled {}", operator.name);
         }
-        OperatorCommand::Scope { name, tenants, all } => {
+        OperatorCommand::Scope {
+            name,
+            tenants,
+            groups,
+            all,
+        } => {
             let operator = app
                 .find_operator(&CLI, &OperatorName::parse(&name)?)
                 .await?;
-            let refs: Vec<TenantRef> = tenants.iter().map(|t| TenantRef::parse(t)).collect();
+            let tenants: Vec<TenantRef> = tenants.iter().map(|t| TenantRef::parse(t)).collect();
+            let groups: Vec<GroupRef> = groups.iter().map(|g| GroupRef::parse(g)).collect();
             let scoped = app
-                .set_operator_scope(&CLI, operator.id, (!all).then_some(refs.as_slice()))
+                .set_operator_scope(
+                    &CLI,
+                    operator.id,
+                    (!all).then_some((tenants.as_slice(), groups.as_slice())),
+                )
                 .await?;
             println!(
                 "{} now acts on {}",
@@ -228,14 +243,26 @@ async fn with_database(args: &ConfigArgs, command: OperatorCommand) -> Result<Ex
 }
 
 /// "all tenants", or the slugs of the tenants an operator is scoped to (a
-/// tenant deleted since shows its id).
+/// tenant deleted since shows its id) and of its groups (`group:eu`).
 async fn describe_scope(app: &gatehouse_server::App, scope: &Scope) -> String {
     match scope {
         Scope::Installation => "all tenants".into(),
-        Scope::Tenants(ids) if ids.is_empty() => "no tenants".into(),
-        Scope::Tenants(ids) => {
+        Scope::Tenants {
+            tenants, groups, ..
+        } if tenants.is_empty() && groups.is_empty() => "no tenants".into(),
+        Scope::Tenants {
+            tenants, groups, ..
+        } => {
             let mut names = Vec::new();
-            for id in ids {
+            for group in groups {
+                names.push(
+                    match app.get_tenant_group(&CLI, &GroupRef::Id(*group)).await {
+                        Ok(found) => format!("group:{}", found.slug),
+                        Err(_) => format!("group:{group}"),
+                    },
+                );
+            }
+            for id in tenants {
                 names.push(match app.get_tenant(&CLI, &TenantRef::Id(*id)).await {
                     Ok(tenant) if tenant.state != gatehouse_core::tenant::TenantState::Deleted => {
                         tenant.slug.to_string()

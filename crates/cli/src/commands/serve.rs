@@ -111,8 +111,8 @@ pub async fn run(args: &ConfigArgs, serve: ServeArgs) -> Result<ExitCode, CliErr
                     gatehouse_core::operator::Scope::Installation => {
                         format!("{} ({})", o.name, o.role)
                     }
-                    gatehouse_core::operator::Scope::Tenants(only) => {
-                        format!("{} ({}, {} tenant only)", o.name, o.role, only.len())
+                    gatehouse_core::operator::Scope::Tenants { reach, .. } => {
+                        format!("{} ({}, {} tenant only)", o.name, o.role, reach.len())
                     }
                 })
                 .collect::<Vec<_>>()

@@ -21,6 +21,7 @@ mod oscal;
 pub mod permissions;
 pub mod scim;
 mod scim_tokens;
+mod tenant_groups;
 mod tenants;
 mod workflows;
 
@@ -85,6 +86,18 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(tenants::offboard_tenant))
         .routes(routes!(tenants::list_secrets))
         .routes(routes!(tenants::put_secret, tenants::delete_secret))
+        .routes(routes!(
+            tenant_groups::list_groups,
+            tenant_groups::create_group
+        ))
+        .routes(routes!(
+            tenant_groups::get_group,
+            tenant_groups::delete_group
+        ))
+        .routes(routes!(
+            tenant_groups::add_member,
+            tenant_groups::remove_member
+        ))
         .routes(routes!(gates::list_gates))
         .routes(routes!(gates::set_gate, gates::clear_gate))
         .routes(routes!(operators::whoami))

@@ -11,6 +11,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
     modifiers(&BearerAuth),
     tags(
         (name = "tenants", description = "Client tenants and their lifecycle"),
+        (name = "tenant-groups", description = "Named sets of tenants that operators' scopes may name (installation-wide operators only)"),
         (name = "secrets", description = "Tenants' secrets, encrypted under each tenant's own key"),
         (name = "connectors", description = "Tenants' connectors: the PSA, RMM, Microsoft 365 and documentation systems their actions reach"),
         (name = "gates", description = "Tenants' gate levels per process area: raised per tenant, never below the area's floor"),

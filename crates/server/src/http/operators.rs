@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 
 use super::ApiState;
 use super::extract::{ApiJson, ApiPath, Auth};
-use crate::app::{Actor, TenantRef};
+use crate::app::{Actor, GroupRef, TenantRef};
 use crate::error::{AppError, ErrorBody};
 
 /// An operator to create.
@@ -38,6 +38,10 @@ pub struct SetScope {
     #[serde(deserialize_with = "Option::deserialize")]
     #[schema(required = true)]
     pub tenants: Option<Vec<String>>,
+    /// Tenant groups (slugs or ids) whose members the role applies to, as
+    /// the groups change. Only with `tenants` (which may then be `[]`).
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 /// A token to issue.
@@ -175,8 +179,8 @@ pub async fn enable_operator(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Scope an operator's role to some tenants, or to the whole installation
-/// again. To a scoped operator every other tenant and what it owns answer
+/// Scope an operator's role to some tenants and tenant groups, or to the
+/// whole installation again. To a scoped operator every other tenant and what it owns answer
 /// 404; installation settings answer 403. Takes effect on their next
 /// request.
 #[utoipa::path(put, path = "/api/v1/operators/{operator}/scope", tag = "operators", request_body = SetScope,
@@ -190,13 +194,26 @@ pub async fn set_scope(
     ApiPath(operator): ApiPath<String>,
     ApiJson(body): ApiJson<SetScope>,
 ) -> Result<axum::Json<Operator>, AppError> {
-    let tenants: Option<Vec<TenantRef>> = body
-        .tenants
-        .map(|names| names.iter().map(|t| TenantRef::parse(t)).collect());
+    let groups: Vec<GroupRef> = body.groups.iter().map(|g| GroupRef::parse(g)).collect();
+    let tenants: Option<Vec<TenantRef>> = match body.tenants {
+        None if !groups.is_empty() => {
+            return Err(AppError::Invalid(
+                "`groups` narrows a scope: give `tenants` too (`[]` for groups only)".into(),
+            ));
+        }
+        None => None,
+        Some(names) => Some(names.iter().map(|t| TenantRef::parse(t)).collect()),
+    };
     Ok(axum::Json(
         state
             .app
-            .set_operator_scope(&actor, operator_id(&operator)?, tenants.as_deref())
+            .set_operator_scope(
+                &actor,
+                operator_id(&operator)?,
+                tenants
+                    .as_deref()
+                    .map(|tenants| (tenants, groups.as_slice())),
+            )
             .await?,
     ))
 }

@@ -149,6 +149,28 @@ pub const OPERATIONS: &[(&str, &str, Need)] = &[
         "/api/v1/tasks/{task}/complete",
         Need::Role(CompleteTasks),
     ),
+    ("GET", "/api/v1/tenant-groups", Need::Role(ReadTenants)),
+    ("POST", "/api/v1/tenant-groups", Need::Role(ManageTenants)),
+    (
+        "DELETE",
+        "/api/v1/tenant-groups/{group}",
+        Need::Role(ManageTenants),
+    ),
+    (
+        "GET",
+        "/api/v1/tenant-groups/{group}",
+        Need::Role(ReadTenants),
+    ),
+    (
+        "DELETE",
+        "/api/v1/tenant-groups/{group}/tenants/{tenant}",
+        Need::Role(ManageTenants),
+    ),
+    (
+        "PUT",
+        "/api/v1/tenant-groups/{group}/tenants/{tenant}",
+        Need::Role(ManageTenants),
+    ),
     ("GET", "/api/v1/tenants", Need::Role(ReadTenants)),
     ("POST", "/api/v1/tenants", Need::Role(ManageTenants)),
     (
