@@ -148,8 +148,20 @@ pub struct OnboardingDetail {
     pub checklist: Vec<ItemView>,
 }
 
-fn done(state: StepState) -> bool {
-    matches!(state, StepState::Succeeded | StepState::Skipped)
+/// Whether a step counts as done. A run that was stopped (cancelled or
+/// compensated) marks its unreached steps skipped: those did not happen,
+/// so only what succeeded counts there.
+fn done(state: StepState, stopped: bool) -> bool {
+    match state {
+        StepState::Succeeded => true,
+        StepState::Skipped => !stopped,
+        _ => false,
+    }
+}
+
+/// A run that was stopped before it went live.
+fn stopped(state: InstanceState) -> bool {
+    matches!(state, InstanceState::Compensated | InstanceState::Cancelled)
 }
 
 fn terminal(state: InstanceState) -> bool {
@@ -175,7 +187,9 @@ pub fn stages(instance: &Instance, steps: &[StepRun]) -> Vec<StageProgress> {
             .filter_map(|s| steps.iter().find(|r| r.step_id == s.id.as_str()))
             .collect();
         let total = u32::try_from(stage.steps.len()).unwrap_or(u32::MAX);
-        let finished = u32::try_from(runs.iter().filter(|r| done(r.state)).count()).unwrap_or(0);
+        let stopped = stopped(instance.state);
+        let finished =
+            u32::try_from(runs.iter().filter(|r| done(r.state, stopped)).count()).unwrap_or(0);
         let complete = finished == total;
         let left_at = complete
             .then(|| runs.iter().map(|r| r.updated_at).max())
@@ -329,9 +343,16 @@ impl App {
         let blockers = self.blockers(&instance, &steps, &checklist).await?;
         let owner = self.onboarding_owner(row.as_ref()).await?;
         let current = stages.iter().find(|s| s.status == "current");
-        let (stage, stage_title, entered) = match current {
-            Some(s) => (s.id.clone(), s.title.clone(), s.entered_at),
-            None => ("done".to_owned(), "Done".to_owned(), None),
+        let (stage, stage_title, entered) = match (instance.state, current) {
+            // Stopped before go-live: that is its stage, whatever ran.
+            (InstanceState::Cancelled, _) => ("cancelled".to_owned(), "Cancelled".to_owned(), None),
+            (InstanceState::Compensated, _) => (
+                "compensated".to_owned(),
+                "Compensated (undone)".to_owned(),
+                None,
+            ),
+            (_, Some(s)) => (s.id.clone(), s.title.clone(), s.entered_at),
+            (_, None) => ("done".to_owned(), "Done".to_owned(), None),
         };
         let seconds_in_stage = entered
             .filter(|_| !terminal(instance.state))
