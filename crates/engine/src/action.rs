@@ -83,6 +83,17 @@ pub trait Action: Send + Sync {
         let _ = call;
         Ok(None)
     }
+
+    /// Whether the action creates the tenant its workflow works for, and
+    /// answers the tenant's id as its output's `id` (`tenant.create`). A
+    /// workflow that belongs to no tenant yet (a won deal's onboarding)
+    /// then belongs to that tenant from this step on: its later approvals,
+    /// tasks and audit entries are the tenant's, and operators scoped to
+    /// the tenant see them. Undoing the step gives the workflow back to
+    /// the installation.
+    fn creates_workflow_tenant(&self) -> bool {
+        false
+    }
 }
 
 /// The actions the engine knows, by name.

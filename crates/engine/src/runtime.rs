@@ -1556,6 +1556,17 @@ impl Wave {
     ) -> (Progress, usize, Vec<StepRun>, Arc<Template>) {
         let calls = self.plan();
         self.prepare_plans(actions).await;
+        // The steps whose (forward) action creates the workflow's tenant.
+        let creates_tenant: HashSet<usize> = calls
+            .iter()
+            .enumerate()
+            .filter(|(_, call)| {
+                actions
+                    .get(call.step.action.as_str())
+                    .is_some_and(|a| a.creates_workflow_tenant())
+            })
+            .map(|(index, _)| index)
+            .collect();
         let mut set = tokio::task::JoinSet::new();
         for (index, call) in calls.iter().enumerate() {
             let action_name = if call.undo {
@@ -1672,7 +1683,14 @@ impl Wave {
                             // for someone else's.
                             self.mark_rechecked(call.step.id.as_str());
                         }
+                        let tenant_change = match &result {
+                            Ok(output) if creates_tenant.contains(&index) => Some(output.clone()),
+                            _ => None,
+                        };
                         self.record(call, result);
+                        if let Some(output) = tenant_change {
+                            self.move_tenant(call, &output);
+                        }
                     }
                     Outcome::Changed(changed) => self.plan_changed(call, *changed),
                 }
@@ -1681,6 +1699,54 @@ impl Wave {
         let template = self.template.clone();
         let (progress, all) = self.finish();
         (progress, calls.len(), all, template)
+    }
+
+    /// After a step that created the workflow's tenant: the workflow
+    /// belongs to the tenant (the step ran) or to the installation again
+    /// (its undo ran and the tenant is gone). A workflow that belonged to a
+    /// tenant before the step keeps it.
+    fn move_tenant(&mut self, call: &Call, output: &Value) {
+        let id = call.step.id.as_str();
+        if call.undo {
+            let created = self
+                .steps
+                .get(id)
+                .and_then(|run| run.output.as_ref())
+                .and_then(|out| out.get("id"))
+                .and_then(Value::as_str)
+                .and_then(|text| text.parse::<TenantId>().ok());
+            if created.is_some() && self.instance.tenant_id == created {
+                self.instance.tenant_id = None;
+                self.note(
+                    "instance.tenant_released",
+                    Some(id),
+                    json!({ "tenant": created }),
+                );
+            }
+            return;
+        }
+        if self.instance.tenant_id.is_some() {
+            return;
+        }
+        match output
+            .get("id")
+            .and_then(Value::as_str)
+            .map(str::parse::<TenantId>)
+        {
+            Some(Ok(tenant)) => {
+                self.instance.tenant_id = Some(tenant);
+                self.note(
+                    "instance.tenant_adopted",
+                    Some(id),
+                    json!({ "tenant": tenant }),
+                );
+            }
+            _ => self.note(
+                "instance.tenant_not_adopted",
+                Some(id),
+                json!({ "reason": "the step's output has no tenant `id`" }),
+            ),
+        }
     }
 
     fn record(&mut self, call: &Call, result: Result<Value, ActionError>) {

@@ -1010,14 +1010,139 @@ async fn a_rejection_then_compensation_undoes_what_was_done(t: &E2e) -> TestResu
         assert_eq!(run.state, StepState::Compensated, "{run:?}");
     }
 
-    // The audit log: who rejected, why; each compensation; and it verifies.
+    // The audit log verifies. The onboarding belonged to the client's
+    // tenant from `create-tenant` on, so the rejection is in the tenant's
+    // log: who and when in clear, its details (the reason) shredded with
+    // the tenant's key like the rest of its data. Undone, the workflow is
+    // the installation's again: the last compensation is in the system log.
     t.verify_audit().await;
     let rejected = t.audit("workflow.approval.rejected").await;
     assert_eq!(rejected.len(), 1, "{rejected:?}");
-    let text = rejected[0].to_string();
-    assert!(text.contains(reason), "{text}");
+    assert_eq!(rejected[0]["log"], tenant.as_str(), "{rejected:?}");
+    let leaf = rejected[0]["leaf"].as_str().unwrap();
+    assert!(!leaf.contains(reason), "{leaf}");
+    assert!(leaf.contains("details_withheld"), "{leaf}");
+    let lead = t.call(&t.lead, Method::GET, "/api/v1/me", None).await.1;
+    assert_eq!(rejected[0]["actor"], lead["id"], "{rejected:?}");
+    let adopted = t.audit("workflow.instance.tenant_adopted").await;
+    assert_eq!(adopted.len(), 1, "{adopted:?}");
+    assert_eq!(adopted[0]["log"], tenant.as_str(), "{adopted:?}");
+    let released = t.audit("workflow.instance.tenant_released").await;
+    assert_eq!(released.len(), 1, "{released:?}");
+    assert_eq!(released[0]["log"], "system", "{released:?}");
     let compensated = t.audit("workflow.step.compensated").await;
     assert!(compensated.len() >= 5, "{compensated:?}");
+    assert!(
+        compensated.iter().any(|e| e["log"] == "system"),
+        "{compensated:?}"
+    );
+    Ok(())
+}
+
+/// Once `create-tenant` has run, the onboarding is the client tenant's: a
+/// lead scoped to that tenant sees it and decides its later approvals; a
+/// second client's onboarding stays out of their sight.
+async fn the_clients_scoped_lead_sees_and_approves_its_onboarding(t: &E2e) -> TestResult {
+    let only_the_tenant = |a: &Value| {
+        if a["step_id"] == "create-tenant" {
+            Verdict::Approve
+        } else {
+            Verdict::Skip
+        }
+    };
+    let deal = t.seed_deal("Tailspin Toys", "tailspintoys.com");
+    t.win(&deal).await;
+    let id = t.onboardings_of(&deal.name).await.remove(0);
+    t.drive(&id, only_the_tenant).await;
+    let other = t.seed_deal("Northwind Traders", "northwindtraders.com");
+    t.win(&other).await;
+    let other_id = t.onboardings_of(&other.name).await.remove(0);
+    t.drive(&other_id, only_the_tenant).await;
+    let tenant = t.operator.onboarding(&id).await?["tenant"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // A lead dedicated to this client.
+    let cam = t.new_operator("cam.client", "lead").await;
+    let cam_id = t.call(&cam, Method::GET, "/api/v1/me", None).await.1["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, body) = t
+        .call(
+            &t.admin,
+            Method::PUT,
+            &format!("/api/v1/operators/{cam_id}/scope"),
+            Some(json!({"tenants": [tenant]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // They see this onboarding, not the other client's.
+    let (status, list) = t.call(&cam, Method::GET, "/api/v1/onboardings", None).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let seen: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(seen, [id.as_str()], "{list}");
+    let (status, detail) = t
+        .call(
+            &cam,
+            Method::GET,
+            &format!("/api/v1/onboardings/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{detail}");
+    let (status, _) = t
+        .call(
+            &cam,
+            Method::GET,
+            &format!("/api/v1/onboardings/{other_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Its approvals after create-tenant are the tenant's: they see them
+    // (and only them) and decide one.
+    let (status, approvals) = t
+        .call(&cam, Method::GET, "/api/v1/approvals?limit=100", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{approvals}");
+    let approvals = approvals["items"].as_array().unwrap();
+    assert!(!approvals.is_empty());
+    assert!(
+        approvals
+            .iter()
+            .all(|a| a["tenant_id"] == tenant.as_str() && a["instance_id"] == id.as_str()),
+        "{approvals:?}"
+    );
+    assert!(
+        approvals.iter().all(|a| a["step_id"] != "create-tenant"),
+        "decided while the onboarding was the installation's: {approvals:?}"
+    );
+    let pending = approvals
+        .iter()
+        .find(|a| a["state"] == "pending")
+        .expect("a pending approval");
+    let (status, body) = t
+        .call(
+            &cam,
+            Method::POST,
+            &format!(
+                "/api/v1/approvals/{}/approve",
+                pending["id"].as_str().unwrap()
+            ),
+            Some(json!({"reason": "checked with the client"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["state"], "approved", "{body}");
     Ok(())
 }
 
@@ -1061,4 +1186,5 @@ e2e_tests!(
     bad_signatures_are_refused_and_duplicates_start_one_onboarding,
     a_target_down_after_approval_is_retried_until_it_recovers,
     a_rejection_then_compensation_undoes_what_was_done,
+    the_clients_scoped_lead_sees_and_approves_its_onboarding,
 );

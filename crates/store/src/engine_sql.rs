@@ -47,8 +47,8 @@ pub(crate) const MAX_ROWS: usize = 256;
 /// decision can change. The rest (template, pinned definition, tenant,
 /// creator) is fixed when the instance is created, so a wave neither
 /// serialises nor rewrites the pinned definition.
-const UPDATE_COLUMNS: &str = "id, state, context, updated_at, next_run_at, version";
-const UPDATE_WIDTH: usize = 6;
+const UPDATE_COLUMNS: &str = "id, tenant_id, state, context, updated_at, next_run_at, version";
+const UPDATE_WIDTH: usize = 7;
 
 /// Updates `rows` instances, each only if its stored version is the one
 /// before: every row binds the columns of [`UPDATE_COLUMNS`] (see
@@ -60,7 +60,7 @@ pub(crate) fn update_instances_sql(rows: usize) -> String {
     format!(
         "WITH v ({UPDATE_COLUMNS}, expected) AS (VALUES {})
          UPDATE workflow_instances SET
-           state = v.state, context = v.context,
+           tenant_id = v.tenant_id, state = v.state, context = v.context,
            updated_at = v.updated_at, next_run_at = v.next_run_at, version = v.version
          FROM v
          WHERE workflow_instances.id = v.id AND workflow_instances.version = v.expected",
@@ -76,12 +76,14 @@ pub(crate) fn bind_instance_update<'q, DB>(
 where
     DB: Database,
     String: Encode<'q, DB> + Type<DB>,
+    Option<String>: Encode<'q, DB> + Type<DB>,
     i64: Encode<'q, DB> + Type<DB>,
     SortableTime: Encode<'q, DB> + Type<DB>,
     Option<SortableTime>: Encode<'q, DB> + Type<DB>,
 {
     Ok(query
         .bind(instance.id.to_string())
+        .bind(instance.tenant_id.map(|t| t.to_string()))
         .bind(instance.state.as_str().to_owned())
         .bind(to_json(&instance.context)?)
         .bind(SortableTime(instance.updated_at))

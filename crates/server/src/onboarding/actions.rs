@@ -266,6 +266,11 @@ impl Action for TenantCreate {
         record_tenant(app, &onboarding, tenant.id).await?;
         done(tenant.id, tenant.slug.as_str())
     }
+
+    /// The onboarding belongs to the client's tenant from here on.
+    fn creates_workflow_tenant(&self) -> bool {
+        true
+    }
 }
 
 /// The tenant holding `slug`, if this onboarding may adopt it; a permanent
