@@ -268,6 +268,151 @@ async fn completed_workflows_and_those_with_nothing_done_are_refused(env: &Env) 
     assert!(err.to_string().contains("nothing to undo"), "{err}");
 }
 
+/// Creates a tenant (a real row: instances reference tenants) and answers
+/// its id, as `tenant.create` does; declares it creates the workflow's
+/// tenant.
+struct CreateTenant(Arc<dyn gatehouse_core::store::Store>);
+
+#[async_trait]
+impl Action for CreateTenant {
+    async fn run(&self, call: ActionCall<'_>) -> Result<Value, ActionError> {
+        use gatehouse_core::keys::{TenantKey, WrappedKey};
+        use gatehouse_core::tenant::{Region, Tenant, TenantSlug, TenantState};
+        let slug = call.params["slug"].as_str().unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        let tenant = Tenant::new(
+            TenantSlug::parse(slug).unwrap(),
+            DisplayName::parse(slug).unwrap(),
+            Region::parse("eu").unwrap(),
+            TenantState::Provisioning,
+            now,
+        )
+        .unwrap();
+        let key = TenantKey {
+            tenant_id: tenant.id,
+            wrapped: WrappedKey {
+                kek_id: "local:1".into(),
+                ciphertext: vec![1; 8],
+            },
+            created_at: now,
+            rewrapped_at: None,
+        };
+        self.0.insert_tenant(&tenant, &key, &[]).await.unwrap();
+        Ok(json!({ "id": tenant.id, "slug": slug }))
+    }
+
+    fn creates_workflow_tenant(&self) -> bool {
+        true
+    }
+}
+
+/// A workflow of the installation whose first step creates its tenant
+/// belongs to that tenant from then on (its later approval carries it),
+/// and to the installation again once the step is undone; one that had a
+/// tenant keeps it.
+async fn a_workflow_joins_the_tenant_its_step_creates(env: &Env) {
+    let text = "name = \"joins\"\nversion = 1\ntitle = \"Test\"\narea = \"documentation\"\non_failure = \"park\"\n\n[[trigger]]\nevent = \"test.started\"\n\n[[stage]]\nid = \"only\"\ntitle = \"Only\"\n\n[[stage.step]]\nid = \"make\"\ntitle = \"Make\"\naction = \"test.tenant\"\nparams = { slug = \"{{ event.payload.slug }}\" }\ncompensate = { action = \"test.undo\", params = { of = \"make\" } }\n\n[[stage.step]]\nid = \"next\"\ntitle = \"Next\"\naction = \"test.do\"\ngate = \"L2\"\nneeds = [\"make\"]\n";
+    let template = Template::from_toml("joins.toml", text, &Catalog).unwrap();
+    let mut actions = ActionRegistry::new();
+    actions.register("test.tenant", Arc::new(CreateTenant(env.db.store.clone())));
+    actions.register("test.do", Arc::new(Do(env.log.clone(), false)));
+    actions.register("test.undo", Arc::new(Do(env.log.clone(), false)));
+    let engine = Engine::new(
+        env.db.store.clone(),
+        Arc::new(vec![template]),
+        Arc::new(actions),
+        Arc::new(FakeClock::default()),
+        EngineConfig::default(),
+    );
+    let start =
+        |key: &'static str, tenant: Option<gatehouse_core::id::TenantId>, slug: &'static str| {
+            let engine = &engine;
+            async move {
+                let submitted = engine
+                    .submit(
+                        NewEvent {
+                            tenant_id: tenant,
+                            source: EventSource::parse("test").unwrap(),
+                            kind: EventKind::parse("test.started").unwrap(),
+                            dedup_key: DedupKey::parse(key).unwrap(),
+                            payload: json!({ "slug": slug }),
+                        },
+                        "system",
+                    )
+                    .await
+                    .unwrap();
+                settle(engine).await;
+                submitted.instances[0]
+            }
+        };
+    let kinds = async |id| -> Vec<String> {
+        let history = env.db.store.instance_history(id).await.unwrap();
+        history.into_iter().map(|h| h.kind).collect()
+    };
+
+    let id = start("joins", None, "acme").await;
+    let (instance, steps) = env.db.store.get_instance(id).await.unwrap();
+    let made: gatehouse_core::id::TenantId = steps
+        .iter()
+        .find(|s| s.step_id == "make")
+        .unwrap()
+        .output
+        .as_ref()
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(instance.tenant_id, Some(made));
+    assert!(
+        kinds(id)
+            .await
+            .contains(&"instance.tenant_adopted".to_owned())
+    );
+    let pending = env
+        .db
+        .store
+        .list_approvals(&ApprovalQuery {
+            instance: Some(id),
+            state: Some(ApprovalState::Pending),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(
+        pending[0].tenant_id,
+        Some(made),
+        "the approval after it is the tenant's"
+    );
+
+    engine
+        .compensate(id, "op_lead", "wrong client")
+        .await
+        .unwrap();
+    settle(&engine).await;
+    let (instance, _) = env.db.store.get_instance(id).await.unwrap();
+    assert_eq!(instance.state, InstanceState::Compensated);
+    assert_eq!(instance.tenant_id, None, "the installation's again");
+    assert!(
+        kinds(id)
+            .await
+            .contains(&"instance.tenant_released".to_owned())
+    );
+
+    // A workflow that belonged to a tenant keeps it, whatever its step made.
+    let id = start("keeps", Some(made), "beta").await;
+    let (instance, _) = env.db.store.get_instance(id).await.unwrap();
+    assert_eq!(instance.tenant_id, Some(made));
+    assert!(
+        !kinds(id)
+            .await
+            .iter()
+            .any(|k| k.starts_with("instance.tenant_"))
+    );
+}
+
 macro_rules! compensate_tests {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -303,4 +448,5 @@ compensate_tests!(
     parked_instances_undo_their_completed_steps_last_first,
     a_rejected_workflow_is_compensated_and_its_approvals_cancelled,
     completed_workflows_and_those_with_nothing_done_are_refused,
+    a_workflow_joins_the_tenant_its_step_creates,
 );
