@@ -279,7 +279,7 @@ impl Action for CreateTenant {
         use gatehouse_core::keys::{TenantKey, WrappedKey};
         use gatehouse_core::tenant::{Region, Tenant, TenantSlug, TenantState};
         let slug = call.params["slug"].as_str().unwrap();
-        let now = time::OffsetDateTime::now_utc();
+        let now = gatehouse_core::clock::Clock::now(&FakeClock::default());
         let tenant = Tenant::new(
             TenantSlug::parse(slug).unwrap(),
             DisplayName::parse(slug).unwrap(),
