@@ -324,6 +324,34 @@ async fn a_won_deal_is_onboarded_as_far_as_gatehouse_goes(t: &Onb, db: &TestData
     .await
     .unwrap();
     assert_eq!(t.notifications(KIND_OWNER_ASSIGNED).await, 1, "told once");
+    // The onboarding now belongs to its tenant: an action naming another
+    // tenant is refused (as the engine would call it, with the owner).
+    let elsewhere = gatehouse_core::id::TenantId::generate(time::OffsetDateTime::UNIX_EPOCH);
+    let params = json!({"tenant": elsewhere, "owner": "owner@msp.example"});
+    let key = format!("{acme}:assign-owner");
+    let refused = t
+        .actions
+        .get("onboarding.assign_owner")
+        .unwrap()
+        .run(ActionCall {
+            instance: acme,
+            tenant: Some(tenant_id.parse().unwrap()),
+            step_id: "assign-owner",
+            idempotency_key: &key,
+            params: &params,
+            attempt: 3,
+        })
+        .await;
+    assert!(
+        matches!(&refused, Err(ActionError::Permanent { message }) if message.contains("may not act on tenant")),
+        "{refused:?}"
+    );
+    let (instance, _) = t.s.app.store.get_instance(acme).await.unwrap();
+    assert_eq!(
+        instance.tenant_id.map(|t| t.to_string()).as_deref(),
+        Some(tenant_id.as_str()),
+        "create-tenant gave the onboarding to its tenant"
+    );
     assert_eq!(d["stage"], "documentation", "{d}");
     assert_eq!(d["stages"][0]["status"], "done");
     let (_, tenant) = t

@@ -44,9 +44,11 @@ const HISTORY_WIDTH: usize = 7;
 pub(crate) const MAX_ROWS: usize = 256;
 
 /// The columns an instance update writes: what a wave or a person's
-/// decision can change. The rest (template, pinned definition, tenant,
-/// creator) is fixed when the instance is created, so a wave neither
-/// serialises nor rewrites the pinned definition.
+/// decision can change, including the tenant (an installation's workflow
+/// joins the tenant its step creates, and leaves it when that step is
+/// undone). The rest (template, pinned definition, creator) is fixed when
+/// the instance is created, so a wave neither serialises nor rewrites the
+/// pinned definition.
 const UPDATE_COLUMNS: &str = "id, tenant_id, state, context, updated_at, next_run_at, version";
 const UPDATE_WIDTH: usize = 7;
 

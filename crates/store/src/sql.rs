@@ -508,6 +508,16 @@ macro_rules! impl_store_traits {
                 let groups: std::collections::BTreeSet<String> =
                     scope.groups().map(|g| g.to_string()).collect();
                 let mut tx = self.writer.begin().await.map_err(db_error("starting a transaction"))?;
+                // Lock the operator's row first, so two admins changing one
+                // scope at once take turns (PostgreSQL; SQLite has one writer).
+                let locked = sqlx::query("UPDATE operators SET tenant_scope = tenant_scope WHERE id = $1")
+                    .bind(id.to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error("reading an operator's scope"))?;
+                if locked.rows_affected() != 1 {
+                    return Err(StoreError::NotFound("operator"));
+                }
                 let current: Option<(Option<String>,)> =
                     sqlx::query_as("SELECT tenant_scope FROM operators WHERE id = $1")
                         .bind(id.to_string())

@@ -264,11 +264,20 @@ macro_rules! impl_tenant_group_store {
                 .bind(group.to_string())
                 .bind(tenant.to_string())
                 .execute(&mut *tx)
-                .await
-                .map_err(|err| match violation(&err) {
-                    Violation::ForeignKey => StoreError::NotFound("tenant"),
-                    _ => db_error("changing a tenant group's members")(err),
-                })?;
+                .await;
+                let done = match done {
+                    Ok(done) => done,
+                    Err(err) if matches!(violation(&err), Violation::ForeignKey) => {
+                        drop(tx);
+                        // The tenant is missing, or the group was deleted
+                        // meanwhile (PostgreSQL): say which.
+                        return Err(match gatehouse_core::tenant_group::TenantGroupStore::get_tenant_group(self, group).await {
+                            Ok(_) => StoreError::NotFound("tenant"),
+                            Err(err) => err,
+                        });
+                    }
+                    Err(err) => return Err(db_error("changing a tenant group's members")(err)),
+                };
                 if done.rows_affected() != 1 {
                     // Already so: nothing to record.
                     return Ok(false);

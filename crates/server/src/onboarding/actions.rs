@@ -107,9 +107,20 @@ fn store_error(context: &str, err: StoreError) -> ActionError {
     }
 }
 
-fn parse_tenant(text: &str) -> Result<TenantId, ActionError> {
-    text.parse()
-        .map_err(|e| ActionError::permanent(format!("invalid tenant: {e}")))
+/// The `tenant` parameter of an onboarding action. A workflow that belongs
+/// to a tenant (an onboarding from `create-tenant` on) acts on that tenant
+/// only, as [`crate::actions::Directory::tenant_of`] holds for the
+/// connector actions.
+fn parse_tenant(call: &ActionCall<'_>, text: &str) -> Result<TenantId, ActionError> {
+    let tenant: TenantId = text
+        .parse()
+        .map_err(|e| ActionError::permanent(format!("invalid tenant: {e}")))?;
+    match call.tenant {
+        Some(owner) if owner != tenant => Err(ActionError::permanent(format!(
+            "this workflow belongs to tenant {owner} and may not act on tenant {tenant}"
+        ))),
+        _ => Ok(tenant),
+    }
 }
 
 fn provenance(app: &App) -> Provenance {
@@ -341,7 +352,7 @@ impl Action for TenantDelete {
     async fn run(&self, call: ActionCall<'_>) -> Result<Value, ActionError> {
         let app = self.0.app()?;
         let p: TenantParam = params(&call)?;
-        let id = parse_tenant(&p.tenant)?;
+        let id = parse_tenant(&call, &p.tenant)?;
         let tenant = app
             .get_tenant(&ACTOR, &TenantRef::Id(id))
             .await
@@ -398,7 +409,7 @@ impl Action for PsaLinkCompany {
     async fn run(&self, call: ActionCall<'_>) -> Result<Value, ActionError> {
         let app = self.0.app()?;
         let p: LinkParams = params(&call)?;
-        let tenant = parse_tenant(&p.tenant)?;
+        let tenant = parse_tenant(&call, &p.tenant)?;
         let company = company_id(&p.company_id)?;
         let psa = p.psa.trim().to_ascii_lowercase();
         if psa.is_empty() || psa.len() > 64 {
@@ -446,7 +457,7 @@ impl Action for PsaUnlinkCompany {
     async fn run(&self, call: ActionCall<'_>) -> Result<Value, ActionError> {
         let app = self.0.app()?;
         let p: UnlinkParams = params(&call)?;
-        let tenant = parse_tenant(&p.tenant)?;
+        let tenant = parse_tenant(&call, &p.tenant)?;
         let company = company_id(&p.company_id)?;
         let audit = provenance(app).record(
             Some(tenant),
@@ -485,7 +496,7 @@ impl Action for AssignOwner {
     async fn run(&self, call: ActionCall<'_>) -> Result<Value, ActionError> {
         let app = self.0.app()?;
         let p: OwnerParams = params(&call)?;
-        let tenant = parse_tenant(&p.tenant)?;
+        let tenant = parse_tenant(&call, &p.tenant)?;
         let onboarding = ensure_onboarding(app, &call, tenant).await?;
         let context = owner_context(onboarding.instance_id);
         let output = json!({"tenant": tenant, "onboarding": call.instance, "owner_assigned": true});
@@ -610,7 +621,7 @@ impl Action for ChecklistRequest {
     async fn run(&self, call: ActionCall<'_>) -> Result<Value, ActionError> {
         let app = self.0.app()?;
         let p: RequestParams = params(&call)?;
-        let tenant = parse_tenant(&p.tenant)?;
+        let tenant = parse_tenant(&call, &p.tenant)?;
         let kind: ItemKind = p
             .kind
             .parse()
@@ -771,7 +782,7 @@ impl Action for SlaStart {
     async fn run(&self, call: ActionCall<'_>) -> Result<Value, ActionError> {
         let app = self.0.app()?;
         let p: SlaStartParams = params(&call)?;
-        let tenant = parse_tenant(&p.tenant)?;
+        let tenant = parse_tenant(&call, &p.tenant)?;
         let contract = p.contract.trim();
         if contract.is_empty() || contract.chars().count() > 200 {
             return Err(ActionError::permanent(
@@ -849,7 +860,7 @@ impl Action for SlaStop {
     async fn run(&self, call: ActionCall<'_>) -> Result<Value, ActionError> {
         let app = self.0.app()?;
         let p: SlaStopParams = params(&call)?;
-        let tenant = parse_tenant(&p.tenant)?;
+        let tenant = parse_tenant(&call, &p.tenant)?;
         let audit = provenance(app).record(
             Some(tenant),
             onboarding_action::SLA_STOPPED,

@@ -159,9 +159,12 @@ fn done(state: StepState, stopped: bool) -> bool {
     }
 }
 
-/// A run that was stopped before it went live.
+/// A run that was stopped before it went live (or is being undone).
 fn stopped(state: InstanceState) -> bool {
-    matches!(state, InstanceState::Compensated | InstanceState::Cancelled)
+    matches!(
+        state,
+        InstanceState::Compensated | InstanceState::Compensating | InstanceState::Cancelled
+    )
 }
 
 fn terminal(state: InstanceState) -> bool {
@@ -351,6 +354,9 @@ impl App {
                 "Compensated (undone)".to_owned(),
                 None,
             ),
+            (InstanceState::Compensating, _) => {
+                ("compensating".to_owned(), "Being undone".to_owned(), None)
+            }
             (_, Some(s)) => (s.id.clone(), s.title.clone(), s.entered_at),
             (_, None) => ("done".to_owned(), "Done".to_owned(), None),
         };
