@@ -258,6 +258,14 @@ pub struct AuditEntry {
     pub leaf_hash: AuditHash,
 }
 
+/// The lowest height of subtree a store keeps as a node row. The levels
+/// below are hashed from the entries' leaf hashes when asked for (at most
+/// `2^AUDIT_STORED_LEVEL` of them, one range of the entries' primary key):
+/// level 0 would repeat every entry's `leaf_hash`, and levels 1 and 2 cost
+/// three rows per four entries. Storing from level 3 writes one node row
+/// per eight entries instead of two per entry.
+pub const AUDIT_STORED_LEVEL: u8 = 3;
+
 /// A completed perfect subtree of a log's Merkle tree: `level` 0 is a leaf,
 /// level `l` covers leaves `index << l .. (index + 1) << l`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

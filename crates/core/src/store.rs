@@ -605,9 +605,12 @@ pub trait AuditStore: Send + Sync {
     /// In one transaction: moves `log` from `expected_size` to
     /// `expected_size + entries.len()` (`Stale("audit log")` if its size is
     /// another: a second sequencer appended meanwhile), stores `entries`
-    /// (whose indexes must run on from `expected_size`) and the completed
-    /// subtrees `nodes`, and deletes the outbox records `consumed`
-    /// (`Stale("audit outbox")` if one is gone).
+    /// (whose indexes must run on from `expected_size`) and those of the
+    /// completed subtrees `nodes` of height
+    /// [`AUDIT_STORED_LEVEL`](crate::audit::AUDIT_STORED_LEVEL) and above
+    /// (lower ones are left out: they are hashed from the entries), and
+    /// deletes the outbox records `consumed` (`Stale("audit outbox")` if
+    /// one is gone).
     async fn append_audit(
         &self,
         log: &str,
@@ -618,8 +621,11 @@ pub trait AuditStore: Send + Sync {
     ) -> StoreResult<()>;
     /// The log's size and frontier (size 0 for a log never appended to).
     async fn audit_head(&self, log: &str) -> StoreResult<AuditHead>;
-    /// The hashes of the subtrees `(level, index)`, in the order asked; one
-    /// not stored is `NotFound("audit node")`.
+    /// The hashes of the subtrees `(level, index)`, in the order asked: read
+    /// from the node rows, or below
+    /// [`AUDIT_STORED_LEVEL`](crate::audit::AUDIT_STORED_LEVEL) hashed from
+    /// the entries' leaf hashes. A subtree not complete in the store is
+    /// `NotFound("audit node")`.
     async fn audit_nodes(&self, log: &str, ids: &[(u8, u64)]) -> StoreResult<Vec<AuditHash>>;
     /// Up to `limit` entries from index `from` on, in index order.
     async fn audit_entries(&self, log: &str, from: u64, limit: u32)

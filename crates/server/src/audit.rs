@@ -25,7 +25,8 @@ use gatehouse_audit::{
     Checkpoint, CheckpointError, Frontier, Hash, SignError, Signer, TreeError, leaf_hash,
 };
 use gatehouse_core::audit::{
-    AuditCheckpoint, AuditEntry, AuditNode, AuditRecord, SYSTEM_LOG, details_context, log_origin,
+    AUDIT_STORED_LEVEL, AuditCheckpoint, AuditEntry, AuditNode, AuditRecord, SYSTEM_LOG,
+    details_context, log_origin,
 };
 use gatehouse_core::clock::Clock;
 use gatehouse_core::store::{AuditStore, StoreError};
@@ -181,7 +182,7 @@ impl Batch {
     ) -> Result<Self, SequencerError> {
         let start = frontier.size();
         let mut entries = Vec::with_capacity(records.len());
-        let mut nodes = Vec::with_capacity(records.len() * 2);
+        let mut nodes = Vec::with_capacity(records.len() / 4 + 1);
         let mut consumed = Vec::with_capacity(records.len());
         for (id, record) in records {
             let idx = frontier.size();
@@ -189,6 +190,10 @@ impl Batch {
             let hash = leaf_hash(leaf.as_bytes());
             frontier
                 .push_with(hash, |id, h| {
+                    // The store hashes the lower levels from the entries.
+                    if id.level < AUDIT_STORED_LEVEL {
+                        return;
+                    }
                     nodes.push(AuditNode {
                         level: id.level,
                         index: id.index,

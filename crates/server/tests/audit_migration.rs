@@ -1,9 +1,10 @@
 //! Migration 0014 (the audit log's entries and nodes stored in primary-key
-//! order on SQLite) keeps a log written before it: a database migrated to
-//! 0013 gets a log from the real sequencer with signed checkpoints, is then
-//! migrated to the current schema, and still verifies, reads back the same
-//! entries and proofs, and takes further appends that verify too. On
-//! SQLite, and on PostgreSQL when `GATEHOUSE_TEST_DATABASE_URL` is set.
+//! order on SQLite) and 0025 (node rows below height 3 deleted) keep a log
+//! written before them: a database migrated to 0013 gets a log from the
+//! real sequencer with signed checkpoints, is then migrated to the current
+//! schema, and still verifies, reads back the same entries and proofs, and
+//! takes further appends that verify too. On SQLite, and on PostgreSQL
+//! when `GATEHOUSE_TEST_DATABASE_URL` is set.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -203,6 +204,20 @@ async fn sqlite_log_written_before_0014_still_verifies() -> TestResult {
             .await?
             .run(&pool)
             .await?;
+        // Node rows below height 3, as builds before 0025 stored them
+        // (today's sequencer no longer writes them): the migration deletes
+        // them.
+        sqlx::query("INSERT INTO audit_logs (log, size) VALUES ($1, 0)")
+            .bind(SYSTEM_LOG)
+            .execute(&pool)
+            .await?;
+        sqlx::query(
+            "INSERT INTO audit_nodes (log, level, idx, hash) VALUES ($1, 0, 0, $2), ($1, 2, 5, $2)",
+        )
+        .bind(SYSTEM_LOG)
+        .bind("ab".repeat(32))
+        .execute(&pool)
+        .await?;
         pool.close().await;
     }
     let store: Arc<dyn Store> = Arc::new(SqliteStore::connect(&url).await?);
@@ -211,7 +226,16 @@ async fn sqlite_log_written_before_0014_still_verifies() -> TestResult {
     assert!(status.known > 13, "{status:?}");
     let result = a_log_written_before_0014_still_verifies(store.clone()).await;
     store.close().await;
-    result
+    result?;
+    let pool = sqlx::SqlitePool::connect(&url).await?;
+    let levels: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT level, count(*) FROM audit_nodes GROUP BY level ORDER BY level")
+            .fetch_all(&pool)
+            .await?;
+    pool.close().await;
+    // 4,033 entries: 504 subtrees of height 3, 252 of 4, and so on up.
+    assert_eq!(levels.first(), Some(&(3, 4_033 / 8)), "{levels:?}");
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -99,6 +99,59 @@ pub(crate) fn node_filter(first: usize, count: usize) -> String {
         .join(" OR ")
 }
 
+/// The leaves `(first, count)` of the subtree `(level, index)`, which is
+/// hashed from the entries rather than stored (`level` below
+/// [`gatehouse_core::audit::AUDIT_STORED_LEVEL`]); `None` past the end of any
+/// log.
+pub(crate) fn hashed_range(level: u8, index: u64) -> Option<(u64, u64)> {
+    let count = 1u64.checked_shl(u32::from(level))?;
+    Some((index.checked_mul(count)?, count))
+}
+
+/// The query for one chunk of the subtrees `audit_nodes` is asked for: the
+/// stored ones by primary key (`level`, `idx`, `hash`), then the leaf
+/// hashes of each hashed one, marked with level `-1`, as a range of the
+/// entries' primary key of its own (SQLite searches an `OR` of ranges by
+/// `log` alone, scanning the whole log). One round trip; `$1` is the log.
+/// At most 256 ranges a chunk, within SQLite's 500 terms of a compound
+/// select.
+pub(crate) fn nodes_and_leaves_sql(stored: usize, ranges: usize) -> String {
+    let mut parts = Vec::with_capacity(ranges + 1);
+    if stored > 0 {
+        parts.push(format!(
+            "SELECT level, idx, hash FROM audit_nodes WHERE {}",
+            node_filter(2, stored)
+        ));
+    }
+    let first = 2 + 2 * stored;
+    parts.extend((0..ranges).map(|i| {
+        format!(
+            "SELECT CAST(-1 AS BIGINT), idx, leaf_hash FROM audit_entries \
+             WHERE log = $1 AND idx >= ${} AND idx <= ${}",
+            first + 2 * i,
+            first + 2 * i + 1
+        )
+    }));
+    parts.join(" UNION ALL ")
+}
+
+/// The hash of the subtree `(level, index)` from the leaf hashes `leaves`
+/// (by entry index); `None` if one of its leaves is missing.
+pub(crate) fn hash_subtree(
+    level: u8,
+    index: u64,
+    leaves: &std::collections::HashMap<u64, AuditHash>,
+) -> Option<AuditHash> {
+    let (first, count) = hashed_range(level, index)?;
+    let hashes = (0..count)
+        .map(|i| {
+            let idx = first.checked_add(i)?;
+            leaves.get(&idx).map(|h| Hash::from_bytes(*h))
+        })
+        .collect::<Option<Vec<Hash>>>()?;
+    Some(*gatehouse_audit::merkle::root(&hashes).as_bytes())
+}
+
 /// Binds an outbox record's 7 columns, in [`OUTBOX_COLUMNS`] order.
 pub(crate) fn bind_outbox<'q, DB>(
     query: Query<'q, DB, <DB as Database>::Arguments<'q>>,
@@ -564,7 +617,12 @@ macro_rules! impl_audit_store {
                         .await
                         .map_err(crate::db_error("appending audit entries"))?;
                 }
-                for chunk in nodes.chunks(sql::APPEND_ROWS) {
+                // The lower levels are hashed from the entries when asked for.
+                let stored: Vec<&gatehouse_core::audit::AuditNode> = nodes
+                    .iter()
+                    .filter(|n| n.level >= gatehouse_core::audit::AUDIT_STORED_LEVEL)
+                    .collect();
+                for chunk in stored.chunks(sql::APPEND_ROWS) {
                     let text = <$db as crate::placeholders::Placeholders>::sequential(sql::insert_nodes_sql(chunk.len()));
                     let mut query = sqlx::query(&text);
                     for node in chunk {
@@ -635,35 +693,54 @@ macro_rules! impl_audit_store {
                 ids: &[(u8, u64)],
             ) -> gatehouse_core::store::StoreResult<Vec<gatehouse_core::audit::AuditHash>> {
                 use crate::audit_sql as sql;
+                use gatehouse_core::audit::{AUDIT_STORED_LEVEL, AuditHash};
+                use gatehouse_core::store::StoreError;
                 use std::collections::HashMap;
-                let mut found: HashMap<(u8, u64), gatehouse_core::audit::AuditHash> = HashMap::new();
+                let mut found: HashMap<(u8, u64), AuditHash> = HashMap::new();
+                let mut leaves: HashMap<u64, AuditHash> = HashMap::new();
                 for chunk in ids.chunks(crate::engine_sql::MAX_ROWS) {
-                    let text = format!(
-                        "SELECT level, idx, hash FROM audit_nodes WHERE {}",
-                        sql::node_filter(2, chunk.len())
-                    );
+                    let (stored, hashed): (Vec<(u8, u64)>, Vec<(u8, u64)>) =
+                        chunk.iter().partition(|(level, _)| *level >= AUDIT_STORED_LEVEL);
+                    // A subtree past any log's end cannot be complete.
+                    let ranges: Vec<(u64, u64)> = hashed
+                        .iter()
+                        .filter_map(|&(level, index)| sql::hashed_range(level, index))
+                        .collect();
+                    if stored.is_empty() && ranges.is_empty() {
+                        continue;
+                    }
+                    let text = sql::nodes_and_leaves_sql(stored.len(), ranges.len());
                     let mut query = sqlx::query_as::<_, (i64, i64, String)>(&text).bind(log);
-                    for (level, index) in chunk {
+                    for (level, index) in &stored {
                         query = query.bind(i64::from(*level)).bind(sql::to_i64("audit node index", *index)?);
+                    }
+                    for (first, count) in &ranges {
+                        let last = first.saturating_add(count - 1);
+                        query = query.bind(sql::index_bound(*first)).bind(sql::index_bound(last));
                     }
                     let rows = query
                         .fetch_all(&self.writer)
                         .await
                         .map_err(crate::db_error("reading audit nodes"))?;
                     for (level, idx, hash) in rows {
-                        let level = u8::try_from(level).map_err(|_| {
-                            gatehouse_core::store::StoreError::Corrupt(format!("audit_nodes.level: {level}"))
-                        })?;
                         let idx = sql::to_u64("audit_nodes.idx", idx)?;
-                        found.insert((level, idx), sql::from_hex("audit_nodes.hash", &hash)?);
+                        if level == -1 {
+                            leaves.insert(idx, sql::from_hex("audit_entries.leaf_hash", &hash)?);
+                        } else {
+                            let level = u8::try_from(level)
+                                .map_err(|_| StoreError::Corrupt(format!("audit_nodes.level: {level}")))?;
+                            found.insert((level, idx), sql::from_hex("audit_nodes.hash", &hash)?);
+                        }
                     }
                 }
                 ids.iter()
-                    .map(|id| {
-                        found
-                            .get(id)
-                            .copied()
-                            .ok_or(gatehouse_core::store::StoreError::NotFound("audit node"))
+                    .map(|&(level, index)| {
+                        let hash = if level >= AUDIT_STORED_LEVEL {
+                            found.get(&(level, index)).copied()
+                        } else {
+                            sql::hash_subtree(level, index, &leaves)
+                        };
+                        hash.ok_or(StoreError::NotFound("audit node"))
                     })
                     .collect()
             }
@@ -869,6 +946,38 @@ mod tests {
             join(&|r| r.2.len().to_string(), " "),
             join(&|r| r.2.to_owned(), ""),
         )
+    }
+
+    /// The shape `sqlite_pages_are_index_range_scans` (tests/audit_browse.rs)
+    /// checks the plan of: the stored nodes in one `OR` of primary keys,
+    /// each hashed subtree's leaves a select of its own, parameters in
+    /// order.
+    #[test]
+    fn subtrees_are_read_as_the_plan_test_reads_them() {
+        let text = nodes_and_leaves_sql(2, 2);
+        let parts: Vec<&str> = text.split(" UNION ALL ").collect();
+        assert_eq!(parts.len(), 3, "{text}");
+        assert_eq!(
+            parts[0],
+            "SELECT level, idx, hash FROM audit_nodes WHERE (log = $1 AND level = $2 AND idx = $3) \
+             OR (log = $1 AND level = $4 AND idx = $5)"
+        );
+        for (part, (a, b)) in parts[1..].iter().zip([(6, 7), (8, 9)]) {
+            assert_eq!(
+                *part,
+                format!(
+                    "SELECT CAST(-1 AS BIGINT), idx, leaf_hash FROM audit_entries \
+                     WHERE log = $1 AND idx >= ${a} AND idx <= ${b}"
+                )
+            );
+        }
+        assert_eq!(
+            nodes_and_leaves_sql(0, 1),
+            "SELECT CAST(-1 AS BIGINT), idx, leaf_hash FROM audit_entries \
+             WHERE log = $1 AND idx >= $2 AND idx <= $3"
+        );
+        assert_eq!(hashed_range(2, 3), Some((12, 4)));
+        assert_eq!(hashed_range(1, u64::MAX), None);
     }
 
     #[test]

@@ -304,13 +304,54 @@ mod cases {
             plan.assemble(&hashes).unwrap(),
             memory.inclusion_proof(4, 11).unwrap()
         );
-        let missing = NodeId { level: 3, index: 1 };
-        let err = c
+        // Stored subtrees (height 3 and up) and subtrees hashed from the
+        // entries' leaf hashes, asked for together, as an in-memory tree
+        // has them.
+        let leaves: Vec<Hash> = first
+            .iter()
+            .chain(&second)
+            .map(|e| Hash::from_bytes(e.leaf_hash))
+            .collect();
+        let hashes = c
             .store
-            .audit_nodes(log, &[(missing.level, missing.index)])
+            .audit_nodes(log, &[(3, 0), (0, 10), (1, 4), (2, 1), (1, 0)])
             .await
-            .unwrap_err();
-        assert!(matches!(err, StoreError::NotFound("audit node")), "{err}");
+            .unwrap();
+        let expected = [
+            gatehouse_audit::merkle::root(&leaves[0..8]),
+            leaves[10],
+            gatehouse_audit::merkle::root(&leaves[8..10]),
+            gatehouse_audit::merkle::root(&leaves[4..8]),
+            gatehouse_audit::merkle::root(&leaves[0..2]),
+        ];
+        assert_eq!(
+            hashes.into_iter().map(Hash::from_bytes).collect::<Vec<_>>(),
+            expected
+        );
+        // A subtree not complete in the log, stored or hashed, is not found.
+        for missing in [
+            NodeId { level: 3, index: 1 },
+            NodeId {
+                level: 0,
+                index: 11,
+            },
+            NodeId { level: 1, index: 5 },
+            NodeId { level: 2, index: 2 },
+            NodeId {
+                level: 2,
+                index: u64::MAX,
+            },
+        ] {
+            let err = c
+                .store
+                .audit_nodes(log, &[(0, 1), (missing.level, missing.index)])
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, StoreError::NotFound("audit node")),
+                "{missing:?}: {err}"
+            );
+        }
         let head = c.store.audit_head(log).await.unwrap();
         let restored = Frontier::restore(
             head.size,

@@ -251,7 +251,8 @@ mod cases {
 #[tokio::test]
 async fn sqlite_pages_are_index_range_scans() -> TestResult {
     let db = gatehouse_store::testing::TestDatabase::sqlite().await?;
-    fill(&db.store, 5).await?;
+    // Eight entries a log: each completes a subtree of height 3.
+    fill(&db.store, 8).await?;
     let pool = sqlx::SqlitePool::connect(&db.url).await?;
     let select = "SELECT log, idx, at, actor, action, subject, leaf, leaf_hash FROM audit_entries";
     let cases = [
@@ -290,25 +291,52 @@ async fn sqlite_pages_are_index_range_scans() -> TestResult {
             "{filter}: {plan:?}"
         );
     }
-    // The nodes of a proof: one primary-key lookup each.
+    // The nodes of a proof: one primary-key lookup each for the stored
+    // subtrees, one range of the entries' primary key for each subtree
+    // hashed from leaf hashes (an `OR` of the ranges is searched by `log`
+    // alone, every entry of the log).
     let text = "EXPLAIN QUERY PLAN SELECT level, idx, hash FROM audit_nodes WHERE \
-        (log = $1 AND level = $2 AND idx = $3) OR (log = $1 AND level = $4 AND idx = $5)";
+        (log = $1 AND level = $2 AND idx = $3) OR (log = $1 AND level = $4 AND idx = $5) \
+        UNION ALL SELECT CAST(-1 AS BIGINT), idx, leaf_hash FROM audit_entries \
+        WHERE log = $1 AND idx >= $6 AND idx <= $7 \
+        UNION ALL SELECT CAST(-1 AS BIGINT), idx, leaf_hash FROM audit_entries \
+        WHERE log = $1 AND idx >= $8 AND idx <= $9";
     let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(text)
         .bind("system")
+        .bind(3_i64)
         .bind(0_i64)
+        .bind(4_i64)
         .bind(1_i64)
-        .bind(2_i64)
-        .bind(0_i64)
+        .bind(8_i64)
+        .bind(9_i64)
+        .bind(12_i64)
+        .bind(15_i64)
         .fetch_all(&pool)
         .await?;
     let plan: Vec<&str> = rows.iter().map(|r| r.3.as_str()).collect();
-    assert!(
+    assert_eq!(
         plan.iter()
             .filter(|s| s.contains("(log=? AND level=? AND idx=?)"))
-            .count()
-            == 2,
+            .count(),
+        2,
         "{plan:?}"
     );
+    assert_eq!(
+        plan.iter()
+            .filter(|s| s.contains("audit_entries") && s.contains("(log=? AND idx>? AND idx<?)"))
+            .count(),
+        2,
+        "{plan:?}"
+    );
+    assert!(!plan.iter().any(|s| s.starts_with("SCAN")), "{plan:?}");
+    // Only the subtrees of height 3 and up are stored.
+    let (low,): (i64,) = sqlx::query_as("SELECT count(*) FROM audit_nodes WHERE level < 3")
+        .fetch_one(&pool)
+        .await?;
+    let (high,): (i64,) = sqlx::query_as("SELECT count(*) FROM audit_nodes WHERE level >= 3")
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!((low, high > 0), (0, true), "{low} {high}");
     pool.close().await;
     db.cleanup().await;
     Ok(())

@@ -358,8 +358,8 @@ impl App {
     }
 
     /// The hashes of the subtrees `ids`, in one query. Every subtree a
-    /// proof within the log's size needs is stored, so a missing one is a
-    /// damaged log, not a bad request.
+    /// proof within the log's size needs is stored, or hashed from entries
+    /// that are, so a missing one is a damaged log, not a bad request.
     async fn proof_nodes(&self, log: &str, ids: &[(u8, u64)]) -> Result<Vec<Hash>, AppError> {
         match self.store.audit_nodes(log, ids).await {
             Ok(hashes) => Ok(hashes.into_iter().map(Hash::from_bytes).collect()),
