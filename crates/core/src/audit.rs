@@ -260,10 +260,11 @@ pub struct AuditEntry {
 
 /// The lowest height of subtree a store keeps as a node row. The levels
 /// below are hashed from the entries' leaf hashes when asked for (at most
-/// `2^AUDIT_STORED_LEVEL` of them, one range of the entries' primary key):
-/// level 0 would repeat every entry's `leaf_hash`, and levels 1 and 2 cost
-/// three rows per four entries. Storing from level 3 writes one node row
-/// per eight entries instead of two per entry.
+/// `2^(AUDIT_STORED_LEVEL - 1)` = 4 of them, one range of the entries'
+/// primary key): level 0 would repeat every entry's `leaf_hash`, and levels
+/// 1 and 2 cost three rows per four entries. Storing from level 3 writes
+/// about one node row per four entries (`n/8 + n/16 + …`) instead of two
+/// per entry.
 pub const AUDIT_STORED_LEVEL: u8 = 3;
 
 /// A completed perfect subtree of a log's Merkle tree: `level` 0 is a leaf,

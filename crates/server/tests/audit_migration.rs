@@ -238,6 +238,37 @@ async fn sqlite_log_written_before_0014_still_verifies() -> TestResult {
     Ok(())
 }
 
+/// Node rows below height 3, as builds before 0025 stored them.
+async fn plant_low_nodes_pg(pool: &sqlx::PgPool) -> TestResult {
+    sqlx::query("INSERT INTO audit_logs (log, size) VALUES ($1, 0)")
+        .bind(SYSTEM_LOG)
+        .execute(pool)
+        .await?;
+    sqlx::query(
+        "INSERT INTO audit_nodes (log, level, idx, hash) VALUES ($1, 0, 0, $2), ($1, 2, 5, $2)",
+    )
+    .bind(SYSTEM_LOG)
+    .bind("ab".repeat(32))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Migration 0025 deleted them; the lowest rows left are of height 3.
+async fn low_nodes_gone_pg(url: &str) -> TestResult {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await?;
+    let levels: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT level, count(*) FROM audit_nodes GROUP BY level ORDER BY level")
+            .fetch_all(&pool)
+            .await?;
+    pool.close().await;
+    assert_eq!(levels.first(), Some(&(3, 4_033 / 8)), "{levels:?}");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_log_written_before_0014_still_verifies() -> TestResult {
     let Ok(base) = std::env::var(TEST_DATABASE_URL) else {
@@ -251,7 +282,10 @@ async fn postgres_log_written_before_0014_still_verifies() -> TestResult {
         .connect(&pg.url_for_schema(&base))
         .await?;
     let migrated = match sqlx::migrate::Migrator::new(migrations.path()).await {
-        Ok(migrator) => migrator.run(&pool).await.map_err(Error::from),
+        Ok(migrator) => match migrator.run(&pool).await {
+            Ok(()) => plant_low_nodes_pg(&pool).await,
+            Err(err) => Err(err.into()),
+        },
         Err(err) => Err(err.into()),
     };
     pool.close().await;
@@ -261,6 +295,10 @@ async fn postgres_log_written_before_0014_still_verifies() -> TestResult {
         Err(err) => Err(err),
     };
     store.close().await;
+    let result = match result {
+        Ok(()) => low_nodes_gone_pg(&pg.url_for_schema(&base)).await,
+        Err(err) => Err(err),
+    };
     let admin = PgStore::connect(&base).await?;
     admin.drop_named_schema(&pg).await?;
     admin.close_pool().await;

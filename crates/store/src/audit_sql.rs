@@ -116,6 +116,9 @@ pub(crate) fn hashed_range(level: u8, index: u64) -> Option<(u64, u64)> {
 /// At most 256 ranges a chunk, within SQLite's 500 terms of a compound
 /// select.
 pub(crate) fn nodes_and_leaves_sql(stored: usize, ranges: usize) -> String {
+    // `audit_nodes` chunks its ids by `MAX_ROWS`: one select per range
+    // plus one for the stored nodes must stay within SQLite's limit.
+    const _: () = assert!(crate::engine_sql::MAX_ROWS < 500);
     let mut parts = Vec::with_capacity(ranges + 1);
     if stored > 0 {
         parts.push(format!(
