@@ -204,20 +204,7 @@ async fn sqlite_log_written_before_0014_still_verifies() -> TestResult {
             .await?
             .run(&pool)
             .await?;
-        // Node rows below height 3, as builds before 0025 stored them
-        // (today's sequencer no longer writes them): the migration deletes
-        // them.
-        sqlx::query("INSERT INTO audit_logs (log, size) VALUES ($1, 0)")
-            .bind(SYSTEM_LOG)
-            .execute(&pool)
-            .await?;
-        sqlx::query(
-            "INSERT INTO audit_nodes (log, level, idx, hash) VALUES ($1, 0, 0, $2), ($1, 2, 5, $2)",
-        )
-        .bind(SYSTEM_LOG)
-        .bind("ab".repeat(32))
-        .execute(&pool)
-        .await?;
+        plant_low_nodes(&pool).await?;
         pool.close().await;
     }
     let store: Arc<dyn Store> = Arc::new(SqliteStore::connect(&url).await?);
@@ -228,18 +215,26 @@ async fn sqlite_log_written_before_0014_still_verifies() -> TestResult {
     store.close().await;
     result?;
     let pool = sqlx::SqlitePool::connect(&url).await?;
-    let levels: Vec<(i64, i64)> =
-        sqlx::query_as("SELECT level, count(*) FROM audit_nodes GROUP BY level ORDER BY level")
-            .fetch_all(&pool)
-            .await?;
+    let lowest = lowest_node_rows(&pool).await;
     pool.close().await;
-    // 4,033 entries: 504 subtrees of height 3, 252 of 4, and so on up.
-    assert_eq!(levels.first(), Some(&(3, 4_033 / 8)), "{levels:?}");
+    assert_eq!(lowest?, Some(LOWEST_AFTER_0025));
     Ok(())
 }
 
-/// Node rows below height 3, as builds before 0025 stored them.
-async fn plant_low_nodes_pg(pool: &sqlx::PgPool) -> TestResult {
+/// After migration 0025 the lowest node rows are the 504 subtrees of
+/// height 3 of the 4,033 entries [`a_log_written_before_0014_still_verifies`]
+/// leaves (then 252 of height 4, and so on up).
+const LOWEST_AFTER_0025: (i64, i64) = (3, 4_033 / 8);
+
+/// Plants node rows below height 3, as builds before 0025 stored them
+/// (today's sequencer no longer writes them), for the migration to delete.
+async fn plant_low_nodes<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> TestResult
+where
+    for<'c> &'c sqlx::Pool<DB>: sqlx::Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
     sqlx::query("INSERT INTO audit_logs (log, size) VALUES ($1, 0)")
         .bind(SYSTEM_LOG)
         .execute(pool)
@@ -254,18 +249,31 @@ async fn plant_low_nodes_pg(pool: &sqlx::PgPool) -> TestResult {
     Ok(())
 }
 
-/// Migration 0025 deleted them; the lowest rows left are of height 3.
+/// The lowest level that has node rows, and how many it has.
+async fn lowest_node_rows<DB: sqlx::Database>(
+    pool: &sqlx::Pool<DB>,
+) -> Result<Option<(i64, i64)>, Error>
+where
+    for<'c> &'c sqlx::Pool<DB>: sqlx::Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'r> (i64, i64): sqlx::FromRow<'r, DB::Row>,
+{
+    Ok(sqlx::query_as(
+        "SELECT level, count(*) FROM audit_nodes GROUP BY level ORDER BY level LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Migration 0025 deleted the planted rows (see [`LOWEST_AFTER_0025`]).
 async fn low_nodes_gone_pg(url: &str) -> TestResult {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
         .connect(url)
         .await?;
-    let levels: Vec<(i64, i64)> =
-        sqlx::query_as("SELECT level, count(*) FROM audit_nodes GROUP BY level ORDER BY level")
-            .fetch_all(&pool)
-            .await?;
+    let lowest = lowest_node_rows(&pool).await;
     pool.close().await;
-    assert_eq!(levels.first(), Some(&(3, 4_033 / 8)), "{levels:?}");
+    assert_eq!(lowest?, Some(LOWEST_AFTER_0025));
     Ok(())
 }
 
@@ -283,7 +291,7 @@ async fn postgres_log_written_before_0014_still_verifies() -> TestResult {
         .await?;
     let migrated = match sqlx::migrate::Migrator::new(migrations.path()).await {
         Ok(migrator) => match migrator.run(&pool).await {
-            Ok(()) => plant_low_nodes_pg(&pool).await,
+            Ok(()) => plant_low_nodes(&pool).await,
             Err(err) => Err(err.into()),
         },
         Err(err) => Err(err.into()),
