@@ -16,6 +16,7 @@ use sqlx::query::Query;
 use sqlx::{Database, Encode, Type};
 
 use crate::engine_sql::{SortableTime, to_json, values_list};
+use crate::placeholders::Placeholders;
 
 pub(crate) const OUTBOX_COLUMNS: &str = "log, at, tenant_id, actor, action, subject, details";
 const OUTBOX_WIDTH: usize = 7;
@@ -50,6 +51,39 @@ pub(crate) fn insert_nodes_sql(rows: usize) -> String {
 /// 65,535). Fewer, larger statements: every statement is a round trip to
 /// SQLite's worker thread or to the PostgreSQL server.
 pub(crate) const APPEND_ROWS: usize = 1024;
+
+/// The statements of `items` in chunks of at most `rows`: the text of each,
+/// `sql(rows in the chunk)` in the back end's placeholders. With
+/// [`bind_statements`], a write's statements are all bound before it takes
+/// the writer, so that its transaction holds the writer only while they run.
+pub(crate) fn statement_texts<DB: Placeholders, T>(
+    items: &[T],
+    rows: usize,
+    sql: impl Fn(usize) -> String,
+) -> Vec<String> {
+    items
+        .chunks(rows)
+        .map(|chunk| DB::sequential(sql(chunk.len())))
+        .collect()
+}
+
+/// The statements of [`statement_texts`] with each chunk's values bound by
+/// `bind`, row by row.
+pub(crate) fn bind_statements<'q, DB: Database, T>(
+    texts: &'q [String],
+    items: &'q [T],
+    rows: usize,
+    mut bind: impl FnMut(
+        Query<'q, DB, <DB as Database>::Arguments<'q>>,
+        &'q T,
+    ) -> StoreResult<Query<'q, DB, <DB as Database>::Arguments<'q>>>,
+) -> StoreResult<Vec<Query<'q, DB, <DB as Database>::Arguments<'q>>>> {
+    texts
+        .iter()
+        .zip(items.chunks(rows))
+        .map(|(text, chunk)| chunk.iter().try_fold(sqlx::query(text), &mut bind))
+        .collect()
+}
 
 /// The ids of `consumed` as runs of consecutive ids `(first, last)`,
 /// both included: the sequencer consumes the outbox in id order, so a
@@ -496,12 +530,9 @@ macro_rules! impl_audit_store {
                 records: &[gatehouse_core::audit::AuditRecord],
             ) -> gatehouse_core::store::StoreResult<()> {
                 use crate::audit_sql as sql;
-                for chunk in records.chunks(crate::engine_sql::MAX_ROWS) {
-                    let text = <$db as crate::placeholders::Placeholders>::sequential(sql::insert_outbox_sql(chunk.len()));
-                    let mut query = sqlx::query(&text);
-                    for record in chunk {
-                        query = sql::bind_outbox(query, record)?;
-                    }
+                let rows = crate::engine_sql::MAX_ROWS;
+                let texts = sql::statement_texts::<$db, _>(records, rows, sql::insert_outbox_sql);
+                for query in sql::bind_statements(&texts, records, rows, sql::bind_outbox)? {
                     query
                         .execute(&mut *conn)
                         .await
@@ -534,12 +565,33 @@ macro_rules! impl_audit_store {
                 &self,
                 records: &[gatehouse_core::audit::AuditRecord],
             ) -> gatehouse_core::store::StoreResult<()> {
+                // Bound before the writer is taken; one statement is atomic
+                // on its own and needs no transaction around it.
+                use crate::audit_sql as sql;
+                let rows = crate::engine_sql::MAX_ROWS;
+                let texts = sql::statement_texts::<$db, _>(records, rows, sql::insert_outbox_sql);
+                let mut inserts = sql::bind_statements(&texts, records, rows, sql::bind_outbox)?;
+                if inserts.len() <= 1 {
+                    return match inserts.pop() {
+                        Some(insert) => insert
+                            .execute(&self.writer)
+                            .await
+                            .map(|_| ())
+                            .map_err(crate::db_error("queueing audit records")),
+                        None => Ok(()),
+                    };
+                }
                 let mut tx = self
                     .writer
                     .begin()
                     .await
                     .map_err(crate::db_error("queueing audit records"))?;
-                Self::write_audit_records(&mut tx, records).await?;
+                for insert in inserts {
+                    insert
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(crate::db_error("queueing audit records"))?;
+                }
                 tx.commit()
                     .await
                     .map_err(crate::db_error("queueing audit records"))
@@ -577,6 +629,45 @@ macro_rules! impl_audit_store {
                     .ok_or_else(|| StoreError::Conflict("the audit log is full".to_owned()))?;
                 let expected = sql::to_i64("audit log size", expected_size)?;
                 let new_size = sql::to_i64("audit log size", new_size)?;
+                // Every statement is bound before the writer is taken (see
+                // `statement_texts`).
+                let entry_texts = sql::statement_texts::<$db, _>(entries, sql::APPEND_ROWS, sql::insert_entries_sql);
+                let entry_inserts = sql::bind_statements(&entry_texts, entries, sql::APPEND_ROWS, |query, entry| {
+                    Ok(query
+                        .bind(log)
+                        .bind(sql::to_i64("audit entry index", entry.idx)?)
+                        .bind(SortableTime(entry.at))
+                        .bind(entry.actor.as_str())
+                        .bind(entry.action.as_str())
+                        .bind(entry.subject.as_str())
+                        .bind(entry.leaf.as_str())
+                        .bind(sql::to_hex(&entry.leaf_hash)))
+                })?;
+                // The lower levels are hashed from the entries when asked for.
+                let stored: Vec<&gatehouse_core::audit::AuditNode> = nodes
+                    .iter()
+                    .filter(|n| n.level >= gatehouse_core::audit::AUDIT_STORED_LEVEL)
+                    .collect();
+                let node_texts = sql::statement_texts::<$db, _>(&stored, sql::APPEND_ROWS, sql::insert_nodes_sql);
+                let node_inserts = sql::bind_statements(&node_texts, &stored, sql::APPEND_ROWS, |query, node| {
+                    Ok(query
+                        .bind(log)
+                        .bind(i64::from(node.level))
+                        .bind(sql::to_i64("audit node index", node.index)?)
+                        .bind(sql::to_hex(&node.hash)))
+                })?;
+                let runs = sql::id_runs(consumed);
+                let delete_texts = sql::statement_texts::<$db, _>(&runs, MAX_ROWS, |n| {
+                    format!("DELETE FROM audit_outbox WHERE {}", sql::run_filter(1, n))
+                });
+                let deletes = sql::bind_statements(&delete_texts, &runs, MAX_ROWS, |query, &(first, last)| {
+                    Ok(query.bind(first).bind(last))
+                })?;
+                // How many records each delete consumes.
+                let consuming = runs
+                    .chunks(MAX_ROWS)
+                    .map(|chunk| chunk.iter().map(|&(first, last)| last.abs_diff(first) + 1).sum::<u64>());
+
                 let mut tx = self.writer.begin().await.map_err(crate::db_error("starting a transaction"))?;
                 // The compare-and-set on the log's size: a concurrent
                 // sequencer's append makes this one stale.
@@ -601,40 +692,13 @@ macro_rules! impl_audit_store {
                 if done.rows_affected() != 1 {
                     return Err(StoreError::Stale("audit log"));
                 }
-                for chunk in entries.chunks(sql::APPEND_ROWS) {
-                    let text = <$db as crate::placeholders::Placeholders>::sequential(sql::insert_entries_sql(chunk.len()));
-                    let mut query = sqlx::query(&text);
-                    for entry in chunk {
-                        query = query
-                            .bind(log)
-                            .bind(sql::to_i64("audit entry index", entry.idx)?)
-                            .bind(SortableTime(entry.at))
-                            .bind(entry.actor.as_str())
-                            .bind(entry.action.as_str())
-                            .bind(entry.subject.as_str())
-                            .bind(entry.leaf.as_str())
-                            .bind(sql::to_hex(&entry.leaf_hash));
-                    }
+                for query in entry_inserts {
                     query
                         .execute(&mut *tx)
                         .await
                         .map_err(crate::db_error("appending audit entries"))?;
                 }
-                // The lower levels are hashed from the entries when asked for.
-                let stored: Vec<&gatehouse_core::audit::AuditNode> = nodes
-                    .iter()
-                    .filter(|n| n.level >= gatehouse_core::audit::AUDIT_STORED_LEVEL)
-                    .collect();
-                for chunk in stored.chunks(sql::APPEND_ROWS) {
-                    let text = <$db as crate::placeholders::Placeholders>::sequential(sql::insert_nodes_sql(chunk.len()));
-                    let mut query = sqlx::query(&text);
-                    for node in chunk {
-                        query = query
-                            .bind(log)
-                            .bind(i64::from(node.level))
-                            .bind(sql::to_i64("audit node index", node.index)?)
-                            .bind(sql::to_hex(&node.hash));
-                    }
+                for query in node_inserts {
                     query.execute(&mut *tx).await.map_err(|err| match crate::engine_sql::violation(&err) {
                         crate::engine_sql::Violation::Unique => {
                             StoreError::Conflict("an audit node is stored already".to_owned())
@@ -642,18 +706,7 @@ macro_rules! impl_audit_store {
                         _ => crate::db_error("storing audit nodes")(err),
                     })?;
                 }
-                let runs = sql::id_runs(consumed);
-                for chunk in runs.chunks(MAX_ROWS) {
-                    let text = <$db as crate::placeholders::Placeholders>::sequential(format!(
-                        "DELETE FROM audit_outbox WHERE {}",
-                        sql::run_filter(1, chunk.len())
-                    ));
-                    let mut query = sqlx::query(&text);
-                    let mut expected = 0u64;
-                    for &(first, last) in chunk {
-                        query = query.bind(first).bind(last);
-                        expected += last.abs_diff(first) + 1;
-                    }
+                for (query, expected) in deletes.into_iter().zip(consuming) {
                     let done = query
                         .execute(&mut *tx)
                         .await

@@ -402,6 +402,35 @@ mod cases {
         assert!(after(all[all.len() - 1], 100).await.is_empty());
     }
 
+    /// `queue_audit` takes any number of records, one statement or several
+    /// (a transaction of their own), and nothing for none; the outbox holds
+    /// them all, in the order queued.
+    pub async fn queued_records_keep_their_order(c: &Case) {
+        let record = |i: usize| gatehouse_core::audit::AuditRecord {
+            at: c.now(),
+            tenant_id: None,
+            actor: "system".into(),
+            action: "test.queued".into(),
+            subject: format!("r{i}"),
+            details: json!({"n": i}),
+        };
+        c.store.queue_audit(&[]).await.unwrap();
+        assert!(c.pending_actions().await.is_empty());
+        // One record, then 600 (three statements of at most 256), then
+        // exactly one statement's worth.
+        let mut queued = 0;
+        for count in [1, 600, 256] {
+            let records: Vec<_> = (queued..queued + count).map(record).collect();
+            c.store.queue_audit(&records).await.unwrap();
+            queued += count;
+        }
+        let pending = c.store.pending_audit(1000).await.unwrap();
+        assert!(pending.windows(2).all(|w| w[0].0 < w[1].0));
+        let subjects: Vec<String> = pending.into_iter().map(|(_, r)| r.subject).collect();
+        let expected: Vec<String> = (0..queued).map(|i| format!("r{i}")).collect();
+        assert_eq!(subjects, expected);
+    }
+
     pub async fn checkpoints_are_one_per_size(c: &Case) {
         let log = "system";
         let mut tree = Frontier::new();
@@ -478,4 +507,5 @@ conformance!(
     appends_are_a_compare_and_set_on_the_size,
     the_outbox_reads_on_from_a_cursor,
     checkpoints_are_one_per_size,
+    queued_records_keep_their_order,
 );
