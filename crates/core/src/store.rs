@@ -586,8 +586,9 @@ pub trait NotificationStore: Send + Sync {
 #[async_trait]
 pub trait AuditStore: Send + Sync {
     /// Queues `records` in the audit outbox in a transaction of their own,
-    /// for facts that change nothing else the store holds (an export, a
-    /// benchmark's synthetic load). A change the store holds must queue its
+    /// for facts that change nothing else the store holds (a refused
+    /// sign-in, the operations an identity lifecycle applied elsewhere, a
+    /// key rotation, a benchmark's synthetic load). A change the store holds must queue its
     /// record in its own transaction instead.
     async fn queue_audit(&self, records: &[AuditRecord]) -> StoreResult<()>;
     /// Up to `limit` outbox records, oldest first, with their outbox ids.

@@ -54,8 +54,10 @@ pub(crate) const APPEND_ROWS: usize = 1024;
 
 /// The statements of `items` in chunks of at most `rows`: the text of each,
 /// `sql(rows in the chunk)` in the back end's placeholders. With
-/// [`bind_statements`], a write's statements are all bound before it takes
-/// the writer, so that its transaction holds the writer only while they run.
+/// [`bind_statements`], `append_audit` and `queue_audit` bind all their
+/// statements before they take the writer, so that their transaction holds
+/// it only while the statements run (at the cost of holding every chunk's
+/// values at once, a few MB for the sequencer's largest append).
 pub(crate) fn statement_texts<DB: Placeholders, T>(
     items: &[T],
     rows: usize,
@@ -68,7 +70,7 @@ pub(crate) fn statement_texts<DB: Placeholders, T>(
 }
 
 /// The statements of [`statement_texts`] with each chunk's values bound by
-/// `bind`, row by row.
+/// `bind`, row by row; `items` and `rows` are those the texts were made of.
 pub(crate) fn bind_statements<'q, DB: Database, T>(
     texts: &'q [String],
     items: &'q [T],
@@ -78,6 +80,7 @@ pub(crate) fn bind_statements<'q, DB: Database, T>(
         &'q T,
     ) -> StoreResult<Query<'q, DB, <DB as Database>::Arguments<'q>>>,
 ) -> StoreResult<Vec<Query<'q, DB, <DB as Database>::Arguments<'q>>>> {
+    debug_assert_eq!(texts.len(), items.len().div_ceil(rows.max(1)));
     texts
         .iter()
         .zip(items.chunks(rows))

@@ -416,8 +416,8 @@ mod cases {
         };
         c.store.queue_audit(&[]).await.unwrap();
         assert!(c.pending_actions().await.is_empty());
-        // One record, then 600 (three statements of at most 256), then
-        // exactly one statement's worth.
+        // One record, then 600 (three statements of at most 256, the
+        // store's `MAX_ROWS`), then exactly one statement's worth.
         let mut queued = 0;
         for count in [1, 600, 256] {
             let records: Vec<_> = (queued..queued + count).map(record).collect();
