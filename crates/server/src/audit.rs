@@ -82,6 +82,15 @@ pub enum SequencerError {
         #[source]
         source: IssueError,
     },
+    /// The blocking thread building a batch's leaves panicked, or the
+    /// runtime shut down under it: that batch and the rest of the run are
+    /// not appended (the batches before it are), and stay queued.
+    #[error("audit log `{log}`: building its leaves: {source}")]
+    Build {
+        log: String,
+        #[source]
+        source: tokio::task::JoinError,
+    },
 }
 
 /// Why a checkpoint could not be issued.
@@ -173,6 +182,31 @@ struct Batch {
 }
 
 impl Batch {
+    /// [`Batch::build`] on a blocking thread. Sealing, canonicalising and
+    /// hashing [`APPEND_CHUNK`] leaves takes tens of milliseconds of CPU;
+    /// on an async worker that time would delay the append being written
+    /// meanwhile (each of its statements needs a worker to send the next)
+    /// and the tasks queueing records for the writer.
+    ///
+    /// The work starts when this is called, not when it is awaited.
+    fn build_beside(
+        log: Arc<str>,
+        frontier: Frontier,
+        records: Vec<(i64, AuditRecord)>,
+        sealing: Arc<Sealing>,
+    ) -> impl Future<Output = Result<Self, SequencerError>> {
+        let building = {
+            let log = log.clone();
+            tokio::task::spawn_blocking(move || Self::build(&log, frontier, &records, &sealing))
+        };
+        async move {
+            building.await.map_err(|source| SequencerError::Build {
+                log: log.to_string(),
+                source,
+            })?
+        }
+    }
+
     /// Builds the leaves of `records`, appended to `log` at `frontier`.
     fn build(
         log: &str,
@@ -401,16 +435,24 @@ impl Sequencer {
                 Some(f) => f.clone(),
                 None => self.restore(&log).await?,
             };
-            let sealing = self.sealing(&log, &records).await?;
-            let mut chunks = records.chunks(APPEND_CHUNK);
-            let mut next = chunks
-                .next()
-                .map(|chunk| Batch::build(&log, frontier, chunk, &sealing))
-                .transpose()?;
+            let sealing = Arc::new(self.sealing(&log, &records).await?);
+            let shared_log: Arc<str> = Arc::from(log.as_str());
+            let mut records = records.into_iter();
+            let mut chunks = std::iter::from_fn(move || {
+                let chunk: Vec<_> = records.by_ref().take(APPEND_CHUNK).collect();
+                (!chunk.is_empty()).then_some(chunk)
+            });
+            let mut next = match chunks.next() {
+                Some(chunk) => Some(
+                    Batch::build_beside(shared_log.clone(), frontier, chunk, sealing.clone())
+                        .await?,
+                ),
+                None => None,
+            };
             // Pipelined: while batch k is written (on the store's side),
             // the leaves of batch k+1 are sealed, canonicalised and hashed
-            // here, from the frontier batch k leaves. If batch k is
-            // refused, batch k+1 is dropped unwritten.
+            // on a blocking thread, from the frontier batch k leaves. If
+            // batch k is refused, batch k+1 is dropped unwritten.
             while let Some(batch) = next.take() {
                 let Batch {
                     start,
@@ -429,9 +471,14 @@ impl Sequencer {
                             .await
                     })
                 };
-                let following = chunks
-                    .next()
-                    .map(|chunk| Batch::build(&log, frontier.clone(), chunk, &sealing));
+                let following = chunks.next().map(|chunk| {
+                    Batch::build_beside(
+                        shared_log.clone(),
+                        frontier.clone(),
+                        chunk,
+                        sealing.clone(),
+                    )
+                });
                 let written = match writing.await {
                     Ok(written) => written,
                     Err(join) => Err(StoreError::Backend {
@@ -444,7 +491,10 @@ impl Sequencer {
                         appended += count;
                         self.checkpoint_if_grown(state, &log, &frontier).await?;
                         state.frontiers.insert(log.clone(), frontier);
-                        next = following.transpose()?;
+                        next = match following {
+                            Some(building) => Some(building.await?),
+                            None => None,
+                        };
                     }
                     Err(StoreError::Stale(what)) => {
                         tracing::info!(

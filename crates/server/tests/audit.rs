@@ -494,6 +494,55 @@ async fn checkpoints_are_signed_every_n_entries(store: Arc<dyn Store>) -> TestRe
     Ok(())
 }
 
+/// More records of one log than one append transaction takes (2,048): the
+/// run writes them in several transactions, each batch's leaves built on a
+/// blocking thread while the batch before is written. The log holds them
+/// in queue order, each sealed with its own details, and a checkpoint was
+/// signed after each transaction that took the log 1,000 entries past the
+/// last one.
+async fn a_run_longer_than_one_transaction_keeps_its_order(store: Arc<dyn Store>) -> TestResult {
+    const RECORDS: usize = 5_000;
+    let h = Harness::new(store).await?;
+    let log = h.tenant.to_string();
+    let records: Vec<AuditRecord> = (0..RECORDS)
+        .map(|i| AuditRecord {
+            at: h.clock.now(),
+            tenant_id: Some(h.tenant),
+            actor: "system".into(),
+            action: "test.fact".into(),
+            subject: format!("fact-{i}"),
+            details: json!({ "n": i }),
+        })
+        .collect();
+    // The signing key's creation is queued already, for the system log.
+    let earlier = h.store.pending_audit(100).await?.len();
+    h.store.queue_audit(&records).await?;
+    let sequencer = h.sequencer(Some(policy(1_000, 3600)?))?;
+    assert_eq!(sequencer.run_once(16_384).await?, earlier + RECORDS);
+
+    let (entries, _) = h.verify(&log).await?;
+    assert_eq!(entries.len(), RECORDS);
+    for (i, entry) in entries.iter().enumerate() {
+        assert_eq!(entry.idx, i as u64);
+        assert_eq!(entry.subject, format!("fact-{i}"));
+    }
+    for i in [0, 2_047, 2_048, 4_095, 4_096, RECORDS - 1] {
+        assert_eq!(
+            open_details(&h.app.keyring, &entries[i].leaf).await?,
+            Details::Opened(json!({ "n": i })),
+            "entry {i}"
+        );
+    }
+    let signed: Vec<u64> = h
+        .checkpoints(&log)
+        .await?
+        .into_iter()
+        .map(|(size, _)| size)
+        .collect();
+    assert_eq!(signed, [2_048, 4_096]);
+    Ok(())
+}
+
 async fn checkpoints_are_signed_every_t_seconds(store: Arc<dyn Store>) -> TestResult {
     let h = Harness::new(store).await?;
     let log = h.tenant.to_string();
@@ -755,6 +804,7 @@ store_tests!(
     tenant_details_are_sealed_and_bound_to_their_entry,
     a_shredded_tenants_log_verifies_and_later_records_are_withheld,
     checkpoints_are_signed_every_n_entries,
+    a_run_longer_than_one_transaction_keeps_its_order,
     checkpoints_are_signed_every_t_seconds,
     checkpoints_on_demand_are_idempotent,
     checkpoint_endpoints_refuse_strangers_and_serve_auditors,
