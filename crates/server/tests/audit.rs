@@ -498,9 +498,8 @@ async fn checkpoints_are_signed_every_n_entries(store: Arc<dyn Store>) -> TestRe
 /// run writes them in several transactions, each batch's leaves built on a
 /// blocking thread while the batch before is written. The log holds them
 /// in queue order, sealed (the entries at and around the batch boundaries
-/// open to their own details), and a checkpoint was
-/// signed after each transaction that took the log 1,000 entries past the
-/// last one.
+/// open to their own details), and a checkpoint was signed after each
+/// transaction that took the log 1,000 entries past the last one.
 async fn a_run_longer_than_one_transaction_keeps_its_order(store: Arc<dyn Store>) -> TestResult {
     const RECORDS: usize = 5_000;
     let h = Harness::new(store).await?;
