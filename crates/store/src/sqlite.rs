@@ -14,6 +14,15 @@
 //! writer's own automatic checkpoint stays as a safety net, at
 //! [`AUTOCHECKPOINT_PAGES`], for when the task falls behind; and the WAL
 //! file is cut back to [`WAL_SIZE_LIMIT`] once checkpointed.
+//!
+//! The writer connection alone has a larger page cache
+//! ([`WRITER_CACHE_KIB`]) and keeps its temporary files in memory
+//! (`temp_store = MEMORY`): a transaction of a few MB, such as an audit
+//! append, then neither spills dirty pages into the WAL before its commit
+//! nor writes the statement journal of each multi-row `INSERT` to a file
+//! (docs/benchmarks.md, "bench audit"). The price: the writer's sorts and
+//! temporary tables stay in memory too, so a migration that builds an index
+//! over a large table holds that sort in memory.
 
 use std::str::FromStr;
 use std::sync::{Arc, Weak};
@@ -34,6 +43,9 @@ pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 pub const AUTOCHECKPOINT_PAGES: u32 = 16_384;
 /// The size the WAL file is cut back to once checkpointed.
 pub const WAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// The writer connection's page cache, in KiB (SQLite's default is 2,000).
+pub const WRITER_CACHE_KIB: u32 = 16_384;
 
 /// A store in a SQLite database file.
 #[derive(Debug, Clone)]
@@ -113,7 +125,12 @@ impl SqliteStore {
         }
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(options.clone())
+            .connect_with(
+                options
+                    .clone()
+                    .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"))
+                    .pragma("temp_store", "MEMORY"),
+            )
             .await
             .map_err(db_error("opening the SQLite database"))?;
         if in_memory {
@@ -279,5 +296,39 @@ impl Store for SqliteStore {
     async fn close(&self) {
         self.pool.close().await;
         self.writer.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The writer connection has the large cache and in-memory temporary
+    /// files; the readers keep SQLite's defaults.
+    #[tokio::test]
+    async fn the_writer_alone_has_a_large_cache_and_temp_files_in_memory()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = std::env::temp_dir().join(format!("gatehouse-sqlite-{}", std::process::id()));
+        let store = SqliteStore::connect(&format!("sqlite://{}/t.db", dir.display())).await?;
+        let pragma = |pool: &SqlitePool, name: &'static str| {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_as::<_, (i64,)>(&format!("PRAGMA {name}"))
+                    .fetch_one(&pool)
+                    .await
+                    .map(|(value,)| value)
+            }
+        };
+        assert_eq!(
+            pragma(&store.writer, "cache_size").await?,
+            -i64::from(WRITER_CACHE_KIB)
+        );
+        // 2: MEMORY.
+        assert_eq!(pragma(&store.writer, "temp_store").await?, 2);
+        assert_eq!(pragma(&store.pool, "cache_size").await?, -2000);
+        assert_eq!(pragma(&store.pool, "temp_store").await?, 0);
+        drop(store);
+        std::fs::remove_dir_all(dir)?;
+        Ok(())
     }
 }
