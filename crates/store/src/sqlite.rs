@@ -302,23 +302,22 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::TestDatabase;
+
+    async fn pragma(pool: &SqlitePool, name: &str) -> Result<i64, sqlx::Error> {
+        let (value,): (i64,) = sqlx::query_as(&format!("PRAGMA {name}"))
+            .fetch_one(pool)
+            .await?;
+        Ok(value)
+    }
 
     /// The writer connection has the large cache and in-memory temporary
     /// files; the readers keep SQLite's defaults.
     #[tokio::test]
     async fn the_writer_alone_has_a_large_cache_and_temp_files_in_memory()
     -> Result<(), Box<dyn std::error::Error>> {
-        let dir = std::env::temp_dir().join(format!("gatehouse-sqlite-{}", std::process::id()));
-        let store = SqliteStore::connect(&format!("sqlite://{}/t.db", dir.display())).await?;
-        let pragma = |pool: &SqlitePool, name: &'static str| {
-            let pool = pool.clone();
-            async move {
-                sqlx::query_as::<_, (i64,)>(&format!("PRAGMA {name}"))
-                    .fetch_one(&pool)
-                    .await
-                    .map(|(value,)| value)
-            }
-        };
+        let db = TestDatabase::sqlite().await?;
+        let store = SqliteStore::connect(&db.url).await?;
         assert_eq!(
             pragma(&store.writer, "cache_size").await?,
             -i64::from(WRITER_CACHE_KIB)
@@ -327,8 +326,8 @@ mod tests {
         assert_eq!(pragma(&store.writer, "temp_store").await?, 2);
         assert_eq!(pragma(&store.pool, "cache_size").await?, -2000);
         assert_eq!(pragma(&store.pool, "temp_store").await?, 0);
-        drop(store);
-        std::fs::remove_dir_all(dir)?;
+        store.close().await;
+        db.cleanup().await;
         Ok(())
     }
 }
